@@ -1,0 +1,536 @@
+//! The job spec: what a person submits, read from TOML (and overridden by flags), then
+//! validated before any work starts. `examples/job.toml` documents every field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::names::{self, NameError};
+
+/// A job spec that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The TOML does not parse or a field has the wrong type; the message names line and field.
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    /// A field has a value grove refuses.
+    #[error("{}{field}: {message}", location.as_deref().map(|l| format!("{l}: ")).unwrap_or_default())]
+    Invalid {
+        /// `file:line` when the spec came from a file and the field could be found in it.
+        location: Option<String>,
+        /// The field's dotted path, as in the file (`select.grep`) or as a flag would set it.
+        field: String,
+        message: String,
+    },
+}
+
+/// What a person submits.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A short name; the job id is this name plus a suffix.
+    pub name: Option<String>,
+    /// What the agent is asked to do (given to agents as `{prompt}` and GROVE_PROMPT_FILE).
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub repo: RepoSpec,
+    #[serde(default)]
+    pub select: Selection,
+    #[serde(default)]
+    pub split: Split,
+    #[serde(default)]
+    pub agent: AgentSpec,
+    #[serde(default)]
+    pub run: RunSpec,
+    #[serde(default)]
+    pub checks: Checks,
+    #[serde(default)]
+    pub merge: MergeSpec,
+}
+
+/// The repository the job changes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepoSpec {
+    /// A path to a local repository (its working tree or its `.git`), or a git URL.
+    pub source: Option<String>,
+    /// The commit the tasks start from: a branch, tag, commit id or `HEAD` (the default).
+    pub base: Option<String>,
+}
+
+/// Which files are in the change.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// Globs of repository paths to include (`crates/**`); none means every file.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs of repository paths to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// A regex (Rust syntax); only files whose content matches are in scope.
+    pub grep: Option<String>,
+    /// An explicit list of repository paths; when given, only these files are in scope.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+/// How a job is split into tasks.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    #[serde(default)]
+    pub rule: SplitRule,
+    /// For `dirs`: how many folder levels name a task (`1` = top-level folders).
+    #[serde(default = "default_depth")]
+    pub depth: u32,
+    /// Largest number of files in one task; bigger modules are split by sub-folder.
+    pub max_files: Option<u32>,
+    /// Largest number of lines in one task.
+    pub max_lines: Option<u64>,
+    /// Largest number of tasks; small modules are grouped to stay under it.
+    pub max_tasks: Option<u32>,
+}
+
+fn default_depth() -> u32 {
+    1
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Split {
+            rule: SplitRule::default(),
+            depth: default_depth(),
+            max_files: None,
+            max_lines: None,
+            max_tasks: None,
+        }
+    }
+}
+
+/// The rule that turns files into modules.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitRule {
+    /// Pick from what the repository has (several ecosystems at once are fine).
+    #[default]
+    Auto,
+    /// Folders at `depth`.
+    Dirs,
+    /// One task per Cargo package; each file belongs to its innermost package.
+    Cargo,
+    /// npm / yarn / pnpm workspaces.
+    Npm,
+    /// Go modules (go.mod), and packages inside big modules.
+    Go,
+    /// Python projects (pyproject.toml, setup.cfg, setup.py) or packages (`__init__.py`).
+    Python,
+    /// Maven modules.
+    Maven,
+    /// Gradle projects.
+    Gradle,
+    /// One task per CODEOWNERS owner set.
+    Codeowners,
+    /// The whole selection as one task.
+    Single,
+}
+
+impl SplitRule {
+    pub const ALL: [SplitRule; 10] = [
+        SplitRule::Auto,
+        SplitRule::Dirs,
+        SplitRule::Cargo,
+        SplitRule::Npm,
+        SplitRule::Go,
+        SplitRule::Python,
+        SplitRule::Maven,
+        SplitRule::Gradle,
+        SplitRule::Codeowners,
+        SplitRule::Single,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitRule::Auto => "auto",
+            SplitRule::Dirs => "dirs",
+            SplitRule::Cargo => "cargo",
+            SplitRule::Npm => "npm",
+            SplitRule::Go => "go",
+            SplitRule::Python => "python",
+            SplitRule::Maven => "maven",
+            SplitRule::Gradle => "gradle",
+            SplitRule::Codeowners => "codeowners",
+            SplitRule::Single => "single",
+        }
+    }
+}
+
+impl std::str::FromStr for SplitRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SplitRule::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = SplitRule::ALL.iter().map(|r| r.as_str()).collect();
+            format!("unknown split rule {s:?} (expected one of: {})", names.join(", "))
+        })
+    }
+}
+
+/// Which agent runs in each task's workspace.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// `replace` (builtin regex rewrite) or `command` (any program).
+    pub kind: Option<AgentKind>,
+    /// For `replace`: the regex (Rust syntax) to find.
+    pub pattern: Option<String>,
+    /// For `replace`: the replacement; `$1`, `${name}` refer to groups.
+    pub replace: Option<String>,
+    /// For `command`: the program and its arguments; `{prompt}`, `{scope}`, `{task}` are filled in.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Extra environment for the agent.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How long one turn may run before its process group is killed (default 30m).
+    #[serde(default, deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub turn_timeout: Option<Duration>,
+    /// How many turns a task may take: a turn whose checks fail is followed by another with the
+    /// failure in GROVE_FEEDBACK_FILE, up to this many (default 1).
+    pub max_turns: Option<u32>,
+}
+
+/// The kinds of agent grove runs.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    Replace,
+    Command,
+}
+
+impl AgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Replace => "replace",
+            AgentKind::Command => "command",
+        }
+    }
+}
+
+impl std::str::FromStr for AgentKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "replace" => Ok(AgentKind::Replace),
+            "command" => Ok(AgentKind::Command),
+            _ => Err(format!("unknown agent {s:?} (expected replace or command)")),
+        }
+    }
+}
+
+/// How the job runs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Tasks running at once (default 4).
+    pub concurrency: Option<u32>,
+    /// Git-ignored files to copy from the source repository into each workspace (`.env`,
+    /// `config/local.toml`); gitignore-style patterns. A `.worktreeinclude` file at the
+    /// repository root adds its patterns.
+    #[serde(default)]
+    pub include_ignored: Vec<String>,
+    /// The first port handed out (default 42000); task N gets `port_base + N * ports_per_task`.
+    pub port_base: Option<u16>,
+    /// Ports per task (default 10), in GROVE_PORT_BASE and GROVE_PORT_COUNT.
+    pub ports_per_task: Option<u16>,
+    /// Which workspaces to keep once their task ends: `none`, `failed` (default) or `all`.
+    pub keep_worktrees: Option<KeepWorktrees>,
+    /// Bytes of agent output kept per task log (default 8 MiB); the rest is dropped with a note.
+    pub log_cap: Option<u64>,
+}
+
+/// The worktree removal policy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepWorktrees {
+    /// Remove every worktree once its task ends; branches stay.
+    None,
+    /// Keep the worktrees of tasks that failed or need attention, for a person to look into.
+    #[default]
+    Failed,
+    /// Keep every worktree.
+    All,
+}
+
+impl std::str::FromStr for KeepWorktrees {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(KeepWorktrees::None),
+            "failed" => Ok(KeepWorktrees::Failed),
+            "all" => Ok(KeepWorktrees::All),
+            _ => Err(format!("unknown worktree policy {s:?} (expected none, failed or all)")),
+        }
+    }
+}
+
+/// Commands that decide whether work is good.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// A shell command run in the task's workspace after each turn; non-zero fails the turn.
+    pub task: Option<String>,
+}
+
+/// How finished branches come together.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MergeSpec {
+    /// The integration branch (default `grove/<job>/integration`); `{job}` is replaced.
+    pub branch: Option<String>,
+}
+
+/// Defaults applied where the spec is silent.
+pub mod defaults {
+    use std::time::Duration;
+    pub const CONCURRENCY: u32 = 4;
+    pub const TURN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    pub const MAX_TURNS: u32 = 1;
+    pub const PORT_BASE: u16 = 42000;
+    pub const PORTS_PER_TASK: u16 = 10;
+    pub const LOG_CAP: u64 = 8 * 1024 * 1024;
+}
+
+impl JobSpec {
+    /// Parse a spec from TOML text; `file` names it in errors.
+    pub fn from_toml(file: &str, text: &str) -> Result<JobSpec, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Parse { file: file.to_owned(), message: e.to_string() })
+    }
+
+    pub fn concurrency(&self) -> u32 {
+        self.run.concurrency.unwrap_or(defaults::CONCURRENCY)
+    }
+    pub fn turn_timeout(&self) -> Duration {
+        self.agent.turn_timeout.unwrap_or(defaults::TURN_TIMEOUT)
+    }
+    pub fn max_turns(&self) -> u32 {
+        self.agent.max_turns.unwrap_or(defaults::MAX_TURNS)
+    }
+    pub fn base(&self) -> &str {
+        self.repo.base.as_deref().unwrap_or("HEAD")
+    }
+    pub fn integration_branch(&self, job: &names::JobId) -> String {
+        match &self.merge.branch {
+            Some(b) => b.replace("{job}", job.as_str()),
+            None => names::default_integration_branch(job),
+        }
+    }
+
+    /// Check every field that can be checked without the repository. `source` is the spec's
+    /// text, when it came from a file, so errors can name the line.
+    pub fn validate(&self, file: Option<(&str, &str)>) -> Result<(), SpecError> {
+        let err = |field: &str, message: String| SpecError::Invalid {
+            location: file.and_then(|(name, text)| locate(text, field).map(|l| format!("{name}:{l}"))),
+            field: field.to_owned(),
+            message,
+        };
+        if self.repo.source.as_deref().is_none_or(str::is_empty) {
+            return Err(err("repo.source", "no repository given (set repo.source or pass --repo)".into()));
+        }
+        if let Some(name) = &self.name
+            && names::slugify(name, 40).is_empty()
+        {
+            return Err(err("name", format!("{name:?} has no letters or digits to make a job id from")));
+        }
+        for (field, globs) in
+            [("select.include", &self.select.include), ("select.exclude", &self.select.exclude)]
+        {
+            for g in globs {
+                check_repo_path(g).map_err(|m| err(field, format!("{g:?} {m}")))?;
+                globset::Glob::new(g).map_err(|e| err(field, format!("bad glob {g:?}: {e}")))?;
+            }
+        }
+        for f in &self.select.files {
+            check_repo_path(f).map_err(|m| err("select.files", format!("{f:?} {m}")))?;
+        }
+        if let Some(re) = &self.select.grep {
+            regex::bytes::Regex::new(re).map_err(|e| err("select.grep", format!("invalid regex: {e}")))?;
+        }
+        if self.split.rule == SplitRule::Dirs && self.split.depth == 0 {
+            return Err(err("split.depth", "must be at least 1".into()));
+        }
+        match self.agent.kind {
+            None => return Err(err("agent.kind", "no agent given (set agent.kind or pass --agent)".into())),
+            Some(AgentKind::Replace) => {
+                let Some(p) = &self.agent.pattern else {
+                    return Err(err("agent.pattern", "the replace agent needs a pattern".into()));
+                };
+                regex::Regex::new(p).map_err(|e| err("agent.pattern", format!("invalid regex: {e}")))?;
+                if self.agent.replace.is_none() {
+                    return Err(err("agent.replace", "the replace agent needs a replacement".into()));
+                }
+            }
+            Some(AgentKind::Command) => {
+                if self.agent.command.first().is_none_or(|p| p.trim().is_empty()) {
+                    return Err(err("agent.command", "the command agent needs a program to run".into()));
+                }
+            }
+        }
+        if self.agent.turn_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(err("agent.turn_timeout", "must be longer than zero".into()));
+        }
+        if self.agent.max_turns == Some(0) {
+            return Err(err("agent.max_turns", "must be at least 1".into()));
+        }
+        if self.run.concurrency == Some(0) {
+            return Err(err("run.concurrency", "must be at least 1".into()));
+        }
+        if self.run.ports_per_task == Some(0) {
+            return Err(err("run.ports_per_task", "must be at least 1".into()));
+        }
+        for p in &self.run.include_ignored {
+            check_repo_path(p.trim_end_matches('/'))
+                .map_err(|m| err("run.include_ignored", format!("{p:?} {m}")))?;
+        }
+        if let Some(b) = &self.merge.branch {
+            let probe = b.replace("{job}", "job");
+            names::check_branch(&probe, "merge.branch")
+                .map_err(|e: NameError| err("merge.branch", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuse a path or glob that could leave the repository: absolute, `..`, or a drive prefix.
+pub fn check_repo_path(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Err("is empty");
+    }
+    if p.starts_with('/') || p.starts_with('\\') || p.get(1..2) == Some(":") {
+        return Err("is absolute; paths are relative to the repository root");
+    }
+    if p.split(['/', '\\']).any(|c| c == "..") {
+        return Err("leaves the repository ('..')");
+    }
+    Ok(())
+}
+
+/// Find the 1-based line of a dotted field (`select.grep`) in TOML text: the key's line inside
+/// its `[table]`, or the table's header. Good enough for the flat shape of a job spec.
+fn locate(text: &str, field: &str) -> Option<usize> {
+    let (table, key) = match field.rsplit_once('.') {
+        Some((t, k)) => (Some(t), k),
+        None => (None, field),
+    };
+    let mut current: Option<String> = None;
+    let mut header = None;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            current = Some(l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+            if current.as_deref() == table {
+                header = Some(i + 1);
+            }
+            continue;
+        }
+        if current.as_deref() == table
+            && let Some(rest) = l.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(i + 1);
+        }
+    }
+    header
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Parse `90s`, `10m`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e} (examples: 90s, 10m, 2h)"))
+}
+
+impl fmt::Display for SplitRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "rename"
+prompt = "Rename FileId to SourceFileId"
+
+[repo]
+source = "."
+
+[select]
+grep = '\bFileId\b'
+
+[split]
+rule = "cargo"
+
+[agent]
+kind = "replace"
+pattern = '\bFileId\b'
+replace = "SourceFileId"
+turn_timeout = "5m"
+"#;
+
+    #[test]
+    fn a_good_spec_parses_and_validates() {
+        let spec = JobSpec::from_toml("job.toml", GOOD).expect("parses");
+        spec.validate(Some(("job.toml", GOOD))).expect("valid");
+        assert_eq!(spec.split.rule, SplitRule::Cargo);
+        assert_eq!(spec.turn_timeout(), Duration::from_secs(300));
+        assert_eq!(spec.base(), "HEAD");
+    }
+
+    #[test]
+    fn a_wrong_type_names_file_line_and_field() {
+        let text = GOOD.replace("rule = \"cargo\"", "rule = \"cargo\"\ndepth = \"two\"");
+        let e = JobSpec::from_toml("job.toml", &text).unwrap_err().to_string();
+        assert!(e.starts_with("job.toml: "), "{e}");
+        assert!(e.contains("line 13"), "{e}");
+        assert!(e.contains("depth"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused() {
+        let text = GOOD.replace("[split]", "[split]\nrulez = 1");
+        let e = JobSpec::from_toml("job.toml", &text).unwrap_err().to_string();
+        assert!(e.contains("rulez"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_regex_names_the_line() {
+        let text = GOOD.replace(r"grep = '\bFileId\b'", "grep = 'File(Id'");
+        let spec = JobSpec::from_toml("job.toml", &text).expect("parses");
+        let e = spec.validate(Some(("job.toml", &text))).unwrap_err().to_string();
+        assert!(e.starts_with("job.toml:9: select.grep: invalid regex"), "{e}");
+    }
+
+    #[test]
+    fn escaping_paths_are_refused() {
+        for bad in ["../x/**", "/etc/**", "a/../../b", "C:/x"] {
+            let mut spec = JobSpec::from_toml("job.toml", GOOD).expect("parses");
+            spec.select.include = vec![bad.to_owned()];
+            let e = spec.validate(None).unwrap_err().to_string();
+            assert!(e.starts_with("select.include: "), "{e}");
+        }
+    }
+}
