@@ -217,7 +217,7 @@ mod tests {
             turn_timeout: Duration::from_secs(1),
             max_turns: 1,
             check: None,
-            include_ignored: vec![],
+            ignored_files: vec![],
             port_base: 1,
             port_count: 1,
             log_cap: 1,

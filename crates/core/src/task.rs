@@ -196,8 +196,9 @@ pub struct Assignment {
     pub max_turns: u32,
     /// A shell command run in the workspace after each turn.
     pub check: Option<String>,
-    /// Gitignore-style patterns of ignored files to copy from `source_dir`.
-    pub include_ignored: Vec<String>,
+    /// Git-ignored files of `source_dir` to copy into the workspace (already matched against
+    /// the job's `include_ignored` patterns and `.worktreeinclude`).
+    pub ignored_files: Vec<String>,
     pub port_base: u16,
     pub port_count: u16,
     pub log_cap: u64,
