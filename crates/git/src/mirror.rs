@@ -85,7 +85,6 @@ impl Mirror {
                 dir,
                 [std::ffi::OsStr::new("init"), "--bare".as_ref(), "--quiet".as_ref(), path.as_os_str()],
             )?;
-            git.run(&path, ["config", "extensions.worktreeConfig", "true"])?;
         }
         let mirror = Mirror { path };
         mirror.fetch(git, source)?;

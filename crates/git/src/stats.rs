@@ -13,7 +13,7 @@ pub fn diff_stat(repo: &Path, from: &str, to: &str) -> Result<DiffStat, GitError
     let repo = gix::open(repo).map_err(|e| GitError::read(what(), e))?;
     let tree_of = |id: &str| -> Result<gix::Tree<'_>, GitError> {
         let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| GitError::read(what(), e))?;
-        repo.find_commit(oid).and_then(|c| Ok(c.tree()?)).map_err(|e| GitError::read(what(), e))
+        repo.find_commit(oid).and_then(|c| c.tree()).map_err(|e| GitError::read(what(), e))
     };
     let (a, b) = (tree_of(from)?, tree_of(to)?);
     if a.id == b.id {

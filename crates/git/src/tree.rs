@@ -20,8 +20,7 @@ impl CommitTree {
         let shared = gix::ThreadSafeRepository::open(repo).map_err(|e| GitError::read(what(), e))?;
         let local = shared.to_thread_local();
         let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| GitError::read(what(), e))?;
-        let tree =
-            local.find_commit(id).and_then(|c| Ok(c.tree()?)).map_err(|e| GitError::read(what(), e))?;
+        let tree = local.find_commit(id).and_then(|c| c.tree()).map_err(|e| GitError::read(what(), e))?;
         let mut recorder = gix::traverse::tree::Recorder::default();
         tree.traverse().breadthfirst(&mut recorder).map_err(|e| GitError::read(what(), e))?;
         let mut entries: Vec<_> = recorder.records.into_iter().filter(|e| !e.mode.is_tree()).collect();

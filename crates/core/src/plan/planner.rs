@@ -28,7 +28,7 @@ pub fn plan(tree: &dyn SourceTree, select: &Selection, split: &Split) -> Result<
         let re = regex::bytes::Regex::new(re)
             .map_err(|e| PlanError::Selection { field: "select.grep", message: e.to_string() })?;
         let hits = tree.grep(&re, &paths)?;
-        paths = paths.into_iter().filter(|p| hits.iter().any(|h| h == p)).collect();
+        paths.retain(|p| hits.iter().any(|h| h == p));
     }
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in &paths {
