@@ -7,7 +7,8 @@ use grove_core::plan::{Plan, PlanError};
 use grove_core::spec::JobSpec;
 use grove_core::task::MergeState;
 use grove_core::{JobId, TaskState, names};
-use grove_git::{CommitTree, Mirror, Source, worktree};
+use grove_core::layout::Layout;
+use grove_git::{CommitTree, Git, Mirror, Source, worktree};
 
 use crate::store::{JobRow, TaskRow};
 use crate::{CoordError, Coordinator, job_id};
@@ -25,34 +26,36 @@ pub struct Prepared {
 /// The file holding extra patterns of ignored files to copy into workspaces.
 pub const WORKTREE_INCLUDE: &str = ".worktreeinclude";
 
-impl Coordinator {
-    /// Validate a spec, resolve its repository and base, and plan it. Creates nothing for a
-    /// local repository; for a URL, the mirror (grove's cache) is made to read the tree.
-    pub fn prepare(
-        &self,
-        spec: JobSpec,
-        text: Option<(&str, &str)>,
-        cwd: &Path,
-    ) -> Result<Prepared, CoordError> {
-        spec.validate(text)?;
-        let location = spec.repo.source.as_deref().unwrap_or(".");
-        let source = Source::parse(&self.git, location, cwd)?;
-        let (base, tree_repo, mirror) = match &source {
-            Source::Local(dir) => (self.git.resolve_commit(dir, spec.base())?, dir.clone(), None),
-            Source::Url(_) => {
-                let m = Mirror::ensure(&self.git, &self.layout.mirrors(), &source)?;
-                (m.resolve(&self.git, spec.base())?, m.path.clone(), Some(m))
-            }
-        };
-        let tree = CommitTree::load(&tree_repo, &base)?;
-        check_symlinks(&spec, &tree)?;
-        let plan = grove_core::plan::plan(&tree, &spec.select, &spec.split)?;
-        if plan.tasks.is_empty() {
-            return Err(CoordError::NothingSelected { warnings: plan.warnings });
+/// Validate a spec, resolve its repository and base, and plan it: everything that can refuse
+/// a job, before any state is opened. Creates nothing for a local repository; for a URL, the
+/// mirror (grove's cache) is made to read the tree.
+pub fn prepare(
+    git: &Git,
+    layout: &Layout,
+    spec: JobSpec,
+    text: Option<(&str, &str)>,
+    cwd: &Path,
+) -> Result<Prepared, CoordError> {
+    spec.validate(text)?;
+    let location = spec.repo.source.as_deref().unwrap_or(".");
+    let source = Source::parse(git, location, cwd)?;
+    let (base, tree_repo, mirror) = match &source {
+        Source::Local(dir) => (git.resolve_commit(dir, spec.base())?, dir.clone(), None),
+        Source::Url(_) => {
+            let m = Mirror::ensure(git, &layout.mirrors(), &source)?;
+            (m.resolve(git, spec.base())?, m.path.clone(), Some(m))
         }
-        Ok(Prepared { spec, source, base, plan, mirror })
+    };
+    let tree = CommitTree::load(&tree_repo, &base)?;
+    check_symlinks(&spec, &tree)?;
+    let plan = grove_core::plan::plan(&tree, &spec.select, &spec.split)?;
+    if plan.tasks.is_empty() {
+        return Err(CoordError::NothingSelected { warnings: plan.warnings });
     }
+    Ok(Prepared { spec, source, base, plan, mirror })
+}
 
+impl Coordinator {
     /// Record a prepared job: mirror, integration branch, tasks. Returns the job and its tasks.
     pub fn submit(&self, p: Prepared) -> Result<(JobRow, Vec<TaskRow>), CoordError> {
         let name = p.spec.name.clone().unwrap_or_else(|| default_name(&p.spec));

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use crate::embedded::Embedded;
 use crate::output::table;
 use crate::specargs::SpecArgs;
 
@@ -30,9 +29,10 @@ pub fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode> {
         loaded.spec.agent.kind = Some(grove_core::spec::AgentKind::Command);
         loaded.spec.agent.command = vec!["true".into()];
     }
-    let emb = Embedded::open(home)?;
+    let git = grove_git::Git::detect()?;
+    let layout = grove_core::layout::Layout::new(home);
     let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
-    let p = emb.coordinator.prepare(loaded.spec, file, &loaded.dir)?;
+    let p = grove_coordinator::submit::prepare(&git, &layout, loaded.spec, file, &loaded.dir)?;
     let mut out = std::io::stdout().lock();
     for w in &p.plan.warnings {
         eprintln!("warning: {w}");

@@ -31,11 +31,16 @@ pub struct RunArgs {
 pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let loaded = args.spec.load(&cwd)?;
-    let emb = Embedded::open(home)?;
-    let coord = emb.coordinator.clone();
     let concurrency = loaded.spec.concurrency() as usize;
     let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
-    let prepared = tokio::task::block_in_place(|| coord.prepare(loaded.spec.clone(), file, &loaded.dir))?;
+    // Everything that can refuse the job runs before grove opens or creates its state.
+    let git = grove_git::Git::detect()?;
+    let layout = grove_core::layout::Layout::new(&home);
+    let prepared = tokio::task::block_in_place(|| {
+        grove_coordinator::submit::prepare(&git, &layout, loaded.spec.clone(), file, &loaded.dir)
+    })?;
+    let emb = Embedded::open(home)?;
+    let coord = emb.coordinator.clone();
     let (job, tasks) = tokio::task::block_in_place(|| coord.submit(prepared))?;
     for w in &job.warnings {
         eprintln!("warning: {w}");
