@@ -270,7 +270,7 @@ fn order(units: &[graph::Unit], drafts: Vec<shard::Draft>, ctx: &shard::Ctx) -> 
         }
         deps.push(ds);
     }
-    // Kahn's algorithm, smallest slug first among the ready.
+    // Kahn's algorithm (smallest slug first among the ready) for a first topological order.
     let mut waiting: Vec<usize> = deps.iter().map(|d| d.iter().count()).collect();
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (t, ds) in deps.iter().enumerate() {
@@ -318,6 +318,10 @@ fn order(units: &[graph::Unit], drafts: Vec<shard::Draft>, ctx: &shard::Ctx) -> 
         closure[t] = all;
         level[t] = lv;
     }
+    // Level by level, by slug within a level: still dependencies first, and the tasks that may
+    // run side by side stand together.
+    let mut sequence = sequence;
+    sequence.sort_by(|&a, &b| (level[a], &drafts[a].slug).cmp(&(level[b], &drafts[b].slug)));
     let mut drafts: Vec<Option<shard::Draft>> = drafts.into_iter().map(Some).collect();
     let slugs: Vec<String> =
         drafts.iter().map(|d| d.as_ref().map(|d| d.slug.clone()).unwrap_or_default()).collect();

@@ -79,7 +79,7 @@ pub(crate) fn shard(units: &[Unit], ctx: &Ctx, split: &Split) -> Vec<Draft> {
     if let Some(max) = split.max_tasks {
         let max = (max as usize).max(1);
         if drafts.len() > max {
-            drafts = fit_max_tasks(drafts, ctx, max);
+            drafts = fit_max_tasks(drafts, max);
         }
     }
     drafts
@@ -126,10 +126,9 @@ fn split_unit(u: usize, unit: &Unit, ctx: &Ctx, bound: Bound, out: &mut Vec<Draf
             let rel = |d: &str| d.strip_prefix(dir).unwrap_or(d).trim_start_matches('/').to_owned();
             let (first, last) = (rel(&p.first), rel(&p.last));
             let mut label = if first == last { first.clone() } else { format!("{first}-to-{last}") };
-            let mut shown = if first == last { format!("{first}/") } else { format!("{first}/ to {last}/") };
-            if first.is_empty() && last.is_empty() {
-                shown = "top-level files".into();
-            }
+            let show = |r: &str| if r.is_empty() { "./".to_owned() } else { format!("{r}/") };
+            let mut shown =
+                if first == last { show(&first) } else { format!("{} to {}", show(&first), show(&last)) };
             if let Some(n) = p.part {
                 label = format!("{label}-part-{n}");
                 shown = format!("{shown}, part {n}");
@@ -249,7 +248,7 @@ fn group_siblings(drafts: Vec<Draft>, ctx: &Ctx, bound: Bound) -> Vec<Draft> {
 }
 
 /// Bring the number of tasks down to `max`.
-fn fit_max_tasks(mut drafts: Vec<Draft>, ctx: &Ctx, max: usize) -> Vec<Draft> {
+fn fit_max_tasks(mut drafts: Vec<Draft>, max: usize) -> Vec<Draft> {
     drafts.sort_by(|a, b| (a.level, &a.home, &a.slug).cmp(&(b.level, &b.home, &b.slug)));
     let mut levels: BTreeMap<u32, Vec<Draft>> = BTreeMap::new();
     for d in drafts {
@@ -258,7 +257,7 @@ fn fit_max_tasks(mut drafts: Vec<Draft>, ctx: &Ctx, max: usize) -> Vec<Draft> {
     if levels.len() > max {
         // Consecutive runs of the (level, path) order: a topological order, so no cycle.
         let all: Vec<Draft> = levels.into_values().flatten().collect();
-        return chunk(all, max, ctx);
+        return chunk(all, max);
     }
     // Share `max` among the levels: one each, the rest to the most crowded.
     let counts: Vec<usize> = levels.values().map(Vec::len).collect();
@@ -272,12 +271,11 @@ fn fit_max_tasks(mut drafts: Vec<Draft>, ctx: &Ctx, max: usize) -> Vec<Draft> {
             None => break,
         }
     }
-    levels.into_values().zip(quota).flat_map(|(ds, q)| chunk(ds, q, ctx)).collect()
+    levels.into_values().zip(quota).flat_map(|(ds, q)| chunk(ds, q)).collect()
 }
 
 /// Cut `drafts` into `n` consecutive runs of about equal file counts, each merged into one.
-fn chunk(drafts: Vec<Draft>, n: usize, ctx: &Ctx) -> Vec<Draft> {
-    let _ = ctx;
+fn chunk(drafts: Vec<Draft>, n: usize) -> Vec<Draft> {
     if drafts.len() <= n {
         return drafts;
     }

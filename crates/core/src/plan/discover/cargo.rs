@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use globset::GlobBuilder;
+use globset::{GlobBuilder, GlobSetBuilder};
 use toml::{Table, Value};
 
 use super::{Modules, SourceTree, TreeError, named, parse_warning, read_text};
@@ -81,29 +81,45 @@ pub(super) fn discover(
         if wm.package().is_some() {
             member[w] = true;
         }
+        // All member globs in one set: one pass over the manifests, however many members.
+        let mut set = GlobSetBuilder::new();
+        let mut pats = Vec::new();
         for pat in strings(wt.get("members")) {
             let Some(full) = join(&wm.dir, pat) else {
                 warnings.push(format!("{}: workspace member {pat:?} leaves the repository", wm.path));
                 continue;
             };
-            let glob = match GlobBuilder::new(&full).literal_separator(true).build() {
-                Ok(g) => g.compile_matcher(),
-                Err(e) => {
-                    warnings.push(format!("{}: workspace member {pat:?}: {e}", wm.path));
-                    continue;
+            match GlobBuilder::new(&full).literal_separator(true).build() {
+                Ok(g) => {
+                    set.add(g);
+                    pats.push(pat);
                 }
-            };
-            let mut hit = false;
-            for (i, m) in ms.iter().enumerate() {
-                if m.package().is_some()
-                    && is_within(&m.dir, &wm.dir)
-                    && !excluded[w].iter().any(|e| is_within(&m.dir, e))
-                    && glob.is_match(&m.dir)
-                {
-                    member[i] = true;
-                    hit = true;
-                }
+                Err(e) => warnings.push(format!("{}: workspace member {pat:?}: {e}", wm.path)),
             }
+        }
+        let set = match set.build() {
+            Ok(s) => s,
+            Err(e) => {
+                warnings.push(format!("{}: workspace members: {e}", wm.path));
+                continue;
+            }
+        };
+        let mut hit = vec![false; pats.len()];
+        let mut scratch = Vec::new();
+        for (i, m) in ms.iter().enumerate() {
+            if m.package().is_none()
+                || !is_within(&m.dir, &wm.dir)
+                || excluded[w].iter().any(|e| is_within(&m.dir, e))
+            {
+                continue;
+            }
+            set.matches_into(&m.dir, &mut scratch);
+            for &g in &scratch {
+                hit[g] = true;
+                member[i] = true;
+            }
+        }
+        for (pat, hit) in pats.iter().zip(hit) {
             if !hit {
                 warnings.push(format!("{}: workspace member {pat:?} matches no package", wm.path));
             }

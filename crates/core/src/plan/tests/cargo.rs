@@ -140,8 +140,8 @@ fn cycles_are_merged_with_a_warning() {
         layout(&p),
         [
             "a-b-c: a/Cargo.toml a/lib.rs b/Cargo.toml b/lib.rs c/Cargo.toml c/lib.rs",
+            "root: Cargo.toml",
             "d: d/Cargo.toml d/lib.rs",
-            "root: Cargo.toml"
         ]
     );
     assert_eq!(task(&p, "d").depends_on, ["a-b-c"]);

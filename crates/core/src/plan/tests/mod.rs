@@ -4,6 +4,7 @@
 
 mod cargo;
 mod core;
+mod shard;
 
 use std::collections::BTreeMap;
 
