@@ -320,7 +320,6 @@ fn order(units: &[graph::Unit], drafts: Vec<shard::Draft>, ctx: &shard::Ctx) -> 
     }
     // Level by level, by slug within a level: still dependencies first, and the tasks that may
     // run side by side stand together.
-    let mut sequence = sequence;
     sequence.sort_by(|&a, &b| (level[a], &drafts[a].slug).cmp(&(level[b], &drafts[b].slug)));
     let mut drafts: Vec<Option<shard::Draft>> = drafts.into_iter().map(Some).collect();
     let slugs: Vec<String> =
