@@ -8,7 +8,13 @@
 //! becomes a plain module.
 
 mod cargo;
+mod codeowners;
 mod dirs;
+mod go;
+mod gradle;
+mod maven;
+mod npm;
+mod python;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -99,7 +105,7 @@ pub(crate) fn discover(
     warnings: &mut Vec<String>,
 ) -> Result<Modules, TreeError> {
     let mut m = Modules::default();
-    match split.rule {
+    let found = match split.rule {
         SplitRule::Single => {
             m.add_found(Found {
                 name: "(all selected files)".into(),
@@ -107,17 +113,68 @@ pub(crate) fn discover(
                 rule: SplitRule::Single,
                 slug: "all".into(),
             });
+            true
         }
-        SplitRule::Dirs => dirs::discover(tree, split.depth, &mut m),
-        SplitRule::Cargo => cargo::discover(tree, &mut m, warnings)?,
-        SplitRule::Auto => {
+        SplitRule::Dirs => {
+            dirs::discover(tree, split.depth, &mut m);
+            true
+        }
+        SplitRule::Cargo => {
             cargo::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Npm => {
+            npm::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Go => {
+            go::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Python => {
+            if !python::discover(tree, &mut m, warnings)? {
+                python::packages(tree, &mut m);
+            }
+            !m.list.is_empty()
+        }
+        SplitRule::Maven => {
+            maven::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Gradle => {
+            gradle::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Codeowners => codeowners::discover(tree, &mut m, warnings)?,
+        SplitRule::Auto => {
+            // Every ecosystem the repository has; a folder found twice is one module.
+            cargo::discover(tree, &mut m, warnings)?;
+            npm::discover(tree, &mut m, warnings)?;
+            go::discover(tree, &mut m, warnings)?;
+            python::discover(tree, &mut m, warnings)?;
+            maven::discover(tree, &mut m, warnings)?;
+            gradle::discover(tree, &mut m, warnings)?;
+            if m.list.is_empty() {
+                python::packages(tree, &mut m);
+            }
             if m.list.is_empty() {
                 dirs::discover(tree, split.depth, &mut m);
             }
+            true
         }
-        // Not yet discovered by their own rule: plain folders.
-        _ => dirs::discover(tree, split.depth, &mut m),
+    };
+    if !found {
+        let what = match split.rule {
+            SplitRule::Codeowners => "no CODEOWNERS file",
+            _ => "no module",
+        };
+        warnings.push(format!(
+            "split {}: {what} found; planned by folders at depth {}",
+            split.rule,
+            split.depth.max(1)
+        ));
+        m = Modules::default();
+        dirs::discover(tree, split.depth, &mut m);
     }
     Ok(m)
 }

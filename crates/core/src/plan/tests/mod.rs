@@ -2,8 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod auto;
 mod cargo;
+mod codeowners;
 mod core;
+mod go;
+mod jvm;
+mod npm;
+mod python;
 mod shard;
 
 use std::collections::BTreeMap;
