@@ -4,11 +4,19 @@
 //! API boundary: the planner sees the repository only through [`SourceTree`]; it never reads
 //! the disk or runs git. `grove-git` implements `SourceTree` over a commit's tree.
 
-mod planner;
+mod discover;
+mod graph;
+mod paths;
+mod select;
+mod shard;
+#[cfg(test)]
+mod tests;
 
-pub use planner::plan;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
-use crate::spec::SplitRule;
+use crate::spec::{Selection, Split, SplitRule};
+use graph::BitSet;
 
 /// One file of the tree being planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,4 +121,246 @@ pub enum PlanError {
     /// A selection pattern is unusable.
     #[error("{field}: {message}")]
     Selection { field: &'static str, message: String },
+}
+
+/// A task's sparse checkout lists at most this many folders; more means a full checkout.
+const SPARSE_MAX: usize = 100;
+
+/// Lines are counted when the selection has at most this many files (or `max_lines` is set):
+/// counting reads every selected file.
+const LINE_COUNT_MAX_FILES: usize = 20_000;
+
+/// Plan a job: select files, find modules with `split`'s rule, give each module with selected
+/// files a task (cycles merged, big modules split, small ones grouped within the bounds), and
+/// order the tasks dependencies first.
+pub fn plan(tree: &dyn SourceTree, select: &Selection, split: &Split) -> Result<Plan, PlanError> {
+    let mut warnings = Vec::new();
+    let selected = select::select(tree, select, &mut warnings)?;
+    let mut found = discover::discover(tree, split, &mut warnings)?;
+    let files = tree.files();
+    let paths: Vec<&str> = selected.iter().map(|&i| files[i].path.as_str()).collect();
+
+    // Each selected file's module; files outside every module go to a root module.
+    let mut owner = Vec::with_capacity(paths.len());
+    for (k, p) in paths.iter().enumerate() {
+        let m = match &found.by_file {
+            Some(by_file) => Some(by_file[selected[k]]),
+            None => found.owner(p),
+        };
+        owner.push(match m {
+            Some(m) => m,
+            None => found.add("", "", split.rule, false),
+        });
+    }
+
+    let lines = if split.max_lines.is_some() || paths.len() <= LINE_COUNT_MAX_FILES {
+        let mut lines = Vec::with_capacity(paths.len());
+        for p in &paths {
+            lines.push(tree.read(p)?.map_or(0, |b| count_lines(&b)));
+        }
+        lines
+    } else {
+        vec![0; paths.len()]
+    };
+
+    let edges: Vec<(usize, usize)> = found.edges.iter().copied().collect();
+    let slugs = unique_module_slugs(&found.list);
+    let units = graph::units(&found.list, &edges, &owner, &mut warnings);
+    let ctx = shard::Ctx { modules: &found.list, slugs: &slugs, paths: &paths, lines: &lines, owner: &owner };
+    let mut drafts = shard::shard(&units, &ctx, split);
+    unique_task_slugs(&mut drafts);
+    let tasks = order(&units, drafts, &ctx);
+
+    let modules =
+        found.list.into_iter().map(|f| Module { name: f.name, path: f.path, rule: f.rule }).collect();
+    Ok(Plan { tasks, modules, edges, warnings, selected_files: paths.len() })
+}
+
+fn count_lines(b: &[u8]) -> u64 {
+    let n = b.iter().filter(|&&c| c == b'\n').count() as u64;
+    n + u64::from(b.last().is_some_and(|&c| c != b'\n'))
+}
+
+/// Module slugs made unique: colliding names fall back to their paths, then to a number in
+/// path order.
+fn unique_module_slugs(mods: &[discover::Found]) -> Vec<String> {
+    let mut slugs: Vec<String> = mods.iter().map(|m| m.slug.clone()).collect();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for s in &slugs {
+        *count.entry(s.as_str()).or_default() += 1;
+    }
+    let clash: Vec<bool> = slugs.iter().map(|s| count[s.as_str()] > 1).collect();
+    for (i, m) in mods.iter().enumerate() {
+        if clash[i] && !m.path.is_empty() {
+            let by_path = crate::names::slugify(&m.path, discover::SLUG_MAX);
+            if !by_path.is_empty() {
+                slugs[i] = by_path;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..mods.len()).collect();
+    order.sort_by(|&a, &b| (&slugs[a], &mods[a].path).cmp(&(&slugs[b], &mods[b].path)));
+    dedup_numbered(&mut slugs, &order);
+    slugs
+}
+
+/// Task slugs made unique (pieces and groups can collide with module slugs).
+fn unique_task_slugs(drafts: &mut [shard::Draft]) {
+    let mut slugs: Vec<String> = drafts.iter().map(|d| d.slug.clone()).collect();
+    let mut order: Vec<usize> = (0..drafts.len()).collect();
+    order.sort_by(|&a, &b| (&slugs[a], &drafts[a].files).cmp(&(&slugs[b], &drafts[b].files)));
+    dedup_numbered(&mut slugs, &order);
+    for (d, s) in drafts.iter_mut().zip(slugs) {
+        d.slug = s;
+    }
+}
+
+/// Give the second and later of equal slugs (in `order`) a `-2`, `-3`… suffix that is free, and
+/// keep slugs usable as branch names.
+fn dedup_numbered(slugs: &mut [String], order: &[usize]) {
+    let mut taken: std::collections::HashSet<String> = slugs.iter().cloned().collect();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for &i in order {
+        if slugs[i].ends_with(".lock") {
+            let s = format!("{}-lock", slugs[i].trim_end_matches(".lock"));
+            taken.insert(s.clone());
+            slugs[i] = s;
+        }
+        if seen.insert(slugs[i].clone()) {
+            continue;
+        }
+        let base = slugs[i].clone();
+        let mut n = 2;
+        let s = loop {
+            let cand = format!("{base}-{n}");
+            if !taken.contains(&cand) {
+                break cand;
+            }
+            n += 1;
+        };
+        taken.insert(s.clone());
+        seen.insert(s.clone());
+        slugs[i] = s;
+    }
+}
+
+/// Order the drafts dependencies first (ties by slug), with levels and reduced dependencies.
+fn order(units: &[graph::Unit], drafts: Vec<shard::Draft>, ctx: &shard::Ctx) -> Vec<PlannedTask> {
+    let n = drafts.len();
+    let mut tasks_of_unit: Vec<Vec<usize>> = vec![Vec::new(); units.len()];
+    for (t, d) in drafts.iter().enumerate() {
+        for &u in &d.units {
+            tasks_of_unit[u].push(t);
+        }
+    }
+    // Direct dependencies of each draft, on drafts.
+    let mut deps: Vec<BitSet> = Vec::with_capacity(n);
+    for (t, d) in drafts.iter().enumerate() {
+        let mut reach = BitSet::default();
+        for &u in &d.units {
+            reach.union_with(&units[u].reach);
+        }
+        let mut ds = BitSet::default();
+        for u in reach.iter() {
+            for &s in &tasks_of_unit[u] {
+                if s != t {
+                    ds.insert(s);
+                }
+            }
+        }
+        deps.push(ds);
+    }
+    // Kahn's algorithm (smallest slug first among the ready) for a first topological order.
+    let mut waiting: Vec<usize> = deps.iter().map(|d| d.iter().count()).collect();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (t, ds) in deps.iter().enumerate() {
+        for s in ds.iter() {
+            users[s].push(t);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(&str, usize)>> =
+        (0..n).filter(|&t| waiting[t] == 0).map(|t| Reverse((drafts[t].slug.as_str(), t))).collect();
+    let mut sequence = Vec::with_capacity(n);
+    while let Some(Reverse((_, t))) = ready.pop() {
+        sequence.push(t);
+        for &u in &users[t] {
+            waiting[u] -= 1;
+            if waiting[u] == 0 {
+                ready.push(Reverse((drafts[u].slug.as_str(), u)));
+            }
+        }
+    }
+    // Grouping keeps the draft graph acyclic; should it ever not, keep every draft anyway.
+    if sequence.len() < n {
+        let mut rest: Vec<usize> = (0..n).filter(|t| !sequence.contains(t)).collect();
+        rest.sort_by(|&a, &b| drafts[a].slug.cmp(&drafts[b].slug));
+        sequence.extend(rest);
+    }
+    let mut position = vec![0; n];
+    for (i, &t) in sequence.iter().enumerate() {
+        position[t] = i;
+    }
+    // Transitive closure in order, then drop the dependencies implied by another one.
+    let mut closure: Vec<BitSet> = vec![BitSet::default(); n];
+    let mut level = vec![0u32; n];
+    let mut reduced: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &t in &sequence {
+        let mut implied = BitSet::default();
+        let mut all = BitSet::default();
+        let mut lv = 0;
+        for s in deps[t].iter().filter(|&s| position[s] < position[t]) {
+            implied.union_with(&closure[s]);
+            all.union_with(&closure[s]);
+            all.insert(s);
+            lv = lv.max(level[s] + 1);
+        }
+        reduced[t] = deps[t].iter().filter(|&s| position[s] < position[t] && !implied.contains(s)).collect();
+        closure[t] = all;
+        level[t] = lv;
+    }
+    // Level by level, by slug within a level: still dependencies first, and the tasks that may
+    // run side by side stand together.
+    sequence.sort_by(|&a, &b| (level[a], &drafts[a].slug).cmp(&(level[b], &drafts[b].slug)));
+    let mut drafts: Vec<Option<shard::Draft>> = drafts.into_iter().map(Some).collect();
+    let slugs: Vec<String> =
+        drafts.iter().map(|d| d.as_ref().map(|d| d.slug.clone()).unwrap_or_default()).collect();
+    sequence
+        .iter()
+        .filter_map(|&t| {
+            let d = drafts[t].take()?;
+            let mut depends_on: Vec<String> = reduced[t].iter().map(|&s| slugs[s].clone()).collect();
+            depends_on.sort();
+            Some(PlannedTask {
+                sparse: sparse(&d, ctx),
+                lines: d.files.iter().map(|&f| ctx.lines[f]).sum(),
+                files: d.files.iter().map(|&f| ctx.paths[f].to_owned()).collect(),
+                slug: d.slug,
+                title: d.title,
+                depends_on,
+                level: level[t],
+            })
+        })
+        .collect()
+}
+
+/// The folders a task's checkout needs: each module's folder, and for files of the root (or of
+/// an owner set) their own folders.
+fn sparse(d: &shard::Draft, ctx: &shard::Ctx) -> Option<Vec<String>> {
+    let mut dirs: Vec<String> = Vec::new();
+    let mut last: Option<&str> = None;
+    for &f in &d.files {
+        let m = &ctx.modules[ctx.owner[f]];
+        let p = ctx.paths[f];
+        let dir = if !m.path.is_empty() && paths::is_within(p, &m.path) {
+            m.path.as_str()
+        } else {
+            paths::parent(p)
+        };
+        if last != Some(dir) {
+            dirs.push(dir.to_owned());
+            last = Some(dir);
+        }
+    }
+    let cover = paths::cover(dirs);
+    (cover.len() <= SPARSE_MAX).then_some(cover)
 }

@@ -1,0 +1,216 @@
+//! Module discovery: the modules of a repository, found by reading its real manifests, and the
+//! dependency edges between them.
+//!
+//! Every discoverer adds to one [`Modules`]: a module is a folder (`""` for the root), and a file
+//! belongs to its innermost module folder. Two discoverers finding the same folder (a Cargo
+//! package that is also an npm package) share one module, so `auto` can run them all. A manifest
+//! that does not parse gives a warning naming the file and the parser's message, and its folder
+//! becomes a plain module.
+
+mod cargo;
+mod codeowners;
+mod dirs;
+mod go;
+mod gradle;
+mod maven;
+mod npm;
+mod python;
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::paths::parent;
+use super::{FileKind, SourceTree, TreeError, TreeFile};
+use crate::names::slugify;
+use crate::spec::{Split, SplitRule};
+
+/// The longest slug grove makes.
+pub(crate) const SLUG_MAX: usize = 60;
+
+/// One module as found.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub name: String,
+    pub path: String,
+    pub rule: SplitRule,
+    /// The slug it would like; made unique later.
+    pub slug: String,
+}
+
+/// The modules of a repository and their dependency edges.
+#[derive(Debug, Default)]
+pub(crate) struct Modules {
+    pub list: Vec<Found>,
+    by_path: HashMap<String, usize>,
+    /// `(dependent, dependency)`.
+    pub edges: BTreeSet<(usize, usize)>,
+    /// When ownership is not by folder (CODEOWNERS): the module of each file of the tree.
+    pub by_file: Option<Vec<usize>>,
+}
+
+impl Modules {
+    /// Add a module at folder `path` named `name`, with a slug made from the name when
+    /// `named` (package names), else from the path. A folder already known keeps its module.
+    pub fn add(&mut self, path: &str, name: &str, rule: SplitRule, named: bool) -> usize {
+        if let Some(&i) = self.by_path.get(path) {
+            return i;
+        }
+        let slug = if path.is_empty() && !named {
+            "root".to_owned()
+        } else {
+            let s = slugify(if named { name } else { path }, SLUG_MAX);
+            if s.is_empty() { slugify(path, SLUG_MAX) } else { s }
+        };
+        let slug = if slug.is_empty() { "module".to_owned() } else { slug };
+        let name = if name.is_empty() { "(root)" } else { name };
+        self.add_found(Found { name: name.to_owned(), path: path.to_owned(), rule, slug })
+    }
+
+    fn add_found(&mut self, f: Found) -> usize {
+        let i = self.list.len();
+        self.by_path.insert(f.path.clone(), i);
+        self.list.push(f);
+        i
+    }
+
+    /// The module whose folder is exactly `path`.
+    pub fn at(&self, path: &str) -> Option<usize> {
+        self.by_path.get(path).copied()
+    }
+
+    pub fn edge(&mut self, dependent: usize, dependency: usize) {
+        if dependent != dependency {
+            self.edges.insert((dependent, dependency));
+        }
+    }
+
+    /// The innermost module holding the file `path`, if any.
+    pub fn owner(&self, path: &str) -> Option<usize> {
+        let mut d = parent(path);
+        loop {
+            if let Some(&i) = self.by_path.get(d) {
+                return Some(i);
+            }
+            if d.is_empty() {
+                return None;
+            }
+            d = parent(d);
+        }
+    }
+}
+
+/// Find the modules of `tree` with `split`'s rule.
+pub(crate) fn discover(
+    tree: &dyn SourceTree,
+    split: &Split,
+    warnings: &mut Vec<String>,
+) -> Result<Modules, TreeError> {
+    let mut m = Modules::default();
+    let found = match split.rule {
+        SplitRule::Single => {
+            m.add_found(Found {
+                name: "(all selected files)".into(),
+                path: String::new(),
+                rule: SplitRule::Single,
+                slug: "all".into(),
+            });
+            true
+        }
+        SplitRule::Dirs => {
+            dirs::discover(tree, split.depth, &mut m);
+            true
+        }
+        SplitRule::Cargo => {
+            cargo::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Npm => {
+            npm::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Go => {
+            go::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Python => {
+            if !python::discover(tree, &mut m, warnings)? {
+                python::packages(tree, &mut m);
+            }
+            !m.list.is_empty()
+        }
+        SplitRule::Maven => {
+            maven::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Gradle => {
+            gradle::discover(tree, &mut m, warnings)?;
+            !m.list.is_empty()
+        }
+        SplitRule::Codeowners => codeowners::discover(tree, &mut m, warnings)?,
+        SplitRule::Auto => {
+            // Every ecosystem the repository has; a folder found twice is one module.
+            cargo::discover(tree, &mut m, warnings)?;
+            npm::discover(tree, &mut m, warnings)?;
+            go::discover(tree, &mut m, warnings)?;
+            python::discover(tree, &mut m, warnings)?;
+            maven::discover(tree, &mut m, warnings)?;
+            gradle::discover(tree, &mut m, warnings)?;
+            if m.list.is_empty() {
+                python::packages(tree, &mut m);
+            }
+            if m.list.is_empty() {
+                dirs::discover(tree, split.depth, &mut m);
+            }
+            true
+        }
+    };
+    if !found {
+        let what = match split.rule {
+            SplitRule::Codeowners => "no CODEOWNERS file",
+            _ => "no module",
+        };
+        warnings.push(format!(
+            "split {}: {what} found; planned by folders at depth {}",
+            split.rule,
+            split.depth.max(1)
+        ));
+        m = Modules::default();
+        dirs::discover(tree, split.depth, &mut m);
+    }
+    Ok(m)
+}
+
+/// The regular files of the tree named `name` (at any depth).
+pub(crate) fn named<'t>(tree: &'t dyn SourceTree, name: &'t str) -> impl Iterator<Item = &'t TreeFile> + 't {
+    tree.files().iter().filter(move |f| {
+        matches!(f.kind, FileKind::Regular | FileKind::Executable)
+            && (f.path == name || f.path.strip_suffix(name).is_some_and(|p| p.ends_with('/')))
+    })
+}
+
+/// A file's text; a file that is not UTF-8 gives a warning and `None`.
+pub(crate) fn read_text(
+    tree: &dyn SourceTree,
+    path: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, TreeError> {
+    let Some(bytes) = tree.read(path)? else { return Ok(None) };
+    match String::from_utf8(bytes) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            warnings.push(format!("{path}: not UTF-8 ({e}); its folder is planned as a plain module"));
+            Ok(None)
+        }
+    }
+}
+
+/// `path:line: message` for a parser error at byte `offset` of `text`.
+pub(crate) fn parse_warning(path: &str, text: &str, offset: Option<usize>, message: &str) -> String {
+    let message = message.trim().replace('\n', " ");
+    match offset {
+        Some(o) => {
+            let line = text.as_bytes()[..o.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1;
+            format!("{path}:{line}: {message}; its folder is planned as a plain module")
+        }
+        None => format!("{path}: {message}; its folder is planned as a plain module"),
+    }
+}
