@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use globset::{Glob, GlobSetBuilder};
+use grove_core::layout::Layout;
 use grove_core::plan::{Plan, PlanError};
 use grove_core::spec::JobSpec;
 use grove_core::task::MergeState;
 use grove_core::{JobId, TaskState, names};
-use grove_core::layout::Layout;
 use grove_git::{CommitTree, Git, Mirror, Source, worktree};
 
 use crate::store::{JobRow, TaskRow};

@@ -87,8 +87,35 @@ impl Mirror {
             )?;
         }
         let mirror = Mirror { path };
+        mirror.enable_worktree_config(git)?;
         mirror.fetch(git, source)?;
         Ok(mirror)
+    }
+
+    /// Sparse checkouts need per-worktree config. git turns it on by itself at the first
+    /// `sparse-checkout`, moving `core.bare` out of the shared config, and a worktree made
+    /// at that moment by another task reads a half-moved config ("must be run in a work
+    /// tree"). So do the same move once, before any worktree exists.
+    fn enable_worktree_config(&self, git: &Git) -> Result<(), GitError> {
+        let on = git.run_allowing(&self.path, ["config", "--get", "extensions.worktreeConfig"], &[1])?;
+        if on.stdout.trim() == "true" {
+            return Ok(());
+        }
+        let per_worktree = self.path.join("config.worktree");
+        git.run(
+            &self.path,
+            [
+                "config".as_ref(),
+                "--file".as_ref(),
+                per_worktree.as_os_str(),
+                "core.bare".as_ref(),
+                "true".as_ref(),
+            ],
+        )?;
+        git.run_allowing(&self.path, ["config", "--unset", "core.bare"], &[5])?;
+        git.run(&self.path, ["config", "core.repositoryformatversion", "1"])?;
+        git.run(&self.path, ["config", "extensions.worktreeConfig", "true"])?;
+        Ok(())
     }
 
     /// Fetch the source's branches and tags.

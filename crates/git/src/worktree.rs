@@ -43,6 +43,7 @@ pub fn add(
     if path.exists() {
         remove(git, mirror, path)?;
     }
+    let admin = AdminLock::take(mirror)?;
     git.run(mirror, ["worktree", "prune"])?;
     let exists = git.ref_target(mirror, &full)?.is_some();
     let mut args: Vec<std::ffi::OsString> =
@@ -53,6 +54,7 @@ pub fn add(
     args.push(path.into());
     args.push(if exists { branch } else { base }.into());
     git.run(mirror, args)?;
+    drop(admin);
     if let Some(dirs) = sparse {
         let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
         args.extend(dirs.iter().map(String::as_str));
@@ -65,6 +67,7 @@ pub fn add(
 /// Remove a worktree grove made (its files, uncommitted changes included) and its admin data.
 /// The branch stays.
 pub fn remove(git: &Git, mirror: &Path, path: &Path) -> Result<(), GitError> {
+    let _admin = AdminLock::take(mirror)?;
     let args: [&std::ffi::OsStr; 5] =
         ["worktree".as_ref(), "remove".as_ref(), "--force".as_ref(), "--force".as_ref(), path.as_os_str()];
     if git.run(mirror, args).is_err() && path.exists() {
@@ -72,6 +75,32 @@ pub fn remove(git: &Git, mirror: &Path, path: &Path) -> Result<(), GitError> {
     }
     git.run(mirror, ["worktree", "prune"])?;
     Ok(())
+}
+
+/// An exclusive lock on a repository's worktree administration. `git worktree add` reads
+/// every other worktree's admin files and fails on one being written at the same moment, so
+/// adds, removes and prunes of one mirror take turns, across processes too.
+struct AdminLock(std::fs::File);
+
+impl AdminLock {
+    fn take(repo: &Path) -> Result<AdminLock, GitError> {
+        let path = repo.join("grove-worktrees.lock");
+        let what = || format!("locking {}", path.display());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| GitError::io(what(), e))?;
+        file.lock().map_err(|e| GitError::io(what(), e))?;
+        Ok(AdminLock(file))
+    }
+}
+
+impl Drop for AdminLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
 }
 
 /// Commit everything in the worktree (new, changed and deleted files inside its sparse
