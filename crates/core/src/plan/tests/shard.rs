@@ -158,3 +158,26 @@ fn re_planning_after_a_change_keeps_slugs_and_moves_few_files() {
     assert_eq!(layout(&b)[0], "m-a: m/a/f0.rs m/a/f1.rs m/a/f2.rs m/a/f3.rs");
     assert_eq!(layout(&a)[1..], layout(&b)[1..]);
 }
+
+/// Which task each file is in, by slug.
+fn owners(p: &Plan) -> BTreeMap<String, String> {
+    p.tasks.iter().flat_map(|t| t.files.iter().map(|f| (f.clone(), t.slug.clone()))).collect()
+}
+
+#[test]
+fn a_change_early_in_a_long_run_of_siblings_moves_few_files() {
+    // Plain greedy packing would move nearly every file after the change; anchored cuts
+    // resynchronise within a few tasks.
+    let spec: Vec<(String, usize)> = (0..60).map(|i| (format!("pkgs/p{i:02}"), 1 + i % 3)).collect();
+    let spec_ref: Vec<(&str, usize)> = spec.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+    let before = tree_of(&[], &spec_ref);
+    let mut changed = spec_ref.clone();
+    changed[1].1 += 3;
+    let after = tree_of(&[], &changed);
+    let s = Split { depth: 2, max_files: Some(8), ..split(SplitRule::Dirs) };
+    let (a, b) = (run(&before, &Selection::default(), &s), run(&after, &Selection::default(), &s));
+    let (oa, ob) = (owners(&a), owners(&b));
+    let moved = oa.iter().filter(|(f, slug)| ob.get(*f) != Some(slug)).count();
+    assert!(a.tasks.iter().all(|t| t.files.len() <= 8));
+    assert!(moved <= 16, "{moved} of {} files moved:\n{:#?}\n{:#?}", oa.len(), layout(&a), layout(&b));
+}
