@@ -210,7 +210,7 @@ fn runs(items: &[(&str, usize, u64)], bound: Bound) -> Vec<usize> {
     let (mut len, mut n, mut lines) = (0, 0, 0);
     for &(key, fn_, fl) in items {
         let over = !bound.fits(n + fn_, lines + fl);
-        let anchor = fnv(key) % ANCHOR_EVERY == 0 && bound.fill(n, lines) >= 0.5;
+        let anchor = fnv(key).is_multiple_of(ANCHOR_EVERY) && bound.fill(n, lines) >= 0.5;
         if len > 0 && (over || anchor) {
             out.push(len);
             (len, n, lines) = (0, 0, 0);
