@@ -167,7 +167,7 @@ pub fn plan(tree: &dyn SourceTree, select: &Selection, split: &Split) -> Result<
     let slugs = unique_module_slugs(&found.list);
     let units = graph::units(&found.list, &edges, &owner, &mut warnings);
     let ctx = shard::Ctx { modules: &found.list, slugs: &slugs, paths: &paths, lines: &lines, owner: &owner };
-    let mut drafts = shard::shard(&units, &ctx, split);
+    let mut drafts = shard::shard(&units, &ctx, split, &mut warnings);
     unique_task_slugs(&mut drafts);
     let tasks = order(&units, drafts, &ctx);
 

@@ -68,7 +68,7 @@ impl Bound {
     }
 }
 
-pub(crate) fn shard(units: &[Unit], ctx: &Ctx, split: &Split) -> Vec<Draft> {
+pub(crate) fn shard(units: &[Unit], ctx: &Ctx, split: &Split, warnings: &mut Vec<String>) -> Vec<Draft> {
     let bound = Bound { files: split.max_files.map(|m| m.max(1)), lines: split.max_lines };
     let mut drafts = Vec::new();
     for (u, unit) in units.iter().enumerate() {
@@ -86,6 +86,15 @@ pub(crate) fn shard(units: &[Unit], ctx: &Ctx, split: &Split) -> Vec<Draft> {
         let max = (max as usize).max(1);
         if drafts.len() > max {
             drafts = fit_max_tasks(drafts, max);
+            let over = drafts
+                .iter()
+                .filter(|d| !bound.fits(d.files.len(), d.files.iter().map(|&f| ctx.lines[f]).sum()))
+                .count();
+            if over > 0 {
+                warnings.push(format!(
+                    "split.max_tasks = {max} wins over the size bounds: {over} task(s) are bigger than max_files/max_lines"
+                ));
+            }
         }
     }
     drafts

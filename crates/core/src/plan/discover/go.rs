@@ -27,7 +27,7 @@ pub(super) fn discover(
 ) -> Result<(), TreeError> {
     let mut found: Vec<(String, GoMod, usize)> = Vec::new();
     for f in named(tree, "go.mod") {
-        if f.path.split('/').any(|c| c == "vendor" || c == "testdata") {
+        if f.path.split('/').any(|c| c == "vendor") {
             continue;
         }
         let dir = parent(&f.path).to_owned();

@@ -179,11 +179,16 @@ pub(crate) fn discover(
     Ok(m)
 }
 
-/// The regular files of the tree named `name` (at any depth).
+/// Folders holding test data or installed dependencies: manifests inside them are not modules
+/// (their files belong to the module around them), and their parse errors are nobody's concern.
+const NOT_MODULES: [&str; 5] = ["node_modules", "testdata", "test_data", "fixtures", "__fixtures__"];
+
+/// The regular files of the tree named `name` (at any depth), outside [`NOT_MODULES`] folders.
 pub(crate) fn named<'t>(tree: &'t dyn SourceTree, name: &'t str) -> impl Iterator<Item = &'t TreeFile> + 't {
     tree.files().iter().filter(move |f| {
         matches!(f.kind, FileKind::Regular | FileKind::Executable)
             && (f.path == name || f.path.strip_suffix(name).is_some_and(|p| p.ends_with('/')))
+            && !parent(&f.path).split('/').any(|c| NOT_MODULES.contains(&c))
     })
 }
 

@@ -1,5 +1,5 @@
 //! npm, yarn and pnpm workspaces: `workspaces` in package.json (an array, or an object with
-//! `packages`) and pnpm-workspace.yaml `packages`, with `!` negations. Edges come from
+//! `packages`), pnpm-workspace.yaml and lerna.json `packages`, with `!` negations. Edges come from
 //! dependencies, devDependencies, peerDependencies and optionalDependencies naming a workspace
 //! package (any version, `workspace:` protocol included) or pointing at one with `file:`,
 //! `link:` or `portal:`.
@@ -44,9 +44,6 @@ pub(super) fn discover(
 ) -> Result<(), TreeError> {
     let mut pkgs: Vec<Package> = Vec::new();
     for f in named(tree, "package.json") {
-        if f.path.split('/').any(|c| c == "node_modules") {
-            continue;
-        }
         let dir = parent(&f.path);
         let Some(text) = read_text(tree, &f.path, warnings)? else {
             mods.add(dir, dir, SplitRule::Npm, false);
@@ -73,6 +70,22 @@ pub(super) fn discover(
             let file =
                 if p.dir.is_empty() { "package.json".to_owned() } else { format!("{}/package.json", p.dir) };
             roots.push(root(&p.dir, file, pats));
+        }
+    }
+    for f in named(tree, "lerna.json") {
+        let dir = parent(&f.path);
+        let Some(text) = read_text(tree, &f.path, warnings)? else { continue };
+        match serde_json::from_str::<Value>(&text) {
+            // Without `packages`, lerna uses the npm workspaces (or its default, packages/*).
+            Ok(json) => {
+                let pats: Vec<String> = match json.get("packages").and_then(Value::as_array) {
+                    Some(a) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                    None if roots.iter().any(|r| r.dir == dir) => continue,
+                    None => vec!["packages/*".to_owned()],
+                };
+                roots.push(root(dir, f.path.clone(), pats));
+            }
+            Err(e) => warnings.push(parse_warning(&f.path, &text, None, &e.to_string())),
         }
     }
     for f in named(tree, "pnpm-workspace.yaml") {

@@ -94,3 +94,18 @@ fn a_broken_package_json_is_a_plain_module_with_a_warning() {
         p.warnings
     );
 }
+
+#[test]
+fn lerna_packages() {
+    let t = MemTree::new(&[
+        ("lerna.json", r#"{"packages": ["modules/*"]}"#),
+        ("package.json", r#"{"name": "top"}"#),
+        ("modules/a/package.json", r#"{"name": "a", "dependencies": {"b": "^2"}}"#),
+        ("modules/b/package.json", r#"{"name": "b"}"#),
+    ]);
+    let p = run(&t, &Selection::default(), &split(SplitRule::Npm));
+    assert_eq!(
+        layout(&p),
+        ["b: modules/b/package.json", "top: lerna.json package.json", "a: modules/a/package.json"]
+    );
+}

@@ -137,6 +137,15 @@ fn max_tasks_groups_within_levels_then_along_the_order() {
     let p = run(&t, &sel, &s);
     assert_eq!(p.tasks.len(), 1);
     assert_eq!(p.tasks[0].files.len(), 12);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+
+    let s = Split { max_tasks: Some(2), max_files: Some(4), ..split(SplitRule::Cargo) };
+    let p = run(&t, &sel, &s);
+    assert_eq!(p.tasks.len(), 2);
+    assert_eq!(
+        p.warnings,
+        ["split.max_tasks = 2 wins over the size bounds: 1 task(s) are bigger than max_files/max_lines"]
+    );
 }
 
 #[test]
