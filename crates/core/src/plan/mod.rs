@@ -3,6 +3,33 @@
 //!
 //! API boundary: the planner sees the repository only through [`SourceTree`]; it never reads
 //! the disk or runs git. `grove-git` implements `SourceTree` over a commit's tree.
+//!
+//! # Steps
+//!
+//! 1. `select`: the files in the change (include/exclude globs, an explicit list, a grep).
+//! 2. `discover`: the modules of the repository, from its manifests, and their dependency
+//!    edges; each file belongs to its innermost module folder, the rest to a `root` module.
+//! 3. `graph`: dependency cycles (strongly connected components) merged into one unit with a
+//!    warning; what each unit depends on, also through modules that got no file.
+//! 4. `shard`: units to tasks within `max_files` / `max_lines` (big ones split by sub-folder,
+//!    small siblings grouped) and `max_tasks`.
+//! 5. `order` (here): a topological order, level by level, by slug within a level; each task's
+//!    `depends_on` with redundant (implied) edges dropped.
+//!
+//! # Split rules, one example each
+//!
+//! | rule | modules | edges |
+//! | --- | --- | --- |
+//! | `dirs` (`depth = 2`) | `libs/json/**` is task `libs-json`; `libs/README.md` is task `libs`; `Makefile` is `root` | none |
+//! | `single` | everything selected is task `all` | none |
+//! | `cargo` | `members = ["crates/*"]`, `exclude = ["crates/fixtures"]`: one task per package (`ide-db`) | `path = "../syntax"`, `syntax.workspace = true`, `[patch]` paths |
+//! | `npm` | `"workspaces": ["packages/*"]`, pnpm-workspace.yaml, lerna.json: one task per package (`@acme/ui` is `acme-ui`) | `"@acme/core": "workspace:*"`, `"file:../core"` |
+//! | `go` | every go.mod (`app/go.mod` is `app`); packages are sub-scopes when too big | `replace example.com/lib => ../lib`, `require` of a sibling module |
+//! | `python` | pyproject.toml / setup.cfg / setup.py projects; else `__init__.py` packages | `dependencies = ["acme-core>=1"]`, poetry and uv paths |
+//! | `maven` | `<modules><module>core</module></modules>`: one task per artifact | `<dependency><artifactId>core</artifactId>` |
+//! | `gradle` | settings.gradle(.kts) `include(":app", ":libs:json")` | `project(":libs:json")`, `projects.libs.json` |
+//! | `codeowners` | one task per owner set (`@org/web @bob` is `bob-org-web`), last matching rule wins | none |
+//! | `auto` | all of cargo, npm, go, python, maven and gradle at once; a folder found twice is one module; nothing found: `dirs` | all of theirs |
 
 mod discover;
 mod graph;
@@ -189,7 +216,13 @@ fn unique_module_slugs(mods: &[discover::Found]) -> Vec<String> {
     for s in &slugs {
         *count.entry(s.as_str()).or_default() += 1;
     }
-    let clash: Vec<bool> = slugs.iter().map(|s| count[s.as_str()] > 1).collect();
+    // `root` stays free for the root task, whether or not this selection needs one, so that a
+    // package named `root` keeps one slug across selections.
+    let clash: Vec<bool> = slugs
+        .iter()
+        .zip(mods)
+        .map(|(s, m)| count[s.as_str()] > 1 || (s == "root" && !m.path.is_empty()))
+        .collect();
     for (i, m) in mods.iter().enumerate() {
         if clash[i] && !m.path.is_empty() {
             let by_path = crate::names::slugify(&m.path, discover::SLUG_MAX);
