@@ -82,6 +82,14 @@ fn main() {
     time("cargo 2,000 crates", &big, &Selection::default(), &auto, Duration::from_secs(3));
     let sharded = Split { max_files: Some(20), max_tasks: Some(3_000), ..auto.clone() };
     time("  sharded to 20 files", &big, &Selection::default(), &sharded, Duration::from_secs(3));
+    let lines = Split { max_lines: Some(2_000), ..auto.clone() };
+    time(
+        "  bounded by lines (reads every file)",
+        &big,
+        &Selection::default(),
+        &lines,
+        Duration::from_secs(3),
+    );
     let grep = Selection { grep: Some(r"fn f1\d\b".into()), ..Selection::default() };
     time("  with a grep", &big, &grep, &auto, Duration::from_secs(3));
     let dirs = Split { rule: SplitRule::Dirs, depth: 2, ..Split::default() };
