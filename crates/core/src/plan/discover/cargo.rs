@@ -43,14 +43,14 @@ pub(super) fn discover(
     for f in named(tree, "Cargo.toml") {
         let dir = parent(&f.path);
         let Some(text) = read_text(tree, &f.path, warnings)? else {
-            mods.add(dir, dir, SplitRule::Cargo, false);
+            mods.add_plain(dir, SplitRule::Cargo);
             continue;
         };
         match text.parse::<Table>() {
             Ok(table) => ms.push(Manifest { dir: dir.to_owned(), path: f.path.clone(), table }),
             Err(e) => {
                 warnings.push(parse_warning(&f.path, &text, e.span().map(|s| s.start), e.message()));
-                mods.add(dir, dir, SplitRule::Cargo, false);
+                mods.add_plain(dir, SplitRule::Cargo);
             }
         }
     }

@@ -46,19 +46,21 @@ pub(super) fn discover(
     for f in named(tree, "package.json") {
         let dir = parent(&f.path);
         let Some(text) = read_text(tree, &f.path, warnings)? else {
-            mods.add(dir, dir, SplitRule::Npm, false);
+            mods.add_plain(dir, SplitRule::Npm);
             continue;
         };
         match serde_json::from_str::<Value>(&text) {
             Ok(json) => pkgs.push(Package { dir: dir.to_owned(), json }),
             Err(e) => {
                 warnings.push(parse_warning(&f.path, &text, None, &e.to_string()));
-                mods.add(dir, dir, SplitRule::Npm, false);
+                mods.add_plain(dir, SplitRule::Npm);
             }
         }
     }
 
     let mut roots: Vec<Root> = Vec::new();
+    // Folders of broken workspace files: plain modules unless a package.json makes them more.
+    let mut plain: Vec<&str> = Vec::new();
     for p in &pkgs {
         let list = match p.json.get("workspaces") {
             Some(Value::Array(a)) => Some(a),
@@ -103,7 +105,7 @@ pub(super) fn discover(
             Err(e) => {
                 let at = e.location().map(|l| l.index());
                 warnings.push(parse_warning(&f.path, &text, at, &e.to_string()));
-                mods.add(dir, dir, SplitRule::Npm, false);
+                plain.push(dir);
             }
         }
     }
@@ -144,6 +146,9 @@ pub(super) fn discover(
         if let Some(n) = p.name() {
             by_name.entry(n).or_insert(m);
         }
+    }
+    for dir in plain {
+        mods.add_plain(dir, SplitRule::Npm);
     }
     for (i, p) in pkgs.iter().enumerate() {
         let Some(from) = index[i] else { continue };
