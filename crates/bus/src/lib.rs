@@ -1,1 +1,249 @@
-//! placeholder
+//! The transport between the coordinator and its workers.
+//!
+//! [`Bus`] is what both sides use: the coordinator dispatches [`Assignment`]s to a pool and
+//! reads [`TaskEvent`]s; workers pull assignments for their pools, report events, and ack each
+//! delivery when the attempt is over. Delivery is at least once: a delivery dropped without an
+//! ack (a worker that died) is delivered again. [`InProcessBus`] implements it for the
+//! embedded mode; the NATS JetStream implementation keeps the same contract.
+//!
+//! API boundary: only implementations of this trait know about a wire format.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use grove_core::task::{Assignment, TaskEvent};
+use tokio::sync::{Mutex, Notify, mpsc};
+
+/// The bus failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The other side is gone (the bus was shut down).
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// One delivery of an assignment to a worker. Ack it when the attempt is over; drop it
+/// without acking and it will be delivered again.
+pub struct Delivery {
+    pub assignment: Assignment,
+    acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    pub fn new(assignment: Assignment, acker: Box<dyn Acker>) -> Self {
+        Delivery { assignment, acker }
+    }
+    /// The attempt is over (whatever its outcome): do not deliver again.
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.acker.ack().await
+    }
+    /// Hand the assignment back, to be delivered again after `delay`.
+    pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
+        self.acker.nak(delay).await
+    }
+    /// The attempt is still alive (a heartbeat during long turns).
+    pub async fn progress(&self) -> Result<(), BusError> {
+        self.acker.progress().await
+    }
+}
+
+/// How a delivery is settled; one per bus implementation.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(self: Box<Self>) -> Result<(), BusError>;
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError>;
+    async fn progress(&self) -> Result<(), BusError>;
+}
+
+/// The transport's contract.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Queue an assignment for any worker of `pool`.
+    async fn dispatch(&self, pool: &str, assignment: Assignment) -> Result<(), BusError>;
+    /// Wait for the next assignment for one of `pools`.
+    async fn next_task(&self, pools: &[String]) -> Result<Delivery, BusError>;
+    /// Report an event to the coordinator.
+    async fn report(&self, event: TaskEvent) -> Result<(), BusError>;
+    /// Wait for the next event (the coordinator's side).
+    async fn next_event(&self) -> Result<TaskEvent, BusError>;
+}
+
+/// The embedded mode's bus: queues in memory, shared by the coordinator and the workers of
+/// one process.
+pub struct InProcessBus {
+    inner: Arc<Queues>,
+    events_tx: mpsc::UnboundedSender<TaskEvent>,
+    events_rx: Mutex<mpsc::UnboundedReceiver<TaskEvent>>,
+}
+
+struct Queues {
+    tasks: std::sync::Mutex<HashMap<String, VecDeque<Assignment>>>,
+    ready: Notify,
+}
+
+impl Queues {
+    fn push(&self, pool: &str, a: Assignment, front: bool) {
+        let mut q = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = q.entry(pool.to_owned()).or_default();
+        if front {
+            queue.push_front(a)
+        } else {
+            queue.push_back(a)
+        }
+        drop(q);
+        self.ready.notify_waiters();
+        self.ready.notify_one();
+    }
+    fn pop(&self, pools: &[String]) -> Option<(String, Assignment)> {
+        let mut q = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        pools.iter().find_map(|p| q.get_mut(p).and_then(VecDeque::pop_front).map(|a| (p.clone(), a)))
+    }
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        InProcessBus {
+            inner: Arc::new(Queues { tasks: Default::default(), ready: Notify::new() }),
+            events_tx,
+            events_rx: Mutex::new(events_rx),
+        }
+    }
+}
+
+impl InProcessBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+struct InProcessAcker {
+    queues: Arc<Queues>,
+    pool: String,
+    /// `Some` until settled; a drop while `Some` redelivers.
+    pending: std::sync::Mutex<Option<Assignment>>,
+}
+
+impl InProcessAcker {
+    fn take(&self) -> Option<Assignment> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Drop for InProcessAcker {
+    fn drop(&mut self) {
+        if let Some(a) = self.take() {
+            tracing::debug!(task = %a.task, "delivery dropped without ack: redelivering");
+            self.queues.push(&self.pool, a, true);
+        }
+    }
+}
+
+#[async_trait]
+impl Acker for InProcessAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.take();
+        Ok(())
+    }
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError> {
+        if let Some(a) = self.take() {
+            let queues = self.queues.clone();
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                queues.push(&pool, a, false);
+            });
+        }
+        Ok(())
+    }
+    async fn progress(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for InProcessBus {
+    async fn dispatch(&self, pool: &str, assignment: Assignment) -> Result<(), BusError> {
+        self.inner.push(pool, assignment, false);
+        Ok(())
+    }
+
+    async fn next_task(&self, pools: &[String]) -> Result<Delivery, BusError> {
+        loop {
+            let notified = self.inner.ready.notified();
+            if let Some((pool, a)) = self.inner.pop(pools) {
+                let acker = InProcessAcker {
+                    queues: self.inner.clone(),
+                    pool,
+                    pending: std::sync::Mutex::new(Some(a.clone())),
+                };
+                return Ok(Delivery::new(a, Box::new(acker)));
+            }
+            notified.await;
+        }
+    }
+
+    async fn report(&self, event: TaskEvent) -> Result<(), BusError> {
+        self.events_tx.send(event).map_err(|_| BusError::Closed)
+    }
+
+    async fn next_event(&self) -> Result<TaskEvent, BusError> {
+        self.events_rx.lock().await.recv().await.ok_or(BusError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grove_core::JobId;
+    use grove_core::spec::{AgentSpec, KeepWorktrees};
+
+    fn assignment(task: &str) -> Assignment {
+        Assignment {
+            job: JobId::new("j", 1),
+            task: task.into(),
+            attempt: 1,
+            order: 0,
+            mirror: "/m".into(),
+            source_dir: None,
+            base: "b".into(),
+            branch: "grove/j/t".into(),
+            sparse: None,
+            files: vec![],
+            prompt: String::new(),
+            agent: AgentSpec::default(),
+            turn_timeout: Duration::from_secs(1),
+            max_turns: 1,
+            check: None,
+            ignored_files: vec![],
+            port_base: 1,
+            port_count: 1,
+            log_cap: 1,
+            keep_worktrees: KeepWorktrees::Failed,
+        }
+    }
+
+    #[tokio::test]
+    async fn pools_are_separate_and_unacked_deliveries_come_back() {
+        let bus = InProcessBus::new();
+        bus.dispatch("cloud", assignment("c")).await.expect("dispatch");
+        bus.dispatch("local", assignment("a")).await.expect("dispatch");
+        let local = vec!["local".to_owned()];
+        let d = bus.next_task(&local).await.expect("next");
+        assert_eq!(d.assignment.task, "a");
+        drop(d); // a worker died mid-attempt
+        let d = bus.next_task(&local).await.expect("redelivered");
+        assert_eq!(d.assignment.task, "a");
+        d.ack().await.expect("ack");
+        let pending = tokio::time::timeout(Duration::from_millis(50), bus.next_task(&local)).await;
+        assert!(pending.is_err(), "acked work is not delivered again, and cloud work is not local");
+        let d = bus.next_task(&["cloud".to_owned()]).await.expect("cloud");
+        assert_eq!(d.assignment.task, "c");
+        d.nak(Duration::from_millis(10)).await.expect("nak");
+        let d = bus.next_task(&["cloud".to_owned()]).await.expect("after nak");
+        assert_eq!(d.assignment.task, "c");
+        d.ack().await.expect("ack");
+    }
+}

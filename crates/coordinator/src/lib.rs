@@ -1,1 +1,103 @@
-//! placeholder
+//! The coordinator: turns a job spec into planned tasks, dispatches them over the bus, records
+//! what workers report, and merges finished branches in order into the integration branch.
+//!
+//! - [`submit`]: validate, resolve the repository and base, plan, record. Bad input is refused
+//!   before anything is created.
+//! - [`drive`]: dispatch, take events, run the merge train ([`train`]) until the job settles.
+//! - [`store`]: the state, in SQLite.
+//!
+//! Architecture invariant: the coordinator never touches a person's working tree or index; it
+//! works in the mirror and publishes grove's branches back with `git fetch`.
+
+pub mod drive;
+pub mod store;
+pub mod submit;
+pub mod train;
+
+use std::sync::Arc;
+
+use grove_bus::{Bus, BusError};
+use grove_core::JobId;
+use grove_core::layout::Layout;
+use grove_core::plan::PlanError;
+use grove_core::spec::SpecError;
+use grove_git::{Git, GitError, worktree::Identity};
+
+pub use drive::Note;
+pub use store::{JobRow, Store, StoreError, TaskRow};
+
+/// Why the coordinator could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// The job spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A git operation failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Planning failed.
+    #[error("planning: {0}")]
+    Plan(#[from] PlanError),
+    /// The bus failed.
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    /// The selection left no file to change.
+    #[error("nothing to do: the selection matched no file{}", hint(.warnings))]
+    NothingSelected { warnings: Vec<String> },
+    /// The integration branch already exists in the source repository.
+    #[error(
+        "branch {branch:?} already exists in {repo}; grove will not touch a branch it did not create (set merge.branch)"
+    )]
+    BranchExists { branch: String, repo: String },
+    /// The selection names a path behind a symlink that leaves the repository.
+    #[error("{field}: {path:?} goes through the symlink {link:?} -> {target:?}, which leaves the repository")]
+    EscapingSymlink { field: &'static str, path: String, link: String, target: String },
+    /// A path could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn hint(warnings: &[String]) -> String {
+    if warnings.is_empty() { String::new() } else { format!(" ({})", warnings.join("; ")) }
+}
+
+/// The coordinator's parts.
+pub struct Coordinator {
+    pub store: Store,
+    pub bus: Arc<dyn Bus>,
+    pub git: Git,
+    pub layout: Layout,
+    pub identity: Identity,
+}
+
+impl Coordinator {
+    pub fn new(layout: Layout, bus: Arc<dyn Bus>, git: Git) -> Result<Coordinator, CoordError> {
+        let store = Store::open(&layout.db())?;
+        Ok(Coordinator { store, bus, git, layout, identity: Identity::default() })
+    }
+}
+
+/// A short id for a job: now, in a form that also orders jobs.
+pub(crate) fn job_salt() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64 >> 10)
+}
+
+pub(crate) fn job_id(name: &str, store: &Store) -> Result<JobId, CoordError> {
+    let mut salt = job_salt();
+    loop {
+        let id = JobId::new(name, salt);
+        if !store.job_exists(id.as_str())? {
+            return Ok(id);
+        }
+        salt = salt.wrapping_add(1);
+    }
+}

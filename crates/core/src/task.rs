@@ -167,3 +167,76 @@ mod tests {
         assert!(TaskState::Running.may_become(TaskState::Checking));
     }
 }
+
+/// Everything a worker needs to run one attempt of a task. Sent by the coordinator over the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub job: crate::JobId,
+    /// The task's slug.
+    pub task: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The task's place in the merge order (0-based).
+    pub order: u32,
+    /// The bare mirror the workspace is a worktree of.
+    pub mirror: std::path::PathBuf,
+    /// The source repository's working tree, when it is on this machine (for ignored files).
+    pub source_dir: Option<std::path::PathBuf>,
+    /// The commit the task starts from.
+    pub base: String,
+    /// The task's branch (`grove/<job>/<slug>`).
+    pub branch: String,
+    /// Cone folders for a sparse checkout, `None` for a full one.
+    pub sparse: Option<Vec<String>>,
+    /// The files the task owns.
+    pub files: Vec<String>,
+    pub prompt: String,
+    pub agent: crate::spec::AgentSpec,
+    pub turn_timeout: std::time::Duration,
+    pub max_turns: u32,
+    /// A shell command run in the workspace after each turn.
+    pub check: Option<String>,
+    /// Git-ignored files of `source_dir` to copy into the workspace (already matched against
+    /// the job's `include_ignored` patterns and `.worktreeinclude`).
+    pub ignored_files: Vec<String>,
+    pub port_base: u16,
+    pub port_count: u16,
+    pub log_cap: u64,
+    pub keep_worktrees: crate::spec::KeepWorktrees,
+}
+
+/// What a worker reports about an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEvent {
+    pub job: crate::JobId,
+    pub task: String,
+    pub attempt: u32,
+    pub kind: EventKind,
+}
+
+/// The kinds of report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// The attempt moved to a non-terminal state (`turn` is set while running).
+    State { state: TaskState, turn: Option<u32> },
+    /// A turn ended with a checkpoint commit (or none, when nothing changed).
+    Checkpoint { turn: u32, commit: Option<String>, stat: DiffStat },
+    /// The attempt is over.
+    Finished(TaskOutcome),
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOutcome {
+    /// Succeeded, Failed or Cancelled.
+    pub state: TaskState,
+    /// The branch's tip at the end.
+    pub head: Option<String>,
+    /// The branch against the base.
+    pub stat: DiffStat,
+    pub turns: u32,
+    /// Why it failed or was cancelled, in a sentence.
+    pub reason: Option<String>,
+    /// The last lines of the agent's (or check's) output.
+    pub log_tail: String,
+}

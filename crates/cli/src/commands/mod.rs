@@ -1,0 +1,59 @@
+//! One module per subcommand: an `XxxArgs` struct (its doc comment is the help) and a
+//! `cmd_xxx` function.
+
+mod demo;
+mod diff;
+mod logs;
+mod plan;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// grove runs many coding agents at once, each in its own git worktree and branch, and
+/// merges their work back in dependency order.
+#[derive(Parser, Debug)]
+#[command(name = "grove", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Start with `grove demo`, then `grove run job.toml` in your repository.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Where grove keeps its state, mirrors, worktrees and logs
+    /// [env: GROVE_HOME; default ~/.local/share/grove]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// More diagnostics on stderr (-vv for all); GROVE_LOG takes a tracing filter
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Run(run::RunArgs),
+    Plan(plan::PlanArgs),
+    Status(status::StatusArgs),
+    Logs(logs::LogsArgs),
+    Diff(diff::DiffArgs),
+    Demo(demo::DemoArgs),
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let home = crate::embedded::home(cli.global.home.as_ref())?;
+    match cli.command {
+        Command::Run(a) => run::cmd_run(home, a).await,
+        Command::Plan(a) => plan::cmd_plan(home, a),
+        Command::Status(a) => status::cmd_status(home, a),
+        Command::Logs(a) => logs::cmd_logs(home, a).await,
+        Command::Diff(a) => diff::cmd_diff(home, a),
+        Command::Demo(a) => demo::cmd_demo(home, a).await,
+    }
+}

@@ -1,0 +1,68 @@
+//! The embedded mode: a coordinator and N workers in this process, joined by the in-process
+//! bus, state in SQLite under the grove home. The same coordinator and worker code runs as
+//! daemons over NATS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use grove_bus::{Bus, InProcessBus};
+use grove_coordinator::Coordinator;
+use grove_core::layout::Layout;
+use grove_git::Git;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The grove home: `--home`, else GROVE_HOME, else `$XDG_DATA_HOME/grove`, else
+/// `~/.local/share/grove`.
+pub fn home(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(h) = flag {
+        return Ok(h.clone());
+    }
+    if let Some(h) = std::env::var_os("GROVE_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(x).join("grove"));
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).context("no HOME; set GROVE_HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/grove"))
+}
+
+/// An embedded coordinator, its bus, and git.
+pub struct Embedded {
+    pub coordinator: Arc<Coordinator>,
+    pub bus: Arc<dyn Bus>,
+    pub git: Git,
+    pub layout: Layout,
+}
+
+impl Embedded {
+    pub fn open(home: PathBuf) -> anyhow::Result<Embedded> {
+        let git = Git::detect()?;
+        let layout = Layout::new(home);
+        let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
+        let coordinator = Arc::new(
+            Coordinator::new(layout.clone(), bus.clone(), git.clone())
+                .with_context(|| format!("opening grove's state in {}", layout.home().display()))?,
+        );
+        Ok(Embedded { coordinator, bus, git, layout })
+    }
+
+    /// Start `n` workers on the `local` pool; they stop when `stop` fires.
+    pub fn start_workers(&self, n: usize, stop: &CancellationToken) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        for i in 1..=n.max(1) {
+            let ctx = Arc::new(grove_worker::WorkerContext {
+                id: format!("embedded-{i}"),
+                bus: self.bus.clone(),
+                git: self.git.clone(),
+                layout: self.layout.clone(),
+                pools: vec!["local".into()],
+                capacity: 1,
+            });
+            set.spawn(grove_worker::run(ctx, stop.clone()));
+        }
+        set
+    }
+}

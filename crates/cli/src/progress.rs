@@ -1,0 +1,77 @@
+//! Progress while a job runs: a bar and counts on a terminal, one line per finished task
+//! above it; nothing when stderr is not a terminal (the summary comes at the end).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use grove_coordinator::Note;
+use grove_core::TaskState;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::output::{paint, state_color};
+
+/// Show progress until the sender side closes.
+pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
+    let tty = std::io::stderr().is_terminal();
+    let color = crate::output::color_enabled_stderr();
+    let bar = if tty {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::hidden())
+    };
+    let style =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut states: HashMap<String, TaskState> = HashMap::new();
+    let mut merged = 0usize;
+    while let Some(note) = rx.recv().await {
+        match note {
+            Note::Dispatched { task, .. } => {
+                states.insert(task, TaskState::Queued);
+            }
+            Note::State { task, state, .. } => {
+                states.insert(task, state);
+            }
+            Note::Checkpoint { .. } => {}
+            Note::Finished { task, state, stat, reason, .. } => {
+                states.insert(task.clone(), state);
+                bar.inc(1);
+                let mark = paint(
+                    if state == TaskState::Succeeded { "done" } else { state.as_str() },
+                    state_color(state),
+                    color,
+                );
+                let why = reason.map(|r| format!("  {r}")).unwrap_or_default();
+                bar.println(format!("{mark:>8}  {task}  {stat}{why}"));
+            }
+            Note::Merged { commit, .. } => {
+                if commit.is_some() {
+                    merged += 1;
+                }
+            }
+            Note::Conflict { task, paths, .. } => {
+                let mark = paint("conflict", state_color(TaskState::NeedsAttention), color);
+                bar.println(format!("{mark:>8}  {task}  {}", paths.join(", ")));
+            }
+            Note::Published { skipped, .. } => {
+                for b in skipped {
+                    bar.println(format!(
+                        "    note  {b} is checked out in your repository; not updated there"
+                    ));
+                }
+            }
+        }
+        let count = |f: fn(TaskState) -> bool| states.values().filter(|s| f(**s)).count();
+        bar.set_message(format!(
+            "{} running · {} queued · {} failed · {merged} merged",
+            count(|s| matches!(s, TaskState::Preparing | TaskState::Running | TaskState::Checking)),
+            count(|s| s == TaskState::Queued),
+            count(|s| matches!(s, TaskState::Failed | TaskState::NeedsAttention | TaskState::Cancelled)),
+        ));
+    }
+    bar.finish_and_clear();
+}

@@ -1,0 +1,169 @@
+//! The job spec from a file and flags: the file first, then each flag given overrides its
+//! field. Every field of the spec has a flag.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use grove_core::spec::{AgentKind, JobSpec, KeepWorktrees, SplitRule, parse_duration};
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct SpecArgs {
+    /// The job spec (TOML); see examples/job.toml. Flags override its fields.
+    pub spec: Option<PathBuf>,
+
+    /// The repository: a path or a git URL [repo.source]
+    #[arg(long, value_name = "PATH|URL", help_heading = "Job")]
+    pub repo: Option<String>,
+    /// The commit tasks start from [repo.base; default HEAD]
+    #[arg(long, value_name = "REV", help_heading = "Job")]
+    pub base: Option<String>,
+    /// A short name for the job [name]
+    #[arg(long, help_heading = "Job")]
+    pub name: Option<String>,
+    /// What the agent is asked to do [prompt]
+    #[arg(long, help_heading = "Job")]
+    pub prompt: Option<String>,
+
+    /// Only files matching this glob (repeatable) [select.include]
+    #[arg(long, value_name = "GLOB", help_heading = "Selection")]
+    pub include: Vec<String>,
+    /// Leave out files matching this glob (repeatable) [select.exclude]
+    #[arg(long, value_name = "GLOB", help_heading = "Selection")]
+    pub exclude: Vec<String>,
+    /// Only files whose content matches this regex [select.grep]
+    #[arg(long, value_name = "REGEX", help_heading = "Selection")]
+    pub grep: Option<String>,
+    /// Only these files (repeatable) [select.files]
+    #[arg(long = "file", value_name = "PATH", help_heading = "Selection")]
+    pub files: Vec<String>,
+
+    /// How to split into tasks: auto, dirs, cargo, npm, go, python, maven, gradle, codeowners, single [split.rule]
+    #[arg(long, value_name = "RULE", help_heading = "Split")]
+    pub split: Option<SplitRule>,
+    /// Folder depth for --split dirs [split.depth]
+    #[arg(long, help_heading = "Split")]
+    pub depth: Option<u32>,
+    /// Largest number of files per task [split.max_files]
+    #[arg(long, help_heading = "Split")]
+    pub max_files: Option<u32>,
+    /// Largest number of lines per task [split.max_lines]
+    #[arg(long, help_heading = "Split")]
+    pub max_lines: Option<u64>,
+    /// Largest number of tasks [split.max_tasks]
+    #[arg(long, help_heading = "Split")]
+    pub max_tasks: Option<u32>,
+
+    /// The agent: replace (builtin regex rewrite) or command (any program) [agent.kind]
+    #[arg(long, value_name = "KIND", help_heading = "Agent")]
+    pub agent: Option<AgentKind>,
+    /// For --agent replace: the regex to find [agent.pattern]
+    #[arg(long, value_name = "REGEX", help_heading = "Agent")]
+    pub pattern: Option<String>,
+    /// For --agent replace: the replacement ($1 for groups) [agent.replace]
+    #[arg(long, value_name = "TEXT", help_heading = "Agent")]
+    pub replace: Option<String>,
+    /// How long a turn may run [agent.turn_timeout; default 30m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Agent")]
+    pub turn_timeout: Option<std::time::Duration>,
+    /// Turns per task while its check fails [agent.max_turns; default 1]
+    #[arg(long, help_heading = "Agent")]
+    pub max_turns: Option<u32>,
+    /// For --agent command: the program and its arguments, after `--`; {prompt}, {scope} and
+    /// {task} are filled in [agent.command]
+    #[arg(last = true, value_name = "COMMAND", help_heading = "Agent")]
+    pub command: Vec<String>,
+
+    /// Tasks at once [run.concurrency; default 4]
+    #[arg(long, short = 'j', help_heading = "Run")]
+    pub concurrency: Option<u32>,
+    /// Copy these git-ignored files into workspaces (repeatable, gitignore style) [run.include_ignored]
+    #[arg(long, value_name = "PATTERN", help_heading = "Run")]
+    pub include_ignored: Vec<String>,
+    /// Which worktrees to keep: none, failed, all [run.keep_worktrees; default failed]
+    #[arg(long, value_name = "POLICY", help_heading = "Run")]
+    pub keep_worktrees: Option<KeepWorktrees>,
+    /// A shell command run in each workspace after the agent; failing fails the task [checks.task]
+    #[arg(long, value_name = "SHELL", help_heading = "Run")]
+    pub check: Option<String>,
+    /// The integration branch; {job} is the job id [merge.branch; default grove/{job}/integration]
+    #[arg(long, value_name = "NAME", help_heading = "Run")]
+    pub branch: Option<String>,
+}
+
+/// A spec ready to validate, and its file's name and text for error locations.
+pub struct Loaded {
+    pub spec: JobSpec,
+    pub file: Option<(String, String)>,
+    /// The folder relative paths in the spec are read from.
+    pub dir: PathBuf,
+}
+
+impl SpecArgs {
+    pub fn load(&self, cwd: &Path) -> anyhow::Result<Loaded> {
+        let (mut spec, file, dir) = match &self.spec {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the job spec {}", path.display()))?;
+                let name = path.display().to_string();
+                let spec = JobSpec::from_toml(&name, &text)?;
+                // Paths in a spec file are relative to the file's folder.
+                let dir = path.parent().map(|p| cwd.join(p)).unwrap_or_else(|| cwd.to_path_buf());
+                (spec, Some((name, text)), dir)
+            }
+            None => (JobSpec::default(), None, cwd.to_path_buf()),
+        };
+        // A flag given on the command line is relative to where grove runs.
+        let dir = if self.repo.is_some() { cwd.to_path_buf() } else { dir };
+        let set = |field: &mut Option<String>, v: &Option<String>| {
+            if v.is_some() {
+                field.clone_from(v);
+            }
+        };
+        set(&mut spec.repo.source, &self.repo);
+        set(&mut spec.repo.base, &self.base);
+        set(&mut spec.name, &self.name);
+        set(&mut spec.prompt, &self.prompt);
+        if !self.include.is_empty() {
+            spec.select.include.clone_from(&self.include);
+        }
+        if !self.exclude.is_empty() {
+            spec.select.exclude.clone_from(&self.exclude);
+        }
+        set(&mut spec.select.grep, &self.grep);
+        if !self.files.is_empty() {
+            spec.select.files.clone_from(&self.files);
+        }
+        if let Some(r) = self.split {
+            spec.split.rule = r;
+        }
+        if let Some(d) = self.depth {
+            spec.split.depth = d;
+        }
+        spec.split.max_files = self.max_files.or(spec.split.max_files);
+        spec.split.max_lines = self.max_lines.or(spec.split.max_lines);
+        spec.split.max_tasks = self.max_tasks.or(spec.split.max_tasks);
+        if self.agent.is_some() {
+            spec.agent.kind = self.agent;
+        }
+        set(&mut spec.agent.pattern, &self.pattern);
+        set(&mut spec.agent.replace, &self.replace);
+        if !self.command.is_empty() {
+            spec.agent.command.clone_from(&self.command);
+            spec.agent.kind.get_or_insert(AgentKind::Command);
+        }
+        spec.agent.turn_timeout = self.turn_timeout.or(spec.agent.turn_timeout);
+        spec.agent.max_turns = self.max_turns.or(spec.agent.max_turns);
+        spec.run.concurrency = self.concurrency.or(spec.run.concurrency);
+        if !self.include_ignored.is_empty() {
+            spec.run.include_ignored.clone_from(&self.include_ignored);
+        }
+        spec.run.keep_worktrees = self.keep_worktrees.or(spec.run.keep_worktrees);
+        set(&mut spec.checks.task, &self.check);
+        set(&mut spec.merge.branch, &self.branch);
+        if spec.repo.source.is_none() {
+            spec.repo.source = Some(".".into());
+        }
+        Ok(Loaded { spec, file, dir })
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `grove` binary on real repositories made by the tests.
+//! One test binary; every command gets a hermetic HOME, GROVE_HOME and git config.
+
+mod harness;
+mod refusals;
+mod run;

@@ -1,0 +1,259 @@
+//! Driving a job: dispatch its tasks, take the workers' events, keep the store true, move the
+//! merge train, and publish grove's branches back to a local source repository at the end.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use grove_core::spec::{KeepWorktrees, defaults};
+use grove_core::task::{Assignment, EventKind, MergeState, TaskEvent, TaskOutcome};
+use grove_core::{DiffStat, JobId, TaskState};
+use grove_git::{Mirror, Source};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{JobRow, TaskRow};
+use crate::{CoordError, Coordinator};
+
+/// How long running attempts get to stop after a cancellation before they are recorded as
+/// cancelled anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(15);
+
+/// What happened, for whoever watches (the CLI's progress display).
+#[derive(Debug, Clone)]
+pub enum Note {
+    Dispatched {
+        job: JobId,
+        task: String,
+        attempt: u32,
+    },
+    State {
+        job: JobId,
+        task: String,
+        state: TaskState,
+        turn: Option<u32>,
+    },
+    Checkpoint {
+        job: JobId,
+        task: String,
+        turn: u32,
+        stat: DiffStat,
+    },
+    Finished {
+        job: JobId,
+        task: String,
+        state: TaskState,
+        stat: DiffStat,
+        reason: Option<String>,
+    },
+    /// Merged into the integration branch (`commit` is `None` when there was nothing to merge).
+    Merged {
+        job: JobId,
+        task: String,
+        commit: Option<String>,
+    },
+    Conflict {
+        job: JobId,
+        task: String,
+        paths: Vec<String>,
+    },
+    /// grove's branches were fetched into the source repository; `skipped` were checked out there.
+    Published {
+        job: JobId,
+        branches: usize,
+        skipped: Vec<String>,
+    },
+}
+
+impl Coordinator {
+    /// Run `job` until every task has ended and the merge train has settled, or until `cancel`
+    /// fires (then running attempts are stopped and recorded as cancelled).
+    pub async fn drive(
+        &self,
+        job: &JobId,
+        cancel: CancellationToken,
+        notes: UnboundedSender<Note>,
+    ) -> Result<JobRow, CoordError> {
+        let row = self.store.job(job.as_str())?;
+        let tasks = self.store.tasks(job)?;
+        let mut waiting: BTreeSet<String> = BTreeSet::new();
+        for t in tasks.iter().filter(|t| !t.state.is_terminal()) {
+            let attempt = t.attempt + 1;
+            self.store.set_dispatched(job, &t.slug, attempt)?;
+            self.bus.dispatch(&t.pool, assignment(&row, t, attempt)).await?;
+            waiting.insert(t.slug.clone());
+            let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
+        }
+        self.train(job, &notes)?;
+        let mut cancelling: Option<tokio::time::Instant> = None;
+        while !waiting.is_empty() {
+            let deadline =
+                cancelling.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
+            tokio::select! {
+                ev = self.bus.next_event() => {
+                    let ev = ev?;
+                    if let Some(done) = self.record(&ev, &notes)? {
+                        if ev.job == *job {
+                            waiting.remove(&done);
+                        }
+                        self.train(&ev.job, &notes)?;
+                    }
+                }
+                () = cancel.cancelled(), if cancelling.is_none() => {
+                    cancelling = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+                    // Tasks no worker has started are cancelled now; running ones report.
+                    for t in self.store.tasks(job)? {
+                        if t.state == TaskState::Queued && waiting.remove(&t.slug) {
+                            self.cancelled(job, &t, "cancelled before it started", &notes)?;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline), if cancelling.is_some() => {
+                    for t in self.store.tasks(job)? {
+                        if waiting.remove(&t.slug) {
+                            self.cancelled(job, &t, "cancelled; its worker did not confirm in time", &notes)?;
+                        }
+                    }
+                }
+            }
+        }
+        self.train(job, &notes)?;
+        let state = if cancel.is_cancelled() { "cancelled" } else { "done" };
+        self.store.set_job_state(job, state)?;
+        self.publish(job, &notes)?;
+        Ok(self.store.job(job.as_str())?)
+    }
+
+    fn cancelled(
+        &self,
+        job: &JobId,
+        t: &TaskRow,
+        why: &str,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<(), CoordError> {
+        let outcome = TaskOutcome {
+            state: TaskState::Cancelled,
+            head: None,
+            stat: t.stat,
+            turns: t.turns,
+            reason: Some(why.into()),
+            log_tail: String::new(),
+        };
+        self.store.set_finished(job, &t.slug, &outcome)?;
+        let _ = notes.send(Note::Finished {
+            job: job.clone(),
+            task: t.slug.clone(),
+            state: TaskState::Cancelled,
+            stat: t.stat,
+            reason: Some(why.into()),
+        });
+        Ok(())
+    }
+
+    fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
+        for n in tokio::task::block_in_place(|| self.advance_train(job))? {
+            let _ = notes.send(n);
+        }
+        Ok(())
+    }
+
+    /// Record one event. Returns the task's slug when its attempt is over.
+    fn record(&self, ev: &TaskEvent, notes: &UnboundedSender<Note>) -> Result<Option<String>, CoordError> {
+        let Some(task) = self.store.tasks(&ev.job)?.into_iter().find(|t| t.slug == ev.task) else {
+            tracing::warn!(job = %ev.job, task = %ev.task, "event for an unknown task");
+            return Ok(None);
+        };
+        if task.attempt != ev.attempt || task.state.is_terminal() {
+            tracing::debug!(task = %ev.task, attempt = ev.attempt, "stale event ignored");
+            return Ok(None);
+        }
+        let (job, slug) = (ev.job.clone(), ev.task.clone());
+        match &ev.kind {
+            EventKind::State { state, turn } => {
+                self.store.set_state(&job, &slug, ev.attempt, *state, *turn)?;
+                let _ = notes.send(Note::State { job, task: slug, state: *state, turn: *turn });
+                Ok(None)
+            }
+            EventKind::Checkpoint { turn, commit, stat } => {
+                self.store.set_progress(&job, &slug, commit.as_deref(), *stat)?;
+                let _ = notes.send(Note::Checkpoint { job, task: slug, turn: *turn, stat: *stat });
+                Ok(None)
+            }
+            EventKind::Finished(o) => {
+                self.store.set_finished(&job, &slug, o)?;
+                let _ = notes.send(Note::Finished {
+                    job,
+                    task: slug.clone(),
+                    state: o.state,
+                    stat: o.stat,
+                    reason: o.reason.clone(),
+                });
+                Ok(Some(slug))
+            }
+        }
+    }
+
+    /// Fetch the job's branches (integration and tasks) from the mirror into a local source.
+    pub fn publish(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
+        let row = self.store.job(job.as_str())?;
+        let Some(dir) = &row.source_dir else { return Ok(()) };
+        let mirror = Mirror { path: row.mirror.clone().into() };
+        let mut branches = vec![format!("refs/heads/{}", row.integration_branch)];
+        for t in self.store.tasks(job)? {
+            if t.head.is_some() {
+                branches.push(format!("refs/heads/{}", t.branch));
+            }
+        }
+        let source = Source::Local(dir.into());
+        let skipped = tokio::task::block_in_place(|| mirror.publish(&self.git, &source, &branches))?;
+        let _ = notes.send(Note::Published {
+            job: job.clone(),
+            branches: branches.len() - skipped.len(),
+            skipped,
+        });
+        Ok(())
+    }
+}
+
+fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
+    let spec = &job.spec;
+    let per = spec.run.ports_per_task.unwrap_or(defaults::PORTS_PER_TASK);
+    let base = spec.run.port_base.unwrap_or(defaults::PORT_BASE);
+    let span = u32::from(u16::MAX - base).max(u32::from(per)) / u32::from(per) * u32::from(per);
+    let port_base = base as u32 + (t.ord * u32::from(per)) % span.max(1);
+    let ignored_files = job
+        .ignored_files
+        .iter()
+        .filter(|f| match &t.sparse {
+            None => true,
+            Some(dirs) => !f.contains('/') || dirs.iter().any(|d| f.starts_with(&format!("{d}/"))),
+        })
+        .cloned()
+        .collect();
+    Assignment {
+        job: job.id.clone(),
+        task: t.slug.clone(),
+        attempt,
+        order: t.ord,
+        mirror: job.mirror.clone().into(),
+        source_dir: job.source_dir.clone().map(Into::into),
+        base: job.base.clone(),
+        branch: t.branch.clone(),
+        sparse: t.sparse.clone(),
+        files: t.files.clone(),
+        prompt: spec.prompt.clone().unwrap_or_default(),
+        agent: spec.agent.clone(),
+        turn_timeout: spec.turn_timeout(),
+        max_turns: spec.max_turns(),
+        check: spec.checks.task.clone(),
+        ignored_files,
+        port_base: u16::try_from(port_base).unwrap_or(base),
+        port_count: per,
+        log_cap: spec.run.log_cap.unwrap_or(defaults::LOG_CAP),
+        keep_worktrees: spec.run.keep_worktrees.unwrap_or(KeepWorktrees::Failed),
+    }
+}
+
+/// Whether the merge train has anything left for this job.
+pub fn settled(tasks: &[TaskRow]) -> bool {
+    tasks.iter().all(|t| t.state.is_terminal() && t.merge_state != MergeState::Pending)
+}

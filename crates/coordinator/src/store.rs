@@ -1,0 +1,538 @@
+//! The coordinator's state in SQLite (WAL): jobs and their tasks. A coordinator killed at any
+//! moment reopens the file and carries on; every write is one transaction.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use grove_core::spec::JobSpec;
+use grove_core::task::{MergeState, TaskOutcome};
+use grove_core::{DiffStat, JobId, TaskState};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored value does not parse (a newer grove wrote it, or the file was edited).
+    #[error("state database {path}: bad {what}: {message}")]
+    Corrupt { path: String, what: &'static str, message: String },
+    /// No such job.
+    #[error("no job {0:?} (see `grove status`)")]
+    NoJob(String),
+    /// No such task.
+    #[error("no task {0:?} (see `grove status`)")]
+    NoTask(String),
+    /// The name matches tasks of several jobs.
+    #[error("{name:?} names tasks in several jobs ({jobs}); say JOB/TASK")]
+    Ambiguous { name: String, jobs: String },
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    source TEXT NOT NULL,
+    source_dir TEXT,
+    mirror TEXT NOT NULL,
+    base TEXT NOT NULL,
+    integration_branch TEXT NOT NULL,
+    integration_head TEXT NOT NULL,
+    state TEXT NOT NULL,
+    warnings TEXT NOT NULL,
+    ignored_files TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    job TEXT NOT NULL REFERENCES jobs(id),
+    slug TEXT NOT NULL,
+    ord INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    sparse TEXT,
+    files TEXT NOT NULL,
+    lines INTEGER NOT NULL,
+    depends_on TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    state TEXT NOT NULL,
+    merge_state TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    turns INTEGER NOT NULL DEFAULT 0,
+    head TEXT,
+    files_changed INTEGER NOT NULL DEFAULT 0,
+    insertions INTEGER NOT NULL DEFAULT 0,
+    deletions INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    log_tail TEXT,
+    merge_commit TEXT,
+    conflict_paths TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (job, slug)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
+";
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: JobId,
+    pub created_at: i64,
+    pub spec: JobSpec,
+    /// Where the repository came from, as given to git.
+    pub source: String,
+    /// The source's working tree, when local.
+    pub source_dir: Option<String>,
+    pub mirror: String,
+    pub base: String,
+    pub integration_branch: String,
+    pub integration_head: String,
+    /// `running`, `done` or `cancelled`.
+    pub state: String,
+    pub warnings: Vec<String>,
+    pub ignored_files: Vec<String>,
+}
+
+/// What the merge train decided about one task.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeDecision<'a> {
+    pub state: MergeState,
+    /// The merge commit, when merged.
+    pub commit: Option<&'a str>,
+    /// Conflicting paths, when set aside for a conflict.
+    pub conflict: &'a [String],
+    /// When set, the task becomes needs-attention with this reason.
+    pub set_aside: Option<&'a str>,
+}
+
+impl MergeDecision<'_> {
+    /// A decision with nothing but a merge state.
+    pub fn plain(state: MergeState) -> Self {
+        MergeDecision { state, commit: None, conflict: &[], set_aside: None }
+    }
+}
+
+/// A task as stored.
+#[derive(Debug, Clone)]
+pub struct TaskRow {
+    pub job: JobId,
+    pub slug: String,
+    pub ord: u32,
+    pub level: u32,
+    pub title: String,
+    pub sparse: Option<Vec<String>>,
+    pub files: Vec<String>,
+    pub lines: u64,
+    pub depends_on: Vec<String>,
+    pub branch: String,
+    pub pool: String,
+    pub state: TaskState,
+    pub merge_state: MergeState,
+    pub attempt: u32,
+    pub turns: u32,
+    pub head: Option<String>,
+    pub stat: DiffStat,
+    pub reason: Option<String>,
+    pub log_tail: Option<String>,
+    pub merge_commit: Option<String>,
+    pub conflict_paths: Vec<String>,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: String,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Store {
+    /// Open (creating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let p = path.display().to_string();
+        let err = |source| StoreError::Sqlite { path: p.clone(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt {
+                path: p,
+                what: "schema version",
+                message: format!("{version} is newer than this grove understands ({SCHEMA_VERSION})"),
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
+        Ok(Store { conn: Mutex::new(conn), path: p })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+    }
+
+    fn corrupt(&self, what: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt { path: self.path.clone(), what, message: e.to_string() }
+    }
+
+    /// Record a new job and its tasks in one transaction.
+    pub fn insert_job(&self, job: &JobRow, tasks: &[TaskRow]) -> Result<(), StoreError> {
+        let spec = serde_json::to_string(&job.spec).map_err(|e| self.corrupt("spec", e))?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO jobs (id, created_at, spec, source, source_dir, mirror, base, integration_branch,
+                   integration_head, state, warnings, ignored_files) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+                params![
+                    job.id.as_str(),
+                    job.created_at,
+                    spec,
+                    job.source,
+                    job.source_dir,
+                    job.mirror,
+                    job.base,
+                    job.integration_branch,
+                    job.integration_head,
+                    job.state,
+                    json(&job.warnings),
+                    json(&job.ignored_files),
+                ],
+            )?;
+            for t in tasks {
+                tx.execute(
+                    "INSERT INTO tasks (job, slug, ord, level, title, sparse, files, lines, depends_on, branch, pool,
+                       state, merge_state, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+                    params![
+                        t.job.as_str(),
+                        t.slug,
+                        t.ord,
+                        t.level,
+                        t.title,
+                        t.sparse.as_deref().map(json),
+                        json(&t.files),
+                        t.lines as i64,
+                        json(&t.depends_on),
+                        t.branch,
+                        t.pool,
+                        t.state.as_str(),
+                        t.merge_state.as_str(),
+                        now(),
+                    ],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        let rows = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, created_at, spec, source, source_dir, mirror, base, integration_branch, integration_head,
+                   state, warnings, ignored_files FROM jobs ORDER BY created_at, rowid",
+            )?;
+            st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    [r.get::<_, String>(3)?, r.get::<_, String>(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?],
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(10)?,
+                    r.get::<_, String>(11)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(
+                |(
+                    id,
+                    created_at,
+                    spec,
+                    [source, mirror, base, ib, ih, state],
+                    source_dir,
+                    warnings,
+                    ignored,
+                )| {
+                    Ok(JobRow {
+                        id: JobId::parse(&id).map_err(|e| self.corrupt("job id", e))?,
+                        created_at,
+                        spec: serde_json::from_str(&spec).map_err(|e| self.corrupt("spec", e))?,
+                        source,
+                        source_dir,
+                        mirror,
+                        base,
+                        integration_branch: ib,
+                        integration_head: ih,
+                        state,
+                        warnings: serde_json::from_str(&warnings).map_err(|e| self.corrupt("warnings", e))?,
+                        ignored_files: serde_json::from_str(&ignored)
+                            .map_err(|e| self.corrupt("ignored files", e))?,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    pub fn job(&self, id: &str) -> Result<JobRow, StoreError> {
+        self.jobs()?.into_iter().find(|j| j.id.as_str() == id).ok_or_else(|| StoreError::NoJob(id.to_owned()))
+    }
+
+    /// The job `id`, or the newest job when `None`.
+    pub fn job_or_latest(&self, id: Option<&str>) -> Result<JobRow, StoreError> {
+        match id {
+            Some(id) => self.job(id),
+            None => self.jobs()?.pop().ok_or_else(|| StoreError::NoJob("(none yet)".into())),
+        }
+    }
+
+    pub fn tasks(&self, job: &JobId) -> Result<Vec<TaskRow>, StoreError> {
+        let raw = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
+                   attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
+                   conflict_paths FROM tasks WHERE job = ?1 ORDER BY ord",
+            )?;
+            st.query_map([job.as_str()], |r| {
+                Ok(RawTask {
+                    slug: r.get(0)?,
+                    ord: r.get(1)?,
+                    level: r.get(2)?,
+                    title: r.get(3)?,
+                    sparse: r.get(4)?,
+                    files: r.get(5)?,
+                    lines: r.get(6)?,
+                    depends_on: r.get(7)?,
+                    branch: r.get(8)?,
+                    pool: r.get(9)?,
+                    state: r.get(10)?,
+                    merge_state: r.get(11)?,
+                    attempt: r.get(12)?,
+                    turns: r.get(13)?,
+                    head: r.get(14)?,
+                    stat: [r.get(15)?, r.get(16)?, r.get(17)?],
+                    reason: r.get(18)?,
+                    log_tail: r.get(19)?,
+                    merge_commit: r.get(20)?,
+                    conflict_paths: r.get(21)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        raw.into_iter().map(|t| t.into_row(job, self)).collect()
+    }
+
+    /// Find a task by `JOB/TASK` or by its slug alone (in the newest job that has it... unless
+    /// several jobs have it, which is ambiguous).
+    pub fn find_task(&self, name: &str) -> Result<TaskRow, StoreError> {
+        if let Some((job, slug)) = name.split_once('/') {
+            let job = self.job(job)?;
+            return self
+                .tasks(&job.id)?
+                .into_iter()
+                .find(|t| t.slug == slug)
+                .ok_or_else(|| StoreError::NoTask(name.into()));
+        }
+        let jobs: Vec<String> = self.with(|c| {
+            let mut st = c.prepare("SELECT DISTINCT job FROM tasks WHERE slug = ?1")?;
+            st.query_map([name], |r| r.get(0))?.collect()
+        })?;
+        match jobs.as_slice() {
+            [] => Err(StoreError::NoTask(name.into())),
+            [job] => self.find_task(&format!("{job}/{name}")),
+            many => Err(StoreError::Ambiguous { name: name.into(), jobs: many.join(", ") }),
+        }
+    }
+
+    /// A task moved to a new state (running, checking...) in attempt `attempt`.
+    pub fn set_state(
+        &self,
+        job: &JobId,
+        slug: &str,
+        attempt: u32,
+        state: TaskState,
+        turns: Option<u32>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = ?3, turns = COALESCE(?4, turns), updated_at = ?5
+                 WHERE job = ?1 AND slug = ?2 AND attempt = ?6",
+                params![job.as_str(), slug, state.as_str(), turns, now(), attempt],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A task was dispatched as attempt `attempt`.
+    pub fn set_dispatched(&self, job: &JobId, slug: &str, attempt: u32) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, attempt, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Record where a task's branch stands after a turn.
+    pub fn set_progress(
+        &self,
+        job: &JobId,
+        slug: &str,
+        head: Option<&str>,
+        stat: DiffStat,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET head = COALESCE(?3, head), files_changed = ?4, insertions = ?5, deletions = ?6,
+                   updated_at = ?7 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, head, stat.files as i64, stat.insertions as i64, stat.deletions as i64, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Record the end of an attempt.
+    pub fn set_finished(&self, job: &JobId, slug: &str, o: &TaskOutcome) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = ?3, head = COALESCE(?4, head), files_changed = ?5, insertions = ?6,
+                   deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11
+                 WHERE job = ?1 AND slug = ?2",
+                params![
+                    job.as_str(),
+                    slug,
+                    o.state.as_str(),
+                    o.head,
+                    o.stat.files as i64,
+                    o.stat.insertions as i64,
+                    o.stat.deletions as i64,
+                    o.turns,
+                    o.reason,
+                    o.log_tail,
+                    now()
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Record a merge-train decision about a task, and the integration head after it, at once.
+    pub fn set_merge(
+        &self,
+        job: &JobId,
+        slug: &str,
+        d: &MergeDecision<'_>,
+        integration_head: &str,
+    ) -> Result<(), StoreError> {
+        let MergeDecision { state: merge, commit: merge_commit, conflict, set_aside } = *d;
+        let conflict = if conflict.is_empty() { None } else { Some(json(conflict)) };
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE tasks SET merge_state = ?3, merge_commit = ?4, conflict_paths = ?5, updated_at = ?6,
+                   state = CASE WHEN ?7 IS NULL THEN state ELSE 'needs-attention' END,
+                   reason = COALESCE(?7, reason)
+                 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, merge.as_str(), merge_commit, conflict, now(), set_aside],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET integration_head = ?2 WHERE id = ?1",
+                params![job.as_str(), integration_head],
+            )?;
+            tx.commit()
+        })
+    }
+
+    pub fn set_job_state(&self, job: &JobId, state: &str) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE jobs SET state = ?2 WHERE id = ?1", params![job.as_str(), state]))?;
+        Ok(())
+    }
+
+    /// The job id `id` is free.
+    pub fn job_exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|c| c.query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(())).optional())
+            .map(|r| r.is_some())
+    }
+}
+
+struct RawTask {
+    slug: String,
+    ord: u32,
+    level: u32,
+    title: String,
+    sparse: Option<String>,
+    files: String,
+    lines: i64,
+    depends_on: String,
+    branch: String,
+    pool: String,
+    state: String,
+    merge_state: String,
+    attempt: u32,
+    turns: u32,
+    head: Option<String>,
+    stat: [i64; 3],
+    reason: Option<String>,
+    log_tail: Option<String>,
+    merge_commit: Option<String>,
+    conflict_paths: Option<String>,
+}
+
+impl RawTask {
+    fn into_row(self, job: &JobId, s: &Store) -> Result<TaskRow, StoreError> {
+        let list = |what, v: &str| serde_json::from_str::<Vec<String>>(v).map_err(|e| s.corrupt(what, e));
+        Ok(TaskRow {
+            job: job.clone(),
+            sparse: self.sparse.as_deref().map(|v| list("sparse", v)).transpose()?,
+            files: list("files", &self.files)?,
+            depends_on: list("depends_on", &self.depends_on)?,
+            conflict_paths: self
+                .conflict_paths
+                .as_deref()
+                .map(|v| list("conflict paths", v))
+                .transpose()?
+                .unwrap_or_default(),
+            state: self.state.parse().map_err(|e| s.corrupt("task state", e))?,
+            merge_state: self.merge_state.parse().map_err(|e| s.corrupt("merge state", e))?,
+            slug: self.slug,
+            ord: self.ord,
+            level: self.level,
+            title: self.title,
+            lines: self.lines as u64,
+            branch: self.branch,
+            pool: self.pool,
+            attempt: self.attempt,
+            turns: self.turns,
+            head: self.head,
+            stat: DiffStat {
+                files: self.stat[0] as u64,
+                insertions: self.stat[1] as u64,
+                deletions: self.stat[2] as u64,
+            },
+            reason: self.reason,
+            log_tail: self.log_tail,
+            merge_commit: self.merge_commit,
+        })
+    }
+}
+
+/// A list column as JSON.
+fn json(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}

@@ -1,0 +1,257 @@
+//! Submitting a job: everything that can be refused is checked before anything is created.
+
+use std::path::Path;
+
+use globset::{Glob, GlobSetBuilder};
+use grove_core::layout::Layout;
+use grove_core::plan::{Plan, PlanError};
+use grove_core::spec::JobSpec;
+use grove_core::task::MergeState;
+use grove_core::{JobId, TaskState, names};
+use grove_git::{CommitTree, Git, Mirror, Source, worktree};
+
+use crate::store::{JobRow, TaskRow};
+use crate::{CoordError, Coordinator, job_id};
+
+/// A job looked at before it is recorded: for `grove plan`, and the first half of submit.
+pub struct Prepared {
+    pub spec: JobSpec,
+    pub source: Source,
+    pub base: String,
+    pub plan: Plan,
+    /// A mirror made while preparing (sources given by URL need one to be read).
+    mirror: Option<Mirror>,
+}
+
+/// The file holding extra patterns of ignored files to copy into workspaces.
+pub const WORKTREE_INCLUDE: &str = ".worktreeinclude";
+
+/// Validate a spec, resolve its repository and base, and plan it: everything that can refuse
+/// a job, before any state is opened. Creates nothing for a local repository; for a URL, the
+/// mirror (grove's cache) is made to read the tree.
+pub fn prepare(
+    git: &Git,
+    layout: &Layout,
+    spec: JobSpec,
+    text: Option<(&str, &str)>,
+    cwd: &Path,
+) -> Result<Prepared, CoordError> {
+    spec.validate(text)?;
+    let location = spec.repo.source.as_deref().unwrap_or(".");
+    let source = Source::parse(git, location, cwd)?;
+    let (base, tree_repo, mirror) = match &source {
+        Source::Local(dir) => (git.resolve_commit(dir, spec.base())?, dir.clone(), None),
+        Source::Url(_) => {
+            let m = Mirror::ensure(git, &layout.mirrors(), &source)?;
+            (m.resolve(git, spec.base())?, m.path.clone(), Some(m))
+        }
+    };
+    let tree = CommitTree::load(&tree_repo, &base)?;
+    check_symlinks(&spec, &tree)?;
+    let plan = grove_core::plan::plan(&tree, &spec.select, &spec.split)?;
+    if plan.tasks.is_empty() {
+        return Err(CoordError::NothingSelected { warnings: plan.warnings });
+    }
+    Ok(Prepared { spec, source, base, plan, mirror })
+}
+
+impl Coordinator {
+    /// Record a prepared job: mirror, integration branch, tasks. Returns the job and its tasks.
+    pub fn submit(&self, p: Prepared) -> Result<(JobRow, Vec<TaskRow>), CoordError> {
+        let name = p.spec.name.clone().unwrap_or_else(|| default_name(&p.spec));
+        let id = job_id(&name, &self.store)?;
+        let branch = p.spec.integration_branch(&id);
+        names::check_branch(&branch, "merge.branch").map_err(|e| grove_core::SpecError::Invalid {
+            location: None,
+            field: "merge.branch".into(),
+            message: e.to_string(),
+        })?;
+        let full = format!("refs/heads/{branch}");
+        if let Source::Local(dir) = &p.source
+            && self.git.ref_target(dir, &full)?.is_some()
+        {
+            return Err(CoordError::BranchExists { branch, repo: dir.display().to_string() });
+        }
+        let ignored_files = match &p.source {
+            Source::Local(dir) => self.ignored_files(&p.spec, dir)?,
+            Source::Url(_) => Vec::new(),
+        };
+        let mirror = match p.mirror {
+            Some(m) => m,
+            None => Mirror::ensure(&self.git, &self.layout.mirrors(), &p.source)?,
+        };
+        mirror.ensure_commit(&self.git, &p.source, &p.base)?;
+        self.git.update_ref(&mirror.path, &full, &p.base, None)?;
+
+        let created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let job = JobRow {
+            id: id.clone(),
+            created_at,
+            spec: p.spec.clone(),
+            source: p.source.fetch_url(),
+            source_dir: match &p.source {
+                Source::Local(d) => Some(d.display().to_string()),
+                Source::Url(_) => None,
+            },
+            mirror: mirror.path.display().to_string(),
+            base: p.base.clone(),
+            integration_branch: branch,
+            integration_head: p.base.clone(),
+            state: "running".into(),
+            warnings: p.plan.warnings.clone(),
+            ignored_files,
+        };
+        let tasks: Vec<TaskRow> = p.plan.tasks.iter().enumerate().map(|(i, t)| task_row(&id, i, t)).collect();
+        self.store.insert_job(&job, &tasks)?;
+        Ok((job, tasks))
+    }
+
+    /// The ignored files of the source to copy into workspaces: those matching the job's
+    /// `include_ignored` patterns or the source's `.worktreeinclude`.
+    fn ignored_files(&self, spec: &JobSpec, dir: &Path) -> Result<Vec<String>, CoordError> {
+        let mut patterns = spec.run.include_ignored.clone();
+        match std::fs::read_to_string(dir.join(WORKTREE_INCLUDE)) {
+            Ok(text) => patterns.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CoordError::Io { what: format!("reading {WORKTREE_INCLUDE}"), source: e }),
+        }
+        if patterns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = gitignore_globs(&patterns)?;
+        let files = worktree::ignored_files(&self.git, dir)?;
+        Ok(files.into_iter().filter(|f| set.is_match(f)).collect())
+    }
+}
+
+/// gitignore-like patterns as globs: `name` matches at any depth, `dir/` everything below,
+/// `a/b` and `/a` are anchored at the root.
+fn gitignore_globs(patterns: &[String]) -> Result<globset::GlobSet, CoordError> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let dir_only = p.ends_with('/');
+        let core = p.trim_end_matches('/');
+        let anchored = core.starts_with('/') || core.contains('/');
+        let core = core.trim_start_matches('/');
+        let base = if anchored { core.to_owned() } else { format!("**/{core}") };
+        let mut add = |g: String| {
+            Glob::new(&g).map(|g| {
+                b.add(g);
+            })
+        };
+        let res = if dir_only {
+            add(format!("{base}/**"))
+        } else {
+            add(base.clone()).and_then(|()| add(format!("{base}/**")))
+        };
+        res.map_err(|e| {
+            CoordError::Spec(grove_core::SpecError::Invalid {
+                location: None,
+                field: "run.include_ignored".into(),
+                message: format!("{p:?}: {e}"),
+            })
+        })?;
+    }
+    b.build().map_err(|e| {
+        CoordError::Spec(grove_core::SpecError::Invalid {
+            location: None,
+            field: "run.include_ignored".into(),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// Refuse a selection that names a path through a symlink leaving the repository.
+fn check_symlinks(spec: &JobSpec, tree: &CommitTree) -> Result<(), CoordError> {
+    let escaping = tree.escaping_symlinks().map_err(PlanError::Tree)?;
+    if escaping.is_empty() {
+        return Ok(());
+    }
+    let literal = |s: &str| -> String {
+        let cut = s.find(['*', '?', '[', '{']).unwrap_or(s.len());
+        s[..cut].trim_end_matches('/').to_owned()
+    };
+    let named = spec
+        .select
+        .files
+        .iter()
+        .map(|f| ("select.files", f.clone()))
+        .chain(spec.select.include.iter().map(|g| ("select.include", literal(g))));
+    for (field, path) in named {
+        if path.is_empty() {
+            continue;
+        }
+        for (link, target) in &escaping {
+            if path == *link || path.starts_with(&format!("{link}/")) {
+                return Err(CoordError::EscapingSymlink {
+                    field,
+                    path,
+                    link: link.clone(),
+                    target: target.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn default_name(spec: &JobSpec) -> String {
+    if let Some(p) = &spec.prompt {
+        let words: Vec<&str> = p.split_whitespace().take(4).collect();
+        if !words.is_empty() {
+            return words.join(" ");
+        }
+    }
+    spec.agent.kind.map_or("job", |k| k.as_str()).to_owned()
+}
+
+fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask) -> TaskRow {
+    TaskRow {
+        job: job.clone(),
+        slug: t.slug.clone(),
+        ord: i as u32,
+        level: t.level,
+        title: t.title.clone(),
+        sparse: t.sparse.clone(),
+        files: t.files.clone(),
+        lines: t.lines,
+        depends_on: t.depends_on.clone(),
+        branch: names::task_branch(job, &t.slug),
+        pool: "local".into(),
+        state: TaskState::Queued,
+        merge_state: MergeState::Pending,
+        attempt: 0,
+        turns: 0,
+        head: None,
+        stat: Default::default(),
+        reason: None,
+        log_tail: None,
+        merge_commit: None,
+        conflict_paths: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitignore_patterns_match_like_git() {
+        let set =
+            gitignore_globs(&[".env".into(), "target/".into(), "config/local.toml".into()]).expect("globs");
+        assert!(set.is_match(".env"));
+        assert!(set.is_match("crates/a/.env"));
+        assert!(set.is_match("target/debug/x"));
+        assert!(set.is_match("crates/a/target/x"));
+        assert!(set.is_match("config/local.toml"));
+        assert!(!set.is_match("sub/config/local.toml"));
+        assert!(!set.is_match("src/env.rs"));
+    }
+}

@@ -1,0 +1,106 @@
+//! In-memory merges for the merge train: `git merge-tree --write-tree` computes the merged
+//! tree without an index or a working tree, and `commit-tree` + `update-ref` record it.
+
+use std::path::Path;
+
+use crate::cli::{Git, GitError, nul_fields};
+
+/// The result of merging two commits' trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The merge is clean; this is the merged tree.
+    Clean { tree: String },
+    /// The merge conflicts in these paths.
+    Conflict { paths: Vec<String> },
+}
+
+/// Merge `theirs` into `ours` (commit ids) in memory. git's exit status decides, never an
+/// empty conflict list.
+pub fn merge_trees(git: &Git, repo: &Path, ours: &str, theirs: &str) -> Result<MergeOutcome, GitError> {
+    let out = git.run_allowing(
+        repo,
+        [
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            "-z",
+            "--end-of-options",
+            ours,
+            theirs,
+        ],
+        &[1],
+    )?;
+    let mut fields = nul_fields(&out.stdout);
+    let tree = fields.next().unwrap_or_default().to_owned();
+    if out.code == 0 {
+        return Ok(MergeOutcome::Clean { tree });
+    }
+    let mut paths: Vec<String> = fields.map(str::to_owned).collect();
+    paths.dedup();
+    Ok(MergeOutcome::Conflict { paths })
+}
+
+/// The tree id of a commit.
+pub fn tree_of(git: &Git, repo: &Path, commit: &str) -> Result<String, GitError> {
+    let spec = format!("{commit}^{{tree}}");
+    Ok(git.run(repo, ["rev-parse", "--verify", &spec])?.stdout.trim().to_owned())
+}
+
+/// Write a commit of `tree` with `parents` and `message`, by `name <email>` at a fixed or
+/// current time; returns its id.
+pub fn commit_tree(
+    git: &Git,
+    repo: &Path,
+    tree: &str,
+    parents: &[&str],
+    message: &str,
+    who: &crate::worktree::Identity,
+) -> Result<String, GitError> {
+    let mut args = vec![
+        "-c".to_owned(),
+        format!("user.name={}", who.name),
+        "-c".to_owned(),
+        format!("user.email={}", who.email),
+        "commit-tree".to_owned(),
+        "--no-gpg-sign".to_owned(),
+        tree.to_owned(),
+    ];
+    for p in parents {
+        args.push("-p".into());
+        args.push((*p).to_owned());
+    }
+    args.push("-m".into());
+    args.push(message.to_owned());
+    Ok(git.run(repo, &args)?.stdout.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{commit_files, repo_with};
+
+    #[test]
+    fn clean_and_conflicting_merges() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("a.txt", "a\n"), ("b.txt", "b\n")]);
+        let base = git.resolve_commit(&src, "HEAD").expect("head");
+        let one = commit_files(&src, &[("a.txt", "A\n")]);
+        git.run(&src, ["checkout", "--quiet", "--detach", &base]).expect("checkout");
+        let two = commit_files(&src, &[("b.txt", "B\n")]);
+        git.run(&src, ["checkout", "--quiet", "--detach", &base]).expect("checkout");
+        let three = commit_files(&src, &[("a.txt", "other\n")]);
+
+        let MergeOutcome::Clean { tree } = merge_trees(&git, &src, &one, &two).expect("merge") else {
+            panic!("expected a clean merge")
+        };
+        let who = crate::worktree::Identity::default();
+        let m = commit_tree(&git, &src, &tree, &[&one, &two], "merge", &who).expect("commit");
+        let show = git.run(&src, ["show", "--format=%P", "--no-patch", &m]).expect("show").stdout;
+        assert_eq!(show.trim(), format!("{one} {two}"));
+        assert_eq!(
+            merge_trees(&git, &src, &one, &three).expect("merge"),
+            MergeOutcome::Conflict { paths: vec!["a.txt".into()] }
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! One bare mirror per source repository. Workspaces are worktrees of the mirror, so the
+//! person's working tree and index are never touched; task and integration branches are
+//! made in the mirror and fetched back into a local source repository when published.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Git, GitError};
+
+/// Where a job's repository comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A repository on this machine (its top folder, canonical).
+    Local(PathBuf),
+    /// A URL git can fetch from.
+    Url(String),
+}
+
+impl Source {
+    /// Read a repository location as a person wrote it: a URL (`scheme://`, or scp-like
+    /// `host:path`) or a path, relative to `cwd`, inside a git repository.
+    pub fn parse(git: &Git, location: &str, cwd: &Path) -> Result<Source, GitError> {
+        if location.contains("://") || is_scp_like(location) {
+            return Ok(Source::Url(location.to_owned()));
+        }
+        let path = cwd.join(location);
+        if !path.exists() {
+            return Err(GitError::NotARepo { path: path.display().to_string() });
+        }
+        let top = git.toplevel(&path)?;
+        let top = top.canonicalize().map_err(|e| GitError::io(format!("resolving {}", top.display()), e))?;
+        Ok(Source::Local(top))
+    }
+
+    /// What git fetches from.
+    pub fn fetch_url(&self) -> String {
+        match self {
+            Source::Local(p) => p.display().to_string(),
+            Source::Url(u) => u.clone(),
+        }
+    }
+
+    /// A readable, stable folder name for this source's mirror.
+    pub fn mirror_name(&self) -> String {
+        let s = self.fetch_url();
+        let base =
+            s.trim_end_matches('/').trim_end_matches(".git").rsplit(['/', ':']).next().unwrap_or("repo");
+        let base = grove_core::names::slugify(base, 40);
+        format!("{}-{:08x}.git", if base.is_empty() { "repo" } else { &base }, fnv1a(s.as_bytes()) as u32)
+    }
+}
+
+/// FNV-1a: a hash that stays the same across Rust versions, so mirror names do too.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn is_scp_like(s: &str) -> bool {
+    // git@host:path, host:path; a Windows drive (C:\) or a path with a slash before the colon is not.
+    match s.find(':') {
+        Some(i) => i > 1 && !s[..i].contains('/'),
+        None => false,
+    }
+}
+
+/// A bare mirror of one source.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub path: PathBuf,
+}
+
+/// The refspecs a mirror fetches: the source's branches under `refs/remotes/origin/`, its
+/// tags, and its HEAD. Nothing under `refs/heads/` is ever fetched, so a fetch cannot
+/// overwrite grove's own branches.
+const REFSPECS: [&str; 3] =
+    ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", "+HEAD:refs/remotes/origin/HEAD"];
+
+impl Mirror {
+    /// Open or create the mirror of `source` under `dir`, and fetch from it.
+    pub fn ensure(git: &Git, dir: &Path, source: &Source) -> Result<Mirror, GitError> {
+        let path = dir.join(source.mirror_name());
+        if !path.join("HEAD").exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| GitError::io(format!("creating {}", dir.display()), e))?;
+            git.run(
+                dir,
+                [std::ffi::OsStr::new("init"), "--bare".as_ref(), "--quiet".as_ref(), path.as_os_str()],
+            )?;
+        }
+        let mirror = Mirror { path };
+        mirror.enable_worktree_config(git)?;
+        mirror.fetch(git, source)?;
+        Ok(mirror)
+    }
+
+    /// Sparse checkouts need per-worktree config. git turns it on by itself at the first
+    /// `sparse-checkout`, moving `core.bare` out of the shared config, and a worktree made
+    /// at that moment by another task reads a half-moved config ("must be run in a work
+    /// tree"). So do the same move once, before any worktree exists.
+    fn enable_worktree_config(&self, git: &Git) -> Result<(), GitError> {
+        let on = git.run_allowing(&self.path, ["config", "--get", "extensions.worktreeConfig"], &[1])?;
+        if on.stdout.trim() == "true" {
+            return Ok(());
+        }
+        let per_worktree = self.path.join("config.worktree");
+        git.run(
+            &self.path,
+            [
+                "config".as_ref(),
+                "--file".as_ref(),
+                per_worktree.as_os_str(),
+                "core.bare".as_ref(),
+                "true".as_ref(),
+            ],
+        )?;
+        git.run_allowing(&self.path, ["config", "--unset", "core.bare"], &[5])?;
+        git.run(&self.path, ["config", "core.repositoryformatversion", "1"])?;
+        git.run(&self.path, ["config", "extensions.worktreeConfig", "true"])?;
+        Ok(())
+    }
+
+    /// Fetch the source's branches and tags.
+    pub fn fetch(&self, git: &Git, source: &Source) -> Result<(), GitError> {
+        let url = source.fetch_url();
+        let mut args = vec!["fetch", "--quiet", "--no-write-fetch-head", "--prune", "--", url.as_str()];
+        args.extend(REFSPECS);
+        git.run(&self.path, args)?;
+        Ok(())
+    }
+
+    /// Make sure the mirror has `commit` (a commit reachable from no branch, say), fetching it
+    /// by id when needed.
+    pub fn ensure_commit(&self, git: &Git, source: &Source, commit: &str) -> Result<(), GitError> {
+        let probe = format!("{commit}^{{commit}}");
+        if git.run_allowing(&self.path, ["cat-file", "-e", &probe], &[1, 128])?.code == 0 {
+            return Ok(());
+        }
+        git.run(
+            &self.path,
+            ["fetch", "--quiet", "--no-write-fetch-head", "--", &source.fetch_url(), commit],
+        )?;
+        Ok(())
+    }
+
+    /// Resolve `rev` as the source names it: a branch of the source (`main`), a tag, a commit
+    /// id, or `HEAD` (the source's HEAD).
+    pub fn resolve(&self, git: &Git, rev: &str) -> Result<String, GitError> {
+        let candidates = if rev == "HEAD" {
+            vec!["refs/remotes/origin/HEAD".to_owned()]
+        } else {
+            vec![format!("refs/remotes/origin/{rev}"), format!("refs/tags/{rev}"), rev.to_owned()]
+        };
+        for c in &candidates {
+            if let Ok(id) = git.resolve_commit(&self.path, c) {
+                return Ok(id);
+            }
+        }
+        Err(GitError::UnknownRev { rev: rev.to_owned(), repo: self.path.display().to_string() })
+    }
+
+    /// Fetch `branches` (full names under `refs/heads/`) from the mirror into a local source
+    /// repository, force-updating them: they are grove's branches. A branch the person has checked out there is left alone and reported.
+    pub fn publish(&self, git: &Git, source: &Source, branches: &[String]) -> Result<Vec<String>, GitError> {
+        let Source::Local(repo) = source else { return Ok(Vec::new()) };
+        let mut skipped = Vec::new();
+        let url = self.path.display().to_string();
+        for chunk in branches.chunks(200) {
+            let mut args = vec![
+                "fetch".to_owned(),
+                "--quiet".into(),
+                "--no-tags".into(),
+                "--no-write-fetch-head".into(),
+            ];
+            args.push("--".into());
+            args.push(url.clone());
+            args.extend(chunk.iter().map(|b| format!("+{b}:{b}")));
+            if let Err(e) = git.run(repo, &args) {
+                // One branch checked out in the person's worktree makes the whole fetch fail:
+                // retry one by one so the others still arrive.
+                tracing::debug!("publishing in one fetch failed, retrying one by one: {e}");
+                for b in chunk {
+                    let spec = format!("+{b}:{b}");
+                    if let Err(e) = git.run(
+                        repo,
+                        ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", &url, &spec],
+                    ) {
+                        match e {
+                            GitError::Failed { stderr, .. } if stderr.contains("checked out") => {
+                                skipped.push(b.clone())
+                            }
+                            other => return Err(other),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(skipped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths_are_told_apart() {
+        assert!(is_scp_like("git@github.com:o/r.git"));
+        assert!(!is_scp_like("./a:b/c"));
+        assert!(!is_scp_like("C:\\x"));
+        assert!(!is_scp_like("plain"));
+        let s = Source::Url("https://example.com/org/My Repo.git".into());
+        assert!(s.mirror_name().starts_with("my-repo-"), "{}", s.mirror_name());
+    }
+}

@@ -1,0 +1,175 @@
+//! Task workspaces: linked worktrees of a mirror, sparse where the task's scope allows, and
+//! the per-turn commit.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Git, GitError, nul_fields};
+
+/// Who grove's checkpoint commits are by.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity { name: "grove".into(), email: "grove@localhost".into() }
+    }
+}
+
+/// How a worktree was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkout {
+    /// The branch was new and starts at the base commit.
+    Fresh,
+    /// The branch existed (an earlier attempt's checkpoints); work continues from its tip.
+    Resumed,
+}
+
+/// Add a worktree of `mirror` at `path` on `branch`, starting at `base` unless the branch
+/// already exists. `sparse`: folders for a cone-mode sparse checkout (top-level files are
+/// always there); `None` checks out everything.
+pub fn add(
+    git: &Git,
+    mirror: &Path,
+    path: &Path,
+    branch: &str,
+    base: &str,
+    sparse: Option<&[String]>,
+) -> Result<Checkout, GitError> {
+    let full = format!("refs/heads/{branch}");
+    // A worktree left by a crashed attempt at the same place is grove's own: drop it first.
+    if path.exists() {
+        remove(git, mirror, path)?;
+    }
+    let admin = AdminLock::take(mirror)?;
+    git.run(mirror, ["worktree", "prune"])?;
+    let exists = git.ref_target(mirror, &full)?.is_some();
+    let mut args: Vec<std::ffi::OsString> =
+        ["worktree", "add", "--quiet", "--no-checkout"].iter().map(Into::into).collect();
+    if !exists {
+        args.extend(["-b".into(), branch.into()]);
+    }
+    args.push(path.into());
+    args.push(if exists { branch } else { base }.into());
+    git.run(mirror, args)?;
+    drop(admin);
+    if let Some(dirs) = sparse {
+        let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
+        args.extend(dirs.iter().map(String::as_str));
+        git.run(path, args)?;
+    }
+    git.run(path, ["checkout", "--quiet"])?;
+    Ok(if exists { Checkout::Resumed } else { Checkout::Fresh })
+}
+
+/// Remove a worktree grove made (its files, uncommitted changes included) and its admin data.
+/// The branch stays.
+pub fn remove(git: &Git, mirror: &Path, path: &Path) -> Result<(), GitError> {
+    let _admin = AdminLock::take(mirror)?;
+    let args: [&std::ffi::OsStr; 5] =
+        ["worktree".as_ref(), "remove".as_ref(), "--force".as_ref(), "--force".as_ref(), path.as_os_str()];
+    if git.run(mirror, args).is_err() && path.exists() {
+        std::fs::remove_dir_all(path).map_err(|e| GitError::io(format!("removing {}", path.display()), e))?;
+    }
+    git.run(mirror, ["worktree", "prune"])?;
+    Ok(())
+}
+
+/// An exclusive lock on a repository's worktree administration. `git worktree add` reads
+/// every other worktree's admin files and fails on one being written at the same moment, so
+/// adds, removes and prunes of one mirror take turns, across processes too.
+struct AdminLock(std::fs::File);
+
+impl AdminLock {
+    fn take(repo: &Path) -> Result<AdminLock, GitError> {
+        let path = repo.join("grove-worktrees.lock");
+        let what = || format!("locking {}", path.display());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| GitError::io(what(), e))?;
+        file.lock().map_err(|e| GitError::io(what(), e))?;
+        Ok(AdminLock(file))
+    }
+}
+
+impl Drop for AdminLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Commit everything in the worktree (new, changed and deleted files inside its sparse
+/// checkout). Returns the new commit, or `None` when there was nothing to commit.
+pub fn commit_all(
+    git: &Git,
+    worktree: &Path,
+    message: &str,
+    who: &Identity,
+) -> Result<Option<String>, GitError> {
+    git.run(worktree, ["add", "--all"])?;
+    let staged = git.run_allowing(worktree, ["diff", "--cached", "--quiet"], &[1])?;
+    if staged.code == 0 {
+        return Ok(None);
+    }
+    let mut cmd_args = vec![
+        "-c".to_owned(),
+        format!("user.name={}", who.name),
+        "-c".to_owned(),
+        format!("user.email={}", who.email),
+    ];
+    cmd_args.extend(["commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message].map(str::to_owned));
+    git.run(worktree, &cmd_args)?;
+    let head = git.run(worktree, ["rev-parse", "HEAD"])?;
+    Ok(Some(head.stdout.trim().to_owned()))
+}
+
+/// The git-ignored files of a repository's working tree (not folders), repository-relative.
+pub fn ignored_files(git: &Git, repo: &Path) -> Result<Vec<String>, GitError> {
+    let out = git.run(repo, ["ls-files", "-z", "--others", "--ignored", "--exclude-standard"])?;
+    Ok(nul_fields(&out.stdout).map(str::to_owned).collect())
+}
+
+/// Where a worktree's files are, given its top folder.
+pub fn file_path(worktree: &Path, repo_path: &str) -> PathBuf {
+    repo_path.split('/').fold(worktree.to_path_buf(), |p, c| p.join(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::repo_with;
+
+    #[test]
+    fn sparse_worktree_commit_and_remove() {
+        let git = Git::detect().expect("git");
+        let (dir, src) = repo_with(&[("a/x/f.rs", "1\n"), ("b/g.rs", "2\n"), ("README", "r\n")]);
+        let mirror = dir.path().join("m.git");
+        git.run(dir.path(), ["clone", "--quiet", "--bare", src.to_str().expect("utf8"), "m.git"])
+            .expect("clone");
+        let base = git.resolve_commit(&mirror, "HEAD").expect("head");
+        let wt = dir.path().join("wt");
+        let how = add(&git, &mirror, &wt, "grove/j/a", &base, Some(&["a".to_owned()])).expect("add");
+        assert_eq!(how, Checkout::Fresh);
+        assert!(wt.join("a/x/f.rs").exists());
+        assert!(wt.join("README").exists(), "top-level files come with cone mode");
+        assert!(!wt.join("b").exists(), "outside the cone");
+
+        assert_eq!(commit_all(&git, &wt, "nothing", &Identity::default()).expect("commit"), None);
+        std::fs::write(wt.join("a/x/f.rs"), "changed\n").expect("write");
+        let c = commit_all(&git, &wt, "turn 1", &Identity::default()).expect("commit").expect("a commit");
+        assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c.clone()));
+        assert_eq!(git.run(&wt, ["status", "--porcelain"]).expect("status").stdout, "");
+
+        remove(&git, &mirror, &wt).expect("remove");
+        assert!(!wt.exists());
+        // Adding again resumes from the checkpoint.
+        let how = add(&git, &mirror, &wt, "grove/j/a", &base, Some(&["a".to_owned()])).expect("re-add");
+        assert_eq!(how, Checkout::Resumed);
+        assert_eq!(std::fs::read_to_string(wt.join("a/x/f.rs")).expect("read"), "changed\n");
+    }
+}

@@ -1,0 +1,280 @@
+//! One attempt of a task: make the workspace, run turns (agent, checkpoint commit, checks),
+//! report every step, and end with an outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grove_bus::{Bus, Delivery};
+use grove_core::task::{Assignment, EventKind, TaskEvent, TaskOutcome};
+use grove_core::{DiffStat, TaskState, spec::KeepWorktrees};
+use grove_git::worktree::Identity;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{self, Turn};
+use crate::process::{self, End, Log};
+use crate::{WorkerContext, workspace};
+
+/// How often a running attempt tells the bus it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Run the attempt in `delivery`, report its events and its outcome, and settle the delivery.
+pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: CancellationToken) {
+    let a = delivery.assignment.clone();
+    let outcome = {
+        let work = execute(&ctx, &a, &cancel);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                out = &mut work => break out,
+                _ = tick.tick() => { let _ = delivery.progress().await; }
+            }
+        }
+    };
+    let event = TaskEvent {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+        kind: EventKind::Finished(outcome),
+    };
+    if let Err(e) = ctx.bus.report(event).await {
+        tracing::warn!(task = %a.task, "cannot report the outcome, leaving the delivery for redelivery: {e}");
+        return;
+    }
+    if let Err(e) = delivery.ack().await {
+        tracing::warn!(task = %a.task, "ack failed: {e}");
+    }
+}
+
+async fn report(bus: &Arc<dyn Bus>, a: &Assignment, kind: EventKind) {
+    let ev = TaskEvent { job: a.job.clone(), task: a.task.clone(), attempt: a.attempt, kind };
+    if let Err(e) = bus.report(ev).await {
+        tracing::warn!(task = %a.task, "cannot report an event: {e}");
+    }
+}
+
+fn failed(reason: String, tail: String, turns: u32) -> TaskOutcome {
+    TaskOutcome {
+        state: TaskState::Failed,
+        head: None,
+        stat: DiffStat::default(),
+        turns,
+        reason: Some(reason),
+        log_tail: tail,
+    }
+}
+
+async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &CancellationToken) -> TaskOutcome {
+    report(&ctx.bus, a, EventKind::State { state: TaskState::Preparing, turn: None }).await;
+    let path = ctx.layout.worktree(&a.job, &a.task);
+    let run_dir = ctx.layout.run_dir(&a.job, &a.task);
+    let mut log = match Log::open(&ctx.layout.log(&a.job, &a.task), a.log_cap).await {
+        Ok(l) => l,
+        Err(e) => return failed(e.to_string(), String::new(), 0),
+    };
+    let _ = log.note(&format!("attempt {} of {} on worker {}", a.attempt, a.task, ctx.id)).await;
+    let prep = {
+        let (git, a, path) = (ctx.git.clone(), a.clone(), path.clone());
+        tokio::task::spawn_blocking(move || workspace::prepare(&git, &a, &path)).await
+    };
+    match prep {
+        Ok(Ok(how)) => {
+            let _ = log.note(&format!("workspace {} ({how:?})", path.display())).await;
+        }
+        Ok(Err(e)) => return failed(format!("preparing the workspace: {e}"), log.tail(), 0),
+        Err(e) => return failed(format!("preparing the workspace: {e}"), log.tail(), 0),
+    }
+    let mut outcome = turns(ctx, a, &path, &run_dir, &mut log, cancel).await;
+    outcome.log_tail = log.tail();
+
+    // The branch against the base, whatever happened.
+    let head = ctx.git.ref_target(&a.mirror, &format!("refs/heads/{}", a.branch)).ok().flatten();
+    if let Some(head) = &head {
+        match grove_git::stats::diff_stat(&a.mirror, &a.base, head) {
+            Ok(stat) => outcome.stat = stat,
+            Err(e) => tracing::warn!(task = %a.task, "diff stat: {e}"),
+        }
+    }
+    outcome.head = head;
+
+    let keep = match a.keep_worktrees {
+        KeepWorktrees::All => true,
+        KeepWorktrees::None => false,
+        KeepWorktrees::Failed => outcome.state != TaskState::Succeeded,
+    };
+    if !keep {
+        let (git, mirror) = (ctx.git.clone(), a.mirror.clone());
+        let removed = tokio::task::spawn_blocking(move || workspace::remove(&git, &mirror, &path)).await;
+        if let Ok(Err(e)) | Err(e) = removed.map_err(|e| e.to_string()) {
+            tracing::warn!(task = %a.task, "{e}");
+        }
+    }
+    outcome
+}
+
+async fn turns(
+    ctx: &Arc<WorkerContext>,
+    a: &Assignment,
+    path: &std::path::Path,
+    run_dir: &std::path::Path,
+    log: &mut Log,
+    cancel: &CancellationToken,
+) -> TaskOutcome {
+    let scope = workspace::scope_string(a.sparse.as_deref());
+    let prompt_file = workspace::scratch(run_dir, "prompt.md");
+    let files_file = workspace::scratch(run_dir, "files.txt");
+    let feedback_file = workspace::scratch(run_dir, "feedback.md");
+    let prompt =
+        format!("{}\n\nScope: {scope}\nFiles ({}): see {}\n", a.prompt, a.files.len(), files_file.display());
+    let written = tokio::fs::write(&prompt_file, &prompt)
+        .await
+        .and(tokio::fs::write(&files_file, a.files.join("\n")).await);
+    if let Err(e) = written {
+        return failed(format!("writing the prompt file: {e}"), log.tail(), 0);
+    }
+    let _ = tokio::fs::remove_file(&feedback_file).await;
+    let who = Identity::default();
+    let mut turn_no = 0;
+    loop {
+        turn_no += 1;
+        log.reset_tail();
+        let _ = log.note(&format!("turn {turn_no}")).await;
+        report(&ctx.bus, a, EventKind::State { state: TaskState::Running, turn: Some(turn_no) }).await;
+        let mut env: Vec<(String, String)> = vec![
+            ("GROVE_JOB".into(), a.job.to_string()),
+            ("GROVE_TASK".into(), a.task.clone()),
+            ("GROVE_SCOPE".into(), scope.clone()),
+            ("GROVE_PROMPT_FILE".into(), prompt_file.display().to_string()),
+            ("GROVE_FILES_FILE".into(), files_file.display().to_string()),
+            ("GROVE_BRANCH".into(), a.branch.clone()),
+            ("GROVE_TURN".into(), turn_no.to_string()),
+            ("GROVE_ATTEMPT".into(), a.attempt.to_string()),
+            ("GROVE_PORT_BASE".into(), a.port_base.to_string()),
+            ("GROVE_PORT_COUNT".into(), a.port_count.to_string()),
+        ];
+        if turn_no > 1 {
+            env.push(("GROVE_FEEDBACK_FILE".into(), feedback_file.display().to_string()));
+        }
+        let turn = Turn {
+            agent: &a.agent,
+            workdir: path,
+            files: &a.files,
+            prompt: &a.prompt,
+            task: &a.task,
+            scope: &scope,
+            env: env.clone(),
+            timeout: a.turn_timeout,
+        };
+        let finished = match agent::run_turn(&turn, log, cancel).await {
+            Ok(f) => f,
+            Err(e) => return failed(format!("turn {turn_no}: {e}"), log.tail(), turn_no),
+        };
+        // Checkpoint whatever the agent left, even after a failure: work is never lost.
+        let message = format!(
+            "grove: {} {} turn {turn_no}\n\nGrove-Job: {}\nGrove-Task: {}\nGrove-Attempt: {}\nGrove-Turn: {turn_no}",
+            a.job, a.task, a.job, a.task, a.attempt
+        );
+        let commit = {
+            let (git, path, who) = (ctx.git.clone(), path.to_path_buf(), who.clone());
+            tokio::task::spawn_blocking(move || grove_git::worktree::commit_all(&git, &path, &message, &who))
+                .await
+        };
+        let commit = match commit {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return failed(format!("committing turn {turn_no}: {e}"), log.tail(), turn_no),
+            Err(e) => return failed(format!("committing turn {turn_no}: {e}"), log.tail(), turn_no),
+        };
+        let stat = match &commit {
+            Some(c) => grove_git::stats::diff_stat(&a.mirror, &a.base, c).unwrap_or_default(),
+            None => DiffStat::default(),
+        };
+        report(&ctx.bus, a, EventKind::Checkpoint { turn: turn_no, commit: commit.clone(), stat }).await;
+        match finished.end {
+            End::Exited(0) => {}
+            End::Exited(code) => {
+                return failed(
+                    format!("the agent exited with code {code} in turn {turn_no}"),
+                    log.tail(),
+                    turn_no,
+                );
+            }
+            End::TimedOut(t) => {
+                return failed(
+                    format!("turn {turn_no} timed out after {}", humanize(t)),
+                    log.tail(),
+                    turn_no,
+                );
+            }
+            End::Cancelled => {
+                return TaskOutcome {
+                    state: TaskState::Cancelled,
+                    head: None,
+                    stat: DiffStat::default(),
+                    turns: turn_no,
+                    reason: Some("cancelled".into()),
+                    log_tail: log.tail(),
+                };
+            }
+        }
+        let Some(check) = &a.check else {
+            return succeeded(turn_no);
+        };
+        report(&ctx.bus, a, EventKind::State { state: TaskState::Checking, turn: Some(turn_no) }).await;
+        log.reset_tail();
+        let _ = log.note(&format!("check: {check}")).await;
+        let args = vec!["-c".to_owned(), check.clone()];
+        let result = process::run("sh", &args, path, &env, a.turn_timeout, log, cancel).await;
+        let end = match result {
+            Ok(f) => f.end,
+            Err(e) => return failed(format!("running the check: {e}"), log.tail(), turn_no),
+        };
+        let why = match end {
+            End::Exited(0) => return succeeded(turn_no),
+            End::Cancelled => {
+                return TaskOutcome {
+                    state: TaskState::Cancelled,
+                    head: None,
+                    stat: DiffStat::default(),
+                    turns: turn_no,
+                    reason: Some("cancelled".into()),
+                    log_tail: log.tail(),
+                };
+            }
+            End::Exited(code) => format!("the check `{check}` failed (exit {code}) after turn {turn_no}"),
+            End::TimedOut(t) => format!("the check `{check}` timed out after {}", humanize(t)),
+        };
+        if turn_no >= a.max_turns || commit.is_none() {
+            return failed(why, log.tail(), turn_no);
+        }
+        let feedback = format!("{why}. Its output ended with:\n\n{}\n", log.tail());
+        if let Err(e) = tokio::fs::write(&feedback_file, feedback).await {
+            return failed(format!("writing the feedback file: {e}"), log.tail(), turn_no);
+        }
+    }
+}
+
+fn succeeded(turns: u32) -> TaskOutcome {
+    TaskOutcome {
+        state: TaskState::Succeeded,
+        head: None,
+        stat: DiffStat::default(),
+        turns,
+        reason: None,
+        log_tail: String::new(),
+    }
+}
+
+/// `1m 30s`, `250ms`.
+fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}

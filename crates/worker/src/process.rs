@@ -1,0 +1,296 @@
+//! The one wrapper for the processes a worker runs: agents and checks. Each runs in its own
+//! process group with a null stdin, its stdout and stderr appended to the task's log (capped)
+//! and kept as a tail; a timeout or a cancellation kills the whole group, and so does the end
+//! of the main process, so no straggler keeps changing the workspace.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// How long a group gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Lines of output kept as the tail.
+const TAIL_LINES: usize = 40;
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// It exited with this code (a signal counts as 128 + its number).
+    Exited(i32),
+    /// It ran past its timeout and its group was killed.
+    TimedOut(Duration),
+    /// The attempt was cancelled and its group was killed.
+    Cancelled,
+}
+
+/// A process's end and the last lines it printed.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub end: End,
+    pub tail: String,
+    pub duration: Duration,
+}
+
+/// A process could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The program could not be started (not found, not executable).
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log could not be written.
+    #[error("writing the log {path}: {source}")]
+    Log {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An append-only task log with a size cap: output past the cap is dropped, once noted.
+pub struct Log {
+    file: tokio::fs::File,
+    path: String,
+    written: u64,
+    cap: u64,
+    tail: VecDeque<String>,
+    partial: String,
+}
+
+impl Log {
+    pub async fn open(path: &Path, cap: u64) -> Result<Log, ProcessError> {
+        let err = |source| ProcessError::Log { path: path.display().to_string(), source };
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(err)?;
+        }
+        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.map_err(err)?;
+        let written = file.metadata().await.map_err(err)?.len();
+        Ok(Log {
+            file,
+            path: path.display().to_string(),
+            written,
+            cap,
+            tail: VecDeque::new(),
+            partial: String::new(),
+        })
+    }
+
+    /// Append bytes; they also feed the tail.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ProcessError> {
+        self.feed_tail(bytes);
+        if self.written >= self.cap {
+            return Ok(());
+        }
+        let room = (self.cap - self.written) as usize;
+        let err = |source| ProcessError::Log { path: self.path.clone(), source };
+        if bytes.len() > room {
+            self.file.write_all(&bytes[..room]).await.map_err(err)?;
+            let note =
+                format!("\n[grove: log cap of {} bytes reached; further output is not kept]\n", self.cap);
+            self.file.write_all(note.as_bytes()).await.map_err(err)?;
+            self.written = self.cap;
+        } else {
+            self.file.write_all(bytes).await.map_err(err)?;
+            self.written += bytes.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// A line of grove's own in the log (`== turn 2 ==`).
+    pub async fn note(&mut self, line: &str) -> Result<(), ProcessError> {
+        self.write(format!("[grove] {line}\n").as_bytes()).await
+    }
+
+    fn feed_tail(&mut self, bytes: &[u8]) {
+        self.partial.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            self.tail.push_back(line.trim_end_matches('\n').to_owned());
+            if self.tail.len() > TAIL_LINES {
+                self.tail.pop_front();
+            }
+        }
+    }
+
+    /// The last lines written (including a final partial line).
+    pub fn tail(&self) -> String {
+        let mut lines: Vec<&str> = self.tail.iter().map(String::as_str).collect();
+        if !self.partial.is_empty() {
+            lines.push(&self.partial);
+        }
+        let skip = lines.len().saturating_sub(TAIL_LINES);
+        lines[skip..].join("\n")
+    }
+
+    /// Make sure everything written is in the file (tokio writes on a background thread).
+    pub async fn flush(&mut self) -> Result<(), ProcessError> {
+        self.file.flush().await.map_err(|source| ProcessError::Log { path: self.path.clone(), source })
+    }
+
+    /// Forget the tail (a new turn starts).
+    pub fn reset_tail(&mut self) {
+        self.tail.clear();
+        self.partial.clear();
+    }
+}
+
+/// Run `program args` in `dir` with `env`, output to `log`, under `timeout` and `cancel`.
+pub async fn run(
+    program: &str,
+    args: &[String],
+    dir: &Path,
+    env: &[(String, String)],
+    timeout: Duration,
+    log: &mut Log,
+    cancel: &CancellationToken,
+) -> Result<Finished, ProcessError> {
+    let started = Instant::now();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    tracing::debug!(%program, ?args, dir = %dir.display(), "spawning");
+    let mut child =
+        cmd.spawn().map_err(|source| ProcessError::Spawn { program: program.to_owned(), source })?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let pump = |r: Option<Box<dyn AsyncRead + Unpin + Send>>, tx: tokio::sync::mpsc::Sender<Vec<u8>>| async move {
+        let Some(mut r) = r else { return };
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 || tx.send(buf[..n].to_vec()).await.is_err() {
+                break;
+            }
+        }
+    };
+    let out_task = tokio::spawn(pump(out.take().map(|o| Box::new(o) as _), tx.clone()));
+    let err_task = tokio::spawn(pump(err.take().map(|e| Box::new(e) as _), tx));
+
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut end = None;
+    let mut streams_open = true;
+    while end.is_none() || streams_open {
+        tokio::select! {
+            chunk = rx.recv(), if streams_open => match chunk {
+                Some(bytes) => log.write(&bytes).await?,
+                None => streams_open = false,
+            },
+            status = child.wait(), if end.is_none() => {
+                let code = match status {
+                    Ok(s) => s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+                    Err(_) => -1,
+                };
+                end = Some(End::Exited(code));
+                // Stragglers the process left behind go with it; their output pipes close.
+                kill_group(pgid, Signal::SIGKILL);
+            }
+            () = &mut deadline, if end.is_none() => {
+                terminate(&mut child, pgid).await;
+                end = Some(End::TimedOut(timeout));
+            }
+            () = cancel.cancelled(), if end.is_none() => {
+                terminate(&mut child, pgid).await;
+                end = Some(End::Cancelled);
+            }
+        }
+    }
+    let _ = tokio::join!(out_task, err_task);
+    log.flush().await?;
+    let end = end.unwrap_or(End::Exited(-1));
+    Ok(Finished { end, tail: log.tail(), duration: started.elapsed() })
+}
+
+/// SIGTERM the group, then SIGKILL it after a grace period if the leader is still there.
+async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>) {
+    kill_group(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+        kill_group(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    kill_group(pgid, Signal::SIGKILL);
+}
+
+fn kill_group(pgid: Option<Pid>, sig: Signal) {
+    if let Some(pgid) = pgid {
+        // ESRCH: the group is already gone.
+        let _ = killpg(pgid, sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sh(script: &str, timeout: Duration, log: &mut Log) -> Finished {
+        let dir = std::env::temp_dir();
+        run("sh", &["-c".into(), script.into()], &dir, &[], timeout, log, &CancellationToken::new())
+            .await
+            .expect("runs")
+    }
+
+    #[tokio::test]
+    async fn exit_code_and_tail_are_kept() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut log = Log::open(&d.path().join("t.log"), 1 << 20).await.expect("log");
+        let f = sh(
+            "for i in $(seq 1 50); do echo line $i; done; echo oops >&2; exit 3",
+            Duration::from_secs(10),
+            &mut log,
+        )
+        .await;
+        assert_eq!(f.end, End::Exited(3));
+        assert!(f.tail.ends_with("line 50\noops") || f.tail.ends_with("oops"), "{}", f.tail);
+        assert_eq!(f.tail.lines().count(), TAIL_LINES);
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let d = tempfile::tempdir().expect("tmp");
+        let pidfile = d.path().join("child.pid");
+        let mut log = Log::open(&d.path().join("t.log"), 1 << 20).await.expect("log");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let f = sh(&script, Duration::from_millis(300), &mut log).await;
+        assert_eq!(f.end, End::TimedOut(Duration::from_millis(300)));
+        assert!(f.duration < Duration::from_secs(5), "{:?}", f.duration);
+        let pid: i32 = std::fs::read_to_string(&pidfile).expect("pid").trim().parse().expect("pid");
+        // The grandchild is gone too: no such process, or a zombie nobody reaped yet.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = state.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        assert!(matches!(state, None | Some('Z') | Some('X')), "grandchild {pid} survived: {state:?}");
+    }
+
+    #[tokio::test]
+    async fn the_log_is_capped_with_a_note() {
+        let d = tempfile::tempdir().expect("tmp");
+        let path = d.path().join("t.log");
+        let mut log = Log::open(&path, 1000).await.expect("log");
+        let f = sh("yes abcdefghi | head -n 1000", Duration::from_secs(10), &mut log).await;
+        assert_eq!(f.end, End::Exited(0));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with("abcdefghi\n"));
+        assert!(
+            text.contains("log cap of 1000 bytes reached"),
+            "{}",
+            &text[text.len().saturating_sub(200)..]
+        );
+        assert!(text.len() < 1200, "{}", text.len());
+    }
+}
