@@ -3,8 +3,6 @@
 //!
 //! Run with `cargo bench -p grove-core`.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
