@@ -126,6 +126,9 @@ pub struct PlannedTask {
     /// 0 for tasks with no dependency among the tasks; otherwise 1 + the highest level of its
     /// dependencies. Tasks of one level are independent of each other.
     pub level: u32,
+    /// The modules whose files this task holds, as indexes into [`Plan::modules`] (a module
+    /// split by sub-folder appears in several tasks).
+    pub modules: Vec<usize>,
 }
 
 /// A module found in the repository.
@@ -148,6 +151,41 @@ pub enum PlanError {
     /// A selection pattern is unusable.
     #[error("{field}: {message}")]
     Selection { field: &'static str, message: String },
+}
+
+impl Plan {
+    /// The module graph in Graphviz DOT: one node per module (dashed when it got no task),
+    /// labelled with its name, folder and task(s); an arrow from each module to what it depends
+    /// on.
+    pub fn dot(&self) -> String {
+        let mut tasks_of: Vec<Vec<&str>> = vec![Vec::new(); self.modules.len()];
+        for t in &self.tasks {
+            for &m in &t.modules {
+                if let Some(v) = tasks_of.get_mut(m) {
+                    v.push(&t.slug);
+                }
+            }
+        }
+        // Escaped for a DOT string; lines joined with DOT's `\n`.
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::from("digraph modules {\n  rankdir=BT;\n  node [shape=box];\n");
+        for (i, m) in self.modules.iter().enumerate() {
+            let folder = if m.path.is_empty() { "." } else { m.path.as_str() };
+            let mut lines = vec![esc(&m.name), esc(folder)];
+            let style = if tasks_of[i].is_empty() {
+                " style=dashed"
+            } else {
+                lines.push(esc(&format!("task: {}", tasks_of[i].join(", "))));
+                ""
+            };
+            out.push_str(&format!("  m{i} [label=\"{}\"{style}];\n", lines.join("\\n")));
+        }
+        for (a, b) in &self.edges {
+            out.push_str(&format!("  m{a} -> m{b};\n"));
+        }
+        out.push_str("}\n");
+        out
+    }
 }
 
 /// A task's sparse checkout lists at most this many folders; more means a full checkout.
@@ -361,6 +399,17 @@ fn order(units: &[graph::Unit], drafts: Vec<shard::Draft>, ctx: &shard::Ctx) -> 
         .iter()
         .filter_map(|&t| {
             let d = drafts[t].take()?;
+            let mut modules: Vec<usize> =
+                d.units.iter().flat_map(|&u| units[u].modules.iter().copied()).collect();
+            if d.units.iter().any(|&u| units[u].modules.len() > 1) {
+                // A piece of a merged cycle holds the files of some of its modules only.
+                let mut own: Vec<usize> = d.files.iter().map(|&f| ctx.owner[f]).collect();
+                own.sort_unstable();
+                own.dedup();
+                modules = own;
+            }
+            modules.sort_unstable();
+            modules.dedup();
             let mut depends_on: Vec<String> = reduced[t].iter().map(|&s| slugs[s].clone()).collect();
             depends_on.sort();
             Some(PlannedTask {
@@ -371,6 +420,7 @@ fn order(units: &[graph::Unit], drafts: Vec<shard::Draft>, ctx: &shard::Ctx) -> 
                 title: d.title,
                 depends_on,
                 level: level[t],
+                modules,
             })
         })
         .collect()
