@@ -122,3 +122,15 @@ fn tasks_name_their_modules_and_the_graph_renders_as_dot() {
     assert!(dot.contains(" -> "), "{dot}");
     assert!(dot.ends_with("}\n"));
 }
+
+#[test]
+fn a_checkout_of_too_many_folders_is_a_full_one() {
+    let files: Vec<(String, String)> =
+        (0..150).map(|i| (format!("d{i:03}/x/f.txt"), String::new())).collect();
+    let entries: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let p = run(&MemTree::new(&entries), &Selection::default(), &split(SplitRule::Single));
+    assert_eq!(p.tasks[0].sparse, None);
+    let sel = Selection { include: vec!["d00*".into()], ..Selection::default() };
+    let p = run(&MemTree::new(&entries), &sel, &split(SplitRule::Single));
+    assert_eq!(p.tasks[0].sparse.as_ref().map(Vec::len), Some(10));
+}
