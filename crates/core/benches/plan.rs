@@ -3,8 +3,6 @@
 //!
 //! Run with `cargo bench -p grove-core`.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -55,6 +53,45 @@ fn workspace(crates: usize, files: usize) -> MemTree {
     MemTree { files, content }
 }
 
+/// A monorepo of `n` pnpm packages and `n` Go modules with `files` files in all, each package
+/// and module depending on its predecessor.
+fn polyglot(n: usize, files: usize) -> MemTree {
+    let mut content: HashMap<String, Vec<u8>> = HashMap::new();
+    content.insert("package.json".into(), br#"{"name": "mono", "private": true}"#.to_vec());
+    content.insert("pnpm-workspace.yaml".into(), b"packages:\n  - 'js/*'\n".to_vec());
+    let per = files / (2 * n) - 1;
+    for i in 0..n {
+        let dep = if i > 0 { format!(r#""p{:04}": "workspace:*""#, i - 1) } else { String::new() };
+        let pkg = format!(r#"{{"name": "p{i:04}", "dependencies": {{{dep}}}}}"#);
+        content.insert(format!("js/p{i:04}/package.json"), pkg.into_bytes());
+        let req = if i > 0 {
+            format!(
+                "require example.com/g{:04} v0.0.0\nreplace example.com/g{:04} => ../g{:04}\n",
+                i - 1,
+                i - 1,
+                i - 1
+            )
+        } else {
+            String::new()
+        };
+        content
+            .insert(format!("go/g{i:04}/go.mod"), format!("module example.com/g{i:04}\n{req}").into_bytes());
+        for f in 0..per {
+            content.insert(
+                format!("js/p{i:04}/src/f{f:03}.ts"),
+                format!("export const f{f} = {f};\n").into_bytes(),
+            );
+            content.insert(format!("go/g{i:04}/pkg{}/f{f:03}.go", f % 4), b"package p\n".to_vec());
+        }
+    }
+    let mut files: Vec<TreeFile> = content
+        .iter()
+        .map(|(p, c)| TreeFile { path: p.clone(), size: c.len() as u64, kind: FileKind::Regular })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    MemTree { files, content }
+}
+
 fn time(label: &str, tree: &MemTree, select: &Selection, split: &Split, target: Duration) {
     let runs = 5;
     let mut best = Duration::MAX;
@@ -82,8 +119,18 @@ fn main() {
     time("cargo 2,000 crates", &big, &Selection::default(), &auto, Duration::from_secs(3));
     let sharded = Split { max_files: Some(20), max_tasks: Some(3_000), ..auto.clone() };
     time("  sharded to 20 files", &big, &Selection::default(), &sharded, Duration::from_secs(3));
+    let lines = Split { max_lines: Some(2_000), ..auto.clone() };
+    time(
+        "  bounded by lines (reads every file)",
+        &big,
+        &Selection::default(),
+        &lines,
+        Duration::from_secs(3),
+    );
     let grep = Selection { grep: Some(r"fn f1\d\b".into()), ..Selection::default() };
     time("  with a grep", &big, &grep, &auto, Duration::from_secs(3));
+    let poly = polyglot(1_000, 100_000);
+    time("pnpm + go, 2,000 modules", &poly, &Selection::default(), &auto, Duration::from_secs(3));
     let dirs = Split { rule: SplitRule::Dirs, depth: 2, ..Split::default() };
     time("  dirs at depth 2", &big, &Selection::default(), &dirs, Duration::from_secs(3));
 }

@@ -3,6 +3,33 @@
 //!
 //! API boundary: the planner sees the repository only through [`SourceTree`]; it never reads
 //! the disk or runs git. `grove-git` implements `SourceTree` over a commit's tree.
+//!
+//! # Steps
+//!
+//! 1. `select`: the files in the change (include/exclude globs, an explicit list, a grep).
+//! 2. `discover`: the modules of the repository, from its manifests, and their dependency
+//!    edges; each file belongs to its innermost module folder, the rest to a `root` module.
+//! 3. `graph`: dependency cycles (strongly connected components) merged into one unit with a
+//!    warning; what each unit depends on, also through modules that got no file.
+//! 4. `shard`: units to tasks within `max_files` / `max_lines` (big ones split by sub-folder,
+//!    small siblings grouped) and `max_tasks`.
+//! 5. `order` (here): a topological order, level by level, by slug within a level; each task's
+//!    `depends_on` with redundant (implied) edges dropped.
+//!
+//! # Split rules, one example each
+//!
+//! | rule | modules | edges |
+//! | --- | --- | --- |
+//! | `dirs` (`depth = 2`) | `libs/json/**` is task `libs-json`; `libs/README.md` is task `libs`; `Makefile` is `root` | none |
+//! | `single` | everything selected is task `all` | none |
+//! | `cargo` | `members = ["crates/*"]`, `exclude = ["crates/fixtures"]`: one task per package (`ide-db`) | `path = "../syntax"`, `syntax.workspace = true`, `[patch]` paths |
+//! | `npm` | `"workspaces": ["packages/*"]`, pnpm-workspace.yaml, lerna.json: one task per package (`@acme/ui` is `acme-ui`) | `"@acme/core": "workspace:*"`, `"file:../core"` |
+//! | `go` | every go.mod (`app/go.mod` is `app`); packages are sub-scopes when too big | `replace example.com/lib => ../lib`, `require` of a sibling module |
+//! | `python` | pyproject.toml / setup.cfg / setup.py projects; else `__init__.py` packages | `dependencies = ["acme-core>=1"]`, poetry and uv paths |
+//! | `maven` | `<modules><module>core</module></modules>`: one task per artifact | `<dependency><artifactId>core</artifactId>` |
+//! | `gradle` | settings.gradle(.kts) `include(":app", ":libs:json")` | `project(":libs:json")`, `projects.libs.json` |
+//! | `codeowners` | one task per owner set (`@org/web @bob` is `bob-org-web`), last matching rule wins | none |
+//! | `auto` | all of cargo, npm, go, python, maven and gradle at once; a folder found twice is one module; nothing found: `dirs` | all of theirs |
 
 mod discover;
 mod graph;
@@ -99,6 +126,9 @@ pub struct PlannedTask {
     /// 0 for tasks with no dependency among the tasks; otherwise 1 + the highest level of its
     /// dependencies. Tasks of one level are independent of each other.
     pub level: u32,
+    /// The modules whose files this task holds, as indexes into [`Plan::modules`] (a module
+    /// split by sub-folder appears in several tasks).
+    pub modules: Vec<usize>,
 }
 
 /// A module found in the repository.
@@ -121,6 +151,41 @@ pub enum PlanError {
     /// A selection pattern is unusable.
     #[error("{field}: {message}")]
     Selection { field: &'static str, message: String },
+}
+
+impl Plan {
+    /// The module graph in Graphviz DOT: one node per module (dashed when it got no task),
+    /// labelled with its name, folder and task(s); an arrow from each module to what it depends
+    /// on.
+    pub fn dot(&self) -> String {
+        let mut tasks_of: Vec<Vec<&str>> = vec![Vec::new(); self.modules.len()];
+        for t in &self.tasks {
+            for &m in &t.modules {
+                if let Some(v) = tasks_of.get_mut(m) {
+                    v.push(&t.slug);
+                }
+            }
+        }
+        // Escaped for a DOT string; lines joined with DOT's `\n`.
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::from("digraph modules {\n  rankdir=BT;\n  node [shape=box];\n");
+        for (i, m) in self.modules.iter().enumerate() {
+            let folder = if m.path.is_empty() { "." } else { m.path.as_str() };
+            let mut lines = vec![esc(&m.name), esc(folder)];
+            let style = if tasks_of[i].is_empty() {
+                " style=dashed"
+            } else {
+                lines.push(esc(&format!("task: {}", tasks_of[i].join(", "))));
+                ""
+            };
+            out.push_str(&format!("  m{i} [label=\"{}\"{style}];\n", lines.join("\\n")));
+        }
+        for (a, b) in &self.edges {
+            out.push_str(&format!("  m{a} -> m{b};\n"));
+        }
+        out.push_str("}\n");
+        out
+    }
 }
 
 /// A task's sparse checkout lists at most this many folders; more means a full checkout.
@@ -167,7 +232,7 @@ pub fn plan(tree: &dyn SourceTree, select: &Selection, split: &Split) -> Result<
     let slugs = unique_module_slugs(&found.list);
     let units = graph::units(&found.list, &edges, &owner, &mut warnings);
     let ctx = shard::Ctx { modules: &found.list, slugs: &slugs, paths: &paths, lines: &lines, owner: &owner };
-    let mut drafts = shard::shard(&units, &ctx, split);
+    let mut drafts = shard::shard(&units, &ctx, split, &mut warnings);
     unique_task_slugs(&mut drafts);
     let tasks = order(&units, drafts, &ctx);
 
@@ -189,7 +254,13 @@ fn unique_module_slugs(mods: &[discover::Found]) -> Vec<String> {
     for s in &slugs {
         *count.entry(s.as_str()).or_default() += 1;
     }
-    let clash: Vec<bool> = slugs.iter().map(|s| count[s.as_str()] > 1).collect();
+    // `root` stays free for the root task, whether or not this selection needs one, so that a
+    // package named `root` keeps one slug across selections.
+    let clash: Vec<bool> = slugs
+        .iter()
+        .zip(mods)
+        .map(|(s, m)| count[s.as_str()] > 1 || (s == "root" && !m.path.is_empty()))
+        .collect();
     for (i, m) in mods.iter().enumerate() {
         if clash[i] && !m.path.is_empty() {
             let by_path = crate::names::slugify(&m.path, discover::SLUG_MAX);
@@ -328,6 +399,17 @@ fn order(units: &[graph::Unit], drafts: Vec<shard::Draft>, ctx: &shard::Ctx) -> 
         .iter()
         .filter_map(|&t| {
             let d = drafts[t].take()?;
+            let mut modules: Vec<usize> =
+                d.units.iter().flat_map(|&u| units[u].modules.iter().copied()).collect();
+            if d.units.iter().any(|&u| units[u].modules.len() > 1) {
+                // A piece of a merged cycle holds the files of some of its modules only.
+                let mut own: Vec<usize> = d.files.iter().map(|&f| ctx.owner[f]).collect();
+                own.sort_unstable();
+                own.dedup();
+                modules = own;
+            }
+            modules.sort_unstable();
+            modules.dedup();
             let mut depends_on: Vec<String> = reduced[t].iter().map(|&s| slugs[s].clone()).collect();
             depends_on.sort();
             Some(PlannedTask {
@@ -338,6 +420,7 @@ fn order(units: &[graph::Unit], drafts: Vec<shard::Draft>, ctx: &shard::Ctx) -> 
                 title: d.title,
                 depends_on,
                 level: level[t],
+                modules,
             })
         })
         .collect()

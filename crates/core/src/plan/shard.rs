@@ -57,12 +57,18 @@ impl Bound {
     fn fits(self, n: usize, lines: u64) -> bool {
         self.files.is_none_or(|m| n <= m as usize) && self.lines.is_none_or(|m| lines <= m)
     }
+    /// How full a task of this size is (1.0 = at the bound).
+    fn fill(self, n: usize, lines: u64) -> f64 {
+        let f = self.files.map_or(0.0, |m| n as f64 / f64::from(m));
+        let l = self.lines.map_or(0.0, |m| lines as f64 / m.max(1) as f64);
+        f.max(l)
+    }
     fn is_set(self) -> bool {
         self.files.is_some() || self.lines.is_some()
     }
 }
 
-pub(crate) fn shard(units: &[Unit], ctx: &Ctx, split: &Split) -> Vec<Draft> {
+pub(crate) fn shard(units: &[Unit], ctx: &Ctx, split: &Split, warnings: &mut Vec<String>) -> Vec<Draft> {
     let bound = Bound { files: split.max_files.map(|m| m.max(1)), lines: split.max_lines };
     let mut drafts = Vec::new();
     for (u, unit) in units.iter().enumerate() {
@@ -80,6 +86,15 @@ pub(crate) fn shard(units: &[Unit], ctx: &Ctx, split: &Split) -> Vec<Draft> {
         let max = (max as usize).max(1);
         if drafts.len() > max {
             drafts = fit_max_tasks(drafts, max);
+            let over = drafts
+                .iter()
+                .filter(|d| !bound.fits(d.files.len(), d.files.iter().map(|&f| ctx.lines[f]).sum()))
+                .count();
+            if over > 0 {
+                warnings.push(format!(
+                    "split.max_tasks = {max} wins over the size bounds: {over} task(s) are bigger than max_files/max_lines"
+                ));
+            }
         }
     }
     drafts
@@ -192,35 +207,78 @@ fn split_dir(dir: &str, files: Vec<usize>, ctx: &Ctx, bound: Bound, out: &mut Ve
     }
 }
 
-/// Pack adjacent pieces together while they fit.
-fn pack(pieces: Vec<Piece>, ctx: &Ctx, bound: Bound) -> Vec<Piece> {
-    let mut out: Vec<Piece> = Vec::new();
-    let mut out_lines = 0;
-    for p in pieces {
-        let lines: u64 = p.files.iter().map(|&f| ctx.lines[f]).sum();
-        if let Some(last) = out.last_mut()
-            && last.part.is_none()
-            && p.part.is_none()
-            && bound.fits(last.files.len() + p.files.len(), out_lines + lines)
-        {
-            last.files.extend(p.files);
-            last.last = p.last;
-            out_lines += lines;
-            continue;
+/// On average one item in this many is an anchor (see [`runs`]).
+const ANCHOR_EVERY: u64 = 4;
+
+/// Cut a sequence of `(key, files, lines)` into consecutive runs within the bound; returns the
+/// length of each run. Besides the bound, a run ends before an anchor (an item whose key hashes
+/// to one in [`ANCHOR_EVERY`]) once it is half full, so that a change early in the sequence
+/// moves the cuts only up to the next anchor instead of all the way down.
+fn runs(items: &[(&str, usize, u64)], bound: Bound) -> Vec<usize> {
+    let mut out = Vec::new();
+    let (mut len, mut n, mut lines) = (0, 0, 0);
+    for &(key, fn_, fl) in items {
+        let over = !bound.fits(n + fn_, lines + fl);
+        let anchor = fnv(key).is_multiple_of(ANCHOR_EVERY) && bound.fill(n, lines) >= 0.5;
+        if len > 0 && (over || anchor) {
+            out.push(len);
+            (len, n, lines) = (0, 0, 0);
         }
-        out_lines = lines;
-        out.push(p);
+        len += 1;
+        n += fn_;
+        lines += fl;
+    }
+    if len > 0 {
+        out.push(len);
     }
     out
 }
 
-/// Group whole single-module tasks with their siblings (same parent folder and level) up to
+/// FNV-1a: a hash that stays the same across runs and platforms.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Pack adjacent pieces together within the bound; chunks of one folder's files stay apart.
+fn pack(pieces: Vec<Piece>, ctx: &Ctx, bound: Bound) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::new();
+    let mut pending: Vec<Piece> = Vec::new();
+    let flush = |pending: &mut Vec<Piece>, out: &mut Vec<Piece>| {
+        let items: Vec<(&str, usize, u64)> = pending
+            .iter()
+            .map(|p| (p.first.as_str(), p.files.len(), p.files.iter().map(|&f| ctx.lines[f]).sum()))
+            .collect();
+        let lens = runs(&items, bound);
+        let mut it = std::mem::take(pending).into_iter();
+        for len in lens {
+            let mut run: Vec<Piece> = it.by_ref().take(len).collect();
+            let Some(mut first) = (!run.is_empty()).then(|| run.remove(0)) else { continue };
+            for p in run {
+                first.files.extend(p.files);
+                first.last = p.last;
+            }
+            out.push(first);
+        }
+    };
+    for p in pieces {
+        if p.part.is_some() {
+            flush(&mut pending, &mut out);
+            out.push(p);
+        } else {
+            pending.push(p);
+        }
+    }
+    flush(&mut pending, &mut out);
+    out
+}
+
+/// Group whole single-unit tasks with their siblings (same parent folder and level) within
 /// the bound.
 fn group_siblings(drafts: Vec<Draft>, ctx: &Ctx, bound: Bound) -> Vec<Draft> {
     let mut out = Vec::new();
     let mut families: BTreeMap<(u32, String), Vec<Draft>> = BTreeMap::new();
     for d in drafts {
-        if d.whole && d.units.len() == 1 && !d.home.is_empty() && d.slug != "root" {
+        if d.whole && d.units.len() == 1 && !d.home.is_empty() {
             families.entry((d.level, parent(&d.home).to_owned())).or_default().push(d);
         } else {
             out.push(d);
@@ -228,20 +286,14 @@ fn group_siblings(drafts: Vec<Draft>, ctx: &Ctx, bound: Bound) -> Vec<Draft> {
     }
     for (_, mut family) in families {
         family.sort_by(|a, b| a.home.cmp(&b.home));
-        let mut run: Vec<Draft> = Vec::new();
-        let (mut n, mut lines) = (0, 0);
-        for d in family {
-            let dl: u64 = d.files.iter().map(|&f| ctx.lines[f]).sum();
-            if !run.is_empty() && !bound.fits(n + d.files.len(), lines + dl) {
-                out.push(merge(std::mem::take(&mut run)));
-                (n, lines) = (0, 0);
-            }
-            n += d.files.len();
-            lines += dl;
-            run.push(d);
-        }
-        if !run.is_empty() {
-            out.push(merge(run));
+        let items: Vec<(&str, usize, u64)> = family
+            .iter()
+            .map(|d| (d.home.as_str(), d.files.len(), d.files.iter().map(|&f| ctx.lines[f]).sum()))
+            .collect();
+        let lens = runs(&items, bound);
+        let mut it = family.into_iter();
+        for len in lens {
+            out.push(merge(it.by_ref().take(len).collect()));
         }
     }
     out

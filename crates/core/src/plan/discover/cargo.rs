@@ -1,7 +1,8 @@
 //! Cargo: packages found through workspace `members` (globs) and `exclude`, path dependencies
 //! that cargo makes members on its own, and standalone packages outside any workspace. Edges
 //! come from `path` dependencies (normal, dev, build, target-specific) and from
-//! `workspace = true` dependencies whose `[workspace.dependencies]` entry has a path.
+//! `workspace = true` dependencies whose `[workspace.dependencies]` entry has a path, and from
+//! registry dependencies that a `[patch.<registry>]` entry replaces with a local path.
 //!
 //! A `Cargo.toml` under a workspace that is neither a member nor a workspace itself (a test
 //! fixture, an excluded folder) is not a module: its files belong to the package around it.
@@ -42,14 +43,14 @@ pub(super) fn discover(
     for f in named(tree, "Cargo.toml") {
         let dir = parent(&f.path);
         let Some(text) = read_text(tree, &f.path, warnings)? else {
-            mods.add(dir, dir, SplitRule::Cargo, false);
+            mods.add_plain(dir, SplitRule::Cargo);
             continue;
         };
         match text.parse::<Table>() {
             Ok(table) => ms.push(Manifest { dir: dir.to_owned(), path: f.path.clone(), table }),
             Err(e) => {
                 warnings.push(parse_warning(&f.path, &text, e.span().map(|s| s.start), e.message()));
-                mods.add(dir, dir, SplitRule::Cargo, false);
+                mods.add_plain(dir, SplitRule::Cargo);
             }
         }
     }
@@ -126,7 +127,18 @@ pub(super) fn discover(
         }
     }
 
-    // Path dependencies inside a member's workspace are members too (cargo does the same).
+    // Path dependencies inside a member's workspace are members too (cargo does the same), and
+    // so are local crates the workspace patches in.
+    for &w in &workspaces {
+        for dir in patches(&ms[w]).values() {
+            if let Some(&j) = by_dir.get(dir.as_str())
+                && ms[j].package().is_some()
+                && !excluded[w].iter().any(|e| is_within(dir, e))
+            {
+                member[j] = true;
+            }
+        }
+    }
     let mut work: Vec<usize> = (0..ms.len()).filter(|&i| member[i]).collect();
     while let Some(i) = work.pop() {
         let ws = ws_of[i];
@@ -172,7 +184,24 @@ fn strings(v: Option<&Value>) -> impl Iterator<Item = &str> {
     v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
 }
 
-/// The folders of `m`'s local dependencies, resolving `workspace = true` through `ws`.
+/// `[patch.<registry>]` entries with a path, by package name, as folders.
+fn patches(m: &Manifest) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for reg in m.table.get("patch").and_then(Value::as_table).into_iter().flat_map(|t| t.values()) {
+        for (name, v) in reg.as_table().into_iter().flatten() {
+            if let Some(p) = v.get("path").and_then(Value::as_str)
+                && let Some(dir) = join(&m.dir, p)
+            {
+                let name = v.get("package").and_then(Value::as_str).unwrap_or(name);
+                out.insert(name.to_owned(), dir);
+            }
+        }
+    }
+    out
+}
+
+/// The folders of `m`'s local dependencies: `path` ones, `workspace = true` ones resolved
+/// through `ws`, and registry ones that `ws` (or `m`) patches with a local path.
 fn dep_dirs(m: &Manifest, ws: Option<&Manifest>) -> Vec<String> {
     let mut tables: Vec<&Table> = DEP_TABLES.iter().filter_map(|k| m.table.get(*k)?.as_table()).collect();
     if let Some(targets) = m.table.get("target").and_then(Value::as_table) {
@@ -181,20 +210,38 @@ fn dep_dirs(m: &Manifest, ws: Option<&Manifest>) -> Vec<String> {
         }
     }
     let ws_deps = ws.and_then(|w| Some((w, w.workspace()?.get("dependencies")?.as_table()?)));
+    let mut patched = ws.map(patches).unwrap_or_default();
+    if ws.is_none_or(|w| w.dir != m.dir) {
+        patched.extend(patches(m));
+    }
     let mut out = Vec::new();
     for t in tables {
-        for (name, v) in t {
-            let Some(d) = v.as_table() else { continue };
-            if let Some(p) = d.get("path").and_then(Value::as_str) {
+        for (key, v) in t {
+            let d = v.as_table();
+            let mut name = field(d, "package").and_then(Value::as_str).unwrap_or(key);
+            if let Some(p) = field(d, "path").and_then(Value::as_str) {
                 out.extend(join(&m.dir, p));
-            } else if d.get("workspace").and_then(Value::as_bool) == Some(true)
+                continue;
+            }
+            if field(d, "workspace").and_then(Value::as_bool) == Some(true)
                 && let Some((w, deps)) = ws_deps
-                && let Some(p) = deps.get(name).and_then(Value::as_table).and_then(|e| e.get("path"))
-                && let Some(p) = p.as_str()
+                && let Some(entry) = deps.get(key)
             {
-                out.extend(join(&w.dir, p));
+                let e = entry.as_table();
+                if let Some(p) = field(e, "path").and_then(Value::as_str) {
+                    out.extend(join(&w.dir, p));
+                    continue;
+                }
+                name = field(e, "package").and_then(Value::as_str).unwrap_or(key);
+            }
+            if let Some(dir) = patched.get(name) {
+                out.push(dir.clone());
             }
         }
     }
     out
+}
+
+fn field<'t>(d: Option<&'t Table>, f: &str) -> Option<&'t Value> {
+    d.and_then(|d| d.get(f))
 }

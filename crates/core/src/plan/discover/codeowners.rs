@@ -80,7 +80,13 @@ pub(super) fn discover(
                     let s = slugify(&owners.join("-"), SLUG_MAX);
                     (owners.join(" "), if s.is_empty() { "owners".into() } else { s })
                 };
-                mods.list.push(Found { name, path: String::new(), rule: SplitRule::Codeowners, slug });
+                mods.list.push(Found {
+                    name,
+                    path: String::new(),
+                    rule: SplitRule::Codeowners,
+                    slug,
+                    plain: false,
+                });
                 module_of_set.insert(owners.to_vec(), mods.list.len() - 1);
                 mods.list.len() - 1
             }

@@ -27,12 +27,12 @@ pub(super) fn discover(
 ) -> Result<(), TreeError> {
     let mut found: Vec<(String, GoMod, usize)> = Vec::new();
     for f in named(tree, "go.mod") {
-        if f.path.split('/').any(|c| c == "vendor" || c == "testdata") {
+        if f.path.split('/').any(|c| c == "vendor") {
             continue;
         }
         let dir = parent(&f.path).to_owned();
         let Some(text) = read_text(tree, &f.path, warnings)? else {
-            mods.add(&dir, &dir, SplitRule::Go, false);
+            mods.add_plain(&dir, SplitRule::Go);
             continue;
         };
         let gm = parse(&text);
@@ -43,7 +43,7 @@ pub(super) fn discover(
                     "{}: no module directive; its folder is planned as a plain module",
                     f.path
                 ));
-                mods.add(&dir, &dir, SplitRule::Go, false)
+                mods.add_plain(&dir, SplitRule::Go)
             }
         };
         found.push((dir, gm, m));

@@ -28,7 +28,7 @@ pub(super) fn discover(
     for f in named(tree, "pom.xml") {
         let dir = parent(&f.path);
         let Some(text) = read_text(tree, &f.path, warnings)? else {
-            mods.add(dir, dir, SplitRule::Maven, false);
+            mods.add_plain(dir, SplitRule::Maven);
             continue;
         };
         match Document::parse(&text) {
@@ -37,7 +37,7 @@ pub(super) fn discover(
                 let pos = e.pos();
                 warnings
                     .push(format!("{}:{}: {e}; its folder is planned as a plain module", f.path, pos.row));
-                mods.add(dir, dir, SplitRule::Maven, false);
+                mods.add_plain(dir, SplitRule::Maven);
             }
         }
     }

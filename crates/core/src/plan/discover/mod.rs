@@ -34,6 +34,9 @@ pub(crate) struct Found {
     pub rule: SplitRule,
     /// The slug it would like; made unique later.
     pub slug: String,
+    /// Known only as a folder (its manifest did not parse): a later discoverer that knows its
+    /// name may name it.
+    pub plain: bool,
 }
 
 /// The modules of a repository and their dependency edges.
@@ -52,6 +55,13 @@ impl Modules {
     /// `named` (package names), else from the path. A folder already known keeps its module.
     pub fn add(&mut self, path: &str, name: &str, rule: SplitRule, named: bool) -> usize {
         if let Some(&i) = self.by_path.get(path) {
+            if self.list[i].plain && named && !name.is_empty() {
+                let slug = slugify(name, SLUG_MAX);
+                if !slug.is_empty() {
+                    self.list[i] =
+                        Found { name: name.to_owned(), path: path.to_owned(), rule, slug, plain: false };
+                }
+            }
             return i;
         }
         let slug = if path.is_empty() && !named {
@@ -62,7 +72,17 @@ impl Modules {
         };
         let slug = if slug.is_empty() { "module".to_owned() } else { slug };
         let name = if name.is_empty() { "(root)" } else { name };
-        self.add_found(Found { name: name.to_owned(), path: path.to_owned(), rule, slug })
+        self.add_found(Found { name: name.to_owned(), path: path.to_owned(), rule, slug, plain: false })
+    }
+
+    /// Add folder `path` as a plain module (its manifest could not be read).
+    pub fn add_plain(&mut self, path: &str, rule: SplitRule) -> usize {
+        if let Some(&i) = self.by_path.get(path) {
+            return i;
+        }
+        let i = self.add(path, path, rule, false);
+        self.list[i].plain = true;
+        i
     }
 
     fn add_found(&mut self, f: Found) -> usize {
@@ -112,6 +132,7 @@ pub(crate) fn discover(
                 path: String::new(),
                 rule: SplitRule::Single,
                 slug: "all".into(),
+                plain: false,
             });
             true
         }
@@ -179,11 +200,16 @@ pub(crate) fn discover(
     Ok(m)
 }
 
-/// The regular files of the tree named `name` (at any depth).
+/// Folders holding test data or installed dependencies: manifests inside them are not modules
+/// (their files belong to the module around them), and their parse errors are nobody's concern.
+const NOT_MODULES: [&str; 5] = ["node_modules", "testdata", "test_data", "fixtures", "__fixtures__"];
+
+/// The regular files of the tree named `name` (at any depth), outside [`NOT_MODULES`] folders.
 pub(crate) fn named<'t>(tree: &'t dyn SourceTree, name: &'t str) -> impl Iterator<Item = &'t TreeFile> + 't {
     tree.files().iter().filter(move |f| {
         matches!(f.kind, FileKind::Regular | FileKind::Executable)
             && (f.path == name || f.path.strip_suffix(name).is_some_and(|p| p.ends_with('/')))
+            && !parent(&f.path).split('/').any(|c| NOT_MODULES.contains(&c))
     })
 }
 

@@ -1,5 +1,5 @@
 //! npm, yarn and pnpm workspaces: `workspaces` in package.json (an array, or an object with
-//! `packages`) and pnpm-workspace.yaml `packages`, with `!` negations. Edges come from
+//! `packages`), pnpm-workspace.yaml and lerna.json `packages`, with `!` negations. Edges come from
 //! dependencies, devDependencies, peerDependencies and optionalDependencies naming a workspace
 //! package (any version, `workspace:` protocol included) or pointing at one with `file:`,
 //! `link:` or `portal:`.
@@ -44,24 +44,23 @@ pub(super) fn discover(
 ) -> Result<(), TreeError> {
     let mut pkgs: Vec<Package> = Vec::new();
     for f in named(tree, "package.json") {
-        if f.path.split('/').any(|c| c == "node_modules") {
-            continue;
-        }
         let dir = parent(&f.path);
         let Some(text) = read_text(tree, &f.path, warnings)? else {
-            mods.add(dir, dir, SplitRule::Npm, false);
+            mods.add_plain(dir, SplitRule::Npm);
             continue;
         };
         match serde_json::from_str::<Value>(&text) {
             Ok(json) => pkgs.push(Package { dir: dir.to_owned(), json }),
             Err(e) => {
                 warnings.push(parse_warning(&f.path, &text, None, &e.to_string()));
-                mods.add(dir, dir, SplitRule::Npm, false);
+                mods.add_plain(dir, SplitRule::Npm);
             }
         }
     }
 
     let mut roots: Vec<Root> = Vec::new();
+    // Folders of broken workspace files: plain modules unless a package.json makes them more.
+    let mut plain: Vec<&str> = Vec::new();
     for p in &pkgs {
         let list = match p.json.get("workspaces") {
             Some(Value::Array(a)) => Some(a),
@@ -73,6 +72,22 @@ pub(super) fn discover(
             let file =
                 if p.dir.is_empty() { "package.json".to_owned() } else { format!("{}/package.json", p.dir) };
             roots.push(root(&p.dir, file, pats));
+        }
+    }
+    for f in named(tree, "lerna.json") {
+        let dir = parent(&f.path);
+        let Some(text) = read_text(tree, &f.path, warnings)? else { continue };
+        match serde_json::from_str::<Value>(&text) {
+            // Without `packages`, lerna uses the npm workspaces (or its default, packages/*).
+            Ok(json) => {
+                let pats: Vec<String> = match json.get("packages").and_then(Value::as_array) {
+                    Some(a) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                    None if roots.iter().any(|r| r.dir == dir) => continue,
+                    None => vec!["packages/*".to_owned()],
+                };
+                roots.push(root(dir, f.path.clone(), pats));
+            }
+            Err(e) => warnings.push(parse_warning(&f.path, &text, None, &e.to_string())),
         }
     }
     for f in named(tree, "pnpm-workspace.yaml") {
@@ -90,7 +105,7 @@ pub(super) fn discover(
             Err(e) => {
                 let at = e.location().map(|l| l.index());
                 warnings.push(parse_warning(&f.path, &text, at, &e.to_string()));
-                mods.add(dir, dir, SplitRule::Npm, false);
+                plain.push(dir);
             }
         }
     }
@@ -131,6 +146,9 @@ pub(super) fn discover(
         if let Some(n) = p.name() {
             by_name.entry(n).or_insert(m);
         }
+    }
+    for dir in plain {
+        mods.add_plain(dir, SplitRule::Npm);
     }
     for (i, p) in pkgs.iter().enumerate() {
         let Some(from) = index[i] else { continue };

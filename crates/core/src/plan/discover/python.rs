@@ -49,14 +49,14 @@ pub(super) fn discover(
     for f in named(tree, "pyproject.toml") {
         let dir = parent(&f.path);
         let Some(text) = read_text(tree, &f.path, warnings)? else {
-            mods.add(dir, dir, SplitRule::Python, false);
+            mods.add_plain(dir, SplitRule::Python);
             continue;
         };
         let t = match text.parse::<Table>() {
             Ok(t) => t,
             Err(e) => {
                 warnings.push(parse_warning(&f.path, &text, e.span().map(|s| s.start), e.message()));
-                mods.add(dir, dir, SplitRule::Python, false);
+                mods.add_plain(dir, SplitRule::Python);
                 continue;
             }
         };

@@ -49,3 +49,16 @@ fn a_plain_repository_is_split_by_folders() {
     assert_eq!(layout(&p), ["a: a/x", "b: b/y", "root: z"]);
     assert!(p.warnings.is_empty());
 }
+
+#[test]
+fn a_folder_with_a_broken_manifest_is_named_by_another_ecosystem() {
+    let t = MemTree::new(&[
+        ("ext/Cargo.toml", "[package\n"),
+        ("ext/package.json", r#"{"name": "ext-js"}"#),
+        ("ext/lib.rs", ""),
+    ]);
+    let p = run(&t, &Selection::default(), &split(SplitRule::Auto));
+    assert_eq!(layout(&p), ["ext-js: ext/Cargo.toml ext/lib.rs ext/package.json"]);
+    assert_eq!(p.modules[0].rule, SplitRule::Npm);
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+}

@@ -183,3 +183,32 @@ fn slugs_are_stable_across_plans() {
     let slugs = |p: &Plan| p.tasks.iter().map(|t| t.slug.clone()).collect::<Vec<_>>();
     assert_eq!(slugs(&a), slugs(&c));
 }
+
+#[test]
+fn patched_registry_dependencies_are_edges_and_fixtures_are_not_modules() {
+    let t = MemTree::new(&[
+        (
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"app\"]\n[workspace.dependencies]\nlog = \"0.4\"\n[patch.crates-io]\nserde = { path = \"forks/serde\" }\nlog = { path = \"forks/log\" }\n",
+        ),
+        (
+            "app/Cargo.toml",
+            "[package]\nname = \"app\"\n[dependencies]\nserde = \"1\"\nlog.workspace = true\n",
+        ),
+        ("app/tests/fixtures/bad/Cargo.toml", "not toml ["),
+        ("forks/serde/Cargo.toml", "[package]\nname = \"serde\"\n"),
+        ("forks/log/Cargo.toml", "[package]\nname = \"log\"\n"),
+    ]);
+    let p = run(&t, &Selection::default(), &split(SplitRule::Cargo));
+    assert_eq!(
+        layout(&p),
+        [
+            "log: forks/log/Cargo.toml",
+            "root: Cargo.toml",
+            "serde: forks/serde/Cargo.toml",
+            "app: app/Cargo.toml app/tests/fixtures/bad/Cargo.toml"
+        ]
+    );
+    assert_eq!(task(&p, "app").depends_on, ["log", "serde"]);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}

@@ -99,3 +99,38 @@ fn nothing_selected_gives_no_task() {
     assert_eq!(p.selected_files, 0);
     assert_eq!(p.modules.len(), 3);
 }
+
+#[test]
+fn tasks_name_their_modules_and_the_graph_renders_as_dot() {
+    let t = MemTree::new(&[
+        ("Cargo.toml", "[workspace]\nmembers = [\"a\", \"b\", \"c\"]\n"),
+        ("a/Cargo.toml", "[package]\nname = \"a\"\n"),
+        ("b/Cargo.toml", "[package]\nname = \"b\\\"q\"\n[dependencies]\na = { path = \"../a\" }\n"),
+        ("c/Cargo.toml", "[package]\nname = \"c\"\n"),
+    ]);
+    let sel = Selection { exclude: vec!["c".into()], ..Selection::default() };
+    let p = run(&t, &sel, &split(SplitRule::Cargo));
+    let names = |t: &crate::plan::PlannedTask| {
+        t.modules.iter().map(|&m| p.modules[m].name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(task(&p, "a")), ["a"]);
+    assert_eq!(names(task(&p, "root")), ["(root)"]);
+    let dot = p.dot();
+    assert!(dot.starts_with("digraph modules {\n"), "{dot}");
+    assert!(dot.contains("[label=\"b\\\"q\\nb\\ntask: b-q\"];"), "{dot}");
+    assert!(dot.contains("[label=\"c\\nc\" style=dashed];"), "{dot}");
+    assert!(dot.contains(" -> "), "{dot}");
+    assert!(dot.ends_with("}\n"));
+}
+
+#[test]
+fn a_checkout_of_too_many_folders_is_a_full_one() {
+    let files: Vec<(String, String)> =
+        (0..150).map(|i| (format!("d{i:03}/x/f.txt"), String::new())).collect();
+    let entries: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let p = run(&MemTree::new(&entries), &Selection::default(), &split(SplitRule::Single));
+    assert_eq!(p.tasks[0].sparse, None);
+    let sel = Selection { include: vec!["d00*".into()], ..Selection::default() };
+    let p = run(&MemTree::new(&entries), &sel, &split(SplitRule::Single));
+    assert_eq!(p.tasks[0].sparse.as_ref().map(Vec::len), Some(10));
+}

@@ -55,3 +55,11 @@ fn a_big_module_is_split_by_package() {
         ]
     );
 }
+
+#[test]
+fn a_go_mod_without_module_warns() {
+    let t = MemTree::new(&[("a/go.mod", "go 1.22\n"), ("a/a.go", ""), ("b/go.mod", "module b\n")]);
+    let p = run(&t, &Selection::default(), &split(SplitRule::Go));
+    assert_eq!(layout(&p), ["a: a/a.go a/go.mod", "b: b/go.mod"]);
+    assert_eq!(p.warnings, ["a/go.mod: no module directive; its folder is planned as a plain module"]);
+}

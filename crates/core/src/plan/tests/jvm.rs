@@ -107,3 +107,19 @@ fn gradle_groovy_with_project_dir() {
     );
     assert_eq!(task(&p, "app").depends_on, ["libraries-lib"]);
 }
+
+#[test]
+fn maven_without_aggregator_takes_every_pom() {
+    let t = MemTree::new(&[
+        ("a/pom.xml", "<project><groupId>g</groupId><artifactId>a</artifactId></project>"),
+        (
+            "b/pom.xml",
+            "<project><groupId>g</groupId><artifactId>b</artifactId><dependencies><dependency><groupId>other</groupId><artifactId>a</artifactId></dependency><dependency><groupId>g</groupId><artifactId>c</artifactId></dependency></dependencies></project>",
+        ),
+        ("c/pom.xml", "<project><groupId>g</groupId><artifactId>c</artifactId></project>"),
+    ]);
+    let p = run(&t, &Selection::default(), &split(SplitRule::Maven));
+    assert_eq!(layout(&p), ["a: a/pom.xml", "c: c/pom.xml", "b: b/pom.xml"]);
+    // Another group's `a` is not this repository's `a`.
+    assert_eq!(task(&p, "b").depends_on, ["c"]);
+}

@@ -1,7 +1,5 @@
 //! Planner tests over in-memory trees, one file per rule.
 
-#![allow(clippy::unwrap_used)]
-
 mod auto;
 mod cargo;
 mod codeowners;

@@ -94,3 +94,39 @@ fn a_broken_package_json_is_a_plain_module_with_a_warning() {
         p.warnings
     );
 }
+
+#[test]
+fn lerna_packages() {
+    let t = MemTree::new(&[
+        ("lerna.json", r#"{"packages": ["modules/*"]}"#),
+        ("package.json", r#"{"name": "top"}"#),
+        ("modules/a/package.json", r#"{"name": "a", "dependencies": {"b": "^2"}}"#),
+        ("modules/b/package.json", r#"{"name": "b"}"#),
+    ]);
+    let p = run(&t, &Selection::default(), &split(SplitRule::Npm));
+    assert_eq!(
+        layout(&p),
+        ["b: modules/b/package.json", "top: lerna.json package.json", "a: modules/a/package.json"]
+    );
+}
+
+#[test]
+fn a_dev_dependency_cycle_is_one_task_and_bad_yaml_warns() {
+    let t = MemTree::new(&[
+        ("package.json", r#"{"name": "r"}"#),
+        ("pnpm-workspace.yaml", "packages: [\n"),
+        ("a/package.json", r#"{"name": "a", "devDependencies": {"b": "*"}}"#),
+        ("b/package.json", r#"{"name": "b", "dependencies": {"a": "*"}}"#),
+        ("c/package.json", r#"{"name": "c", "dependencies": {"b": "*"}}"#),
+    ]);
+    let p = run(&t, &Selection::default(), &split(SplitRule::Npm));
+    // The broken workspace file leaves every package.json a module of its own.
+    assert_eq!(
+        layout(&p),
+        ["a-b: a/package.json b/package.json", "r: package.json pnpm-workspace.yaml", "c: c/package.json"]
+    );
+    assert_eq!(task(&p, "c").depends_on, ["a-b"]);
+    assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+    assert!(p.warnings[0].starts_with("pnpm-workspace.yaml:"), "{:?}", p.warnings);
+    assert_eq!(p.warnings[1], "dependency cycle between a, b: planned as one task so they change together");
+}

@@ -52,3 +52,28 @@ fn packages_when_there_is_no_project() {
     );
     assert_eq!(task(&p, "src-shop").title, "src.shop");
 }
+
+#[test]
+fn poetry_path_dependencies() {
+    let t = MemTree::new(&[
+        (
+            "svc/pyproject.toml",
+            "[tool.poetry]\nname = \"svc\"\n[tool.poetry.dependencies]\npython = \"^3.11\"\nshared = { path = \"../libs/shared\", develop = true }\n",
+        ),
+        ("libs/shared/pyproject.toml", "[build-system]\nrequires = [\"hatchling\"]\n"),
+        ("libs/shared/shared/__init__.py", ""),
+        ("libs/broken/pyproject.toml", "[project\n"),
+    ]);
+    let p = run(&t, &Selection::default(), &split(SplitRule::Python));
+    assert_eq!(
+        layout(&p),
+        [
+            "libs-broken: libs/broken/pyproject.toml",
+            "libs-shared: libs/shared/pyproject.toml libs/shared/shared/__init__.py",
+            "svc: svc/pyproject.toml",
+        ]
+    );
+    assert_eq!(task(&p, "svc").depends_on, ["libs-shared"]);
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(p.warnings[0].starts_with("libs/broken/pyproject.toml:1: "), "{:?}", p.warnings);
+}

@@ -137,6 +137,15 @@ fn max_tasks_groups_within_levels_then_along_the_order() {
     let p = run(&t, &sel, &s);
     assert_eq!(p.tasks.len(), 1);
     assert_eq!(p.tasks[0].files.len(), 12);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+
+    let s = Split { max_tasks: Some(2), max_files: Some(4), ..split(SplitRule::Cargo) };
+    let p = run(&t, &sel, &s);
+    assert_eq!(p.tasks.len(), 2);
+    assert_eq!(
+        p.warnings,
+        ["split.max_tasks = 2 wins over the size bounds: 1 task(s) are bigger than max_files/max_lines"]
+    );
 }
 
 #[test]
@@ -157,4 +166,27 @@ fn re_planning_after_a_change_keeps_slugs_and_moves_few_files() {
     );
     assert_eq!(layout(&b)[0], "m-a: m/a/f0.rs m/a/f1.rs m/a/f2.rs m/a/f3.rs");
     assert_eq!(layout(&a)[1..], layout(&b)[1..]);
+}
+
+/// Which task each file is in, by slug.
+fn owners(p: &Plan) -> BTreeMap<String, String> {
+    p.tasks.iter().flat_map(|t| t.files.iter().map(|f| (f.clone(), t.slug.clone()))).collect()
+}
+
+#[test]
+fn a_change_early_in_a_long_run_of_siblings_moves_few_files() {
+    // Plain greedy packing would move nearly every file after the change; anchored cuts
+    // resynchronise within a few tasks.
+    let spec: Vec<(String, usize)> = (0..60).map(|i| (format!("pkgs/p{i:02}"), 1 + i % 3)).collect();
+    let spec_ref: Vec<(&str, usize)> = spec.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+    let before = tree_of(&[], &spec_ref);
+    let mut changed = spec_ref.clone();
+    changed[1].1 += 3;
+    let after = tree_of(&[], &changed);
+    let s = Split { depth: 2, max_files: Some(8), ..split(SplitRule::Dirs) };
+    let (a, b) = (run(&before, &Selection::default(), &s), run(&after, &Selection::default(), &s));
+    let (oa, ob) = (owners(&a), owners(&b));
+    let moved = oa.iter().filter(|(f, slug)| ob.get(*f) != Some(slug)).count();
+    assert!(a.tasks.iter().all(|t| t.files.len() <= 8));
+    assert!(moved <= 16, "{moved} of {} files moved:\n{:#?}\n{:#?}", oa.len(), layout(&a), layout(&b));
 }
