@@ -37,6 +37,9 @@ pub struct SpecArgs {
     /// Only these files (repeatable) [select.files]
     #[arg(long = "file", value_name = "PATH", help_heading = "Selection")]
     pub files: Vec<String>,
+    /// Only the files listed in FILE, one a line; `-` reads standard input [select.files]
+    #[arg(long, value_name = "FILE", help_heading = "Selection")]
+    pub files_from: Option<PathBuf>,
 
     /// How to split into tasks: auto, dirs, cargo, npm, go, python, maven, gradle, codeowners, single [split.rule]
     #[arg(long, value_name = "RULE", help_heading = "Split")]
@@ -133,6 +136,21 @@ impl SpecArgs {
         set(&mut spec.select.grep, &self.grep);
         if !self.files.is_empty() {
             spec.select.files.clone_from(&self.files);
+        }
+        if let Some(list) = &self.files_from {
+            let text = if list.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the file list from standard input")?
+            } else {
+                std::fs::read_to_string(list)
+                    .with_context(|| format!("reading the file list {}", list.display()))?
+            };
+            spec.select.files.extend(
+                text.lines()
+                    .map(|l| l.trim().trim_start_matches("./"))
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
         }
         if let Some(r) = self.split {
             spec.split.rule = r;

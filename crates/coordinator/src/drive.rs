@@ -65,18 +65,23 @@ pub enum Note {
 }
 
 impl Coordinator {
-    /// Run `job` until every task has ended and the merge train has settled, or until `cancel`
-    /// fires (then running attempts are stopped and recorded as cancelled).
+    /// Run `job` until every task that has not ended (or, with `only`, every such task named
+    /// there) has ended and the merge train has settled, or until `cancel` fires (then running
+    /// attempts are stopped and recorded as cancelled). Tasks caught mid-attempt by an earlier
+    /// crash are dispatched again as a new attempt.
     pub async fn drive(
         &self,
         job: &JobId,
+        only: Option<&BTreeSet<String>>,
         cancel: CancellationToken,
         notes: UnboundedSender<Note>,
     ) -> Result<JobRow, CoordError> {
         let row = self.store.job(job.as_str())?;
+        self.store.set_job_state(job, "running")?;
         let tasks = self.store.tasks(job)?;
         let mut waiting: BTreeSet<String> = BTreeSet::new();
-        for t in tasks.iter().filter(|t| !t.state.is_terminal()) {
+        let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
+        for t in tasks.iter().filter(|t| !t.state.is_terminal() && chosen(&t.slug)) {
             let attempt = t.attempt + 1;
             self.store.set_dispatched(job, &t.slug, attempt)?;
             self.bus.dispatch(&t.pool, assignment(&row, t, attempt)).await?;
@@ -117,7 +122,13 @@ impl Coordinator {
             }
         }
         self.train(job, &notes)?;
-        let state = if cancel.is_cancelled() { "cancelled" } else { "done" };
+        let state = if cancel.is_cancelled() {
+            "cancelled"
+        } else if self.store.tasks(job)?.iter().all(|t| t.state.is_terminal()) {
+            "done"
+        } else {
+            "paused"
+        };
         self.store.set_job_state(job, state)?;
         self.publish(job, &notes)?;
         Ok(self.store.job(job.as_str())?)

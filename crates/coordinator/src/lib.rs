@@ -10,6 +10,7 @@
 //! works in the mirror and publishes grove's branches back with `git fetch`.
 
 pub mod drive;
+pub mod rerun;
 pub mod store;
 pub mod submit;
 pub mod train;
@@ -55,6 +56,9 @@ pub enum CoordError {
     /// The selection names a path behind a symlink that leaves the repository.
     #[error("{field}: {path:?} goes through the symlink {link:?} -> {target:?}, which leaves the repository")]
     EscapingSymlink { field: &'static str, path: String, link: String, target: String },
+    /// A merged task cannot be re-run: its branch is in the integration branch.
+    #[error("{task} is already merged; re-running it would merge it twice")]
+    AlreadyMerged { task: String },
     /// A path could not be read or written.
     #[error("{what}: {source}")]
     Io {

@@ -378,6 +378,19 @@ impl Store {
         Ok(())
     }
 
+    /// Make a task new again for a re-run (its attempt count goes on).
+    pub fn reset_task(&self, job: &JobId, slug: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
+                   insertions = 0, deletions = 0, reason = NULL, log_tail = NULL, merge_commit = NULL,
+                   conflict_paths = NULL, turns = 0, updated_at = ?3 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, now()],
+            )
+        })?;
+        Ok(())
+    }
+
     /// A task was dispatched as attempt `attempt`.
     pub fn set_dispatched(&self, job: &JobId, slug: &str, attempt: u32) -> Result<(), StoreError> {
         self.with(|c| {

@@ -60,7 +60,11 @@ pub async fn cmd_demo(home: PathBuf, args: DemoArgs) -> anyhow::Result<ExitCode>
         concurrency: Some(args.concurrency),
         ..SpecArgs::default()
     };
-    cmd_run(home, RunArgs { spec, json: false }).await
+    cmd_run(
+        home,
+        RunArgs { spec, json: false, job: None, only: vec![], failed: false, canary: None, yes: false },
+    )
+    .await
 }
 
 /// A Cargo workspace: `crates/base` defines `FileId`; every other crate depends on the one

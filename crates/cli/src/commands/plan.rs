@@ -12,13 +12,17 @@ use crate::specargs::SpecArgs;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove plan examples/job.toml
-  grove plan --split cargo --grep FileId --json")]
+  grove plan --split cargo --grep FileId --json
+  grove plan --split auto --dot | dot -Tsvg > modules.svg")]
 pub struct PlanArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
     /// Print the plan as JSON on stdout
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dot")]
     pub json: bool,
+    /// Print the module graph in Graphviz DOT (`grove plan --dot | dot -Tsvg > plan.svg`)
+    #[arg(long)]
+    pub dot: bool,
 }
 
 pub fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -36,6 +40,10 @@ pub fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for w in &p.plan.warnings {
         eprintln!("warning: {w}");
+    }
+    if args.dot {
+        write!(out, "{}", p.plan.dot())?;
+        return Ok(ExitCode::SUCCESS);
     }
     if args.json {
         let tasks: Vec<_> = p

@@ -1,9 +1,14 @@
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use grove_coordinator::rerun::Rerun;
+use grove_coordinator::{Coordinator, JobRow, Store};
 use grove_core::TaskState;
+use grove_core::layout::Layout;
 use grove_core::task::MergeState;
 use tokio_util::sync::CancellationToken;
 
@@ -13,29 +18,58 @@ use crate::specargs::SpecArgs;
 /// Plan a change, run an agent on every task in its own worktree, merge the results in order.
 ///
 /// Runs embedded: the coordinator and the workers in this process, state under the grove
-/// home. Exits 0 when every task merged (or had nothing to change), 1 when some did not,
-/// 130 when cancelled.
+/// home. With --job, --only or --failed it goes on with an existing job instead. Exits 0 when
+/// every task merged (or had nothing to change), 1 when some did not, 2 on bad input, 130 when
+/// cancelled.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove run examples/job.toml
   grove run --split cargo --grep FileId --agent replace --pattern '\\bFileId\\b' --replace SourceFileId
-  grove run --split dirs --depth 2 --check 'cargo check' --agent command -- claude -p {prompt}")]
+  grove run --split dirs --depth 2 --check 'cargo check' --agent command -- claude -p {prompt}
+  grove run job.toml --canary 2        # the first 2 tasks of the order, then ask before the rest
+  grove run --failed                   # run the failed tasks of the latest job again, from its base
+  grove run --job rename-1a2b --only core --only ide-db
+  grove run --job rename-1a2b          # go on with a job that was cancelled or paused")]
 pub struct RunArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
     /// Print the finished job as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Go on with this existing job (default with --only/--failed: the latest job)
+    #[arg(long, value_name = "JOB", help_heading = "Re-runs")]
+    pub job: Option<String>,
+    /// Run these tasks of the job again, from the job's base (repeatable)
+    #[arg(long, value_name = "TASK", help_heading = "Re-runs")]
+    pub only: Vec<String>,
+    /// Run the job's failed, set-aside and cancelled tasks again, from the job's base
+    #[arg(long, conflicts_with = "only", help_heading = "Re-runs")]
+    pub failed: bool,
+    /// Run only the first N tasks of the order, then wait for your go before the rest
+    #[arg(long, value_name = "N", help_heading = "Re-runs")]
+    pub canary: Option<usize>,
+    /// With --canary: go on without asking
+    #[arg(long, short = 'y', help_heading = "Re-runs")]
+    pub yes: bool,
 }
 
 pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let existing = args.job.is_some() || !args.only.is_empty() || args.failed;
+    if existing {
+        if args.spec.spec.is_some() {
+            anyhow::bail!(
+                "give either a job spec (a new job) or --job/--only/--failed (an existing job), not both"
+            );
+        }
+        return rerun(home, args).await;
+    }
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let loaded = args.spec.load(&cwd)?;
     let concurrency = loaded.spec.concurrency() as usize;
     let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
     // Everything that can refuse the job runs before grove opens or creates its state.
     let git = grove_git::Git::detect()?;
-    let layout = grove_core::layout::Layout::new(&home);
+    let layout = Layout::new(&home);
     let prepared = tokio::task::block_in_place(|| {
         grove_coordinator::submit::prepare(&git, &layout, loaded.spec.clone(), file, &loaded.dir)
     })?;
@@ -53,22 +87,105 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
         &job.base[..job.base.len().min(12)],
         job.integration_branch
     );
+    if let Some(n) = args.canary.filter(|n| *n < tasks.len()) {
+        let first: BTreeSet<String> = tasks.iter().take(n).map(|t| t.slug.clone()).collect();
+        eprintln!("canary: running the first {n} task(s) of the order alone");
+        let (row, cancelled) = drive(&emb, &job.id, Some(&first), concurrency).await?;
+        let done = coord.store.tasks(&row.id)?;
+        let ok = done.iter().filter(|t| first.contains(&t.slug)).all(merged_or_empty);
+        if cancelled || !go_on(ok, args.yes, &row)? {
+            return finish(&coord.store, &row, args.json, cancelled);
+        }
+    }
+    let (row, cancelled) = drive(&emb, &job.id, None, concurrency).await?;
+    finish(&coord.store, &row, args.json, cancelled)
+}
 
+/// --job / --only / --failed: go on with an existing job.
+async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let emb = Embedded::open(home)?;
+    let coord = emb.coordinator.clone();
+    let job = coord.store.job_or_latest(args.job.as_deref())?;
+    let which = if args.failed {
+        Some(Rerun::Failed)
+    } else if !args.only.is_empty() {
+        Some(Rerun::Only(args.only.clone()))
+    } else {
+        None
+    };
+    if let Some(which) = which {
+        let queued = tokio::task::block_in_place(|| coord.rerun(&job.id, &which))?;
+        if queued.is_empty() {
+            eprintln!("job {}: nothing to run again", job.id);
+            return finish(&coord.store, &job, args.json, false);
+        }
+        eprintln!("job {}: running again from its base: {}", job.id, queued.join(", "));
+    }
+    let concurrency =
+        args.spec.concurrency.map_or_else(|| job.spec.concurrency() as usize, |c| c.max(1) as usize);
+    let (row, cancelled) = drive(&emb, &job.id, None, concurrency).await?;
+    finish(&coord.store, &row, args.json, cancelled)
+}
+
+/// Drive a job with `concurrency` embedded workers and progress; returns the job and whether it
+/// was cancelled.
+async fn drive(
+    emb: &Embedded,
+    job: &grove_core::JobId,
+    only: Option<&BTreeSet<String>>,
+    concurrency: usize,
+) -> anyhow::Result<(JobRow, bool)> {
+    let coord: &Coordinator = &emb.coordinator;
+    let total = coord
+        .store
+        .tasks(job)?
+        .iter()
+        .filter(|t| !t.state.is_terminal() && only.is_none_or(|o| o.contains(&t.slug)))
+        .count();
     let cancel = CancellationToken::new();
     crate::signal::install(cancel.clone());
     let mut workers = emb.start_workers(concurrency, &cancel);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress = tokio::spawn(crate::progress::show(rx, tasks.len()));
-    let result = coord.drive(&job.id, cancel.clone(), tx).await;
+    let progress = tokio::spawn(crate::progress::show(rx, total));
+    let result = coord.drive(job, only, cancel.clone(), tx).await;
     let cancelled = cancel.is_cancelled();
     cancel.cancel();
     while workers.join_next().await.is_some() {}
     let _ = progress.await;
-    let row = result?;
+    Ok((result?, cancelled))
+}
 
-    let tasks = coord.store.tasks(&row.id)?;
-    super::status::print_job(&row, &tasks, args.json)?;
-    if !args.json {
+fn merged_or_empty(t: &grove_coordinator::TaskRow) -> bool {
+    t.state == TaskState::Succeeded && matches!(t.merge_state, MergeState::Merged | MergeState::Empty)
+}
+
+/// Ask whether to go on after the canary tasks.
+fn go_on(ok: bool, yes: bool, job: &JobRow) -> anyhow::Result<bool> {
+    let verdict = if ok { "all merged" } else { "not all merged (see grove status)" };
+    if yes {
+        eprintln!("canary: {verdict}; going on (--yes)");
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!("canary: {verdict}; the rest waits. Go on with: grove run --job {}", job.id);
+        return Ok(false);
+    }
+    eprint!("canary: {verdict}. Run the remaining tasks? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    let go = matches!(answer.trim(), "y" | "Y" | "yes");
+    if !go {
+        eprintln!("the rest waits. Go on later with: grove run --job {}", job.id);
+    }
+    Ok(go)
+}
+
+/// Print the job and pick the exit code.
+fn finish(store: &Store, row: &JobRow, json: bool, cancelled: bool) -> anyhow::Result<ExitCode> {
+    let tasks = store.tasks(&row.id)?;
+    super::status::print_job(row, &tasks, json)?;
+    if !json {
         println!();
         println!("  grove status {}        # again, later", row.id);
         println!("  grove diff {}/TASK     # review one task's branch", row.id);
@@ -77,12 +194,9 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
             println!("  git -C {dir} log --oneline {}", row.integration_branch);
         }
     }
-    let all_in = tasks.iter().all(|t| {
-        t.state == TaskState::Succeeded && matches!(t.merge_state, MergeState::Merged | MergeState::Empty)
-    });
     Ok(if cancelled {
         ExitCode::from(130)
-    } else if all_in {
+    } else if tasks.iter().all(merged_or_empty) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

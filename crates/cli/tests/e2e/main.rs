@@ -4,4 +4,5 @@
 mod cancel;
 mod harness;
 mod refusals;
+mod rerun;
 mod run;

@@ -1,0 +1,69 @@
+//! Re-running tasks of an existing job from its recorded base.
+
+use grove_core::task::MergeState;
+use grove_core::{JobId, TaskState};
+
+use crate::{CoordError, Coordinator, StoreError};
+
+/// What a re-run may take.
+#[derive(Debug, Clone)]
+pub enum Rerun {
+    /// These tasks, by slug.
+    Only(Vec<String>),
+    /// Every task that failed, needs attention, or was cancelled.
+    Failed,
+}
+
+impl Coordinator {
+    /// Queue tasks of `job` again, each from the job's base: the branch of an earlier attempt
+    /// is kept under `refs/grove/attempts/<job>/<task>/<attempt>` (nothing an agent committed
+    /// is lost) and the task's branch starts again at the base. A merged task is refused.
+    /// Returns the slugs queued.
+    pub fn rerun(&self, job: &JobId, which: &Rerun) -> Result<Vec<String>, CoordError> {
+        let row = self.store.job(job.as_str())?;
+        let tasks = self.store.tasks(job)?;
+        let chosen: Vec<_> = match which {
+            Rerun::Only(slugs) => {
+                let mut v = Vec::new();
+                for s in slugs {
+                    let t = tasks
+                        .iter()
+                        .find(|t| &t.slug == s)
+                        .ok_or_else(|| StoreError::NoTask(format!("{job}/{s}")))?;
+                    if t.merge_state == MergeState::Merged {
+                        return Err(CoordError::AlreadyMerged { task: format!("{job}/{s}") });
+                    }
+                    v.push(t);
+                }
+                v
+            }
+            Rerun::Failed => tasks
+                .iter()
+                .filter(|t| {
+                    matches!(t.state, TaskState::Failed | TaskState::NeedsAttention | TaskState::Cancelled)
+                        && t.merge_state != MergeState::Merged
+                })
+                .collect(),
+        };
+        let mirror = std::path::Path::new(&row.mirror);
+        for t in &chosen {
+            let branch = format!("refs/heads/{}", t.branch);
+            if let Some(head) = self.git.ref_target(mirror, &branch)? {
+                if head != row.base {
+                    let keep = format!("refs/grove/attempts/{job}/{}/{}", t.slug, t.attempt);
+                    self.git.update_ref(mirror, &keep, &head, None).or_else(|e| {
+                        // Already kept by an earlier re-run of the same attempt.
+                        if self.git.ref_target(mirror, &keep)?.as_deref() == Some(head.as_str()) {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })?;
+                }
+                self.git.update_ref(mirror, &branch, &row.base, Some(&head))?;
+            }
+            self.store.reset_task(job, &t.slug)?;
+        }
+        Ok(chosen.iter().map(|t| t.slug.clone()).collect())
+    }
+}
