@@ -94,3 +94,43 @@ fn plan_prints_dot_and_reads_a_file_list() {
     let slugs: Vec<_> = plan["tasks"].as_array().expect("tasks").iter().map(|t| t["task"].clone()).collect();
     assert_eq!(slugs, ["a", "c"]);
 }
+
+/// `grove plan --split auto` on a real repository mixing Cargo, npm and Go: every ecosystem's
+/// modules, dependencies first.
+#[test]
+fn auto_plans_a_mixed_repository_in_dependency_order() {
+    let env = Env::new();
+    let f = |p: &str, s: &str| (p.to_owned(), s.to_owned());
+    let repo = env.repo(
+        "mixed",
+        &[
+            f("Cargo.toml", "[workspace]\nmembers = [\"rust/*\"]\n"),
+            f("rust/core/Cargo.toml", "[package]\nname = \"core\"\nversion = \"0.1.0\"\n"),
+            f("rust/core/src/lib.rs", "pub struct FileId;\n"),
+            f("rust/app/Cargo.toml", "[package]\nname = \"app\"\nversion = \"0.1.0\"\n[dependencies]\ncore = { path = \"../core\" }\n"),
+            f("rust/app/src/main.rs", "use core::FileId;\n"),
+            f("package.json", r#"{"name": "root", "private": true, "workspaces": ["web/*"]}"#),
+            f("web/ui/package.json", r#"{"name": "@acme/ui", "dependencies": {"@acme/base": "workspace:*"}}"#),
+            f("web/ui/index.js", "// FileId\n"),
+            f("web/base/package.json", r#"{"name": "@acme/base"}"#),
+            f("web/base/index.js", "// FileId\n"),
+            f("go/lib/go.mod", "module example.com/lib\n\ngo 1.22\n"),
+            f("go/lib/lib.go", "package lib // FileId\n"),
+            f("go/svc/go.mod", "module example.com/svc\n\ngo 1.22\n\nrequire example.com/lib v0.0.0\n\nreplace example.com/lib => ../lib\n"),
+            f("go/svc/main.go", "package main // FileId\n"),
+        ],
+    );
+    let plan = env.grove(&repo, &["plan", "--split", "auto", "--grep", "FileId", "--json"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let plan = plan.json();
+    let tasks = plan["tasks"].as_array().expect("tasks");
+    let pos = |slug: &str| {
+        tasks.iter().position(|t| t["task"] == slug).unwrap_or_else(|| panic!("no {slug}: {plan:#}"))
+    };
+    assert_eq!(tasks.len(), 6, "{plan:#}");
+    assert!(pos("core") < pos("app"));
+    assert!(pos("acme-base") < pos("acme-ui"));
+    assert!(pos("go-lib") < pos("go-svc"));
+    assert_eq!(task(&plan, "go-svc")["depends_on"], serde_json::json!(["go-lib"]));
+    assert_eq!(task(&plan, "app")["depends_on"], serde_json::json!(["core"]));
+}
