@@ -8,6 +8,9 @@
 //!
 //! API boundary: only implementations of this trait know about a wire format.
 
+pub mod nats;
+pub mod wire;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +25,9 @@ pub enum BusError {
     /// The other side is gone (the bus was shut down).
     #[error("the bus is closed")]
     Closed,
+    /// The transport failed (NATS unreachable, a JetStream call refused).
+    #[error("{0}")]
+    Transport(String),
 }
 
 /// One delivery of an assignment to a worker. Ack it when the attempt is over; drop it
@@ -66,7 +72,9 @@ pub trait Bus: Send + Sync {
     async fn next_task(&self, pools: &[String]) -> Result<Delivery, BusError>;
     /// Report an event to the coordinator.
     async fn report(&self, event: TaskEvent) -> Result<(), BusError>;
-    /// Wait for the next event (the coordinator's side).
+    /// Wait for the next event (the coordinator's side). Asking for the next event acknowledges
+    /// the previous one: record an event before asking for another, and an event that was not
+    /// recorded (the coordinator died) is delivered again.
     async fn next_event(&self) -> Result<TaskEvent, BusError>;
 }
 

