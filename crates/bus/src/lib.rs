@@ -215,6 +215,7 @@ mod tests {
             attempt: 1,
             order: 0,
             mirror: "/m".into(),
+            remote: "file:///m".into(),
             source_dir: None,
             base: "b".into(),
             branch: "grove/j/t".into(),

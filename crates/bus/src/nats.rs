@@ -338,7 +338,7 @@ impl Bus for NatsBus {
     async fn next_event(&self) -> Result<TaskEvent, BusError> {
         let mut st = self.events.lock().await;
         if let Some(prev) = st.unacked.take() {
-            prev.ack().await.map_err(|e| BusError::Transport(format!("acking an event: {e}")))?;
+            prev.double_ack().await.map_err(|e| BusError::Transport(format!("acking an event: {e}")))?;
         }
         if st.messages.is_none() {
             let consumer = match &st.consumer {

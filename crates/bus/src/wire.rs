@@ -66,6 +66,7 @@ pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
             KeepWorktrees::All => "all",
         }
         .to_owned(),
+        remote: a.remote.clone(),
     }
     .encode_to_vec()
 }
@@ -93,6 +94,7 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
         attempt: m.attempt,
         order: m.order,
         mirror: m.mirror.into(),
+        remote: m.remote,
         source_dir: m.source_dir.map(Into::into),
         base: m.base,
         branch: m.branch,
@@ -197,6 +199,7 @@ pub(crate) mod tests {
             attempt: 2,
             order: 3,
             mirror: "/m.git".into(),
+            remote: "file:///m.git".into(),
             source_dir: Some("/src".into()),
             base: "abc".into(),
             branch: format!("grove/j-0001/{task}"),

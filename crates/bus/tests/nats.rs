@@ -61,6 +61,7 @@ fn assignment(task: &str, attempt: u32) -> Assignment {
         attempt,
         order: 0,
         mirror: "/m.git".into(),
+        remote: "file:///m.git".into(),
         source_dir: None,
         base: "abc".into(),
         branch: format!("grove/job-0001/{task}"),

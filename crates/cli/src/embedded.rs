@@ -38,10 +38,15 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub fn open(home: PathBuf) -> anyhow::Result<Embedded> {
+    /// Open the state under `home` with the in-process bus, or with NATS when `nats` is given
+    /// (then workers elsewhere can take the tasks).
+    pub async fn open(home: PathBuf, nats: Option<grove_bus::nats::NatsConfig>) -> anyhow::Result<Embedded> {
         let git = Git::detect()?;
         let layout = Layout::new(home);
-        let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
+        let bus: Arc<dyn Bus> = match nats {
+            Some(config) => Arc::new(grove_bus::nats::NatsBus::connect(config, "grove-coordinator").await?),
+            None => Arc::new(InProcessBus::new()),
+        };
         let coordinator = Arc::new(
             Coordinator::new(layout.clone(), bus.clone(), git.clone())
                 .with_context(|| format!("opening grove's state in {}", layout.home().display()))?,
@@ -52,7 +57,7 @@ impl Embedded {
     /// Start `n` workers on the `local` pool; they stop when `stop` fires.
     pub fn start_workers(&self, n: usize, stop: &CancellationToken) -> JoinSet<()> {
         let mut set = JoinSet::new();
-        for i in 1..=n.max(1) {
+        for i in 1..=n {
             let ctx = Arc::new(grove_worker::WorkerContext {
                 id: format!("embedded-{i}"),
                 bus: self.bus.clone(),
@@ -60,8 +65,11 @@ impl Embedded {
                 layout: self.layout.clone(),
                 pools: vec!["local".into()],
                 capacity: 1,
+                workspace: grove_worker::workspace::Mode::Auto,
+                heartbeat: std::time::Duration::from_secs(10),
+                hand_back: CancellationToken::new(),
             });
-            set.spawn(grove_worker::run(ctx, stop.clone()));
+            set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }
         set
     }

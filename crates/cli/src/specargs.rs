@@ -86,6 +86,9 @@ pub struct SpecArgs {
     /// Which worktrees to keep: none, failed, all [run.keep_worktrees; default failed]
     #[arg(long, value_name = "POLICY", help_heading = "Run")]
     pub keep_worktrees: Option<KeepWorktrees>,
+    /// The pool tasks run in: the workers serving it take them [run.pool; default local]
+    #[arg(long, value_name = "POOL", help_heading = "Run")]
+    pub pool: Option<String>,
     /// A shell command run in each workspace after the agent; failing fails the task [checks.task]
     #[arg(long, value_name = "SHELL", help_heading = "Run")]
     pub check: Option<String>,
@@ -178,6 +181,7 @@ impl SpecArgs {
         }
         spec.run.keep_worktrees = self.keep_worktrees.or(spec.run.keep_worktrees);
         set(&mut spec.checks.task, &self.check);
+        set(&mut spec.run.pool, &self.pool);
         set(&mut spec.merge.branch, &self.branch);
         if spec.repo.source.is_none() {
             spec.repo.source = Some(".".into());

@@ -246,6 +246,7 @@ fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
         attempt,
         order: t.ord,
         mirror: job.mirror.clone().into(),
+        remote: format!("file://{}", job.mirror),
         source_dir: job.source_dir.clone().map(Into::into),
         base: job.base.clone(),
         branch: t.branch.clone(),

@@ -103,7 +103,9 @@ impl Coordinator {
             warnings: p.plan.warnings.clone(),
             ignored_files,
         };
-        let tasks: Vec<TaskRow> = p.plan.tasks.iter().enumerate().map(|(i, t)| task_row(&id, i, t)).collect();
+        let pool = p.spec.run.pool.clone().unwrap_or_else(|| "local".into());
+        let tasks: Vec<TaskRow> =
+            p.plan.tasks.iter().enumerate().map(|(i, t)| task_row(&id, i, t, &pool)).collect();
         self.store.insert_job(&job, &tasks)?;
         Ok((job, tasks))
     }
@@ -212,7 +214,7 @@ fn default_name(spec: &JobSpec) -> String {
     spec.agent.kind.map_or("job", |k| k.as_str()).to_owned()
 }
 
-fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask) -> TaskRow {
+fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask, pool: &str) -> TaskRow {
     TaskRow {
         job: job.clone(),
         slug: t.slug.clone(),
@@ -224,7 +226,7 @@ fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask) -> TaskRow
         lines: t.lines,
         depends_on: t.depends_on.clone(),
         branch: names::task_branch(job, &t.slug),
-        pool: "local".into(),
+        pool: pool.to_owned(),
         state: TaskState::Queued,
         merge_state: MergeState::Pending,
         attempt: 0,

@@ -248,6 +248,8 @@ pub struct RunSpec {
     pub keep_worktrees: Option<KeepWorktrees>,
     /// Bytes of agent output kept per task log (default 8 MiB); the rest is dropped with a note.
     pub log_cap: Option<u64>,
+    /// The pool tasks run in (default `local`): the workers that serve it take them.
+    pub pool: Option<String>,
 }
 
 /// The worktree removal policy.
@@ -385,6 +387,11 @@ impl JobSpec {
         }
         if self.run.concurrency == Some(0) {
             return Err(err("run.concurrency", "must be at least 1".into()));
+        }
+        if let Some(p) = &self.run.pool
+            && (p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(err("run.pool", format!("{p:?} is not a pool name (letters, digits, - and _)")));
         }
         if self.run.ports_per_task == Some(0) {
             return Err(err("run.ports_per_task", "must be at least 1".into()));

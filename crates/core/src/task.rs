@@ -178,8 +178,10 @@ pub struct Assignment {
     pub attempt: u32,
     /// The task's place in the merge order (0-based).
     pub order: u32,
-    /// The bare mirror the workspace is a worktree of.
+    /// The bare mirror the workspace is a worktree of, on the coordinator's machine.
     pub mirror: std::path::PathBuf,
+    /// A URL of the mirror that workers without it clone from and push their branch to.
+    pub remote: String,
     /// The source repository's working tree, when it is on this machine (for ignored files).
     pub source_dir: Option<std::path::PathBuf>,
     /// The commit the task starts from.

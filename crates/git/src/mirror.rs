@@ -115,6 +115,8 @@ impl Mirror {
         git.run_allowing(&self.path, ["config", "--unset", "core.bare"], &[5])?;
         git.run(&self.path, ["config", "core.repositoryformatversion", "1"])?;
         git.run(&self.path, ["config", "extensions.worktreeConfig", "true"])?;
+        // Workers without the mirror make partial clones of it.
+        git.run(&self.path, ["config", "uploadpack.allowFilter", "true"])?;
         Ok(())
     }
 

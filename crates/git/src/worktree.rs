@@ -48,7 +48,12 @@ pub fn add(
     let exists = git.ref_target(mirror, &full)?.is_some();
     let mut args: Vec<std::ffi::OsString> =
         ["worktree", "add", "--quiet", "--no-checkout"].iter().map(Into::into).collect();
-    if !exists {
+    if exists {
+        // The branch may still be checked out in the worktree of an attempt that lost its
+        // lease (a killed worker): this attempt holds the lease now, so take the branch over
+        // and leave the stale worktree's files alone.
+        args.push("--force".into());
+    } else {
         args.extend(["-b".into(), branch.into()]);
     }
     args.push(path.into());
@@ -62,6 +67,51 @@ pub fn add(
     }
     git.run(path, ["checkout", "--quiet"])?;
     Ok(if exists { Checkout::Resumed } else { Checkout::Fresh })
+}
+
+/// Make a workspace on a machine without the mirror: a partial clone (`--filter=blob:none`,
+/// blobs fetched only for the checkout) of `remote` at `path`, sparse to `sparse`, on
+/// `branch`: the remote's branch when it exists (earlier checkpoints), else a new one at `base`.
+pub fn clone_sparse(
+    git: &Git,
+    remote: &str,
+    path: &Path,
+    branch: &str,
+    base: &str,
+    sparse: Option<&[String]>,
+) -> Result<Checkout, GitError> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(|e| GitError::io(format!("removing {}", path.display()), e))?;
+    }
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| GitError::io(format!("creating {}", parent.display()), e))?;
+    let args: Vec<std::ffi::OsString> = vec![
+        "clone".into(),
+        "--quiet".into(),
+        "--filter=blob:none".into(),
+        "--no-checkout".into(),
+        "--".into(),
+        remote.into(),
+        path.into(),
+    ];
+    git.run(parent, args)?;
+    let remote_branch = format!("refs/remotes/origin/{branch}");
+    let exists = git.ref_target(path, &remote_branch)?.is_some();
+    if let Some(dirs) = sparse {
+        let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
+        args.extend(dirs.iter().map(String::as_str));
+        git.run(path, args)?;
+    }
+    let start = if exists { remote_branch.as_str() } else { base };
+    git.run(path, ["checkout", "--quiet", "--no-track", "-B", branch, start])?;
+    Ok(if exists { Checkout::Resumed } else { Checkout::Fresh })
+}
+
+/// Push the clone's `branch` to its origin (a fast-forward: grove's branches only move on).
+pub fn push_branch(git: &Git, path: &Path, branch: &str) -> Result<(), GitError> {
+    let spec = format!("refs/heads/{branch}:refs/heads/{branch}");
+    git.run(path, ["push", "--quiet", "--no-verify", "--porcelain", "origin", &spec])?;
+    Ok(())
 }
 
 /// Remove a worktree grove made (its files, uncommitted changes included) and its admin data.
@@ -143,6 +193,28 @@ pub fn file_path(worktree: &Path, repo_path: &str) -> PathBuf {
 mod tests {
     use super::*;
     use crate::testutil::repo_with;
+
+    #[test]
+    fn a_clone_pushes_its_checkpoints_and_resumes_from_them() {
+        let git = Git::detect().expect("git");
+        let (dir, src) = repo_with(&[("a/f.rs", "1\n"), ("b/g.rs", "2\n")]);
+        let mirror = dir.path().join("m.git");
+        git.run(dir.path(), ["clone", "--quiet", "--bare", src.to_str().expect("utf8"), "m.git"])
+            .expect("clone");
+        let base = git.resolve_commit(&mirror, "HEAD").expect("head");
+        let url = format!("file://{}", mirror.display());
+        let wt = dir.path().join("pod");
+        let how = clone_sparse(&git, &url, &wt, "grove/j/a", &base, Some(&["a".to_owned()])).expect("clone");
+        assert_eq!(how, Checkout::Fresh);
+        assert!(wt.join("a/f.rs").exists() && !wt.join("b").exists());
+        std::fs::write(wt.join("a/f.rs"), "changed\n").expect("write");
+        let c = commit_all(&git, &wt, "turn 1", &Identity::default()).expect("commit").expect("a commit");
+        push_branch(&git, &wt, "grove/j/a").expect("push");
+        assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c));
+        let how = clone_sparse(&git, &url, &wt, "grove/j/a", &base, Some(&["a".to_owned()])).expect("again");
+        assert_eq!(how, Checkout::Resumed);
+        assert_eq!(std::fs::read_to_string(wt.join("a/f.rs")).expect("read"), "changed\n");
+    }
 
     #[test]
     fn sparse_worktree_commit_and_remove() {

@@ -10,12 +10,10 @@ use grove_core::{DiffStat, TaskState, spec::KeepWorktrees};
 use grove_git::worktree::Identity;
 use tokio_util::sync::CancellationToken;
 
+use crate::WorkerContext;
 use crate::agent::{self, Turn};
 use crate::process::{self, End, Log};
-use crate::{WorkerContext, workspace};
-
-/// How often a running attempt tells the bus it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(10);
+use crate::workspace::{self, Workspace};
 
 /// Run the attempt in `delivery`, report its events and its outcome, and settle the delivery.
 pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: CancellationToken) {
@@ -23,7 +21,7 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
     let outcome = {
         let work = execute(&ctx, &a, &cancel);
         tokio::pin!(work);
-        let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut tick = tokio::time::interval(ctx.heartbeat);
         loop {
             tokio::select! {
                 out = &mut work => break out,
@@ -31,6 +29,15 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
             }
         }
     };
+    if outcome.state == TaskState::Cancelled && ctx.hand_back.is_cancelled() {
+        // The worker is draining: hand the task back for another worker, keeping its
+        // checkpoints (already committed and published), instead of recording it cancelled.
+        tracing::info!(task = %a.task, "handing back");
+        if let Err(e) = delivery.nak(Duration::ZERO).await {
+            tracing::warn!(task = %a.task, "nak failed, the task comes back after its lease: {e}");
+        }
+        return;
+    }
     let event = TaskEvent {
         job: a.job.clone(),
         task: a.task.clone(),
@@ -74,23 +81,24 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
     };
     let _ = log.note(&format!("attempt {} of {} on worker {}", a.attempt, a.task, ctx.id)).await;
     let prep = {
-        let (git, a, path) = (ctx.git.clone(), a.clone(), path.clone());
-        tokio::task::spawn_blocking(move || workspace::prepare(&git, &a, &path)).await
+        let (git, a, path, mode) = (ctx.git.clone(), a.clone(), path.clone(), ctx.workspace);
+        tokio::task::spawn_blocking(move || Workspace::prepare(&git, &a, &path, mode)).await
     };
-    match prep {
-        Ok(Ok(how)) => {
+    let ws = match prep {
+        Ok(Ok((ws, how))) => {
             let _ = log.note(&format!("workspace {} ({how:?})", path.display())).await;
+            ws
         }
         Ok(Err(e)) => return failed(format!("preparing the workspace: {e}"), log.tail(), 0),
         Err(e) => return failed(format!("preparing the workspace: {e}"), log.tail(), 0),
-    }
-    let mut outcome = turns(ctx, a, &path, &run_dir, &mut log, cancel).await;
+    };
+    let mut outcome = turns(ctx, a, &ws, &run_dir, &mut log, cancel).await;
     outcome.log_tail = log.tail();
 
     // The branch against the base, whatever happened.
-    let head = ctx.git.ref_target(&a.mirror, &format!("refs/heads/{}", a.branch)).ok().flatten();
+    let head = ws.head(&ctx.git);
     if let Some(head) = &head {
-        match grove_git::stats::diff_stat(&a.mirror, &a.base, head) {
+        match ws.stat(&a.base, head) {
             Ok(stat) => outcome.stat = stat,
             Err(e) => tracing::warn!(task = %a.task, "diff stat: {e}"),
         }
@@ -103,8 +111,8 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
         KeepWorktrees::Failed => outcome.state != TaskState::Succeeded,
     };
     if !keep {
-        let (git, mirror) = (ctx.git.clone(), a.mirror.clone());
-        let removed = tokio::task::spawn_blocking(move || workspace::remove(&git, &mirror, &path)).await;
+        let git = ctx.git.clone();
+        let removed = tokio::task::spawn_blocking(move || ws.remove(&git)).await;
         if let Ok(Err(e)) | Err(e) = removed.map_err(|e| e.to_string()) {
             tracing::warn!(task = %a.task, "{e}");
         }
@@ -115,7 +123,7 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
 async fn turns(
     ctx: &Arc<WorkerContext>,
     a: &Assignment,
-    path: &std::path::Path,
+    ws: &Workspace,
     run_dir: &std::path::Path,
     log: &mut Log,
     cancel: &CancellationToken,
@@ -157,7 +165,7 @@ async fn turns(
         }
         let turn = Turn {
             agent: &a.agent,
-            workdir: path,
+            workdir: &ws.path,
             files: &a.files,
             prompt: &a.prompt,
             task: &a.task,
@@ -174,18 +182,26 @@ async fn turns(
             "grove: {} {} turn {turn_no}\n\nGrove-Job: {}\nGrove-Task: {}\nGrove-Attempt: {}\nGrove-Turn: {turn_no}",
             a.job, a.task, a.job, a.task, a.attempt
         );
+        // The checkpoint is published (pushed, for a clone) before the turn is reported.
         let commit = {
-            let (git, path, who) = (ctx.git.clone(), path.to_path_buf(), who.clone());
-            tokio::task::spawn_blocking(move || grove_git::worktree::commit_all(&git, &path, &message, &who))
-                .await
+            let (git, ws, who) = (ctx.git.clone(), ws.clone(), who.clone());
+            tokio::task::spawn_blocking(move || {
+                let c = grove_git::worktree::commit_all(&git, &ws.path, &message, &who)
+                    .map_err(|e| e.to_string())?;
+                if c.is_some() {
+                    ws.publish(&git)?;
+                }
+                Ok::<_, String>(c)
+            })
+            .await
         };
         let commit = match commit {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return failed(format!("committing turn {turn_no}: {e}"), log.tail(), turn_no),
-            Err(e) => return failed(format!("committing turn {turn_no}: {e}"), log.tail(), turn_no),
+            Ok(Err(e)) => return failed(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
+            Err(e) => return failed(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
         };
         let stat = match &commit {
-            Some(c) => grove_git::stats::diff_stat(&a.mirror, &a.base, c).unwrap_or_default(),
+            Some(c) => ws.stat(&a.base, c).unwrap_or_default(),
             None => DiffStat::default(),
         };
         report(&ctx.bus, a, EventKind::Checkpoint { turn: turn_no, commit: commit.clone(), stat }).await;
@@ -223,7 +239,7 @@ async fn turns(
         log.reset_tail();
         let _ = log.note(&format!("check: {check}")).await;
         let args = vec!["-c".to_owned(), check.clone()];
-        let result = process::run("sh", &args, path, &env, a.turn_timeout, log, cancel).await;
+        let result = process::run("sh", &args, &ws.path, &env, a.turn_timeout, log, cancel).await;
         let end = match result {
             Ok(f) => f.end,
             Err(e) => return failed(format!("running the check: {e}"), log.tail(), turn_no),

@@ -29,29 +29,43 @@ pub struct WorkerContext {
     pub pools: Vec<String>,
     /// Attempts at once.
     pub capacity: usize,
+    /// How workspaces are made.
+    pub workspace: workspace::Mode,
+    /// How often a running attempt tells the bus it is alive; well under the bus's lease.
+    pub heartbeat: std::time::Duration,
+    /// Fired (before `cancel`) when the worker drains: cancelled attempts are handed back to
+    /// the bus for another worker instead of being recorded as cancelled.
+    pub hand_back: CancellationToken,
 }
 
-/// Take and run assignments until `cancel` fires; then wait for running attempts, which see
-/// the same token and stop their agents.
-pub async fn run(ctx: Arc<WorkerContext>, cancel: CancellationToken) {
+/// Take and run assignments until `stop` fires, then wait for the running attempts. `kill`
+/// stops running attempts (their agents are killed, their work committed); the embedded mode
+/// passes one token for both, a draining daemon fires `kill` only after a grace period.
+pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: CancellationToken) {
     let slots = Arc::new(tokio::sync::Semaphore::new(ctx.capacity.max(1)));
     let mut running = JoinSet::new();
     loop {
         let permit = tokio::select! {
-            () = cancel.cancelled() => break,
+            () = stop.cancelled() => break,
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let delivery = tokio::select! {
-            () = cancel.cancelled() => break,
+            () = stop.cancelled() => break,
             d = ctx.bus.next_task(&ctx.pools) => match d {
                 Ok(d) => d,
-                Err(e) => { tracing::info!(worker = %ctx.id, "bus closed: {e}"); break }
+                Err(grove_bus::BusError::Closed) => { tracing::info!(worker = %ctx.id, "bus closed"); break }
+                Err(e) => {
+                    // NATS away for a moment: the client reconnects; try again shortly.
+                    tracing::warn!(worker = %ctx.id, "pulling a task: {e}");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
             },
         };
         tracing::info!(worker = %ctx.id, task = %delivery.assignment.task, attempt = delivery.assignment.attempt, "starting");
-        let (ctx2, cancel2) = (ctx.clone(), cancel.clone());
+        let (ctx2, kill2) = (ctx.clone(), kill.clone());
         running.spawn(async move {
-            attempt::run(ctx2, delivery, cancel2).await;
+            attempt::run(ctx2, delivery, kill2).await;
             drop(permit);
         });
         while running.try_join_next().is_some() {}

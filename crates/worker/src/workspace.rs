@@ -1,23 +1,96 @@
-//! A task's workspace: a (sparse) worktree of the mirror on the task's branch, with the
-//! git-ignored files the job asked for copied in from the source repository.
+//! A task's workspace: a (sparse) worktree of the mirror on the task's branch when the mirror
+//! is on this machine, else a partial sparse clone of the mirror's URL that pushes its branch
+//! after every turn. Git-ignored files the job asked for are copied in from the source.
 
 use std::path::{Path, PathBuf};
 
+use grove_core::DiffStat;
 use grove_core::task::Assignment;
 use grove_git::Git;
 use grove_git::worktree::{self, Checkout};
 
-/// Make the workspace at `path`; returns how the branch was checked out.
-pub fn prepare(git: &Git, a: &Assignment, path: &Path) -> Result<Checkout, String> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+/// How a worker makes workspaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// A worktree of the mirror when it is on this machine, else a clone of its URL.
+    #[default]
+    Auto,
+    /// Always a clone of the mirror's URL (as a pod does).
+    Clone,
+}
+
+/// A prepared workspace.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub path: PathBuf,
+    /// The mirror, when the workspace is a worktree of it; `None` for a clone.
+    mirror: Option<PathBuf>,
+    branch: String,
+}
+
+impl Workspace {
+    /// Make the workspace at `path`; returns it and how the branch was checked out.
+    pub fn prepare(
+        git: &Git,
+        a: &Assignment,
+        path: &Path,
+        mode: Mode,
+    ) -> Result<(Workspace, Checkout), String> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        let local = mode == Mode::Auto && a.mirror.join("HEAD").exists();
+        let how = if local {
+            worktree::add(git, &a.mirror, path, &a.branch, &a.base, a.sparse.as_deref())
+                .map_err(|e| format!("making the worktree: {e}"))?
+        } else {
+            worktree::clone_sparse(git, &a.remote, path, &a.branch, &a.base, a.sparse.as_deref())
+                .map_err(|e| format!("cloning {}: {e}", a.remote))?
+        };
+        if let Some(src) = a.source_dir.as_deref().filter(|s| s.exists()) {
+            copy_ignored(src, path, &a.ignored_files, a.sparse.as_deref())?;
+        }
+        let ws = Workspace {
+            path: path.to_path_buf(),
+            mirror: local.then(|| a.mirror.clone()),
+            branch: a.branch.clone(),
+        };
+        Ok((ws, how))
     }
-    let how = worktree::add(git, &a.mirror, path, &a.branch, &a.base, a.sparse.as_deref())
-        .map_err(|e| format!("making the worktree: {e}"))?;
-    if let Some(src) = &a.source_dir {
-        copy_ignored(src, path, &a.ignored_files, a.sparse.as_deref())?;
+
+    /// Make a checkpoint visible to the coordinator: a worktree shares the mirror's refs; a
+    /// clone pushes its branch. A refused push fails with git's message.
+    pub fn publish(&self, git: &Git) -> Result<(), String> {
+        if self.mirror.is_some() {
+            return Ok(());
+        }
+        worktree::push_branch(git, &self.path, &self.branch)
+            .map_err(|e| format!("pushing {}: {e}", self.branch))
     }
-    Ok(how)
+
+    /// The branch's tip.
+    pub fn head(&self, git: &Git) -> Option<String> {
+        let repo = self.mirror.as_deref().unwrap_or(&self.path);
+        git.ref_target(repo, &format!("refs/heads/{}", self.branch)).ok().flatten()
+    }
+
+    /// The branch against `base`.
+    pub fn stat(&self, base: &str, head: &str) -> Result<DiffStat, String> {
+        let repo = self.mirror.as_deref().unwrap_or(&self.path);
+        grove_git::stats::diff_stat(repo, base, head).map_err(|e| e.to_string())
+    }
+
+    /// Remove the workspace (grove's own); the branch stays.
+    pub fn remove(&self, git: &Git) -> Result<(), String> {
+        match &self.mirror {
+            Some(m) => worktree::remove(git, m, &self.path),
+            None => std::fs::remove_dir_all(&self.path).map_err(|e| grove_git::GitError::Io {
+                what: format!("removing {}", self.path.display()),
+                source: e,
+            }),
+        }
+        .map_err(|e| format!("removing the workspace {}: {e}", self.path.display()))
+    }
 }
 
 /// Copy the listed ignored files that fall inside the checkout (top-level files, and files
@@ -48,16 +121,10 @@ fn copy_ignored(src: &Path, dst: &Path, files: &[String], sparse: Option<&[Strin
     Ok(())
 }
 
-/// Remove a workspace grove made.
-pub fn remove(git: &Git, mirror: &Path, path: &Path) -> Result<(), String> {
-    worktree::remove(git, mirror, path).map_err(|e| format!("removing the worktree {}: {e}", path.display()))
-}
-
 /// The folders of a task as one string, for `{scope}` and GROVE_SCOPE (`.` for everything).
 pub fn scope_string(sparse: Option<&[String]>) -> String {
     match sparse {
-        None => ".".to_owned(),
-        Some([]) => ".".to_owned(),
+        None | Some([]) => ".".to_owned(),
         Some(dirs) => dirs.join(" "),
     }
 }

@@ -62,7 +62,17 @@ pub async fn cmd_demo(home: PathBuf, args: DemoArgs) -> anyhow::Result<ExitCode>
     };
     cmd_run(
         home,
-        RunArgs { spec, json: false, job: None, only: vec![], failed: false, canary: None, yes: false },
+        RunArgs {
+            spec,
+            json: false,
+            job: None,
+            only: vec![],
+            failed: false,
+            canary: None,
+            yes: false,
+            nats: None,
+            local_workers: None,
+        },
     )
     .await
 }

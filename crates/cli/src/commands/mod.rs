@@ -7,6 +7,7 @@ mod logs;
 mod plan;
 mod run;
 mod status;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ pub enum Command {
     Logs(logs::LogsArgs),
     Diff(diff::DiffArgs),
     Demo(demo::DemoArgs),
+    Worker(worker::WorkerArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -55,5 +57,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(a) => logs::cmd_logs(home, a).await,
         Command::Diff(a) => diff::cmd_diff(home, a),
         Command::Demo(a) => demo::cmd_demo(home, a).await,
+        Command::Worker(a) => worker::cmd_worker(home, a).await,
     }
 }

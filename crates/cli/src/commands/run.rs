@@ -51,6 +51,26 @@ pub struct RunArgs {
     /// With --canary: go on without asking
     #[arg(long, short = 'y', help_heading = "Re-runs")]
     pub yes: bool,
+    /// Dispatch over NATS JetStream, so `grove worker` processes elsewhere take the tasks
+    /// [env: GROVE_NATS]
+    #[arg(long, env = "GROVE_NATS", value_name = "URL", help_heading = "Distributed")]
+    pub nats: Option<String>,
+    /// Workers in this process (default: the job's concurrency; 0 with --nats)
+    #[arg(long, value_name = "N", help_heading = "Distributed")]
+    pub local_workers: Option<usize>,
+}
+
+impl RunArgs {
+    fn nats(&self) -> anyhow::Result<Option<grove_bus::nats::NatsConfig>> {
+        self.nats
+            .as_deref()
+            .map(|url| super::worker::nats_config(url, None, std::time::Duration::from_secs(60)))
+            .transpose()
+    }
+
+    fn workers(&self, concurrency: usize) -> usize {
+        self.local_workers.unwrap_or(if self.nats.is_some() { 0 } else { concurrency.max(1) })
+    }
 }
 
 pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -73,8 +93,9 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     let prepared = tokio::task::block_in_place(|| {
         grove_coordinator::submit::prepare(&git, &layout, loaded.spec.clone(), file, &loaded.dir)
     })?;
-    let emb = Embedded::open(home)?;
+    let emb = Embedded::open(home, args.nats()?).await?;
     let coord = emb.coordinator.clone();
+    let concurrency = args.workers(concurrency);
     let (job, tasks) = tokio::task::block_in_place(|| coord.submit(prepared))?;
     for w in &job.warnings {
         eprintln!("warning: {w}");
@@ -103,7 +124,7 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// --job / --only / --failed: go on with an existing job.
 async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let emb = Embedded::open(home)?;
+    let emb = Embedded::open(home, args.nats()?).await?;
     let coord = emb.coordinator.clone();
     let job = coord.store.job_or_latest(args.job.as_deref())?;
     let which = if args.failed {
@@ -121,8 +142,9 @@ async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         eprintln!("job {}: running again from its base: {}", job.id, queued.join(", "));
     }
-    let concurrency =
-        args.spec.concurrency.map_or_else(|| job.spec.concurrency() as usize, |c| c.max(1) as usize);
+    let concurrency = args.workers(
+        args.spec.concurrency.map_or_else(|| job.spec.concurrency() as usize, |c| c.max(1) as usize),
+    );
     let (row, cancelled) = drive(&emb, &job.id, None, concurrency).await?;
     finish(&coord.store, &row, args.json, cancelled)
 }

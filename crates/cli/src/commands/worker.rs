@@ -1,0 +1,125 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use grove_bus::nats::{NatsBus, NatsConfig};
+use grove_core::layout::Layout;
+use grove_core::spec::parse_duration;
+use tokio_util::sync::CancellationToken;
+
+/// Run a worker daemon: take tasks for its pools from NATS JetStream, run them, report.
+///
+/// The worker makes each workspace as a worktree of the coordinator's mirror when that is on
+/// this machine, else as a partial sparse clone that pushes its branch after every turn.
+/// SIGTERM or Ctrl-C drains: no new tasks; running ones get --drain-timeout to finish, then
+/// are handed back (their checkpoints kept) for another worker. A second signal hands back at
+/// once.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  grove worker --nats nats://127.0.0.1:4222 --pool local --capacity 4
+  grove worker --nats nats://nats:4222 --pool cloud --clone --id pod-7")]
+pub struct WorkerArgs {
+    /// The NATS server(s) [env: GROVE_NATS]
+    #[arg(long, env = "GROVE_NATS", value_name = "URL")]
+    pub nats: String,
+    /// A file holding the NATS token [env: GROVE_NATS_TOKEN holds the token itself]
+    #[arg(long, value_name = "FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// Pools to take tasks from (repeatable)
+    #[arg(long = "pool", value_name = "POOL", default_value = "local")]
+    pub pools: Vec<String>,
+    /// Tasks at once
+    #[arg(long, short = 'c', default_value_t = 2)]
+    pub capacity: usize,
+    /// A name for this worker in reports (default: host and process id)
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Always clone the repository (as a pod does), even when the mirror is on this machine
+    #[arg(long)]
+    pub clone: bool,
+    /// How long a task's lease lasts without a heartbeat before another worker gets it
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub ack_wait: Duration,
+    /// How long running tasks get to finish when the worker is asked to stop
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+}
+
+pub fn nats_config(
+    url: &str,
+    token_file: Option<&PathBuf>,
+    ack_wait: Duration,
+) -> anyhow::Result<NatsConfig> {
+    let mut config = NatsConfig::new(url);
+    config.ack_wait = ack_wait;
+    config.token = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading the NATS token {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("GROVE_NATS_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    Ok(config)
+}
+
+pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let id = args.id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        format!("{}-{}", if host.is_empty() { "worker" } else { &host }, std::process::id())
+    });
+    let config = nats_config(&args.nats, args.nats_token_file.as_ref(), args.ack_wait)?;
+    let bus = NatsBus::connect(config, &id).await?;
+    let git = grove_git::Git::detect()?;
+    let hand_back = CancellationToken::new();
+    let ctx = Arc::new(grove_worker::WorkerContext {
+        id: id.clone(),
+        bus: Arc::new(bus),
+        git,
+        layout: Layout::new(home),
+        pools: args.pools.clone(),
+        capacity: args.capacity.max(1),
+        workspace: if args.clone {
+            grove_worker::workspace::Mode::Clone
+        } else {
+            grove_worker::workspace::Mode::Auto
+        },
+        // Three heartbeats per lease: one lost heartbeat does not lose the task.
+        heartbeat: (args.ack_wait / 3).max(Duration::from_millis(200)),
+        hand_back: hand_back.clone(),
+    });
+    eprintln!("worker {id}: pools {}, capacity {}, NATS {}", args.pools.join(","), ctx.capacity, args.nats);
+    let (stop, kill) = (CancellationToken::new(), CancellationToken::new());
+    let mut work = tokio::spawn(grove_worker::run(ctx, stop.clone(), kill.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("watching SIGTERM")?;
+    let signal = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    tokio::select! {
+        r = &mut work => { r.context("the worker loop")?; return Ok(ExitCode::SUCCESS); }
+        () = signal => {}
+    }
+    eprintln!("worker {id}: draining (no new tasks; {:?} for running ones)", args.drain_timeout);
+    stop.cancel();
+    let mut term2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("watching SIGTERM")?;
+    tokio::select! {
+        r = &mut work => { r.context("the worker loop")?; return Ok(ExitCode::SUCCESS); }
+        () = tokio::time::sleep(args.drain_timeout) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term2.recv() => {}
+    }
+    eprintln!("worker {id}: handing back the tasks still running");
+    hand_back.cancel();
+    kill.cancel();
+    work.await.context("the worker loop")?;
+    Ok(ExitCode::SUCCESS)
+}

