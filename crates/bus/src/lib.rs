@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use grove_core::JobId;
 use grove_core::task::{Assignment, TaskEvent};
 use tokio::sync::{Mutex, Notify, mpsc};
 
@@ -63,6 +64,20 @@ pub trait Acker: Send + Sync {
     async fn progress(&self) -> Result<(), BusError>;
 }
 
+/// A request to stop running attempts: of a whole job, or of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancel {
+    pub job: JobId,
+    /// `None`: every task of the job.
+    pub task: Option<String>,
+}
+
+impl Cancel {
+    pub fn matches(&self, job: &JobId, task: &str) -> bool {
+        self.job == *job && self.task.as_deref().is_none_or(|t| t == task)
+    }
+}
+
 /// The transport's contract.
 #[async_trait]
 pub trait Bus: Send + Sync {
@@ -76,6 +91,11 @@ pub trait Bus: Send + Sync {
     /// the previous one: record an event before asking for another, and an event that was not
     /// recorded (the coordinator died) is delivered again.
     async fn next_event(&self) -> Result<TaskEvent, BusError>;
+    /// Ask every worker to stop the matching running attempts (best effort, at most once: a
+    /// worker that is away misses it, and the coordinator's own deadline settles the task).
+    async fn cancel(&self, cancel: Cancel) -> Result<(), BusError>;
+    /// Cancellations, for a worker to watch.
+    async fn cancels(&self) -> Result<tokio::sync::broadcast::Receiver<Cancel>, BusError>;
 }
 
 /// The embedded mode's bus: queues in memory, shared by the coordinator and the workers of
@@ -84,6 +104,7 @@ pub struct InProcessBus {
     inner: Arc<Queues>,
     events_tx: mpsc::UnboundedSender<TaskEvent>,
     events_rx: Mutex<mpsc::UnboundedReceiver<TaskEvent>>,
+    cancels: tokio::sync::broadcast::Sender<Cancel>,
 }
 
 struct Queues {
@@ -117,6 +138,7 @@ impl Default for InProcessBus {
             inner: Arc::new(Queues { tasks: Default::default(), ready: Notify::new() }),
             events_tx,
             events_rx: Mutex::new(events_rx),
+            cancels: tokio::sync::broadcast::channel(256).0,
         }
     }
 }
@@ -199,6 +221,16 @@ impl Bus for InProcessBus {
 
     async fn next_event(&self) -> Result<TaskEvent, BusError> {
         self.events_rx.lock().await.recv().await.ok_or(BusError::Closed)
+    }
+
+    async fn cancel(&self, cancel: Cancel) -> Result<(), BusError> {
+        // No receiver (no worker yet) is fine.
+        let _ = self.cancels.send(cancel);
+        Ok(())
+    }
+
+    async fn cancels(&self) -> Result<tokio::sync::broadcast::Receiver<Cancel>, BusError> {
+        Ok(self.cancels.subscribe())
     }
 }
 

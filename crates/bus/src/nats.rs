@@ -29,7 +29,10 @@ use grove_proto::SCHEMA_VERSION;
 use tokio::sync::Mutex;
 
 use crate::wire;
-use crate::{Acker, Bus, BusError, Delivery};
+use crate::{Acker, Bus, BusError, Cancel, Delivery};
+
+/// Core NATS subject for cancellations (not JetStream: only workers connected now need them).
+pub const CANCEL_SUBJECT: &str = "grove.control.cancel";
 
 /// The oldest nats-server grove works with: KV buckets (the worker registry) and the
 /// consumer settings grove uses need 2.10 (2.9.10 breaks async-nats's KV).
@@ -103,6 +106,8 @@ pub struct NatsBus {
     events: Mutex<EventsState>,
     /// Who reports rejections (a worker id).
     name: String,
+    /// Cancellations received, once subscribed.
+    cancels: Mutex<Option<tokio::sync::broadcast::Sender<Cancel>>>,
 }
 
 #[derive(Default)]
@@ -145,6 +150,7 @@ impl NatsBus {
             pools: Mutex::new(Vec::new()),
             events: Mutex::new(EventsState::default()),
             name: name.to_owned(),
+            cancels: Mutex::new(None),
         };
         bus.ensure_streams().await?;
         Ok(bus)
@@ -335,6 +341,29 @@ impl Bus for NatsBus {
         Ok(())
     }
 
+    async fn cancel(&self, cancel: Cancel) -> Result<(), BusError> {
+        let payload = match &cancel.task {
+            Some(t) => format!("{}/{t}", cancel.job),
+            None => cancel.job.to_string(),
+        };
+        self.client
+            .publish(CANCEL_SUBJECT, payload.into())
+            .await
+            .map_err(|e| BusError::Transport(format!("cancelling: {e}")))?;
+        self.client.flush().await.map_err(|e| BusError::Transport(format!("cancelling: {e}")))
+    }
+
+    async fn cancels(&self) -> Result<tokio::sync::broadcast::Receiver<Cancel>, BusError> {
+        let mut slot = self.cancels.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.subscribe_cancels().await?);
+        }
+        match slot.as_ref() {
+            Some(tx) => Ok(tx.subscribe()),
+            None => Err(BusError::Closed),
+        }
+    }
+
     async fn next_event(&self) -> Result<TaskEvent, BusError> {
         let mut st = self.events.lock().await;
         if let Some(prev) = st.unacked.take() {
@@ -393,6 +422,34 @@ impl Bus for NatsBus {
                 }
             }
         }
+    }
+}
+
+impl NatsBus {
+    async fn subscribe_cancels(&self) -> Result<tokio::sync::broadcast::Sender<Cancel>, BusError> {
+        let mut sub = self
+            .client
+            .subscribe(CANCEL_SUBJECT)
+            .await
+            .map_err(|e| BusError::Transport(format!("subscribing to cancellations: {e}")))?;
+        let (tx, _) = tokio::sync::broadcast::channel(256);
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let text = String::from_utf8_lossy(&msg.payload).into_owned();
+                let (job, task) = match text.split_once('/') {
+                    Some((j, t)) => (j.to_owned(), Some(t.to_owned())),
+                    None => (text, None),
+                };
+                match JobId::parse(&job) {
+                    Ok(job) => {
+                        let _ = forward.send(Cancel { job, task });
+                    }
+                    Err(e) => tracing::warn!("ignoring a malformed cancellation {job:?}: {e}"),
+                }
+            }
+        });
+        Ok(tx)
     }
 }
 

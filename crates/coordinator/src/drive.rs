@@ -105,6 +105,10 @@ impl Coordinator {
                 }
                 () = cancel.cancelled(), if cancelling.is_none() => {
                     cancelling = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+                    // Workers elsewhere stop their attempts of this job.
+                    if let Err(e) = self.bus.cancel(grove_bus::Cancel { job: job.clone(), task: None }).await {
+                        tracing::warn!("cannot send the cancellation: {e}");
+                    }
                     // Tasks no worker has started are cancelled now; running ones report.
                     for t in self.store.tasks(job)? {
                         if t.state == TaskState::Queued && waiting.remove(&t.slug) {

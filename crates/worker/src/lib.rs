@@ -13,6 +13,7 @@ pub mod workspace;
 use std::sync::Arc;
 
 use grove_bus::Bus;
+use grove_core::JobId;
 use grove_core::layout::Layout;
 use grove_git::Git;
 use tokio::task::JoinSet;
@@ -44,6 +45,34 @@ pub struct WorkerContext {
 pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: CancellationToken) {
     let slots = Arc::new(tokio::sync::Semaphore::new(ctx.capacity.max(1)));
     let mut running = JoinSet::new();
+    // Running attempts by job and task, so a cancellation from the coordinator reaches them.
+    let attempts: Arc<std::sync::Mutex<Vec<(JobId, String, CancellationToken)>>> = Arc::default();
+    let watcher = match ctx.bus.cancels().await {
+        Ok(mut rx) => {
+            let attempts = attempts.clone();
+            Some(tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(c) => {
+                            let list = attempts.lock().unwrap_or_else(|p| p.into_inner());
+                            for (job, task, token) in list.iter() {
+                                if c.matches(job, task) {
+                                    tracing::info!(%job, %task, "cancelled by the coordinator");
+                                    token.cancel();
+                                }
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(worker = %ctx.id, "cannot watch cancellations: {e}");
+            None
+        }
+    };
     loop {
         let permit = tokio::select! {
             () = stop.cancelled() => break,
@@ -63,12 +92,23 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
             },
         };
         tracing::info!(worker = %ctx.id, task = %delivery.assignment.task, attempt = delivery.assignment.attempt, "starting");
-        let (ctx2, kill2) = (ctx.clone(), kill.clone());
+        let token = kill.child_token();
+        let key = (delivery.assignment.job.clone(), delivery.assignment.task.clone(), token.clone());
+        attempts.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+        let (ctx2, attempts2) = (ctx.clone(), attempts.clone());
         running.spawn(async move {
-            attempt::run(ctx2, delivery, kill2).await;
+            let (job, task) = (delivery.assignment.job.clone(), delivery.assignment.task.clone());
+            attempt::run(ctx2, delivery, token).await;
+            attempts2
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(j, t, _)| !(*j == job && *t == task));
             drop(permit);
         });
         while running.try_join_next().is_some() {}
     }
     while running.join_next().await.is_some() {}
+    if let Some(w) = watcher {
+        w.abort();
+    }
 }

@@ -176,3 +176,46 @@ fn an_unreachable_nats_is_named() {
     assert!(run.stderr.contains(&url), "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+/// Ctrl-C on `grove run --nats` reaches the agents running in other worker processes: they
+/// are killed (with their children) within 2 seconds and their tasks end as cancelled.
+#[test]
+fn cancelling_reaches_remote_workers_agents() {
+    let env = Env::new();
+    let (_nats, url) = nats_server(&env.path().join("nats"));
+    let _w = worker(&env, &url, "w1", "local", false);
+    let repo = dirs_repo(&env, "r", 2);
+    let pids = env.path().join("pids");
+    std::fs::create_dir_all(&pids).expect("mkdir");
+    let script = format!("sleep 60 & echo $! > {}/$GROVE_TASK; wait", pids.display());
+    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    run.current_dir(&repo)
+        .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", &script])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = run.spawn().expect("spawn grove run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&pids).expect("read_dir").count() < 2 {
+        assert!(Instant::now() < deadline, "agents did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Instant::now();
+    assert!(Command::new("kill").args(["-INT", &run.id().to_string()]).status().expect("kill").success());
+    let out = run.wait_with_output().expect("grove run");
+    assert!(sent.elapsed() < Duration::from_secs(5), "took {:?}", sent.elapsed());
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for t in ["d00", "d01"] {
+        let tk = task(&job, t);
+        assert_eq!(tk["state"], "cancelled", "{tk:#}");
+        assert_eq!(tk["reason"], "cancelled", "the worker confirmed it: {tk:#}");
+        let pid = std::fs::read_to_string(pids.join(t)).expect("pid");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        assert!(matches!(state, None | Some('Z') | Some('X')), "agent child survived: {stat}");
+    }
+}
