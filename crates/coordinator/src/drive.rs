@@ -76,19 +76,7 @@ impl Coordinator {
         cancel: CancellationToken,
         notes: UnboundedSender<Note>,
     ) -> Result<JobRow, CoordError> {
-        let row = self.store.job(job.as_str())?;
-        self.store.set_job_state(job, "running")?;
-        let tasks = self.store.tasks(job)?;
-        let mut waiting: BTreeSet<String> = BTreeSet::new();
-        let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
-        for t in tasks.iter().filter(|t| !t.state.is_terminal() && chosen(&t.slug)) {
-            let attempt = t.attempt + 1;
-            self.store.set_dispatched(job, &t.slug, attempt)?;
-            self.bus.dispatch(&t.pool, assignment(&row, t, attempt)).await?;
-            waiting.insert(t.slug.clone());
-            let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
-        }
-        self.train(job, &notes)?;
+        let mut waiting = self.dispatch_pending(job, only, &notes).await?;
         let mut cancelling: Option<tokio::time::Instant> = None;
         while !waiting.is_empty() {
             let deadline =
@@ -96,37 +84,106 @@ impl Coordinator {
             tokio::select! {
                 ev = self.bus.next_event() => {
                     let ev = ev?;
-                    if let Some(done) = self.record(&ev, &notes)? {
-                        if ev.job == *job {
-                            waiting.remove(&done);
-                        }
-                        self.train(&ev.job, &notes)?;
+                    if let Some(done) = self.handle_event(&ev, &notes)?
+                        && ev.job == *job
+                    {
+                        waiting.remove(&done);
                     }
                 }
                 () = cancel.cancelled(), if cancelling.is_none() => {
                     cancelling = Some(tokio::time::Instant::now() + CANCEL_GRACE);
-                    // Workers elsewhere stop their attempts of this job.
-                    if let Err(e) = self.bus.cancel(grove_bus::Cancel { job: job.clone(), task: None }).await {
-                        tracing::warn!("cannot send the cancellation: {e}");
-                    }
-                    // Tasks no worker has started are cancelled now; running ones report.
-                    for t in self.store.tasks(job)? {
-                        if t.state == TaskState::Queued && waiting.remove(&t.slug) {
-                            self.cancelled(job, &t, "cancelled before it started", &notes)?;
-                        }
+                    for slug in self.begin_cancel(job, &notes).await? {
+                        waiting.remove(&slug);
                     }
                 }
                 () = tokio::time::sleep_until(deadline), if cancelling.is_some() => {
-                    for t in self.store.tasks(job)? {
-                        if waiting.remove(&t.slug) {
-                            self.cancelled(job, &t, "cancelled; its worker did not confirm in time", &notes)?;
-                        }
-                    }
+                    self.end_cancel(job, &notes)?;
+                    waiting.clear();
                 }
             }
         }
-        self.train(job, &notes)?;
-        let state = if cancel.is_cancelled() {
+        self.conclude(job, cancel.is_cancelled(), &notes)
+    }
+
+    /// Dispatch the job's tasks that have not ended (only those in `only`, when given) as new
+    /// attempts, and move the train as far as it goes. Returns the dispatched slugs.
+    pub async fn dispatch_pending(
+        &self,
+        job: &JobId,
+        only: Option<&BTreeSet<String>>,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<BTreeSet<String>, CoordError> {
+        let row = self.store.job(job.as_str())?;
+        self.store.set_job_state(job, "running")?;
+        let mut dispatched = BTreeSet::new();
+        let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
+        for t in self.store.tasks(job)?.iter().filter(|t| !t.state.is_terminal() && chosen(&t.slug)) {
+            let attempt = t.attempt + 1;
+            self.store.set_dispatched(job, &t.slug, attempt)?;
+            self.bus.dispatch(&t.pool, assignment(&row, t, attempt)).await?;
+            dispatched.insert(t.slug.clone());
+            let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
+        }
+        self.train(job, notes)?;
+        Ok(dispatched)
+    }
+
+    /// Record one event and move its job's train. Returns the task's slug when its attempt is
+    /// over.
+    pub fn handle_event(
+        &self,
+        ev: &TaskEvent,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<Option<String>, CoordError> {
+        let done = self.record(ev, notes)?;
+        if done.is_some() {
+            self.train(&ev.job, notes)?;
+        }
+        Ok(done)
+    }
+
+    /// Start cancelling a job: workers are told to stop its attempts, and tasks no worker has
+    /// started are cancelled now. Returns those slugs; running ones report when they stop, or
+    /// [`Coordinator::end_cancel`] settles them.
+    pub async fn begin_cancel(
+        &self,
+        job: &JobId,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<Vec<String>, CoordError> {
+        if let Err(e) = self.bus.cancel(grove_bus::Cancel { job: job.clone(), task: None }).await {
+            tracing::warn!("cannot send the cancellation: {e}");
+        }
+        let mut now = Vec::new();
+        for t in self.store.tasks(job)? {
+            if t.state == TaskState::Queued {
+                self.cancelled(job, &t, "cancelled before it started", notes)?;
+                now.push(t.slug);
+            }
+        }
+        Ok(now)
+    }
+
+    /// The grace after a cancellation is over: tasks whose worker did not confirm are recorded
+    /// as cancelled.
+    pub fn end_cancel(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
+        for t in self.store.tasks(job)? {
+            if !t.state.is_terminal() {
+                self.cancelled(job, &t, "cancelled; its worker did not confirm in time", notes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The job's attempts are over (or it was cancelled): settle the train, record the job's
+    /// state, and publish its branches.
+    pub fn conclude(
+        &self,
+        job: &JobId,
+        cancelled: bool,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<JobRow, CoordError> {
+        self.train(job, notes)?;
+        let state = if cancelled {
             "cancelled"
         } else if self.store.tasks(job)?.iter().all(|t| t.state.is_terminal()) {
             "done"
@@ -134,7 +191,7 @@ impl Coordinator {
             "paused"
         };
         self.store.set_job_state(job, state)?;
-        self.publish(job, &notes)?;
+        self.publish(job, notes)?;
         Ok(self.store.job(job.as_str())?)
     }
 
