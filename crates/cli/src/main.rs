@@ -5,6 +5,7 @@ mod commands;
 mod embedded;
 mod output;
 mod progress;
+mod remote;
 mod signal;
 mod specargs;
 

@@ -9,7 +9,9 @@
 //! Architecture invariant: the coordinator never touches a person's working tree or index; it
 //! works in the mirror and publishes grove's branches back with `git fetch`.
 
+pub mod daemon;
 pub mod drive;
+pub mod grpc;
 pub mod rerun;
 pub mod store;
 pub mod submit;

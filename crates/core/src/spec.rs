@@ -508,6 +508,15 @@ turn_timeout = "5m"
     }
 
     #[test]
+    fn a_spec_survives_toml_serialization() {
+        let mut spec = JobSpec::from_toml("job.toml", GOOD).expect("parses");
+        spec.agent.command = vec!["claude".into(), "-p".into(), "{prompt}".into()];
+        spec.run.concurrency = Some(3);
+        let text = toml::to_string(&spec).expect("serializes");
+        assert_eq!(JobSpec::from_toml("wire", &text).expect("parses back"), spec, "{text}");
+    }
+
+    #[test]
     fn a_wrong_type_names_file_line_and_field() {
         let text = GOOD.replace("rule = \"cargo\"", "rule = \"cargo\"\ndepth = \"two\"");
         let e = JobSpec::from_toml("job.toml", &text).unwrap_err().to_string();

@@ -72,6 +72,7 @@ pub async fn cmd_demo(home: PathBuf, args: DemoArgs) -> anyhow::Result<ExitCode>
             yes: false,
             nats: None,
             local_workers: None,
+            coordinator: None,
         },
     )
     .await

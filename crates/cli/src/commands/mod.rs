@@ -1,6 +1,7 @@
 //! One module per subcommand: an `XxxArgs` struct (its doc comment is the help) and a
 //! `cmd_xxx` function.
 
+mod coordinator;
 mod demo;
 mod diff;
 mod logs;
@@ -46,6 +47,7 @@ pub enum Command {
     Diff(diff::DiffArgs),
     Demo(demo::DemoArgs),
     Worker(worker::WorkerArgs),
+    Coordinator(coordinator::CoordinatorArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -53,10 +55,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(a) => run::cmd_run(home, a).await,
         Command::Plan(a) => plan::cmd_plan(home, a),
-        Command::Status(a) => status::cmd_status(home, a),
+        Command::Status(a) => status::cmd_status(home, a).await,
         Command::Logs(a) => logs::cmd_logs(home, a).await,
         Command::Diff(a) => diff::cmd_diff(home, a),
         Command::Demo(a) => demo::cmd_demo(home, a).await,
         Command::Worker(a) => worker::cmd_worker(home, a).await,
+        Command::Coordinator(a) => coordinator::cmd_coordinator(home, a).await,
     }
 }

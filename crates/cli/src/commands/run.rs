@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// [env: GROVE_NATS]
     #[arg(long, env = "GROVE_NATS", value_name = "URL", help_heading = "Distributed")]
     pub nats: Option<String>,
+    /// Submit to a coordinator daemon instead of running here (see `grove coordinator`)
+    /// [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL", help_heading = "Distributed", conflicts_with_all = ["nats", "job", "only", "failed", "canary"])]
+    pub coordinator: Option<String>,
     /// Workers in this process (default: the job's concurrency; 0 with --nats)
     #[arg(long, value_name = "N", help_heading = "Distributed")]
     pub local_workers: Option<usize>,
@@ -74,6 +78,9 @@ impl RunArgs {
 }
 
 pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = args.coordinator.clone() {
+        return remote_run(&url, args).await;
+    }
     let existing = args.job.is_some() || !args.only.is_empty() || args.failed;
     if existing {
         if args.spec.spec.is_some() {
@@ -120,6 +127,65 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (row, cancelled) = drive(&emb, &job.id, None, concurrency).await?;
     finish(&coord.store, &row, args.json, cancelled)
+}
+
+/// --coordinator: submit to the daemon, watch the job, print it. Ctrl-C cancels the job there.
+async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
+    use tokio_stream::StreamExt;
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    let loaded = args.spec.load(&cwd)?;
+    let text = toml::to_string(&loaded.spec).context("writing the job spec as TOML")?;
+    let base_dir = loaded.dir.canonicalize().unwrap_or(loaded.dir.clone());
+    let name = loaded.file.as_ref().map_or_else(|| "flags".to_owned(), |(n, _)| n.clone());
+    let mut client = crate::remote::connect(url).await?;
+    let req = grove_proto::v1::SubmitJobRequest {
+        spec_toml: text,
+        spec_name: name,
+        base_dir: base_dir.display().to_string(),
+    };
+    let job = client.submit_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+    for w in &job.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "job {}: {} task(s) on the coordinator at {url}, integration branch {}",
+        job.id,
+        job.tasks.len(),
+        job.integration_branch
+    );
+    let cancel = CancellationToken::new();
+    crate::signal::install(cancel.clone());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress = tokio::spawn(crate::progress::show(rx, job.tasks.len()));
+    let watch = grove_proto::v1::GetJobRequest { id: job.id.clone() };
+    let mut notes =
+        client.watch_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            n = notes.next() => match n {
+                Some(Ok(n)) => { if let Some(n) = crate::remote::note(&n) { let _ = tx.send(n); } }
+                Some(Err(s)) => return Err(crate::remote::status(url, s)),
+                None => break,
+            },
+            () = cancel.cancelled(), if !cancelled => {
+                cancelled = true;
+                client.cancel_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?;
+            }
+        }
+    }
+    drop(tx);
+    let _ = progress.await;
+    let job = client.get_job(watch).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+    let (row, tasks) = crate::remote::rows(&job)?;
+    super::status::print_job(&row, &tasks, args.json)?;
+    Ok(if cancelled {
+        ExitCode::from(130)
+    } else if tasks.iter().all(merged_or_empty) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// --job / --only / --failed: go on with an existing job.

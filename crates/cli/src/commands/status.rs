@@ -20,9 +20,43 @@ pub struct StatusArgs {
     /// Print JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Ask a coordinator daemon instead of the local state [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
 }
 
-pub fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.coordinator {
+        let mut client = crate::remote::connect(url).await?;
+        let ids: Vec<String> = match &args.job {
+            Some(id) => vec![id.clone()],
+            None => client
+                .list_jobs(grove_proto::v1::ListJobsRequest {})
+                .await
+                .map_err(|s| crate::remote::status(url, s))?
+                .into_inner()
+                .jobs
+                .into_iter()
+                .map(|j| j.id)
+                .collect(),
+        };
+        let mut jobs = Vec::new();
+        for id in ids {
+            let j = client
+                .get_job(grove_proto::v1::GetJobRequest { id })
+                .await
+                .map_err(|s| crate::remote::status(url, s))?;
+            jobs.push(crate::remote::rows(&j.into_inner())?);
+        }
+        match (&args.job, jobs.pop()) {
+            (Some(_), Some((job, tasks))) => print_job(&job, &tasks, args.json)?,
+            (_, last) => {
+                jobs.extend(last);
+                print_jobs(&jobs, args.json)?
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = Store::open(&Layout::new(home).db())?;
     match &args.job {
         Some(id) => {
@@ -30,19 +64,22 @@ pub fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitCode> {
             let tasks = store.tasks(&job.id)?;
             print_job(&job, &tasks, args.json)?;
         }
-        None => print_jobs(&store, args.json)?,
+        None => {
+            let mut jobs = Vec::new();
+            for j in store.jobs()? {
+                let t = store.tasks(&j.id)?;
+                jobs.push((j, t));
+            }
+            print_jobs(&jobs, args.json)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_jobs(store: &Store, json: bool) -> anyhow::Result<()> {
-    let jobs = store.jobs()?;
+fn print_jobs(jobs: &[(JobRow, Vec<TaskRow>)], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        let list: Vec<_> = jobs
-            .iter()
-            .map(|j| -> anyhow::Result<serde_json::Value> { Ok(job_json(j, &store.tasks(&j.id)?)) })
-            .collect::<anyhow::Result<_>>()?;
+        let list: Vec<_> = jobs.iter().map(|(j, t)| job_json(j, t)).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(());
     }
@@ -51,8 +88,7 @@ fn print_jobs(store: &Store, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut rows = Vec::new();
-    for j in &jobs {
-        let tasks = store.tasks(&j.id)?;
+    for (j, tasks) in jobs {
         let count = |s: &str| tasks.iter().filter(|t| shown_state(t.state, t.merge_state) == s).count();
         rows.push(vec![
             j.id.to_string(),

@@ -219,3 +219,89 @@ fn cancelling_reaches_remote_workers_agents() {
         assert!(matches!(state, None | Some('Z') | Some('X')), "agent child survived: {stat}");
     }
 }
+
+fn coordinator(env: &Env, nats: &str, listen: &str, token_file: Option<&Path>) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    cmd.args(["coordinator", "--nats", nats, "--listen", listen])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env_remove("GROVE_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(f) = token_file {
+        cmd.arg("--token-file").arg(f);
+    }
+    Proc(cmd.spawn().expect("spawn grove coordinator"))
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The coordinator daemon: `grove run --coordinator` submits and watches, workers on NATS do
+/// the work, `grove status --coordinator` reads it back.
+#[test]
+fn a_coordinator_daemon_runs_jobs_submitted_over_grpc() {
+    let env = Env::new();
+    let (_nats, url) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let _c = coordinator(&env, &url, &format!("127.0.0.1:{port}"), None);
+    let _w = [worker(&env, &url, "l1", "local", false), worker(&env, &url, "l2", "local", true)];
+    wait_port(port);
+    let repo = dirs_repo(&env, "r", 12);
+    let api = format!("http://127.0.0.1:{port}");
+    let script = r#"echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt""#;
+    let run = env
+        .grove(&repo, &["run", "--coordinator", &api, "--split", "dirs", "--json", "--", "sh", "-c", script]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let job = run.json();
+    let tasks = job["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 12);
+    assert!(tasks.iter().all(|t| t["shown"] == "merged"), "{job:#}");
+    let integration = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{integration}:d07/f.txt")]), "7\nby d07");
+
+    let status =
+        env.grove(&repo, &["status", "--coordinator", &api, "--json", job["id"].as_str().expect("id")]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert_eq!(status.json()["state"], "done");
+
+    // Bad input comes back as a clear refusal.
+    let bad = env.grove(&repo, &["run", "--coordinator", &api, "--grep", "File(Id", "--", "true"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("select.grep"), "{}", bad.stderr);
+}
+
+/// On a non-loopback address the API needs the token; without one it refuses to start.
+#[test]
+fn the_api_refuses_calls_without_the_token_off_loopback() {
+    let env = Env::new();
+    let (_nats, url) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let open =
+        env.grove(env.path(), &["coordinator", "--nats", &url, "--listen", &format!("0.0.0.0:{port}")]);
+    assert_eq!(open.code, 2);
+    assert!(open.stderr.contains("not a loopback address"), "{}", open.stderr);
+
+    let token = env.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let _c = coordinator(&env, &url, &format!("0.0.0.0:{port}"), Some(&token));
+    wait_port(port);
+    let api = format!("http://127.0.0.1:{port}");
+    let refused = env.grove(env.path(), &["status", "--coordinator", &api]);
+    assert_eq!(refused.code, 2);
+    assert!(refused.stderr.contains("bearer token"), "{}", refused.stderr);
+    let mut ok = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let out = ok
+        .args(["status", "--coordinator", &api])
+        .env("GROVE_TOKEN", "s3cret")
+        .env("GROVE_HOME", env.grove_home())
+        .output()
+        .expect("grove status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

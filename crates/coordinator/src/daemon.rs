@@ -1,0 +1,123 @@
+//! The long-lived coordinator: the same steps as `drive`, for every job at once. Submitting
+//! dispatches; one loop takes every event, records it, moves the train, and concludes a job
+//! when its last attempt is over; cancellations get a grace period to be confirmed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grove_core::JobId;
+use grove_core::spec::JobSpec;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::drive::Note;
+use crate::store::JobRow;
+use crate::{CoordError, Coordinator};
+
+/// How long running attempts get to confirm a cancellation.
+const CANCEL_GRACE: Duration = Duration::from_secs(15);
+
+pub struct Daemon {
+    pub coord: Arc<Coordinator>,
+    notes: mpsc::UnboundedSender<Note>,
+    watch: broadcast::Sender<Note>,
+    /// Jobs being cancelled, and when their grace ends.
+    cancelling: std::sync::Mutex<HashMap<JobId, Instant>>,
+}
+
+impl Daemon {
+    pub fn new(coord: Arc<Coordinator>) -> Arc<Daemon> {
+        let (notes, mut rx) = mpsc::unbounded_channel::<Note>();
+        let (watch, _) = broadcast::channel(4096);
+        let forward = watch.clone();
+        tokio::spawn(async move {
+            while let Some(n) = rx.recv().await {
+                let _ = forward.send(n);
+            }
+        });
+        Arc::new(Daemon { coord, notes, watch, cancelling: Default::default() })
+    }
+
+    /// Notes about every job, for watchers.
+    pub fn subscribe(&self) -> broadcast::Receiver<Note> {
+        self.watch.subscribe()
+    }
+
+    /// Validate, plan, record and dispatch a job. `text` is the spec as TOML; relative paths
+    /// in it are read from `base_dir`.
+    pub async fn submit(&self, name: &str, text: &str, base_dir: &Path) -> Result<JobRow, CoordError> {
+        let spec = JobSpec::from_toml(name, text)?;
+        let coord = self.coord.clone();
+        let (name, text, dir) = (name.to_owned(), text.to_owned(), base_dir.to_path_buf());
+        let (job, _) = tokio::task::spawn_blocking(move || {
+            let p = crate::submit::prepare(&coord.git, &coord.layout, spec, Some((&name, &text)), &dir)?;
+            coord.submit(p)
+        })
+        .await
+        .map_err(|e| CoordError::Io { what: "submitting".into(), source: std::io::Error::other(e) })??;
+        self.coord.dispatch_pending(&job.id, None, &self.notes).await?;
+        Ok(self.coord.store.job(job.id.as_str())?)
+    }
+
+    /// Cancel a job: workers stop its attempts; it ends when they confirm or the grace is over.
+    pub async fn cancel(&self, job: &JobId) -> Result<JobRow, CoordError> {
+        self.coord.begin_cancel(job, &self.notes).await?;
+        if self.coord.store.tasks(job)?.iter().all(|t| t.state.is_terminal()) {
+            return self.coord.conclude(job, true, &self.notes);
+        }
+        self.lock().insert(job.clone(), Instant::now() + CANCEL_GRACE);
+        Ok(self.coord.store.job(job.as_str())?)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Instant>> {
+        self.cancelling.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take events until `stop` fires. Jobs that were running when the daemon last stopped
+    /// get their never-dispatched tasks dispatched; attempts already on the bus stay there.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<(), CoordError> {
+        for job in self.coord.store.jobs()?.into_iter().filter(|j| j.state == "running") {
+            let fresh: BTreeSet<String> = self
+                .coord
+                .store
+                .tasks(&job.id)?
+                .into_iter()
+                .filter(|t| t.attempt == 0)
+                .map(|t| t.slug)
+                .collect();
+            if !fresh.is_empty() {
+                self.coord.dispatch_pending(&job.id, Some(&fresh), &self.notes).await?;
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                ev = self.coord.bus.next_event() => {
+                    let ev = ev?;
+                    if self.coord.handle_event(&ev, &self.notes)?.is_some()
+                        && self.coord.store.tasks(&ev.job)?.iter().all(|t| t.state.is_terminal())
+                        && self.coord.store.job(ev.job.as_str())?.state == "running"
+                    {
+                        let cancelled = self.lock().remove(&ev.job).is_some();
+                        self.coord.conclude(&ev.job, cancelled, &self.notes)?;
+                    }
+                }
+                _ = tick.tick() => {
+                    let due: Vec<JobId> = {
+                        let now = Instant::now();
+                        self.lock().iter().filter(|(_, t)| **t <= now).map(|(j, _)| j.clone()).collect()
+                    };
+                    for job in due {
+                        self.lock().remove(&job);
+                        self.coord.end_cancel(&job, &self.notes)?;
+                        self.coord.conclude(&job, true, &self.notes)?;
+                    }
+                }
+            }
+        }
+    }
+}

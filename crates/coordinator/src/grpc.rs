@@ -1,0 +1,238 @@
+//! The coordinator's gRPC API (tonic), over the [`Daemon`].
+//!
+//! API boundary: the only place the coordinator meets the gRPC wire types; conversions from
+//! the store's rows are here, by hand.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use grove_core::JobId;
+use grove_proto::v1 as pb;
+use grove_proto::v1::coordinator_server::{Coordinator as CoordinatorApi, CoordinatorServer};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::CoordError;
+use crate::daemon::Daemon;
+use crate::drive::Note;
+use crate::store::{JobRow, StoreError, TaskRow};
+
+/// The service; wrap it with [`with_token`] for a listener that needs a token.
+pub struct Api {
+    daemon: Arc<Daemon>,
+}
+
+impl Api {
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        Api { daemon }
+    }
+}
+
+/// A server for `api` that, when `token` is set, refuses calls without
+/// `authorization: Bearer <token>` (compared in constant time).
+pub fn server(
+    api: Api,
+    token: Option<String>,
+) -> tonic::service::interceptor::InterceptedService<
+    CoordinatorServer<Api>,
+    impl tonic::service::Interceptor + Clone,
+> {
+    let expected = token.map(|t| format!("Bearer {t}").into_bytes());
+    CoordinatorServer::with_interceptor(api, move |req: Request<()>| {
+        let Some(expected) = &expected else { return Ok(req) };
+        let given = req.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
+        if constant_time_eq(given, expected) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("a valid bearer token is required (--token-file / GROVE_TOKEN)"))
+        }
+    })
+}
+
+/// Equal bytes, in time that depends only on the lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn status(e: CoordError) -> Status {
+    match &e {
+        CoordError::Spec(_)
+        | CoordError::NothingSelected { .. }
+        | CoordError::BranchExists { .. }
+        | CoordError::EscapingSymlink { .. }
+        | CoordError::AlreadyMerged { .. } => Status::invalid_argument(e.to_string()),
+        CoordError::Store(StoreError::NoJob(_) | StoreError::NoTask(_)) => Status::not_found(e.to_string()),
+        CoordError::Git(grove_git::GitError::NotARepo { .. } | grove_git::GitError::UnknownRev { .. }) => {
+            Status::invalid_argument(e.to_string())
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn stat(s: grove_core::DiffStat) -> Option<pb::DiffStat> {
+    Some(pb::DiffStat { files: s.files, insertions: s.insertions, deletions: s.deletions })
+}
+
+pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
+    pb::Job {
+        id: j.id.to_string(),
+        state: j.state.clone(),
+        source: j.source.clone(),
+        base: j.base.clone(),
+        integration_branch: j.integration_branch.clone(),
+        integration_head: j.integration_head.clone(),
+        warnings: j.warnings.clone(),
+        created_at: j.created_at,
+        tasks: tasks
+            .iter()
+            .map(|t| pb::Task {
+                order: t.ord,
+                slug: t.slug.clone(),
+                title: t.title.clone(),
+                state: t.state.as_str().to_owned(),
+                merge: t.merge_state.as_str().to_owned(),
+                branch: t.branch.clone(),
+                files: t.files.clone(),
+                depends_on: t.depends_on.clone(),
+                attempt: t.attempt,
+                turns: t.turns,
+                head: t.head.clone(),
+                stat: stat(t.stat),
+                reason: t.reason.clone(),
+                conflict_paths: t.conflict_paths.clone(),
+                merge_commit: t.merge_commit.clone(),
+                pool: t.pool.clone(),
+                level: t.level,
+            })
+            .collect(),
+    }
+}
+
+fn note_pb(n: &Note) -> pb::JobNote {
+    let mut out = pb::JobNote::default();
+    match n {
+        Note::Dispatched { job, task, .. } => {
+            (out.job, out.task, out.kind) = (job.to_string(), task.clone(), "dispatched".into())
+        }
+        Note::State { job, task, state, turn } => {
+            (out.job, out.task, out.kind, out.state, out.turn) =
+                (job.to_string(), task.clone(), "state".into(), state.as_str().into(), *turn);
+        }
+        Note::Checkpoint { job, task, turn, stat: s } => {
+            (out.job, out.task, out.kind, out.turn, out.stat) =
+                (job.to_string(), task.clone(), "checkpoint".into(), Some(*turn), stat(*s));
+        }
+        Note::Finished { job, task, state, stat: s, reason } => {
+            (out.job, out.task, out.kind, out.state, out.stat, out.reason) = (
+                job.to_string(),
+                task.clone(),
+                "finished".into(),
+                state.as_str().into(),
+                stat(*s),
+                reason.clone(),
+            );
+        }
+        Note::Merged { job, task, commit } => {
+            (out.job, out.task, out.kind, out.reason) =
+                (job.to_string(), task.clone(), "merged".into(), commit.clone());
+        }
+        Note::Conflict { job, task, paths } => {
+            (out.job, out.task, out.kind, out.paths) =
+                (job.to_string(), task.clone(), "conflict".into(), paths.clone());
+        }
+        Note::Published { job, skipped, .. } => {
+            (out.job, out.kind, out.paths) = (job.to_string(), "published".into(), skipped.clone());
+        }
+    }
+    out
+}
+
+impl Api {
+    fn job(&self, id: &str) -> Result<pb::Job, Status> {
+        let store = &self.daemon.coord.store;
+        let job = store.job_or_latest((!id.is_empty()).then_some(id)).map_err(|e| status(e.into()))?;
+        let tasks = store.tasks(&job.id).map_err(|e| status(e.into()))?;
+        Ok(job_pb(&job, &tasks))
+    }
+}
+
+#[tonic::async_trait]
+impl CoordinatorApi for Api {
+    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = req.into_inner();
+        let name = if r.spec_name.is_empty() { "job spec".to_owned() } else { r.spec_name };
+        let job =
+            self.daemon.submit(&name, &r.spec_toml, &PathBuf::from(r.base_dir)).await.map_err(status)?;
+        Ok(Response::new(self.job(job.id.as_str())?))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        Ok(Response::new(self.job(&req.into_inner().id)?))
+    }
+
+    async fn list_jobs(
+        &self,
+        _: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsReply>, Status> {
+        let jobs = self.daemon.coord.store.jobs().map_err(|e| status(e.into()))?;
+        Ok(Response::new(pb::ListJobsReply { jobs: jobs.iter().map(|j| job_pb(j, &[])).collect() }))
+    }
+
+    type WatchJobStream = ReceiverStream<Result<pb::JobNote, Status>>;
+
+    async fn watch_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let mut rx = self.daemon.subscribe();
+        let job = self.job(&req.into_inner().id)?;
+        let (tx, out) = tokio::sync::mpsc::channel(256);
+        let done = matches!(job.state.as_str(), "done" | "cancelled" | "paused");
+        tokio::spawn(async move {
+            if done {
+                return;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(n) => {
+                        let note = note_pb(&n);
+                        if note.job != job.id {
+                            continue;
+                        }
+                        let last = note.kind == "published";
+                        if tx.send(Ok(note)).await.is_err() || last {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("a watcher missed {n} notes");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn cancel_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let job = self.job(&req.into_inner().id)?;
+        let id = JobId::parse(&job.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.daemon.cancel(&id).await.map_err(status)?;
+        Ok(Response::new(self.job(&job.id)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"Bearer abc", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer abd", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer ab", b"Bearer abc"));
+    }
+}
