@@ -1,0 +1,498 @@
+//! The fan-out benchmark of issue #2, on a generated Cargo workspace of 200 crates × 20 `.rs`
+//! files (about half use `FileId`), committed with git and repacked as a cloned repository is:
+//!
+//! 1. Preparing one module's workspace: grove's sparse worktree of the mirror
+//!    (`grove_git::worktree::add`, cone `crates/m042`) against a full `git worktree add`,
+//!    each repeated on a fresh branch; medians and their ratio.
+//! 2. A 200-task `replace` fan-out with the real `grove run` binary (embedded, `-j 4`) against
+//!    the same work as a serial script of plain git commands (full `git worktree add` per
+//!    module, the regex rewrite, `git commit -am`, then `git checkout integration && git merge
+//!    --no-ff` of every branch in order in one checkout); both final trees must be equal.
+//!
+//! Run with `cargo bench -p grove-cli --bench fanout`. Every git and grove process runs with a
+//! hermetic environment (temp HOME and GROVE_HOME, no global or system git config): the bench
+//! starts itself again with that environment, so the git commands grove's library runs in
+//! part 1 get it too. `GROVE_BENCH_SIZE=MODULESxFILES` (e.g. `20x10`) runs a smaller repository,
+//! for trying the bench out; the issue's figures are the default 200x20.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use grove_git::worktree;
+use grove_git::{Git, Mirror, Source};
+
+/// Set in the environment of the bench's second start; its value is the sandbox folder.
+const SANDBOX_VAR: &str = "GROVE_FANOUT_BENCH_SANDBOX";
+const PATTERN: &str = r"\bFileId\b";
+const REPLACEMENT: &str = "SourceFileId";
+/// The module whose workspace part 1 prepares.
+const MODULE: usize = 42;
+/// Timed worktree preparations of each kind in part 1 (after one untimed warm-up of each).
+const PREPARE_RUNS: usize = 10;
+const CONCURRENCY: &str = "4";
+
+fn main() -> ExitCode {
+    let result = match std::env::var_os(SANDBOX_VAR) {
+        None => restart_hermetic(),
+        Some(dir) => bench(Path::new(&dir)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fanout bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Start this bench again in a sandbox with a hermetic environment, and clean up after it.
+fn restart_hermetic() -> Result<ExitCode> {
+    let sandbox = tempfile::Builder::new().prefix("grove-fanout-").tempdir().context("making the sandbox")?;
+    let home = sandbox.path().join("home");
+    std::fs::create_dir_all(&home).context("making the sandbox HOME")?;
+    let me = std::env::current_exe().context("finding the bench executable")?;
+    let mut cmd = Command::new(me);
+    cmd.env_clear();
+    for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE"] {
+        if let Some(v) = std::env::var_os(keep) {
+            cmd.env(keep, v);
+        }
+    }
+    let status = cmd
+        .env(SANDBOX_VAR, sandbox.path())
+        .env("HOME", &home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.invalid")
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+        .env("NO_COLOR", "1")
+        .env("LC_ALL", "C")
+        .status()
+        .context("starting the bench in its sandbox")?;
+    let t = Instant::now();
+    sandbox.close().context("removing the sandbox")?;
+    eprintln!("(sandbox removed in {})", secs(t.elapsed()));
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn bench(sandbox: &Path) -> Result<ExitCode> {
+    let (modules, files) = size()?;
+    let git = Git::detect().context("finding git")?;
+    let version = plain_git(sandbox, &["version"])?;
+    let repo = sandbox.join("repo");
+    let t = Instant::now();
+    let (total_files, with_id) = generate(&repo, modules, files)?;
+    println!(
+        "fanout bench: {modules} modules x {files} .rs files ({total_files} files in the tree, {with_id} with \
+         FileId); {}; {} cores; repository generated in {}",
+        version.trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        secs(t.elapsed())
+    );
+    let module = format!("crates/m{:03}", MODULE.min(modules - 1));
+
+    println!(
+        "\n1. one module's workspace ({module}), {PREPARE_RUNS} runs each after a warm-up, fresh branch each"
+    );
+    let prep = prepare_one(&git, sandbox, &repo, &module)?;
+    println!("   mirror made and fetched once (Mirror::ensure): {}", secs(prep.mirror));
+    println!(
+        "   sparse (grove_git::worktree::add, cone {module}): median {} (min {}, max {}), {} files",
+        ms(median(&prep.sparse)),
+        ms(min(&prep.sparse)),
+        ms(max(&prep.sparse)),
+        prep.sparse_files
+    );
+    println!(
+        "   full (git worktree add):                     median {} (min {}, max {}), {} files",
+        ms(median(&prep.full)),
+        ms(min(&prep.full)),
+        ms(max(&prep.full)),
+        prep.full_files
+    );
+
+    println!("\n2. {modules}-task replace fan-out, {PATTERN} -> {REPLACEMENT}");
+    let grove = grove_fanout(sandbox, &repo, modules)?;
+    println!(
+        "   grove run -j {CONCURRENCY} (embedded; plan, mirror, worktrees, agents, commits, merges, publish): {}",
+        secs(grove.wall)
+    );
+    let script = script_fanout(sandbox, &repo, modules)?;
+    println!(
+        "   script, serial, one command at a time: {} = worktree add {} + rewrite {} + commit {} + \
+         checkout/merge {}",
+        secs(script.total()),
+        secs(script.add),
+        secs(script.rewrite),
+        secs(script.commit),
+        secs(script.merge)
+    );
+    println!(
+        "   (not counted: cloning the repository for the script {}, removing its {modules} worktrees \
+         afterwards {})",
+        secs(script.setup),
+        secs(script.cleanup)
+    );
+    let equal = grove.tree == script.tree;
+    println!(
+        "   trees equal: {} (grove {}, script {}); FileId left in grove's tree: {}",
+        if equal { "yes" } else { "NO" },
+        &grove.tree[..12],
+        &script.tree[..12],
+        if grove.leftover { "yes" } else { "none" }
+    );
+
+    let (sparse, full) = (median(&prep.sparse), median(&prep.full));
+    println!("\nsummary");
+    let rows = [
+        ("prepare one module workspace, sparse (grove)", ms(sparse)),
+        ("prepare one module workspace, full git worktree add", ms(full)),
+        ("  ratio full / sparse", format!("{:.1}x", ratio(full, sparse))),
+        (&*format!("{modules}-task fan-out, grove run -j {CONCURRENCY}"), secs(grove.wall)),
+        (&*format!("{modules}-task fan-out, git script (serial)"), secs(script.total())),
+        ("  ratio grove / script", format!("{:.2}x", ratio(grove.wall, script.total()))),
+        (
+            "  per task: grove (wall x 4 workers / tasks), script",
+            format!("{} , {}", ms(grove.wall * 4 / modules as u32), ms(script.total() / modules as u32)),
+        ),
+        ("trees equal", (if equal { "yes" } else { "NO" }).to_owned()),
+    ];
+    let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    for (label, value) in &rows {
+        println!("  {label:<width$}  {value:>14}");
+    }
+    Ok(if equal && !grove.leftover { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `GROVE_BENCH_SIZE=MODULESxFILES`, default 200x20.
+fn size() -> Result<(usize, usize)> {
+    let Ok(s) = std::env::var("GROVE_BENCH_SIZE") else { return Ok((200, 20)) };
+    let (m, f) = s.split_once('x').context("GROVE_BENCH_SIZE is MODULESxFILES, e.g. 20x10")?;
+    let (m, f): (usize, usize) =
+        (m.parse().context("GROVE_BENCH_SIZE modules")?, f.parse().context("GROVE_BENCH_SIZE files")?);
+    ensure!(m >= 1 && f >= 2, "GROVE_BENCH_SIZE needs at least 1 module of 2 files");
+    Ok((m, f))
+}
+
+/// Write and commit the workspace: `crates/mNNN/Cargo.toml` and `files` `.rs` files per
+/// module (`m000` is a library every other module depends on); returns the number of files
+/// and how many contain `FileId`.
+fn generate(repo: &Path, modules: usize, files: usize) -> Result<(usize, usize)> {
+    let write = |rel: &str, text: &str| -> Result<()> {
+        let path = repo.join(rel);
+        let dir = path.parent().context("a file has a folder")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write("Cargo.toml", "[workspace]\nmembers = [\"crates/*\"]\nresolver = \"3\"\n")?;
+    let (mut total, mut with_id) = (1, 0);
+    for m in 0..modules {
+        let deps = if m == 0 { String::new() } else { "m000 = { path = \"../m000\" }\n".to_owned() };
+        let manifest = format!(
+            "[package]\nname = \"m{m:03}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\n{deps}"
+        );
+        write(&format!("crates/m{m:03}/Cargo.toml"), &manifest)?;
+        total += 1;
+        for f in 0..files {
+            let name = match f {
+                0 => "lib.rs".to_owned(),
+                f if f % 3 == 0 => format!("inner/f{f:02}.rs"),
+                f => format!("f{f:02}.rs"),
+            };
+            let body = if (m + f) % 2 == 0 {
+                with_id += 1;
+                format!(
+                    "use m000::FileId;\n\n// FileIdx and FileIds stay as they are.\npub fn f{f}(id: FileId) -> \
+                     FileId {{\n    let _keep = \"FileIdx\";\n    id\n}}\n"
+                )
+            } else {
+                format!("/// Number {f}.\npub fn g{f}() -> u32 {{\n    {f}\n}}\n")
+            };
+            write(&format!("crates/m{m:03}/src/{name}"), &body)?;
+            total += 1;
+        }
+    }
+    plain_git(repo, &["init", "--quiet", "--initial-branch=main"])?;
+    plain_git(repo, &["add", "--all"])?;
+    plain_git(repo, &["commit", "--quiet", "-m", "generated workspace"])?;
+    // As a cloned repository is: packed, no loose objects.
+    plain_git(repo, &["repack", "-a", "-d", "-q"])?;
+    plain_git(repo, &["prune-packed"])?;
+    Ok((total, with_id))
+}
+
+struct Prepare {
+    mirror: Duration,
+    sparse: Vec<Duration>,
+    full: Vec<Duration>,
+    sparse_files: usize,
+    full_files: usize,
+}
+
+/// Part 1: grove's sparse worktree of one module against a full `git worktree add`, both of
+/// the same bare mirror, alternating, each on a fresh branch from the base; the worktrees are
+/// removed between runs (not timed).
+fn prepare_one(git: &Git, sandbox: &Path, repo: &Path, module: &str) -> Result<Prepare> {
+    let dir = sandbox.join("part1");
+    let source =
+        Source::parse(git, &repo.display().to_string(), sandbox).context("reading the repository")?;
+    let t = Instant::now();
+    let mirror = Mirror::ensure(git, &dir.join("mirrors"), &source).context("making the mirror")?;
+    let mirror_time = t.elapsed();
+    let base = mirror.resolve(git, "HEAD").context("resolving the base")?;
+    let scope = [module.to_owned()];
+    let mut out =
+        Prepare { mirror: mirror_time, sparse: Vec::new(), full: Vec::new(), sparse_files: 0, full_files: 0 };
+    for run in 0..=PREPARE_RUNS {
+        let path = dir.join("wt").join(format!("sparse-{run}"));
+        let t = Instant::now();
+        worktree::add(git, &mirror.path, &path, &format!("bench/sparse-{run}"), &base, Some(&scope))
+            .context("grove's sparse worktree")?;
+        let took = t.elapsed();
+        if run == 0 {
+            out.sparse_files = count_files(&path)?;
+            ensure!(path.join(module).join("src/lib.rs").is_file(), "the module is checked out");
+            ensure!(!path.join("crates/m000").exists() || module == "crates/m000", "other modules are not");
+        } else {
+            out.sparse.push(took);
+        }
+        worktree::remove(git, &mirror.path, &path).context("removing the sparse worktree")?;
+
+        let path = dir.join("wt").join(format!("full-{run}"));
+        let branch = format!("bench/full-{run}");
+        let t = Instant::now();
+        git.run(
+            &mirror.path,
+            [
+                "worktree".as_ref(),
+                "add".as_ref(),
+                "--quiet".as_ref(),
+                "-b".as_ref(),
+                branch.as_ref(),
+                path.as_os_str(),
+                base.as_ref(),
+            ],
+        )
+        .context("a full git worktree add")?;
+        let took = t.elapsed();
+        if run == 0 {
+            out.full_files = count_files(&path)?;
+        } else {
+            out.full.push(took);
+        }
+        worktree::remove(git, &mirror.path, &path).context("removing the full worktree")?;
+    }
+    Ok(out)
+}
+
+struct GroveRun {
+    wall: Duration,
+    tree: String,
+    /// Whether `FileId` as a word is still in the integration branch.
+    leftover: bool,
+}
+
+/// Part 2, grove: the real binary, embedded, on the generated repository.
+fn grove_fanout(sandbox: &Path, repo: &Path, modules: usize) -> Result<GroveRun> {
+    let repo_arg = repo.to_str().context("the sandbox path is UTF-8")?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    cmd.current_dir(sandbox).env("GROVE_HOME", sandbox.join("grove-home")).stdin(Stdio::null()).args([
+        "run",
+        "--repo",
+        repo_arg,
+        "--split",
+        "cargo",
+        "--grep",
+        PATTERN,
+        "--agent",
+        "replace",
+        "--pattern",
+        PATTERN,
+        "--replace",
+        REPLACEMENT,
+        "-j",
+        CONCURRENCY,
+        "--json",
+    ]);
+    let t = Instant::now();
+    let out = cmd.output().context("running grove")?;
+    let wall = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "grove run failed ({}):\n{stderr}\n{stdout}", out.status);
+    let job: serde_json::Value =
+        serde_json::from_str(&stdout).with_context(|| format!("grove's JSON: {stdout}\n{stderr}"))?;
+    let tasks = job["tasks"].as_array().context("the job's tasks")?;
+    ensure!(tasks.len() == modules, "{} tasks for {modules} modules", tasks.len());
+    let not_merged: Vec<&str> =
+        tasks.iter().filter(|t| t["shown"] != "merged").filter_map(|t| t["task"].as_str()).collect();
+    ensure!(not_merged.is_empty(), "tasks not merged: {not_merged:?}");
+    let branch = job["integration_branch"].as_str().context("the integration branch")?;
+    let tree = plain_git(repo, &["rev-parse", &format!("{branch}^{{tree}}")])?;
+    let leftover = git_grep(repo, "FileId", branch)?;
+    Ok(GroveRun { wall, tree: tree.trim().to_owned(), leftover })
+}
+
+#[derive(Default)]
+struct ScriptRun {
+    setup: Duration,
+    add: Duration,
+    rewrite: Duration,
+    commit: Duration,
+    merge: Duration,
+    cleanup: Duration,
+    tree: String,
+}
+
+impl ScriptRun {
+    fn total(&self) -> Duration {
+        self.add + self.rewrite + self.commit + self.merge
+    }
+}
+
+/// Part 2, the script: what a person would write with plain git, one command after another,
+/// in a clone of the repository (the clone is not timed).
+fn script_fanout(sandbox: &Path, repo: &Path, modules: usize) -> Result<ScriptRun> {
+    let mut run = ScriptRun::default();
+    let dir = sandbox.join("part2-script");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let t = Instant::now();
+    let repo_arg = repo.to_str().context("the sandbox path is UTF-8")?;
+    plain_git(&dir, &["clone", "--quiet", repo_arg, "checkout"])?;
+    let main = dir.join("checkout");
+    let base = plain_git(&main, &["rev-parse", "HEAD"])?.trim().to_owned();
+    run.setup = t.elapsed();
+    let re = regex::Regex::new(PATTERN).context("the pattern")?;
+    let worktrees = dir.join("worktrees");
+    for m in 0..modules {
+        let wt = worktrees.join(format!("m{m:03}"));
+        let wt_arg = wt.to_str().context("the sandbox path is UTF-8")?;
+        let t = Instant::now();
+        plain_git(&main, &["worktree", "add", "--quiet", "-b", &format!("b{m}"), wt_arg, &base])?;
+        run.add += t.elapsed();
+        let t = Instant::now();
+        let changed = rewrite(&wt.join(format!("crates/m{m:03}")), &re)?;
+        run.rewrite += t.elapsed();
+        ensure!(changed > 0, "module m{m:03} has FileId");
+        let t = Instant::now();
+        plain_git(&wt, &["commit", "--quiet", "-am", &format!("m{m:03}: FileId -> SourceFileId")])?;
+        run.commit += t.elapsed();
+    }
+    let t = Instant::now();
+    plain_git(&main, &["branch", "integration", &base])?;
+    for m in 0..modules {
+        plain_git(&main, &["checkout", "--quiet", "integration"])?;
+        plain_git(&main, &["merge", "--quiet", "--no-ff", "--no-edit", &format!("b{m}")])?;
+    }
+    run.merge = t.elapsed();
+    run.tree = plain_git(&main, &["rev-parse", "integration^{tree}"])?.trim().to_owned();
+    let t = Instant::now();
+    std::fs::remove_dir_all(&worktrees).with_context(|| format!("removing {}", worktrees.display()))?;
+    plain_git(&main, &["worktree", "prune"])?;
+    run.cleanup = t.elapsed();
+    Ok(run)
+}
+
+/// Apply the rewrite to every file under `dir`; returns how many files changed.
+fn rewrite(dir: &Path, re: &regex::Regex) -> Result<usize> {
+    let mut changed = 0;
+    for path in files_under(dir)? {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let new = re.replace_all(&text, REPLACEMENT);
+        if new != text {
+            std::fs::write(&path, new.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// Every file under `dir`, `.git` left out.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let entry = entry.with_context(|| format!("listing {}", d.display()))?;
+            let kind = entry.file_type().with_context(|| format!("reading {}", entry.path().display()))?;
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn count_files(dir: &Path) -> Result<usize> {
+    Ok(files_under(dir)?.len())
+}
+
+/// Run git as a script would: the inherited (hermetic) environment, nothing else.
+fn plain_git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running git {args:?}"))?;
+    if !out.status.success() {
+        bail!("git {args:?} in {} failed: {}", dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    String::from_utf8(out.stdout).context("git printed UTF-8")
+}
+
+/// Whether the whole word `word` occurs in `rev`'s tree.
+fn git_grep(repo: &Path, word: &str, rev: &str) -> Result<bool> {
+    let status = Command::new("git")
+        .current_dir(repo)
+        .args(["grep", "--quiet", "-w", "-e", word, rev])
+        .stdin(Stdio::null())
+        .status()
+        .context("running git grep")?;
+    match status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => bail!("git grep failed: {status}"),
+    }
+}
+
+fn median(d: &[Duration]) -> Duration {
+    let mut v = d.to_vec();
+    v.sort();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
+    }
+}
+
+fn min(d: &[Duration]) -> Duration {
+    d.iter().copied().min().unwrap_or_default()
+}
+
+fn max(d: &[Duration]) -> Duration {
+    d.iter().copied().max().unwrap_or_default()
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
