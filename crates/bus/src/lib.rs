@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use grove_core::JobId;
-use grove_core::task::{Assignment, TaskEvent};
+use grove_core::task::{Assignment, LogChunk, TaskEvent, WorkerInfo};
 use tokio::sync::{Mutex, Notify, mpsc};
 
 /// The bus failed.
@@ -96,7 +96,23 @@ pub trait Bus: Send + Sync {
     async fn cancel(&self, cancel: Cancel) -> Result<(), BusError>;
     /// Cancellations, for a worker to watch.
     async fn cancels(&self) -> Result<tokio::sync::broadcast::Receiver<Cancel>, BusError>;
+    /// Put or renew a worker's announcement in the registry; it lapses after the registry's
+    /// TTL unless renewed, so a worker that died disappears by itself.
+    async fn announce(&self, worker: &WorkerInfo) -> Result<(), BusError>;
+    /// Take a worker's announcement out of the registry (it stops).
+    async fn withdraw(&self, id: &str) -> Result<(), BusError>;
+    /// The live workers, by id.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError>;
+    /// Send a piece of an agent's output to whoever reads logs through the bus.
+    async fn publish_log(&self, chunk: LogChunk) -> Result<(), BusError>;
+    /// A task's output as the bus keeps it: every stored chunk, then new ones as they come (the
+    /// stream does not end by itself). `None`: this bus carries no logs (the embedded mode
+    /// reads the log file the worker writes).
+    async fn read_log(&self, job: &JobId, task: &str) -> Result<Option<LogStream>, BusError>;
 }
+
+/// Chunks of a task's log, in order.
+pub type LogStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogChunk, BusError>> + Send>>;
 
 /// The embedded mode's bus: queues in memory, shared by the coordinator and the workers of
 /// one process.
@@ -105,6 +121,7 @@ pub struct InProcessBus {
     events_tx: mpsc::UnboundedSender<TaskEvent>,
     events_rx: Mutex<mpsc::UnboundedReceiver<TaskEvent>>,
     cancels: tokio::sync::broadcast::Sender<Cancel>,
+    workers: std::sync::Mutex<std::collections::BTreeMap<String, WorkerInfo>>,
 }
 
 struct Queues {
@@ -139,6 +156,7 @@ impl Default for InProcessBus {
             events_tx,
             events_rx: Mutex::new(events_rx),
             cancels: tokio::sync::broadcast::channel(256).0,
+            workers: Default::default(),
         }
     }
 }
@@ -231,6 +249,29 @@ impl Bus for InProcessBus {
 
     async fn cancels(&self) -> Result<tokio::sync::broadcast::Receiver<Cancel>, BusError> {
         Ok(self.cancels.subscribe())
+    }
+
+    async fn announce(&self, worker: &WorkerInfo) -> Result<(), BusError> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).insert(worker.id.clone(), worker.clone());
+        Ok(())
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<(), BusError> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError> {
+        Ok(self.workers.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect())
+    }
+
+    async fn publish_log(&self, _chunk: LogChunk) -> Result<(), BusError> {
+        // The workers of this process write the log file the coordinator reads.
+        Ok(())
+    }
+
+    async fn read_log(&self, _job: &JobId, _task: &str) -> Result<Option<LogStream>, BusError> {
+        Ok(None)
     }
 }
 

@@ -23,7 +23,7 @@ use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind, Message};
 use async_trait::async_trait;
 use futures::StreamExt;
-use grove_core::task::{Assignment, EventKind, TaskEvent, TaskOutcome};
+use grove_core::task::{Assignment, EventKind, LogChunk, TaskEvent, TaskOutcome, WorkerInfo};
 use grove_core::{DiffStat, JobId, TaskState};
 use grove_proto::SCHEMA_VERSION;
 use tokio::sync::Mutex;
@@ -40,6 +40,9 @@ pub const MIN_SERVER: (u32, u32, u32) = (2, 10, 0);
 
 pub const TASKS_STREAM: &str = "GROVE_TASKS";
 pub const EVENTS_STREAM: &str = "GROVE_EVENTS";
+pub const LOGS_STREAM: &str = "GROVE_LOGS";
+/// The KV bucket of live workers (key: worker id).
+pub const WORKERS_BUCKET: &str = "GROVE_WORKERS";
 
 /// How to reach NATS and how deliveries behave.
 #[derive(Debug, Clone)]
@@ -56,6 +59,8 @@ pub struct NatsConfig {
     pub max_deliver: i64,
     /// How long one pull waits for a message before trying the next pool.
     pub pull_wait: Duration,
+    /// How long a worker's announcement lives in the registry unless renewed.
+    pub worker_ttl: Duration,
 }
 
 impl NatsConfig {
@@ -67,6 +72,7 @@ impl NatsConfig {
             ack_wait: Duration::from_secs(60),
             max_deliver: 10,
             pull_wait: Duration::from_secs(2),
+            worker_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -85,7 +91,7 @@ pub enum NatsError {
     JetStream { what: String, message: String },
 }
 
-fn js(what: impl Into<String>, e: impl std::fmt::Display) -> NatsError {
+fn js_err(what: impl Into<String>, e: impl std::fmt::Display) -> NatsError {
     NatsError::JetStream { what: what.into(), message: e.to_string() }
 }
 
@@ -108,6 +114,7 @@ pub struct NatsBus {
     name: String,
     /// Cancellations received, once subscribed.
     cancels: Mutex<Option<tokio::sync::broadcast::Sender<Cancel>>>,
+    workers: async_nats::jetstream::kv::Store,
 }
 
 #[derive(Default)]
@@ -143,6 +150,7 @@ impl NatsBus {
             return Err(NatsError::TooOld { url, found: version });
         }
         let js = jetstream::new(client.clone());
+        let workers = ensure_streams(&js, &config).await?;
         let bus = NatsBus {
             client,
             js,
@@ -151,8 +159,8 @@ impl NatsBus {
             events: Mutex::new(EventsState::default()),
             name: name.to_owned(),
             cancels: Mutex::new(None),
+            workers,
         };
-        bus.ensure_streams().await?;
         Ok(bus)
     }
 
@@ -161,39 +169,13 @@ impl NatsBus {
         self.client.server_info().version
     }
 
-    async fn ensure_streams(&self) -> Result<(), NatsError> {
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: TASKS_STREAM.into(),
-                subjects: vec!["grove.tasks.>".into()],
-                retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                duplicate_window: Duration::from_secs(600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| js(format!("creating stream {TASKS_STREAM}"), e))?;
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: EVENTS_STREAM.into(),
-                subjects: vec!["grove.events.>".into()],
-                retention: RetentionPolicy::Limits,
-                storage: StorageType::File,
-                max_age: Duration::from_secs(14 * 86400),
-                duplicate_window: Duration::from_secs(600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| js(format!("creating stream {EVENTS_STREAM}"), e))?;
-        Ok(())
-    }
-
     async fn pool_consumer(&self, pool: &str) -> Result<PullConsumer, NatsError> {
         let mut pools = self.pools.lock().await;
         if let Some((_, c)) = pools.iter().find(|(p, _)| p == pool) {
             return Ok(c.clone());
         }
-        let stream = self.js.get_stream(TASKS_STREAM).await.map_err(|e| js("opening the tasks stream", e))?;
+        let stream =
+            self.js.get_stream(TASKS_STREAM).await.map_err(|e| js_err("opening the tasks stream", e))?;
         let durable = format!("pool-{}", pool_token(pool));
         let consumer = stream
             .get_or_create_consumer(
@@ -208,7 +190,7 @@ impl NatsBus {
                 },
             )
             .await
-            .map_err(|e| js(format!("creating consumer {durable}"), e))?;
+            .map_err(|e| js_err(format!("creating consumer {durable}"), e))?;
         pools.push((pool.to_owned(), consumer.clone()));
         Ok(consumer)
     }
@@ -238,6 +220,72 @@ impl NatsBus {
             }
         }
     }
+}
+
+/// Make grove's streams and the worker registry, idempotently (a second coordinator or a
+/// restart finds them as they are).
+async fn ensure_streams(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<async_nats::jetstream::kv::Store, NatsError> {
+    js.get_or_create_stream(stream::Config {
+        name: TASKS_STREAM.into(),
+        subjects: vec!["grove.tasks.>".into()],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        duplicate_window: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err(format!("creating stream {TASKS_STREAM}"), e))?;
+    js.get_or_create_stream(stream::Config {
+        name: EVENTS_STREAM.into(),
+        subjects: vec!["grove.events.>".into()],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        max_age: Duration::from_secs(14 * 86400),
+        duplicate_window: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err(format!("creating stream {EVENTS_STREAM}"), e))?;
+    js.get_or_create_stream(stream::Config {
+        name: LOGS_STREAM.into(),
+        subjects: vec!["grove.logs.>".into()],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        max_age: Duration::from_secs(7 * 86400),
+        // The oldest output goes first when the fleet has written 4 GiB of it.
+        max_bytes: 4 << 30,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err(format!("creating stream {LOGS_STREAM}"), e))?;
+    let kv = async_nats::jetstream::kv::Config {
+        bucket: WORKERS_BUCKET.into(),
+        description: "live grove workers; entries lapse unless renewed".into(),
+        history: 1,
+        max_age: config.worker_ttl,
+        storage: StorageType::File,
+        ..Default::default()
+    };
+    match js.get_key_value(WORKERS_BUCKET).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv)
+            .await
+            .map_err(|e| js_err(format!("creating key-value bucket {WORKERS_BUCKET}"), e)),
+    }
+}
+
+/// KV keys allow letters, digits, `-`, `_`, `/`, `=` and `.`.
+fn registry_key(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=.".contains(c) { c } else { '_' }).collect()
+}
+
+fn log_subject(job: &JobId, task: &str) -> String {
+    format!("grove.logs.{job}.{}", pool_token(task))
 }
 
 /// Pools are subject tokens: no dots, spaces or wildcards.
@@ -364,6 +412,93 @@ impl Bus for NatsBus {
         }
     }
 
+    async fn announce(&self, worker: &WorkerInfo) -> Result<(), BusError> {
+        self.workers
+            .put(registry_key(&worker.id), wire::encode_worker(worker).into())
+            .await
+            .map_err(|e| BusError::Transport(format!("announcing worker {}: {e}", worker.id)))?;
+        Ok(())
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<(), BusError> {
+        self.workers
+            .purge(registry_key(id))
+            .await
+            .map_err(|e| BusError::Transport(format!("withdrawing worker {id}: {e}")))
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError> {
+        let keys = match self.workers.keys().await {
+            Ok(k) => k,
+            Err(e) => return Err(BusError::Transport(format!("listing workers: {e}"))),
+        };
+        let keys: Vec<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(bytes) = self
+                .workers
+                .get(&key)
+                .await
+                .map_err(|e| BusError::Transport(format!("reading worker {key}: {e}")))?
+            else {
+                continue;
+            };
+            match wire::decode_worker(&bytes) {
+                Ok(w) => out.push(w),
+                Err(e) => tracing::warn!("ignoring worker {key}: {e}"),
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn publish_log(&self, chunk: LogChunk) -> Result<(), BusError> {
+        let subject = log_subject(&chunk.job, &chunk.task);
+        let id = format!("{}/{}/{}/{}/{}", chunk.job, chunk.task, chunk.attempt, chunk.offset, chunk.eof);
+        let msg = PublishMessage::build()
+            .payload(wire::encode_log(&chunk).into())
+            .headers(headers("LogChunk"))
+            .message_id(id);
+        let ack = self
+            .js
+            .send_publish(subject, msg)
+            .await
+            .map_err(|e| BusError::Transport(format!("sending log output: {e}")))?;
+        ack.await.map_err(|e| BusError::Transport(format!("sending log output: {e}")))?;
+        Ok(())
+    }
+
+    async fn read_log(&self, job: &JobId, task: &str) -> Result<Option<crate::LogStream>, BusError> {
+        let stream = self
+            .js
+            .get_stream(LOGS_STREAM)
+            .await
+            .map_err(|e| NatsError::from_js("opening the logs stream", e))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: log_subject(job, task),
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::from_js("reading the logs stream", e))?;
+        let messages =
+            consumer.messages().await.map_err(|e| BusError::Transport(format!("reading logs: {e}")))?;
+        let chunks = messages.filter_map(|m| async move {
+            match m {
+                Ok(msg) => match wire::decode_log(&msg.payload) {
+                    Ok(c) => Some(Ok(c)),
+                    Err(e) => {
+                        tracing::warn!("skipping an unreadable log chunk: {e}");
+                        None
+                    }
+                },
+                Err(e) => Some(Err(BusError::Transport(format!("reading logs: {e}")))),
+            }
+        });
+        Ok(Some(Box::pin(chunks)))
+    }
+
     async fn next_event(&self) -> Result<TaskEvent, BusError> {
         let mut st = self.events.lock().await;
         if let Some(prev) = st.unacked.take() {
@@ -455,7 +590,7 @@ impl NatsBus {
 
 impl NatsError {
     fn from_js(what: &str, e: impl std::fmt::Display) -> BusError {
-        js(what, e).into()
+        js_err(what, e).into()
     }
 }
 

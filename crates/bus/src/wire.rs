@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use grove_core::spec::{AgentKind, AgentSpec, KeepWorktrees};
-use grove_core::task::{Assignment, EventKind, TaskEvent, TaskOutcome};
+use grove_core::task::{Assignment, EventKind, LogChunk, TaskEvent, TaskOutcome, WorkerInfo};
 use grove_core::{DiffStat, JobId, TaskState};
 use grove_proto::SCHEMA_VERSION;
 use grove_proto::v1 as pb;
@@ -186,6 +186,93 @@ pub fn decode_event(bytes: &[u8]) -> Result<TaskEvent, WireError> {
         attempt: m.attempt,
         kind,
     })
+}
+
+pub fn encode_log(c: &LogChunk) -> Vec<u8> {
+    pb::LogChunk {
+        schema: SCHEMA_VERSION,
+        job: c.job.to_string(),
+        task: c.task.clone(),
+        attempt: c.attempt,
+        offset: c.offset,
+        data: c.data.clone(),
+        eof: c.eof,
+    }
+    .encode_to_vec()
+}
+
+pub fn decode_log(bytes: &[u8]) -> Result<LogChunk, WireError> {
+    const W: &str = "log chunk";
+    let m = pb::LogChunk::decode(bytes).map_err(|source| WireError::Decode { what: W, source })?;
+    if m.schema > SCHEMA_VERSION {
+        return Err(WireError::NewerSchema { what: W, found: m.schema });
+    }
+    log_of(m).map_err(|e| field(W, "job", e))
+}
+
+/// A log chunk from its wire form (also what the gRPC API streams).
+pub fn log_of(m: pb::LogChunk) -> Result<LogChunk, grove_core::NameError> {
+    Ok(LogChunk {
+        job: JobId::parse(&m.job)?,
+        task: m.task,
+        attempt: m.attempt,
+        offset: m.offset,
+        data: m.data,
+        eof: m.eof,
+    })
+}
+
+pub fn log_pb(c: LogChunk) -> pb::LogChunk {
+    pb::LogChunk {
+        schema: SCHEMA_VERSION,
+        job: c.job.to_string(),
+        task: c.task,
+        attempt: c.attempt,
+        offset: c.offset,
+        data: c.data,
+        eof: c.eof,
+    }
+}
+
+pub fn worker_pb(w: &WorkerInfo) -> pb::WorkerInfo {
+    pb::WorkerInfo {
+        schema: SCHEMA_VERSION,
+        id: w.id.clone(),
+        host: w.host.clone(),
+        pools: w.pools.clone(),
+        capacity: w.capacity,
+        running: w.tasks.len() as u32,
+        version: w.version.clone(),
+        started_at: w.started_at,
+        seen_at: w.seen_at,
+        tasks: w.tasks.clone(),
+    }
+}
+
+pub fn worker_of(m: pb::WorkerInfo) -> WorkerInfo {
+    WorkerInfo {
+        id: m.id,
+        host: m.host,
+        pools: m.pools,
+        capacity: m.capacity,
+        tasks: m.tasks,
+        version: m.version,
+        started_at: m.started_at,
+        seen_at: m.seen_at,
+    }
+}
+
+pub fn encode_worker(w: &WorkerInfo) -> Vec<u8> {
+    worker_pb(w).encode_to_vec()
+}
+
+pub fn decode_worker(bytes: &[u8]) -> Result<WorkerInfo, WireError> {
+    const W: &str = "worker announcement";
+    let m = pb::WorkerInfo::decode(bytes).map_err(|source| WireError::Decode { what: W, source })?;
+    if m.schema > SCHEMA_VERSION {
+        return Err(WireError::NewerSchema { what: W, found: m.schema });
+    }
+    Ok(worker_of(m))
 }
 
 #[cfg(test)]

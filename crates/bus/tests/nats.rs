@@ -195,3 +195,67 @@ async fn an_unreachable_server_is_an_error_naming_the_address() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert!(e.contains(&url), "{e}");
 }
+
+/// The worker registry: an announcement is listed, renewed, withdrawn, and one that is not
+/// renewed lapses with the bucket's TTL (a worker that died leaves the list by itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_announce_renew_withdraw_and_lapse() {
+    use grove_core::task::WorkerInfo;
+    let s = nats_server();
+    let mut c = config(&s);
+    c.worker_ttl = Duration::from_secs(1);
+    let bus = NatsBus::connect(c, "worker-a").await.expect("connect");
+    let info = |id: &str, tasks: Vec<String>| WorkerInfo {
+        id: id.into(),
+        host: "h".into(),
+        pools: vec!["local".into()],
+        capacity: 2,
+        tasks,
+        version: "0.1.0".into(),
+        started_at: 1,
+        seen_at: 2,
+    };
+    bus.announce(&info("a", vec![])).await.expect("announce");
+    bus.announce(&info("b", vec![])).await.expect("announce");
+    bus.announce(&info("a", vec!["job-0001/x".into()])).await.expect("renew");
+    let listed = bus.workers().await.expect("workers");
+    assert_eq!(listed, vec![info("a", vec!["job-0001/x".into()]), info("b", vec![])]);
+    bus.withdraw("b").await.expect("withdraw");
+    assert_eq!(bus.workers().await.expect("workers").len(), 1);
+    // "a" is not renewed any more: it lapses.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bus.workers().await.expect("workers").is_empty() {
+        assert!(Instant::now() < deadline, "the announcement did not lapse");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn next(s: &mut grove_bus::LogStream) -> Result<grove_core::task::LogChunk, grove_bus::BusError> {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("a chunk").expect("open")
+}
+
+/// Log chunks come back per task, in order, from the start, and then as they are sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_chunks_are_kept_per_task_and_followed() {
+    use grove_core::task::LogChunk;
+    let s = nats_server();
+    let bus = NatsBus::connect(config(&s), "worker-a").await.expect("connect");
+    let job = JobId::parse("job-0001").expect("id");
+    let chunk = |task: &str, offset: u64, data: &str, eof: bool| LogChunk {
+        job: job.clone(),
+        task: task.into(),
+        attempt: 1,
+        offset,
+        data: data.as_bytes().to_vec(),
+        eof,
+    };
+    bus.publish_log(chunk("a", 0, "one\n", false)).await.expect("log");
+    bus.publish_log(chunk("b", 0, "other\n", false)).await.expect("log");
+    bus.publish_log(chunk("a", 4, "two\n", false)).await.expect("log");
+    let mut a = bus.read_log(&job, "a").await.expect("read").expect("NATS carries logs");
+    assert_eq!(next(&mut a).await.expect("chunk"), chunk("a", 0, "one\n", false));
+    assert_eq!(next(&mut a).await.expect("chunk"), chunk("a", 4, "two\n", false));
+    bus.publish_log(chunk("a", 8, "", true)).await.expect("log");
+    assert_eq!(next(&mut a).await.expect("chunk"), chunk("a", 8, "", true));
+}

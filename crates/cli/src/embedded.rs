@@ -43,14 +43,15 @@ impl Embedded {
     pub async fn open(home: PathBuf, nats: Option<grove_bus::nats::NatsConfig>) -> anyhow::Result<Embedded> {
         let git = Git::detect()?;
         let layout = Layout::new(home);
+        let single_pool = nats.is_none().then(|| grove_core::placement::LOCAL.to_owned());
         let bus: Arc<dyn Bus> = match nats {
             Some(config) => Arc::new(grove_bus::nats::NatsBus::connect(config, "grove-coordinator").await?),
             None => Arc::new(InProcessBus::new()),
         };
-        let coordinator = Arc::new(
-            Coordinator::new(layout.clone(), bus.clone(), git.clone())
-                .with_context(|| format!("opening grove's state in {}", layout.home().display()))?,
-        );
+        let mut coordinator = Coordinator::new(layout.clone(), bus.clone(), git.clone())
+            .with_context(|| format!("opening grove's state in {}", layout.home().display()))?;
+        coordinator.single_pool = single_pool;
+        let coordinator = Arc::new(coordinator);
         Ok(Embedded { coordinator, bus, git, layout })
     }
 
@@ -68,6 +69,7 @@ impl Embedded {
                 workspace: grove_worker::workspace::Mode::Auto,
                 heartbeat: std::time::Duration::from_secs(10),
                 hand_back: CancellationToken::new(),
+                announce_every: std::time::Duration::from_secs(10),
             });
             set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }

@@ -86,9 +86,21 @@ pub struct SpecArgs {
     /// Which worktrees to keep: none, failed, all [run.keep_worktrees; default failed]
     #[arg(long, value_name = "POLICY", help_heading = "Run")]
     pub keep_worktrees: Option<KeepWorktrees>,
-    /// The pool tasks run in: the workers serving it take them [run.pool; default local]
-    #[arg(long, value_name = "POOL", help_heading = "Run")]
+    /// The pool tasks run in: local, cloud, a named pool, or auto (by --local-max,
+    /// --expected, --cloud-lines) [run.pool; default local]
+    #[arg(long, value_name = "POOL", help_heading = "Placement")]
     pub pool: Option<String>,
+    /// With --pool auto: tasks placed local at once, at most; the rest overflow to cloud
+    /// [placement.local_max; default the concurrency]
+    #[arg(long, value_name = "N", help_heading = "Placement")]
+    pub local_max: Option<u32>,
+    /// With --pool auto: how long a task is expected to take, e.g. 8h; at least
+    /// placement.long (2h) goes to cloud [placement.expected]
+    #[arg(long, value_name = "DURATION", value_parser = grove_core::spec::parse_duration, help_heading = "Placement")]
+    pub expected: Option<std::time::Duration>,
+    /// With --pool auto: tasks with more lines in scope go to cloud [placement.cloud_lines]
+    #[arg(long, value_name = "LINES", help_heading = "Placement")]
+    pub cloud_lines: Option<u64>,
     /// A shell command run in each workspace after the agent; failing fails the task [checks.task]
     #[arg(long, value_name = "SHELL", help_heading = "Run")]
     pub check: Option<String>,
@@ -182,6 +194,9 @@ impl SpecArgs {
         spec.run.keep_worktrees = self.keep_worktrees.or(spec.run.keep_worktrees);
         set(&mut spec.checks.task, &self.check);
         set(&mut spec.run.pool, &self.pool);
+        spec.placement.local_max = self.local_max.or(spec.placement.local_max);
+        spec.placement.expected = self.expected.or(spec.placement.expected);
+        spec.placement.cloud_lines = self.cloud_lines.or(spec.placement.cloud_lines);
         set(&mut spec.merge.branch, &self.branch);
         if spec.repo.source.is_none() {
             spec.repo.source = Some(".".into());

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::drive::Note;
-use crate::store::JobRow;
+use crate::rerun::Rerun;
+use crate::store::{JobRow, TaskRow};
 use crate::{CoordError, Coordinator};
 
 /// How long running attempts get to confirm a cancellation.
@@ -26,6 +27,8 @@ pub struct Daemon {
     watch: broadcast::Sender<Note>,
     /// Jobs being cancelled, and when their grace ends.
     cancelling: std::sync::Mutex<HashMap<JobId, Instant>>,
+    /// Single tasks being cancelled, and when their grace ends.
+    cancelling_tasks: std::sync::Mutex<HashMap<(JobId, String), Instant>>,
 }
 
 impl Daemon {
@@ -38,7 +41,13 @@ impl Daemon {
                 let _ = forward.send(n);
             }
         });
-        Arc::new(Daemon { coord, notes, watch, cancelling: Default::default() })
+        Arc::new(Daemon {
+            coord,
+            notes,
+            watch,
+            cancelling: Default::default(),
+            cancelling_tasks: Default::default(),
+        })
     }
 
     /// Notes about every job, for watchers.
@@ -72,6 +81,62 @@ impl Daemon {
         Ok(self.coord.store.job(job.as_str())?)
     }
 
+    /// Cancel one task: its worker stops the attempt (it ends when the worker confirms or the
+    /// grace is over); a task no worker has started is cancelled now. The rest of the job
+    /// goes on.
+    pub async fn cancel_task(&self, task: &TaskRow) -> Result<JobRow, CoordError> {
+        let job = task.job.clone();
+        if task.state.is_terminal() {
+            return Err(CoordError::Refused(format!(
+                "{job}/{} is already {}; nothing to cancel",
+                task.slug,
+                task.state.as_str()
+            )));
+        }
+        let cancel = grove_bus::Cancel { job: job.clone(), task: Some(task.slug.clone()) };
+        if let Err(e) = self.coord.bus.cancel(cancel).await {
+            tracing::warn!("cannot send the cancellation: {e}");
+        }
+        if task.state == grove_core::TaskState::Queued {
+            self.coord.cancelled(&job, task, "cancelled before it started", &self.notes)?;
+            self.coord.train(&job, &self.notes)?;
+            self.conclude_if_over(&job)?;
+        } else {
+            self.task_lock().insert((job.clone(), task.slug.clone()), Instant::now() + CANCEL_GRACE);
+        }
+        Ok(self.coord.store.job(job.as_str())?)
+    }
+
+    /// Run a task again as a new attempt from the job's base (see [`Coordinator::rerun`]).
+    pub async fn retry(&self, task: &TaskRow) -> Result<JobRow, CoordError> {
+        if !task.state.is_terminal() {
+            return Err(CoordError::Refused(format!(
+                "{}/{} is {}; cancel it first or wait for it to end",
+                task.job,
+                task.slug,
+                task.state.as_str()
+            )));
+        }
+        let slugs = self.coord.rerun(&task.job, &Rerun::Only(vec![task.slug.clone()]))?;
+        let only: BTreeSet<String> = slugs.into_iter().collect();
+        self.coord.dispatch_pending(&task.job, Some(&only), &self.notes).await?;
+        Ok(self.coord.store.job(task.job.as_str())?)
+    }
+
+    fn conclude_if_over(&self, job: &JobId) -> Result<(), CoordError> {
+        if self.coord.store.tasks(job)?.iter().all(|t| t.state.is_terminal())
+            && self.coord.store.job(job.as_str())?.state == "running"
+        {
+            let cancelled = self.lock().remove(job).is_some();
+            self.coord.conclude(job, cancelled, &self.notes)?;
+        }
+        Ok(())
+    }
+
+    fn task_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(JobId, String), Instant>> {
+        self.cancelling_tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Instant>> {
         self.cancelling.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -98,12 +163,9 @@ impl Daemon {
                 () = stop.cancelled() => return Ok(()),
                 ev = self.coord.bus.next_event() => {
                     let ev = ev?;
-                    if self.coord.handle_event(&ev, &self.notes)?.is_some()
-                        && self.coord.store.tasks(&ev.job)?.iter().all(|t| t.state.is_terminal())
-                        && self.coord.store.job(ev.job.as_str())?.state == "running"
-                    {
-                        let cancelled = self.lock().remove(&ev.job).is_some();
-                        self.coord.conclude(&ev.job, cancelled, &self.notes)?;
+                    if let Some(slug) = self.coord.handle_event(&ev, &self.notes)? {
+                        self.task_lock().remove(&(ev.job.clone(), slug));
+                        self.conclude_if_over(&ev.job)?;
                     }
                 }
                 _ = tick.tick() => {
@@ -115,6 +177,20 @@ impl Daemon {
                         self.lock().remove(&job);
                         self.coord.end_cancel(&job, &self.notes)?;
                         self.coord.conclude(&job, true, &self.notes)?;
+                    }
+                    let due: Vec<(JobId, String)> = {
+                        let now = Instant::now();
+                        self.task_lock().iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect()
+                    };
+                    for (job, slug) in due {
+                        self.task_lock().remove(&(job.clone(), slug.clone()));
+                        if let Some(t) = self.coord.store.tasks(&job)?.into_iter().find(|t| t.slug == slug)
+                            && !t.state.is_terminal()
+                        {
+                            self.coord.cancelled(&job, &t, "cancelled; its worker did not confirm in time", &self.notes)?;
+                            self.coord.train(&job, &self.notes)?;
+                            self.conclude_if_over(&job)?;
+                        }
                     }
                 }
             }

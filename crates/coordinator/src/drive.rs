@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use grove_core::spec::{KeepWorktrees, defaults};
 use grove_core::task::{Assignment, EventKind, MergeState, TaskEvent, TaskOutcome};
-use grove_core::{DiffStat, JobId, TaskState};
+use grove_core::{DiffStat, JobId, TaskState, placement};
 use grove_git::{Mirror, Source};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -117,10 +117,33 @@ impl Coordinator {
         self.store.set_job_state(job, "running")?;
         let mut dispatched = BTreeSet::new();
         let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
-        for t in self.store.tasks(job)?.iter().filter(|t| !t.state.is_terminal() && chosen(&t.slug)) {
+        let tasks = self.store.tasks(job)?;
+        let to_dispatch: Vec<&TaskRow> =
+            tasks.iter().filter(|t| !t.state.is_terminal() && chosen(&t.slug)).collect();
+        // Tasks of this job already placed local and still going, which `auto` counts against
+        // `placement.local_max`.
+        let mut local_in_flight = tasks
+            .iter()
+            .filter(|t| {
+                !t.state.is_terminal() && !chosen(&t.slug) && t.placed.as_deref() == Some(placement::LOCAL)
+            })
+            .count() as u32;
+        for t in to_dispatch {
             let attempt = t.attempt + 1;
-            self.store.set_dispatched(job, &t.slug, attempt)?;
-            self.bus.dispatch(&t.pool, assignment(&row, t, attempt)).await?;
+            let facts = placement::Facts {
+                requested: &t.pool,
+                lines: t.lines,
+                path_only: row.source_dir.is_some(),
+                local_in_flight,
+                single_pool: self.single_pool.as_deref(),
+                concurrency: row.spec.concurrency(),
+            };
+            let placed = placement::place(&row.spec.placement, &facts);
+            if placed.pool == placement::LOCAL {
+                local_in_flight += 1;
+            }
+            self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
+            self.bus.dispatch(&placed.pool, assignment(&row, t, attempt)).await?;
             dispatched.insert(t.slug.clone());
             let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
         }
@@ -195,7 +218,7 @@ impl Coordinator {
         Ok(self.store.job(job.as_str())?)
     }
 
-    fn cancelled(
+    pub(crate) fn cancelled(
         &self,
         job: &JobId,
         t: &TaskRow,
@@ -221,7 +244,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
+    pub(crate) fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
         for n in tokio::task::block_in_place(|| self.advance_train(job))? {
             let _ = notes.send(n);
         }
@@ -267,7 +290,12 @@ impl Coordinator {
     /// Fetch the job's branches (integration and tasks) from the mirror into a local source.
     pub fn publish(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
         let row = self.store.job(job.as_str())?;
-        let Some(dir) = &row.source_dir else { return Ok(()) };
+        let Some(dir) = &row.source_dir else {
+            // A repository given as a URL: the branches stay in grove's mirror (`grove push`
+            // sends the integration branch); watchers still learn that the job is over.
+            let _ = notes.send(Note::Published { job: job.clone(), branches: 0, skipped: Vec::new() });
+            return Ok(());
+        };
         let mirror = Mirror { path: row.mirror.clone().into() };
         let mut branches = vec![format!("refs/heads/{}", row.integration_branch)];
         for t in self.store.tasks(job)? {

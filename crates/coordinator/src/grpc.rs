@@ -64,6 +64,8 @@ fn status(e: CoordError) -> Status {
         | CoordError::BranchExists { .. }
         | CoordError::EscapingSymlink { .. }
         | CoordError::AlreadyMerged { .. } => Status::invalid_argument(e.to_string()),
+        CoordError::Refused(_) => Status::failed_precondition(e.to_string()),
+        CoordError::Store(StoreError::Ambiguous { .. }) => Status::invalid_argument(e.to_string()),
         CoordError::Store(StoreError::NoJob(_) | StoreError::NoTask(_)) => Status::not_found(e.to_string()),
         CoordError::Git(grove_git::GitError::NotARepo { .. } | grove_git::GitError::UnknownRev { .. }) => {
             Status::invalid_argument(e.to_string())
@@ -106,6 +108,9 @@ pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
                 merge_commit: t.merge_commit.clone(),
                 pool: t.pool.clone(),
                 level: t.level,
+                placed: t.placed.clone(),
+                placed_why: t.placed_why.clone(),
+                lines: t.lines,
             })
             .collect(),
     }
@@ -151,6 +156,13 @@ fn note_pb(n: &Note) -> pb::JobNote {
 }
 
 impl Api {
+    fn task(&self, name: &str) -> Result<TaskRow, Status> {
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name a task: JOB/TASK or TASK"));
+        }
+        self.daemon.coord.store.find_task(name).map_err(|e| status(e.into()))
+    }
+
     fn job(&self, id: &str) -> Result<pb::Job, Status> {
         let store = &self.daemon.coord.store;
         let job = store.job_or_latest((!id.is_empty()).then_some(id)).map_err(|e| status(e.into()))?;
@@ -215,6 +227,51 @@ impl CoordinatorApi for Api {
             }
         });
         Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn cancel_task(&self, req: Request<pb::TaskRequest>) -> Result<Response<pb::Job>, Status> {
+        let task = self.task(&req.into_inner().task)?;
+        let job = self.daemon.cancel_task(&task).await.map_err(status)?;
+        Ok(Response::new(self.job(job.id.as_str())?))
+    }
+
+    async fn retry_task(&self, req: Request<pb::TaskRequest>) -> Result<Response<pb::Job>, Status> {
+        let task = self.task(&req.into_inner().task)?;
+        let job = self.daemon.retry(&task).await.map_err(status)?;
+        Ok(Response::new(self.job(job.id.as_str())?))
+    }
+
+    type StreamLogStream = ReceiverStream<Result<pb::LogChunk, Status>>;
+
+    async fn stream_log(
+        &self,
+        req: Request<pb::LogRequest>,
+    ) -> Result<Response<Self::StreamLogStream>, Status> {
+        let r = req.into_inner();
+        let task = self.task(&r.task)?;
+        let (tx, out) = tokio::sync::mpsc::channel(64);
+        let daemon = self.daemon.clone();
+        let chunks = daemon.coord.bus.read_log(&task.job, &task.slug).await.map_err(|e| status(e.into()))?;
+        tokio::spawn(async move {
+            let result = match chunks {
+                Some(chunks) => crate::logs::forward(&daemon.coord, &task, chunks, r.follow, &tx).await,
+                None => crate::logs::tail_file(&daemon.coord, &task, r.follow, &tx).await,
+            };
+            if let Err(e) = result {
+                let _ = tx.send(Err(status(e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersReply>, Status> {
+        let workers = self.daemon.coord.bus.workers().await.map_err(|e| status(e.into()))?;
+        Ok(Response::new(pb::ListWorkersReply {
+            workers: workers.iter().map(grove_bus::wire::worker_pb).collect(),
+        }))
     }
 
     async fn cancel_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {

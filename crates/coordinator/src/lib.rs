@@ -12,6 +12,7 @@
 pub mod daemon;
 pub mod drive;
 pub mod grpc;
+pub mod logs;
 pub mod rerun;
 pub mod store;
 pub mod submit;
@@ -61,6 +62,10 @@ pub enum CoordError {
     /// A merged task cannot be re-run: its branch is in the integration branch.
     #[error("{task} is already merged; re-running it would merge it twice")]
     AlreadyMerged { task: String },
+    /// The request does not fit the task's state (cancelling an ended task, retrying a
+    /// running one).
+    #[error("{0}")]
+    Refused(String),
     /// A path could not be read or written.
     #[error("{what}: {source}")]
     Io {
@@ -81,12 +86,15 @@ pub struct Coordinator {
     pub git: Git,
     pub layout: Layout,
     pub identity: Identity,
+    /// `Some(pool)` when this coordinator's workers serve one pool only (the embedded mode):
+    /// `auto` places everything there.
+    pub single_pool: Option<String>,
 }
 
 impl Coordinator {
     pub fn new(layout: Layout, bus: Arc<dyn Bus>, git: Git) -> Result<Coordinator, CoordError> {
         let store = Store::open(&layout.db())?;
-        Ok(Coordinator { store, bus, git, layout, identity: Identity::default() })
+        Ok(Coordinator { store, bus, git, layout, identity: Identity::default(), single_pool: None })
     }
 }
 

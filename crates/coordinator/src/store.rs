@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     log_tail TEXT,
     merge_commit TEXT,
     conflict_paths TEXT,
+    placed TEXT,
+    placed_why TEXT,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job, slug)
 );
@@ -132,7 +134,11 @@ pub struct TaskRow {
     pub lines: u64,
     pub depends_on: Vec<String>,
     pub branch: String,
+    /// The pool the job asked for (`auto` for the placement policy).
     pub pool: String,
+    /// Where the current attempt was placed, and why (none before the first dispatch).
+    pub placed: Option<String>,
+    pub placed_why: Option<String>,
     pub state: TaskState,
     pub merge_state: MergeState,
     pub attempt: u32,
@@ -306,7 +312,7 @@ impl Store {
             let mut st = c.prepare(
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
-                   conflict_paths FROM tasks WHERE job = ?1 ORDER BY ord",
+                   conflict_paths, placed, placed_why FROM tasks WHERE job = ?1 ORDER BY ord",
             )?;
             st.query_map([job.as_str()], |r| {
                 Ok(RawTask {
@@ -330,6 +336,8 @@ impl Store {
                     log_tail: r.get(19)?,
                     merge_commit: r.get(20)?,
                     conflict_paths: r.get(21)?,
+                    placed: r.get(22)?,
+                    placed_why: r.get(23)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -391,12 +399,20 @@ impl Store {
         Ok(())
     }
 
-    /// A task was dispatched as attempt `attempt`.
-    pub fn set_dispatched(&self, job: &JobId, slug: &str, attempt: u32) -> Result<(), StoreError> {
+    /// A task was dispatched as attempt `attempt` to `pool`, for the reason `why`.
+    pub fn set_dispatched(
+        &self,
+        job: &JobId,
+        slug: &str,
+        attempt: u32,
+        pool: &str,
+        why: &str,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4 WHERE job = ?1 AND slug = ?2",
-                params![job.as_str(), slug, attempt, now()],
+                "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, placed = ?5, placed_why = ?6,
+                   updated_at = ?4 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, attempt, now(), pool, why],
             )
         })?;
         Ok(())
@@ -505,6 +521,8 @@ struct RawTask {
     log_tail: Option<String>,
     merge_commit: Option<String>,
     conflict_paths: Option<String>,
+    placed: Option<String>,
+    placed_why: Option<String>,
 }
 
 impl RawTask {
@@ -530,6 +548,8 @@ impl RawTask {
             lines: self.lines as u64,
             branch: self.branch,
             pool: self.pool,
+            placed: self.placed,
+            placed_why: self.placed_why,
             attempt: self.attempt,
             turns: self.turns,
             head: self.head,

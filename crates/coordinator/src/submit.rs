@@ -227,6 +227,8 @@ fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask, pool: &str
         depends_on: t.depends_on.clone(),
         branch: names::task_branch(job, &t.slug),
         pool: pool.to_owned(),
+        placed: None,
+        placed_why: None,
         state: TaskState::Queued,
         merge_state: MergeState::Pending,
         attempt: 0,

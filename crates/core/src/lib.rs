@@ -7,6 +7,7 @@
 
 pub mod layout;
 pub mod names;
+pub mod placement;
 pub mod plan;
 pub mod spec;
 pub mod task;

@@ -48,6 +48,8 @@ pub struct JobSpec {
     pub checks: Checks,
     #[serde(default)]
     pub merge: MergeSpec,
+    #[serde(default)]
+    pub placement: crate::placement::PlacementSpec,
 }
 
 /// The repository the job changes.
@@ -248,7 +250,8 @@ pub struct RunSpec {
     pub keep_worktrees: Option<KeepWorktrees>,
     /// Bytes of agent output kept per task log (default 8 MiB); the rest is dropped with a note.
     pub log_cap: Option<u64>,
-    /// The pool tasks run in (default `local`): the workers that serve it take them.
+    /// The pool tasks run in (default `local`): the workers that serve it take them; `auto`
+    /// places each task by the `[placement]` policy.
     pub pool: Option<String>,
 }
 
@@ -393,6 +396,12 @@ impl JobSpec {
         {
             return Err(err("run.pool", format!("{p:?} is not a pool name (letters, digits, - and _)")));
         }
+        if self.placement.long.is_some_and(|d| d.is_zero()) {
+            return Err(err("placement.long", "must be longer than zero".into()));
+        }
+        if self.placement.expected.is_some_and(|d| d.is_zero()) {
+            return Err(err("placement.expected", "must be longer than zero".into()));
+        }
         if self.run.ports_per_task == Some(0) {
             return Err(err("run.ports_per_task", "must be at least 1".into()));
         }
@@ -451,12 +460,12 @@ fn locate(text: &str, field: &str) -> Option<usize> {
     header
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
     s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
 }
 
-fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
         None => s.serialize_none(),
@@ -477,6 +486,15 @@ impl fmt::Display for SplitRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The documented example is a valid spec: every field it shows exists and parses.
+    #[test]
+    fn the_example_spec_is_valid() {
+        let text = include_str!("../../../examples/job.toml");
+        let spec = JobSpec::from_toml("examples/job.toml", text).expect("examples/job.toml parses");
+        spec.validate(Some(("examples/job.toml", text))).expect("examples/job.toml is valid");
+        assert_eq!(spec.placement.long, Some(Duration::from_secs(7200)));
+    }
 
     const GOOD: &str = r#"
 name = "rename"

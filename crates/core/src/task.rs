@@ -242,3 +242,34 @@ pub struct TaskOutcome {
     /// The last lines of the agent's (or check's) output.
     pub log_tail: String,
 }
+
+/// A piece of an agent's output, as a worker streams it while the attempt runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub job: crate::JobId,
+    pub task: String,
+    pub attempt: u32,
+    /// Where `data` starts in the task's log file.
+    pub offset: u64,
+    pub data: Vec<u8>,
+    /// The attempt is over: no more output comes for it.
+    pub eof: bool,
+}
+
+/// A live worker, as it announces itself in the worker registry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pools: Vec<String>,
+    /// Attempts at once, at most.
+    pub capacity: u32,
+    /// The `JOB/TASK` of each attempt running now.
+    pub tasks: Vec<String>,
+    /// grove's version on the worker.
+    pub version: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds of this announcement.
+    pub seen_at: i64,
+}

@@ -18,17 +18,21 @@ use crate::workspace::{self, Workspace};
 /// Run the attempt in `delivery`, report its events and its outcome, and settle the delivery.
 pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: CancellationToken) {
     let a = delivery.assignment.clone();
+    let mut tail = LogTail::start(&ctx, &a).await;
     let outcome = {
         let work = execute(&ctx, &a, &cancel);
         tokio::pin!(work);
         let mut tick = tokio::time::interval(ctx.heartbeat);
+        let mut logs = tokio::time::interval(LOG_EVERY);
         loop {
             tokio::select! {
                 out = &mut work => break out,
                 _ = tick.tick() => { let _ = delivery.progress().await; }
+                _ = logs.tick() => tail.send(&ctx, false).await,
             }
         }
     };
+    tail.send(&ctx, true).await;
     if outcome.state == TaskState::Cancelled && ctx.hand_back.is_cancelled() {
         // The worker is draining: hand the task back for another worker, keeping its
         // checkpoints (already committed and published), instead of recording it cancelled.
@@ -50,6 +54,91 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
     }
     if let Err(e) = delivery.ack().await {
         tracing::warn!(task = %a.task, "ack failed: {e}");
+    }
+}
+
+/// An assignment whose job or task was cancelled while it was queued: report it cancelled and
+/// settle the delivery, without running anything.
+pub async fn drop_cancelled(ctx: &WorkerContext, delivery: Delivery) {
+    let a = delivery.assignment.clone();
+    let outcome = TaskOutcome {
+        state: TaskState::Cancelled,
+        head: None,
+        stat: DiffStat::default(),
+        turns: 0,
+        reason: Some("cancelled before it started".into()),
+        log_tail: String::new(),
+    };
+    let event = TaskEvent {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+        kind: EventKind::Finished(outcome),
+    };
+    if let Err(e) = ctx.bus.report(event).await {
+        tracing::warn!(task = %a.task, "cannot report the cancellation: {e}");
+    }
+    if let Err(e) = delivery.ack().await {
+        tracing::warn!(task = %a.task, "ack failed: {e}");
+    }
+}
+
+/// How often a running attempt sends its new output over the bus.
+const LOG_EVERY: Duration = Duration::from_millis(500);
+/// The most output one log chunk carries.
+const LOG_CHUNK: usize = 64 * 1024;
+
+/// Sends what the attempt adds to the task's log file over the bus, so `grove logs -f` can
+/// follow an agent on any worker.
+struct LogTail {
+    path: std::path::PathBuf,
+    job: grove_core::JobId,
+    task: String,
+    attempt: u32,
+    offset: u64,
+}
+
+impl LogTail {
+    async fn start(ctx: &WorkerContext, a: &Assignment) -> LogTail {
+        let path = ctx.layout.log(&a.job, &a.task);
+        let offset = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+        LogTail { path, job: a.job.clone(), task: a.task.clone(), attempt: a.attempt, offset }
+    }
+
+    /// Send what is new; with `eof`, also say the attempt's output is complete.
+    async fn send(&mut self, ctx: &WorkerContext, eof: bool) {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut data = Vec::new();
+        if let Ok(mut f) = tokio::fs::File::open(&self.path).await
+            && f.seek(std::io::SeekFrom::Start(self.offset)).await.is_ok()
+            && let Err(e) = f.read_to_end(&mut data).await
+        {
+            tracing::debug!(task = %self.task, "reading the log: {e}");
+        }
+        let mut pieces: Vec<&[u8]> = data.chunks(LOG_CHUNK).collect();
+        if pieces.is_empty() && !eof {
+            return;
+        }
+        if pieces.is_empty() {
+            pieces.push(&[]);
+        }
+        let last = pieces.len() - 1;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let chunk = grove_core::task::LogChunk {
+                job: self.job.clone(),
+                task: self.task.clone(),
+                attempt: self.attempt,
+                offset: self.offset,
+                data: piece.to_vec(),
+                eof: eof && i == last,
+            };
+            if let Err(e) = ctx.bus.publish_log(chunk).await {
+                // Output is also in the worker's log file; a lost chunk is not a lost task.
+                tracing::debug!(task = %self.task, "sending log output: {e}");
+                return;
+            }
+            self.offset += piece.len() as u64;
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use grove_bus::Bus;
 use grove_core::JobId;
 use grove_core::layout::Layout;
+use grove_core::task::WorkerInfo;
 use grove_git::Git;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,55 @@ pub struct WorkerContext {
     /// Fired (before `cancel`) when the worker drains: cancelled attempts are handed back to
     /// the bus for another worker instead of being recorded as cancelled.
     pub hand_back: CancellationToken,
+    /// How often the worker renews its announcement in the registry (well under its TTL).
+    pub announce_every: std::time::Duration,
+}
+
+/// This machine's name, for announcements.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// How long a worker remembers a cancellation, for assignments still queued when it came.
+const RECENT_CANCELS: std::time::Duration = std::time::Duration::from_secs(3600);
+
+type Running = Arc<std::sync::Mutex<Vec<(JobId, String, CancellationToken)>>>;
+
+/// Keep this worker's announcement alive in the registry until aborted.
+async fn announce(ctx: Arc<WorkerContext>, attempts: Running) {
+    let mut info = WorkerInfo {
+        id: ctx.id.clone(),
+        host: host_name(),
+        pools: ctx.pools.clone(),
+        capacity: ctx.capacity as u32,
+        tasks: Vec::new(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: unix_now(),
+        seen_at: 0,
+    };
+    let mut tick = tokio::time::interval(ctx.announce_every);
+    loop {
+        tick.tick().await;
+        info.tasks = attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(j, t, _)| format!("{j}/{t}"))
+            .collect();
+        info.seen_at = unix_now();
+        if let Err(e) = ctx.bus.announce(&info).await {
+            tracing::warn!(worker = %ctx.id, "announcing: {e}");
+        }
+    }
 }
 
 /// Take and run assignments until `stop` fires, then wait for the running attempts. `kill`
@@ -46,14 +96,24 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
     let slots = Arc::new(tokio::sync::Semaphore::new(ctx.capacity.max(1)));
     let mut running = JoinSet::new();
     // Running attempts by job and task, so a cancellation from the coordinator reaches them.
-    let attempts: Arc<std::sync::Mutex<Vec<(JobId, String, CancellationToken)>>> = Arc::default();
+    let attempts: Running = Arc::default();
+    let announcer = tokio::spawn(announce(ctx.clone(), attempts.clone()));
+    // Cancellations seen lately: an assignment that was still queued when its job or task was
+    // cancelled is dropped when it arrives instead of run.
+    let recent: Arc<std::sync::Mutex<Vec<(grove_bus::Cancel, std::time::Instant)>>> = Arc::default();
     let watcher = match ctx.bus.cancels().await {
         Ok(mut rx) => {
             let attempts = attempts.clone();
+            let recent = recent.clone();
             Some(tokio::spawn(async move {
                 loop {
                     match rx.recv().await {
                         Ok(c) => {
+                            {
+                                let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
+                                r.retain(|(_, at)| at.elapsed() < RECENT_CANCELS);
+                                r.push((c.clone(), std::time::Instant::now()));
+                            }
                             let list = attempts.lock().unwrap_or_else(|p| p.into_inner());
                             for (job, task, token) in list.iter() {
                                 if c.matches(job, task) {
@@ -91,6 +151,15 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
                 }
             },
         };
+        let dropped = {
+            let a = &delivery.assignment;
+            recent.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(c, _)| c.matches(&a.job, &a.task))
+        };
+        if dropped {
+            tracing::info!(worker = %ctx.id, task = %delivery.assignment.task, "cancelled before it started; dropped");
+            attempt::drop_cancelled(&ctx, delivery).await;
+            continue;
+        }
         tracing::info!(worker = %ctx.id, task = %delivery.assignment.task, attempt = delivery.assignment.attempt, "starting");
         let token = kill.child_token();
         let key = (delivery.assignment.job.clone(), delivery.assignment.task.clone(), token.clone());
@@ -110,5 +179,9 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
     while running.join_next().await.is_some() {}
     if let Some(w) = watcher {
         w.abort();
+    }
+    announcer.abort();
+    if let Err(e) = ctx.bus.withdraw(&ctx.id).await {
+        tracing::debug!(worker = %ctx.id, "withdrawing: {e}");
     }
 }

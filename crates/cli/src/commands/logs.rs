@@ -13,16 +13,41 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove logs core                  # the task `core` (of the only job that has one)
-  grove logs rename-1a2b/core -f   # follow it while it runs")]
+  grove logs rename-1a2b/core -f   # follow it while it runs
+  grove logs core -f --coordinator http://coord:7070   # from a worker anywhere")]
 pub struct LogsArgs {
     /// JOB/TASK, or TASK when only one job has a task of that name
     pub task: String,
     /// Keep printing as the log grows, until the task ends
     #[arg(long, short)]
     pub follow: bool,
+    /// Ask a coordinator daemon, which has the output of workers anywhere [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+}
+
+/// --coordinator: stream the log from the daemon.
+async fn remote_logs(url: &str, args: &LogsArgs) -> anyhow::Result<ExitCode> {
+    use tokio_stream::StreamExt;
+    let mut client = crate::remote::connect(url).await?;
+    let mut chunks = client
+        .stream_log(grove_proto::v1::LogRequest { task: args.task.clone(), follow: args.follow })
+        .await
+        .map_err(|s| crate::remote::status(url, s))?
+        .into_inner();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|s| crate::remote::status(url, s))?;
+        out.write_all(&chunk.data)?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn cmd_logs(home: PathBuf, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.coordinator {
+        return remote_logs(url, &args).await;
+    }
     let layout = Layout::new(home);
     let store = Store::open(&layout.db())?;
     let task = store.find_task(&args.task)?;

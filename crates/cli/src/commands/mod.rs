@@ -1,14 +1,18 @@
 //! One module per subcommand: an `XxxArgs` struct (its doc comment is the help) and a
 //! `cmd_xxx` function.
 
+mod cancel;
 mod coordinator;
 mod demo;
 mod diff;
 mod logs;
 mod plan;
+mod retry;
 mod run;
 mod status;
+mod up;
 mod worker;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,8 +50,12 @@ pub enum Command {
     Logs(logs::LogsArgs),
     Diff(diff::DiffArgs),
     Demo(demo::DemoArgs),
+    Cancel(cancel::CancelArgs),
+    Retry(retry::RetryArgs),
+    Workers(workers::WorkersArgs),
     Worker(worker::WorkerArgs),
     Coordinator(coordinator::CoordinatorArgs),
+    Up(up::UpArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -61,5 +69,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::cmd_demo(home, a).await,
         Command::Worker(a) => worker::cmd_worker(home, a).await,
         Command::Coordinator(a) => coordinator::cmd_coordinator(home, a).await,
+        Command::Cancel(a) => cancel::cmd_cancel(a).await,
+        Command::Retry(a) => retry::cmd_retry(home, a).await,
+        Command::Workers(a) => workers::cmd_workers(a).await,
+        Command::Up(a) => up::cmd_up(home, a).await,
     }
 }

@@ -9,6 +9,7 @@ use grove_coordinator::rerun::Rerun;
 use grove_coordinator::{Coordinator, JobRow, Store};
 use grove_core::TaskState;
 use grove_core::layout::Layout;
+use grove_core::placement;
 use grove_core::task::MergeState;
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +95,15 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.spec.load(&cwd)?;
     let concurrency = loaded.spec.concurrency() as usize;
     let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
+    if args.nats.is_none()
+        && let Some(pool) = loaded.spec.run.pool.as_deref()
+        && ![placement::LOCAL, placement::AUTO].contains(&pool)
+    {
+        anyhow::bail!(
+            "run.pool is {pool:?}, but the embedded mode only has the local pool: give --nats URL (with \
+             workers serving {pool}) or --coordinator URL, or use --pool local or auto"
+        );
+    }
     // Everything that can refuse the job runs before grove opens or creates its state.
     let git = grove_git::Git::detect()?;
     let layout = Layout::new(&home);
@@ -161,8 +171,17 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut notes =
         client.watch_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let mut cancelled = false;
+    // Notes can be missed (a watcher that lags); the job's state is the truth, so look at it
+    // now and then too.
+    let mut check = tokio::time::interval(std::time::Duration::from_secs(3));
     loop {
         tokio::select! {
+            _ = check.tick() => {
+                let now = client.get_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?;
+                if matches!(now.get_ref().state.as_str(), "done" | "cancelled" | "paused") {
+                    break;
+                }
+            }
             n = notes.next() => match n {
                 Some(Ok(n)) => { if let Some(n) = crate::remote::note(&n) { let _ = tx.send(n); } }
                 Some(Err(s)) => return Err(crate::remote::status(url, s)),

@@ -124,13 +124,17 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
             let shown = shown_state(t.state, t.merge_state);
             let why = if !t.conflict_paths.is_empty() {
                 format!("conflict in {}", t.conflict_paths.join(", "))
+            } else if let Some(r) = &t.reason {
+                r.clone()
             } else {
-                t.reason.clone().unwrap_or_default()
+                // Where it runs and why, when the job left that to the placement policy.
+                t.placed_why.clone().filter(|_| t.pool == grove_core::placement::AUTO).unwrap_or_default()
             };
             vec![
                 (t.ord + 1).to_string(),
                 t.slug.clone(),
                 paint(shown, state_color(t.state), color),
+                t.placed.clone().unwrap_or_else(|| t.pool.clone()),
                 t.files.len().to_string(),
                 if t.stat.is_empty() { "-".into() } else { t.stat.to_string() },
                 t.attempt.to_string(),
@@ -138,7 +142,7 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
             ]
         })
         .collect();
-    write!(out, "{}", table(&["#", "TASK", "STATE", "FILES", "CHANGED", "ATTEMPT", "NOTE"], &rows))?;
+    write!(out, "{}", table(&["#", "TASK", "STATE", "POOL", "FILES", "CHANGED", "ATTEMPT", "NOTE"], &rows))?;
     Ok(())
 }
 
@@ -173,6 +177,9 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
             "reason": t.reason,
             "conflict_paths": t.conflict_paths,
             "merge_commit": t.merge_commit,
+            "pool": t.pool,
+            "placed": t.placed,
+            "placed_why": t.placed_why,
         })).collect::<Vec<_>>(),
     })
 }

@@ -68,11 +68,10 @@ pub fn nats_config(
 }
 
 pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let id = args.id.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-        format!("{}-{}", if host.is_empty() { "worker" } else { &host }, std::process::id())
-    });
+    let id =
+        args.id.clone().unwrap_or_else(|| format!("{}-{}", grove_worker::host_name(), std::process::id()));
     let config = nats_config(&args.nats, args.nats_token_file.as_ref(), args.ack_wait)?;
+    let config_ttl = config.worker_ttl;
     let bus = NatsBus::connect(config, &id).await?;
     let git = grove_git::Git::detect()?;
     let hand_back = CancellationToken::new();
@@ -91,6 +90,7 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         // Three heartbeats per lease: one lost heartbeat does not lose the task.
         heartbeat: (args.ack_wait / 3).max(Duration::from_millis(200)),
         hand_back: hand_back.clone(),
+        announce_every: config_ttl / 3,
     });
     eprintln!("worker {id}: pools {}, capacity {}, NATS {}", args.pools.join(","), ctx.capacity, args.nats);
     let (stop, kill) = (CancellationToken::new(), CancellationToken::new());

@@ -305,3 +305,207 @@ fn the_api_refuses_calls_without_the_token_off_loopback() {
         .expect("grove status");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
+    let child = Command::new(exe)
+        .args(args)
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env_remove("GROVE_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {exe}: {e}"));
+    Proc(child)
+}
+
+/// The newest job's id on the coordinator at `api`, once there is one.
+fn newest_job(env: &Env, api: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = env.grove(env.path(), &["status", "--coordinator", api, "--json"]);
+        if let Some(id) = s.json().as_array().and_then(|a| a.last()).and_then(|j| j["id"].as_str()) {
+            return id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no job appeared: {}", s.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The separate daemon binaries, `grove-coordinator` plus two `local` `grove-worker`s and one
+/// `cloud` worker that reaches the repository only through a file:// URL (so it clones),
+/// run a 30-task job placed by the `auto` policy: the first `local_max` tasks go local, the
+/// overflow to cloud, each with its reason in `grove status`; every task merges; the fleet
+/// is listed by `grove workers`; and `grove logs -f` streams a cloud task's output from
+/// another process's workspace as it is written, ending when the task ends.
+#[test]
+fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
+    let env = Env::new();
+    let (_nats, nats) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let home = env.grove_home();
+    let _c = daemon(
+        &env,
+        env!("CARGO_BIN_EXE_grove-coordinator"),
+        &["--nats", &nats, "--listen", &format!("127.0.0.1:{port}")],
+        &home,
+    );
+    let worker_bin = env!("CARGO_BIN_EXE_grove-worker");
+    let w = |id: &str, pool: &str, clone: bool| {
+        let mut args = vec!["--nats", &nats, "--pool", pool, "--capacity", "2", "--id", id];
+        if clone {
+            args.push("--clone");
+        }
+        daemon(&env, worker_bin, &args, &env.path().join(format!("worker-{id}")))
+    };
+    let _w = [w("l1", "local", false), w("l2", "local", false), w("c1", "cloud", true)];
+    wait_port(port);
+
+    let repo = dirs_repo(&env, "r", 30);
+    let url = format!("file://{}", repo.display());
+    // d29 is last in the order, so it is placed in the cloud; it talks for a while.
+    let script = r#"echo "start $GROVE_TASK"; if [ "$GROVE_TASK" = d29 ]; then sleep 1; echo "middle"; sleep 1; fi; echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt"; echo "end $GROVE_TASK""#;
+    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    run.current_dir(&repo)
+        .args(["run", "--coordinator", &api, "--repo", &url, "--split", "dirs", "--pool", "auto"])
+        .args(["--local-max", "20", "--json", "--", "sh", "-c", script])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = run.spawn().expect("spawn grove run");
+    let id = newest_job(&env, &api);
+    let follow = Command::new(env!("CARGO_BIN_EXE_grove"))
+        .args(["logs", "-f", &format!("{id}/d29"), "--coordinator", &api])
+        .env("GROVE_HOME", &home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn grove logs -f");
+
+    let workers = env.grove(env.path(), &["workers", "--coordinator", &api, "--json"]);
+    assert_eq!(workers.code, 0, "{}", workers.stderr);
+    let listed: Vec<(String, String)> = workers
+        .json()
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| (w["id"].as_str().expect("id").to_owned(), w["pools"][0].as_str().expect("pool").to_owned()))
+        .collect();
+    let expected =
+        [("c1", "cloud"), ("l1", "local"), ("l2", "local")].map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(listed, expected);
+
+    let out = run.wait_with_output().expect("grove run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let logs = follow.wait_with_output().expect("grove logs -f");
+    let streamed = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
+    let (start, middle, end) =
+        (streamed.find("start d29"), streamed.find("middle"), streamed.find("end d29"));
+    assert!(start < middle && middle < end && start.is_some(), "{streamed}");
+
+    let status = env.grove(env.path(), &["status", "--coordinator", &api, "--json", &id]);
+    let job = status.json();
+    let tasks = job["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 30);
+    assert!(tasks.iter().all(|t| t["shown"] == "merged"), "{job:#}");
+    for (i, t) in tasks.iter().enumerate() {
+        let (slug, placed) = (t["task"].as_str().expect("slug"), t["placed"].as_str().expect("placed"));
+        let want = if i < 20 { "local" } else { "cloud" };
+        assert_eq!(placed, want, "{t:#}");
+        let why = t["placed_why"].as_str().expect("why");
+        assert!(why.starts_with(if i < 20 { "auto: local capacity" } else { "auto: overflow" }), "{why}");
+        // The worker that ran it has its workspace log; nobody else does.
+        let ran_on: Vec<&str> = ["l1", "l2", "c1"]
+            .into_iter()
+            .filter(|w| env.path().join(format!("worker-{w}/runs/{id}/{slug}/agent.log")).exists())
+            .collect();
+        let allowed: &[&str] = if i < 20 { &["l1", "l2"] } else { &["c1"] };
+        assert!(!ran_on.is_empty() && ran_on.iter().all(|w| allowed.contains(w)), "{slug} ran on {ran_on:?}");
+    }
+    let table = env.grove(env.path(), &["status", "--coordinator", &api, &id]);
+    assert!(table.stdout.contains("auto: overflow, local is full (20 of 20 in use)"), "{}", table.stdout);
+
+    // The repository came as a URL: the integration branch is in grove's mirror.
+    let mirrors: Vec<_> =
+        std::fs::read_dir(home.join("mirrors")).expect("mirrors").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(mirrors.len(), 1);
+    let branch = job["integration_branch"].as_str().expect("branch");
+    let git_dir = format!("--git-dir={}", mirrors[0].display());
+    assert_eq!(env.git(env.path(), &[&git_dir, "show", &format!("{branch}:d25/f.txt")]), "25\nby d25");
+}
+
+/// `grove cancel JOB/TASK` stops that task's agent (its process group) and the task ends as
+/// cancelled while the rest of the job goes on; `grove cancel JOB` then stops the rest.
+#[test]
+fn grove_cancel_stops_one_task_then_the_job() {
+    let env = Env::new();
+    let (_nats, nats) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let _c = coordinator(&env, &nats, &format!("127.0.0.1:{port}"), None);
+    let _w = worker(&env, &nats, "w1", "local", false);
+    wait_port(port);
+    let repo = dirs_repo(&env, "r", 2);
+    let pids = env.path().join("pids");
+    std::fs::create_dir_all(&pids).expect("mkdir");
+    let script = format!("sleep 60 & echo $! > {}/$GROVE_TASK; wait", pids.display());
+    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    run.current_dir(&repo)
+        .args(["run", "--coordinator", &api, "--split", "dirs", "--json", "--", "sh", "-c", &script])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = run.spawn().expect("spawn grove run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&pids).expect("read_dir").count() < 2 {
+        assert!(Instant::now() < deadline, "agents did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id = newest_job(&env, &api);
+    let alive = |t: &str| {
+        let pid = std::fs::read_to_string(pids.join(t)).expect("pid");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        !matches!(state, None | Some('Z') | Some('X'))
+    };
+    let state_of = |t: &str| {
+        let s = env.grove(env.path(), &["status", "--coordinator", &api, "--json", &id]);
+        task(&s.json(), t)["state"].as_str().expect("state").to_owned()
+    };
+
+    let one = env.grove(env.path(), &["cancel", &format!("{id}/d00"), "--coordinator", &api]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    let sent = Instant::now();
+    while alive("d00") || state_of("d00") != "cancelled" {
+        assert!(sent.elapsed() < Duration::from_secs(5), "d00 still running after {:?}", sent.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("one task cancelled in {:?}", sent.elapsed());
+    assert!(alive("d01"), "the other task goes on");
+    assert_eq!(state_of("d01"), "running");
+
+    let again = env.grove(env.path(), &["cancel", &format!("{id}/d00"), "--coordinator", &api]);
+    assert_eq!(again.code, 2);
+    assert!(again.stderr.contains("already cancelled"), "{}", again.stderr);
+
+    let all = env.grove(env.path(), &["cancel", &id, "--coordinator", &api]);
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    let out = run.wait_with_output().expect("grove run");
+    assert!(!alive("d01"), "the job's cancel stopped d01's agent");
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+    for t in ["d00", "d01"] {
+        assert_eq!(task(&job, t)["state"], "cancelled", "{job:#}");
+    }
+}

@@ -1,0 +1,135 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Start a long-lived local fleet: a coordinator daemon and N workers against a NATS server,
+/// as child processes of this one, until Ctrl-C or SIGTERM (then the workers drain and
+/// everything stops in order).
+///
+/// Point the CLI at it with --coordinator http://LISTEN (or GROVE_COORDINATOR). Cloud workers
+/// elsewhere join by serving pool `cloud` on the same NATS.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  nats-server -js &   # or any NATS with JetStream
+  grove up --nats nats://127.0.0.1:4222 --workers 4
+  GROVE_COORDINATOR=http://127.0.0.1:7070 grove run job.toml --pool auto")]
+pub struct UpArgs {
+    /// The NATS server(s) [env: GROVE_NATS]
+    #[arg(long, env = "GROVE_NATS", value_name = "URL")]
+    pub nats: String,
+    /// The coordinator's gRPC address
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Local worker processes
+    #[arg(long, short = 'w', default_value_t = 2)]
+    pub workers: usize,
+    /// Tasks at once per worker
+    #[arg(long, short = 'c', default_value_t = 2)]
+    pub capacity: usize,
+    /// Pools the local workers serve (repeatable)
+    #[arg(long = "pool", value_name = "POOL", default_value = "local")]
+    pub pools: Vec<String>,
+}
+
+pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
+    let me = std::env::current_exe().context("finding the grove executable")?;
+    let spawn = |what: &str, extra: Vec<String>| -> anyhow::Result<(String, Child)> {
+        let mut cmd = Command::new(&me);
+        cmd.arg("--home").arg(&home).args(&extra).kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting the {what}"))?;
+        Ok((what.to_owned(), child))
+    };
+    let mut children = vec![spawn(
+        "coordinator",
+        vec![
+            "coordinator".into(),
+            "--nats".into(),
+            args.nats.clone(),
+            "--listen".into(),
+            args.listen.clone(),
+        ],
+    )?];
+    for i in 1..=args.workers {
+        let mut extra = vec![
+            "worker".into(),
+            "--nats".into(),
+            args.nats.clone(),
+            "--capacity".into(),
+            args.capacity.to_string(),
+            "--id".into(),
+            format!("{}-up-{i}", grove_worker::host_name()),
+        ];
+        for p in &args.pools {
+            extra.extend(["--pool".into(), p.clone()]);
+        }
+        children.push(spawn(&format!("worker {i}"), extra)?);
+    }
+    eprintln!(
+        "grove up: coordinator on http://{} and {} worker(s) ({} each, pools {}); Ctrl-C stops them",
+        args.listen,
+        args.workers,
+        args.capacity,
+        args.pools.join(",")
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("watching SIGTERM")?;
+    // Wait for a signal, or for a child to end on its own (then the fleet is not whole).
+    let died = {
+        let waits = children.iter_mut().map(|(name, c)| {
+            let name = name.clone();
+            Box::pin(async move { (name, c.wait().await) })
+        });
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+            ((name, status), _, _) = futures::future::select_all(waits) => Some((name, status)),
+        }
+    };
+    if let Some((name, status)) = &died {
+        eprintln!("grove up: the {name} stopped ({}); stopping the rest", describe(status));
+    } else {
+        eprintln!("grove up: stopping (workers drain first)");
+    }
+    // Workers first, so they hand back what they cannot finish; then the coordinator.
+    let (coordinator, workers) = children.split_at_mut(1);
+    for (_, c) in workers.iter_mut() {
+        terminate(c);
+    }
+    for (name, c) in workers.iter_mut() {
+        wait(name, c, Duration::from_secs(45)).await;
+    }
+    for (name, c) in coordinator.iter_mut() {
+        terminate(c);
+        wait(name, c, Duration::from_secs(15)).await;
+    }
+    Ok(if died.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn terminate(c: &Child) {
+    if let Some(pid) = c.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
+async fn wait(name: &str, c: &mut Child, limit: Duration) {
+    match tokio::time::timeout(limit, c.wait()).await {
+        Ok(_) => {}
+        Err(_) => {
+            eprintln!("grove up: the {name} did not stop within {limit:?}; killing it");
+            let _ = c.kill().await;
+        }
+    }
+}

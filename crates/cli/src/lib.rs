@@ -1,0 +1,71 @@
+//! The `grove` command line: parsing, printing and exit codes; the work is in the library
+//! crates. The binaries `grove`, `grove-coordinator` and `grove-worker` are thin mains over
+//! [`main`].
+
+mod commands;
+mod embedded;
+mod output;
+mod progress;
+mod remote;
+mod signal;
+mod specargs;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Run the command line. `subcommand` is set by the daemon binaries (`grove-coordinator` is
+/// `grove coordinator`): it is put in front of the arguments.
+pub fn main(subcommand: Option<&str>) -> ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(sub) = subcommand {
+        args.insert(1.min(args.len()), sub.into());
+    }
+    let cli = commands::Cli::parse_from(args);
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "error: {e}");
+            for cause in e.chain().skip(1) {
+                let _ = write!(err, "\n  caused by: {cause}");
+            }
+            let _ = writeln!(err);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `grove status | head` closing the pipe early is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,grove=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(output::color_enabled_stderr())
+        .try_init();
+}
