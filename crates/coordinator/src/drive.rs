@@ -56,6 +56,18 @@ pub enum Note {
         task: String,
         paths: Vec<String>,
     },
+    /// The branch conflicted and the task goes again on top of the integration head.
+    Redo {
+        job: JobId,
+        task: String,
+        paths: Vec<String>,
+    },
+    /// The integration check failed with this task's merge; it was set aside.
+    CheckFailed {
+        job: JobId,
+        task: String,
+        output: String,
+    },
     /// grove's branches were fetched into the source repository; `skipped` were checked out there.
     Published {
         job: JobId,
@@ -76,7 +88,19 @@ impl Coordinator {
         cancel: CancellationToken,
         notes: UnboundedSender<Note>,
     ) -> Result<JobRow, CoordError> {
-        let mut waiting = self.dispatch_pending(job, only, &notes).await?;
+        self.dispatch_pending(job, only, &notes).await?;
+        let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
+        // What is still to end: dispatched now, or queued again by the train (a redo).
+        let unfinished = || -> Result<BTreeSet<String>, CoordError> {
+            Ok(self
+                .store
+                .tasks(job)?
+                .into_iter()
+                .filter(|t| !t.state.is_terminal() && chosen(&t.slug))
+                .map(|t| t.slug)
+                .collect())
+        };
+        let mut waiting = unfinished()?;
         let mut cancelling: Option<tokio::time::Instant> = None;
         while !waiting.is_empty() {
             let deadline =
@@ -87,7 +111,11 @@ impl Coordinator {
                     if let Some(done) = self.handle_event(&ev, &notes)?
                         && ev.job == *job
                     {
-                        waiting.remove(&done);
+                        if cancelling.is_none() {
+                            waiting = unfinished()?;
+                        } else {
+                            waiting.remove(&done);
+                        }
                     }
                 }
                 () = cancel.cancelled(), if cancelling.is_none() => {
@@ -150,6 +178,7 @@ impl Coordinator {
         job: &JobId,
         notes: &UnboundedSender<Note>,
     ) -> Result<Vec<String>, CoordError> {
+        self.set_cancelling(job);
         if let Err(e) = self.bus.cancel(grove_bus::Cancel { job: job.clone(), task: None }).await {
             tracing::warn!("cannot send the cancellation: {e}");
         }
@@ -221,8 +250,24 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Move the train; dispatch the tasks it queued again (redos).
     fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
-        for n in tokio::task::block_in_place(|| self.advance_train(job))? {
+        let moved = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.advance_train(job))?,
+            Err(_) => self.advance_train(job)?,
+        };
+        for n in moved {
+            if let Note::Redo { task, .. } = &n {
+                let row = self.store.job(job.as_str())?;
+                if let Some(t) = self.store.tasks(job)?.into_iter().find(|t| t.slug == *task) {
+                    let attempt = t.attempt + 1;
+                    self.store.set_dispatched(job, &t.slug, attempt)?;
+                    crate::train::block_on(self.bus.dispatch(&t.pool, assignment(&row, &t, attempt)))??;
+                    let _ = notes.send(n.clone());
+                    let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
+                    continue;
+                }
+            }
             let _ = notes.send(n);
         }
         Ok(())
@@ -271,7 +316,7 @@ impl Coordinator {
         let mirror = Mirror { path: row.mirror.clone().into() };
         let mut branches = vec![format!("refs/heads/{}", row.integration_branch)];
         for t in self.store.tasks(job)? {
-            if t.head.is_some() {
+            if t.head.is_some() && t.merge_state != MergeState::Discarded {
                 branches.push(format!("refs/heads/{}", t.branch));
             }
         }
@@ -309,7 +354,7 @@ fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
         mirror: job.mirror.clone().into(),
         remote: format!("file://{}", job.mirror),
         source_dir: job.source_dir.clone().map(Into::into),
-        base: job.base.clone(),
+        base: t.base(job).to_owned(),
         branch: t.branch.clone(),
         sparse: t.sparse.clone(),
         files: t.files.clone(),
@@ -323,6 +368,7 @@ fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
         port_count: per,
         log_cap: spec.run.log_cap.unwrap_or(defaults::LOG_CAP),
         keep_worktrees: spec.run.keep_worktrees.unwrap_or(KeepWorktrees::Failed),
+        redo: t.train.redo.clone(),
     }
 }
 

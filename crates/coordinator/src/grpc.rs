@@ -143,6 +143,14 @@ fn note_pb(n: &Note) -> pb::JobNote {
             (out.job, out.task, out.kind, out.paths) =
                 (job.to_string(), task.clone(), "conflict".into(), paths.clone());
         }
+        Note::Redo { job, task, paths } => {
+            (out.job, out.task, out.kind, out.paths) =
+                (job.to_string(), task.clone(), "redo".into(), paths.clone());
+        }
+        Note::CheckFailed { job, task, output } => {
+            (out.job, out.task, out.kind, out.reason) =
+                (job.to_string(), task.clone(), "check-failed".into(), Some(output.clone()));
+        }
         Note::Published { job, skipped, .. } => {
             (out.job, out.kind, out.paths) = (job.to_string(), "published".into(), skipped.clone());
         }

@@ -33,7 +33,7 @@ pub enum StoreError {
     Ambiguous { name: String, jobs: String },
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     integration_head TEXT NOT NULL,
     state TEXT NOT NULL,
     warnings TEXT NOT NULL,
-    ignored_files TEXT NOT NULL
+    ignored_files TEXT NOT NULL,
+    merge_approved INTEGER NOT NULL DEFAULT 0,
+    merge_stopped TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     job TEXT NOT NULL REFERENCES jobs(id),
@@ -74,6 +76,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     log_tail TEXT,
     merge_commit TEXT,
     conflict_paths TEXT,
+    task_base TEXT,
+    redos INTEGER NOT NULL DEFAULT 0,
+    redo TEXT,
+    merge_seq INTEGER,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job, slug)
 );
@@ -98,6 +104,30 @@ pub struct JobRow {
     pub state: String,
     pub warnings: Vec<String>,
     pub ignored_files: Vec<String>,
+    pub train: JobTrain,
+}
+
+/// Where a job's merge train stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobTrain {
+    /// For `merge.mode = "manual"`: a person ran `grove merge`.
+    pub approved: bool,
+    /// Merging stopped (`on_conflict = "abort"`): why.
+    pub stopped: Option<String>,
+}
+
+/// What the merge train knows about one task beyond its state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskTrain {
+    /// The commit the task's current attempt started from, when not the job's base (a redo
+    /// starts on the integration head).
+    pub base: Option<String>,
+    /// How many times the task was redone after a conflict.
+    pub redos: u32,
+    /// What the next (or current) attempt is told about the conflict it redoes.
+    pub redo: Option<grove_core::task::Redo>,
+    /// 1 for the first task merged into the integration branch, 2 for the next...
+    pub merge_seq: Option<u32>,
 }
 
 /// What the merge train decided about one task.
@@ -110,12 +140,14 @@ pub struct MergeDecision<'a> {
     pub conflict: &'a [String],
     /// When set, the task becomes needs-attention with this reason.
     pub set_aside: Option<&'a str>,
+    /// Output to keep as the task's log tail (a failed integration check's).
+    pub output: Option<&'a str>,
 }
 
 impl MergeDecision<'_> {
     /// A decision with nothing but a merge state.
     pub fn plain(state: MergeState) -> Self {
-        MergeDecision { state, commit: None, conflict: &[], set_aside: None }
+        MergeDecision { state, commit: None, conflict: &[], set_aside: None, output: None }
     }
 }
 
@@ -143,6 +175,14 @@ pub struct TaskRow {
     pub log_tail: Option<String>,
     pub merge_commit: Option<String>,
     pub conflict_paths: Vec<String>,
+    pub train: TaskTrain,
+}
+
+impl TaskRow {
+    /// The commit the task's branch is compared with: its redo base, else the job's base.
+    pub fn base<'a>(&'a self, job: &'a JobRow) -> &'a str {
+        self.train.base.as_deref().unwrap_or(&job.base)
+    }
 }
 
 pub struct Store {
@@ -169,6 +209,19 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        let has_jobs: bool = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'", [], |r| r.get::<_, i64>(0))
+            .map_err(err)?
+            > 0;
+        if has_jobs && version < SCHEMA_VERSION {
+            return Err(StoreError::Corrupt {
+                path: p,
+                what: "schema version",
+                message: format!(
+                    "{version} was written by an earlier, unreleased grove ({SCHEMA_VERSION} now); move the file away"
+                ),
+            });
+        }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Corrupt {
                 path: p,
@@ -243,7 +296,7 @@ impl Store {
         let rows = self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, created_at, spec, source, source_dir, mirror, base, integration_branch, integration_head,
-                   state, warnings, ignored_files FROM jobs ORDER BY created_at, rowid",
+                   state, warnings, ignored_files, merge_approved, merge_stopped FROM jobs ORDER BY created_at, rowid",
             )?;
             st.query_map([], |r| {
                 Ok((
@@ -254,6 +307,7 @@ impl Store {
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, String>(10)?,
                     r.get::<_, String>(11)?,
+                    JobTrain { approved: r.get::<_, i64>(12)? != 0, stopped: r.get(13)? },
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -268,6 +322,7 @@ impl Store {
                     source_dir,
                     warnings,
                     ignored,
+                    train,
                 )| {
                     Ok(JobRow {
                         id: JobId::parse(&id).map_err(|e| self.corrupt("job id", e))?,
@@ -283,6 +338,7 @@ impl Store {
                         warnings: serde_json::from_str(&warnings).map_err(|e| self.corrupt("warnings", e))?,
                         ignored_files: serde_json::from_str(&ignored)
                             .map_err(|e| self.corrupt("ignored files", e))?,
+                        train,
                     })
                 },
             )
@@ -306,7 +362,7 @@ impl Store {
             let mut st = c.prepare(
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
-                   conflict_paths FROM tasks WHERE job = ?1 ORDER BY ord",
+                   conflict_paths, task_base, redos, redo, merge_seq FROM tasks WHERE job = ?1 ORDER BY ord",
             )?;
             st.query_map([job.as_str()], |r| {
                 Ok(RawTask {
@@ -330,6 +386,10 @@ impl Store {
                     log_tail: r.get(19)?,
                     merge_commit: r.get(20)?,
                     conflict_paths: r.get(21)?,
+                    task_base: r.get(22)?,
+                    redos: r.get(23)?,
+                    redo: r.get(24)?,
+                    merge_seq: r.get(25)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -384,7 +444,8 @@ impl Store {
             c.execute(
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = NULL, log_tail = NULL, merge_commit = NULL,
-                   conflict_paths = NULL, turns = 0, updated_at = ?3 WHERE job = ?1 AND slug = ?2",
+                   conflict_paths = NULL, turns = 0, task_base = NULL, redos = 0, redo = NULL, merge_seq = NULL,
+                   updated_at = ?3 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, now()],
             )
         })?;
@@ -453,16 +514,35 @@ impl Store {
         d: &MergeDecision<'_>,
         integration_head: &str,
     ) -> Result<(), StoreError> {
-        let MergeDecision { state: merge, commit: merge_commit, conflict, set_aside } = *d;
+        let MergeDecision { state: merge, commit: merge_commit, conflict, set_aside, output } = *d;
         let conflict = if conflict.is_empty() { None } else { Some(json(conflict)) };
         self.with(|c| {
             let tx = c.transaction()?;
+            let seq: Option<i64> = if merge == MergeState::Merged {
+                Some(tx.query_row(
+                    "SELECT COALESCE(MAX(merge_seq), 0) + 1 FROM tasks WHERE job = ?1",
+                    [job.as_str()],
+                    |r| r.get(0),
+                )?)
+            } else {
+                None
+            };
             tx.execute(
                 "UPDATE tasks SET merge_state = ?3, merge_commit = ?4, conflict_paths = ?5, updated_at = ?6,
                    state = CASE WHEN ?7 IS NULL THEN state ELSE 'needs-attention' END,
-                   reason = COALESCE(?7, reason)
+                   reason = COALESCE(?7, reason), log_tail = COALESCE(?8, log_tail), merge_seq = ?9
                  WHERE job = ?1 AND slug = ?2",
-                params![job.as_str(), slug, merge.as_str(), merge_commit, conflict, now(), set_aside],
+                params![
+                    job.as_str(),
+                    slug,
+                    merge.as_str(),
+                    merge_commit,
+                    conflict,
+                    now(),
+                    set_aside,
+                    output,
+                    seq
+                ],
             )?;
             tx.execute(
                 "UPDATE jobs SET integration_head = ?2 WHERE id = ?1",
@@ -470,6 +550,54 @@ impl Store {
             )?;
             tx.commit()
         })
+    }
+
+    /// A conflicting task goes again as a redo on top of `base` (the integration head): queued,
+    /// its branch's record cleared, with what its agent is told.
+    pub fn set_redo(
+        &self,
+        job: &JobId,
+        slug: &str,
+        base: &str,
+        redo: &grove_core::task::Redo,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let text = redo_to_json(redo);
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
+                   insertions = 0, deletions = 0, reason = ?5, log_tail = NULL, merge_commit = NULL,
+                   conflict_paths = ?6, turns = 0, task_base = ?3, redos = redos + 1, redo = ?4,
+                   updated_at = ?7 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, base, text, why, json(&redo.paths), now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A person discarded a task's branch.
+    pub fn set_discarded(&self, job: &JobId, slug: &str, why: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET merge_state = 'discarded', reason = ?3, updated_at = ?4 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, why, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// `grove merge`: a manual job may merge now.
+    pub fn set_merge_approved(&self, job: &JobId) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE jobs SET merge_approved = 1 WHERE id = ?1", [job.as_str()]))?;
+        Ok(())
+    }
+
+    /// The job's merging stopped (`on_conflict = "abort"`), or goes on again (`None`).
+    pub fn set_merge_stopped(&self, job: &JobId, why: Option<&str>) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE jobs SET merge_stopped = ?2 WHERE id = ?1", params![job.as_str(), why])
+        })?;
+        Ok(())
     }
 
     pub fn set_job_state(&self, job: &JobId, state: &str) -> Result<(), StoreError> {
@@ -505,6 +633,10 @@ struct RawTask {
     log_tail: Option<String>,
     merge_commit: Option<String>,
     conflict_paths: Option<String>,
+    task_base: Option<String>,
+    redos: u32,
+    redo: Option<String>,
+    merge_seq: Option<u32>,
 }
 
 impl RawTask {
@@ -541,8 +673,32 @@ impl RawTask {
             reason: self.reason,
             log_tail: self.log_tail,
             merge_commit: self.merge_commit,
+            train: TaskTrain {
+                base: self.task_base,
+                redos: self.redos,
+                redo: self
+                    .redo
+                    .as_deref()
+                    .map(|r| redo_from_json(r).map_err(|e| s.corrupt("redo", e)))
+                    .transpose()?,
+                merge_seq: self.merge_seq,
+            },
         })
     }
+}
+
+fn redo_to_json(r: &grove_core::task::Redo) -> String {
+    serde_json::json!({"paths": r.paths, "hunks": r.hunks, "previous_diff": r.previous_diff}).to_string()
+}
+
+fn redo_from_json(text: &str) -> Result<grove_core::task::Redo, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let paths = v["paths"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    Ok(grove_core::task::Redo { paths, hunks: s("hunks"), previous_diff: s("previous_diff") })
 }
 
 /// A list column as JSON.

@@ -102,6 +102,7 @@ impl Coordinator {
             state: "running".into(),
             warnings: p.plan.warnings.clone(),
             ignored_files,
+            train: Default::default(),
         };
         let pool = p.spec.run.pool.clone().unwrap_or_else(|| "local".into());
         let tasks: Vec<TaskRow> =
@@ -237,6 +238,7 @@ fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask, pool: &str
         log_tail: None,
         merge_commit: None,
         conflict_paths: Vec::new(),
+        train: Default::default(),
     }
 }
 

@@ -283,6 +283,9 @@ impl std::str::FromStr for KeepWorktrees {
 pub struct Checks {
     /// A shell command run in the task's workspace after each turn; non-zero fails the turn.
     pub task: Option<String>,
+    /// A shell command run on the integration result (in a worktree grove owns) after each
+    /// batch of `merge.batch` merges; a failing batch is bisected to the branch that breaks it.
+    pub integration: Option<String>,
 }
 
 /// How finished branches come together.
@@ -291,6 +294,87 @@ pub struct Checks {
 pub struct MergeSpec {
     /// The integration branch (default `grove/<job>/integration`); `{job}` is replaced.
     pub branch: Option<String>,
+    /// `merge` (a merge commit per task, the default), `squash` (one single-parent commit per
+    /// task) or `manual` (nothing merges until `grove merge JOB`).
+    pub mode: Option<MergeMode>,
+    /// What a conflicting branch gets: `redo` (default: a new attempt on top of the
+    /// integration head, told about the conflict), `attention` (set aside) or `abort` (the
+    /// job's merging stops).
+    pub on_conflict: Option<OnConflict>,
+    /// How many times one task may be redone after conflicts (default 2).
+    pub max_redos: Option<u32>,
+    /// Merges per run of `checks.integration` (default 1: after every merge).
+    pub batch: Option<u32>,
+}
+
+/// How a task's branch enters the integration branch.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMode {
+    /// A merge commit with the task's branch as second parent.
+    #[default]
+    Merge,
+    /// One commit with the branch's changes and a single parent.
+    Squash,
+    /// Tasks wait, checked, until `grove merge JOB` (then as `merge`).
+    Manual,
+}
+
+impl MergeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMode::Merge => "merge",
+            MergeMode::Squash => "squash",
+            MergeMode::Manual => "manual",
+        }
+    }
+}
+
+impl std::str::FromStr for MergeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "merge" => Ok(MergeMode::Merge),
+            "squash" => Ok(MergeMode::Squash),
+            "manual" => Ok(MergeMode::Manual),
+            _ => Err(format!("unknown merge mode {s:?} (expected merge, squash or manual)")),
+        }
+    }
+}
+
+/// What the merge train does with a branch that conflicts with the integration branch.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Run the task again on top of the integration head, with the conflict described.
+    #[default]
+    Redo,
+    /// Set the branch aside as needs-attention; the rest go on.
+    Attention,
+    /// Stop merging this job.
+    Abort,
+}
+
+impl OnConflict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnConflict::Redo => "redo",
+            OnConflict::Attention => "attention",
+            OnConflict::Abort => "abort",
+        }
+    }
+}
+
+impl std::str::FromStr for OnConflict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redo" => Ok(OnConflict::Redo),
+            "attention" => Ok(OnConflict::Attention),
+            "abort" => Ok(OnConflict::Abort),
+            _ => Err(format!("unknown conflict policy {s:?} (expected redo, attention or abort)")),
+        }
+    }
 }
 
 /// Defaults applied where the spec is silent.
@@ -302,6 +386,8 @@ pub mod defaults {
     pub const PORT_BASE: u16 = 42000;
     pub const PORTS_PER_TASK: u16 = 10;
     pub const LOG_CAP: u64 = 8 * 1024 * 1024;
+    pub const MAX_REDOS: u32 = 2;
+    pub const BATCH: u32 = 1;
 }
 
 impl JobSpec {
@@ -318,6 +404,18 @@ impl JobSpec {
     }
     pub fn max_turns(&self) -> u32 {
         self.agent.max_turns.unwrap_or(defaults::MAX_TURNS)
+    }
+    pub fn merge_mode(&self) -> MergeMode {
+        self.merge.mode.unwrap_or_default()
+    }
+    pub fn on_conflict(&self) -> OnConflict {
+        self.merge.on_conflict.unwrap_or_default()
+    }
+    pub fn max_redos(&self) -> u32 {
+        self.merge.max_redos.unwrap_or(defaults::MAX_REDOS)
+    }
+    pub fn batch(&self) -> u32 {
+        self.merge.batch.unwrap_or(defaults::BATCH).max(1)
     }
     pub fn base(&self) -> &str {
         self.repo.base.as_deref().unwrap_or("HEAD")
@@ -399,6 +497,18 @@ impl JobSpec {
         for p in &self.run.include_ignored {
             check_repo_path(p.trim_end_matches('/'))
                 .map_err(|m| err("run.include_ignored", format!("{p:?} {m}")))?;
+        }
+        if self.merge.batch == Some(0) {
+            return Err(err("merge.batch", "must be at least 1".into()));
+        }
+        if self.merge.batch.is_some_and(|b| b > 1) && self.checks.integration.is_none() {
+            return Err(err(
+                "merge.batch",
+                "batches only matter with checks.integration (set it, or drop merge.batch)".into(),
+            ));
+        }
+        if self.checks.integration.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(err("checks.integration", "is empty".into()));
         }
         if let Some(b) = &self.merge.branch {
             let probe = b.replace("{job}", "job");

@@ -10,8 +10,8 @@ use crate::cli::{Git, GitError, nul_fields};
 pub enum MergeOutcome {
     /// The merge is clean; this is the merged tree.
     Clean { tree: String },
-    /// The merge conflicts in these paths.
-    Conflict { paths: Vec<String> },
+    /// The merge conflicts in these paths; `tree` holds the files with git's conflict markers.
+    Conflict { paths: Vec<String>, tree: String },
 }
 
 /// Merge `theirs` into `ours` (commit ids) in memory. git's exit status decides, never an
@@ -38,7 +38,46 @@ pub fn merge_trees(git: &Git, repo: &Path, ours: &str, theirs: &str) -> Result<M
     }
     let mut paths: Vec<String> = fields.map(str::to_owned).collect();
     paths.dedup();
-    Ok(MergeOutcome::Conflict { paths })
+    Ok(MergeOutcome::Conflict { paths, tree })
+}
+
+/// The conflicting files of a conflicted merge `tree`, each with git's conflict markers, for
+/// an agent to read; at most `cap` bytes (a note says when more was left out).
+pub fn conflict_hunks(git: &Git, repo: &Path, tree: &str, paths: &[String], cap: usize) -> String {
+    let mut out = String::new();
+    for p in paths {
+        let spec = format!("{tree}:{p}");
+        let body = match git.run(repo, ["cat-file", "-p", &spec]) {
+            Ok(o) => o.stdout,
+            Err(_) => "(deleted on one side, or not a text file)\n".to_owned(),
+        };
+        out.push_str(&format!("=== {p}\n{body}"));
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        if out.len() > cap {
+            break;
+        }
+    }
+    cap_text(out, cap)
+}
+
+/// The patch from `from` to `to` (commit ids), at most `cap` bytes.
+pub fn patch(git: &Git, repo: &Path, from: &str, to: &str, cap: usize) -> Result<String, GitError> {
+    let out = git.run(repo, ["diff", "--no-color", "--no-ext-diff", "--end-of-options", from, to, "--"])?;
+    Ok(cap_text(out.stdout, cap))
+}
+
+fn cap_text(mut s: String, cap: usize) -> String {
+    if s.len() > cap {
+        let mut end = cap;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("\n[grove] (cut: more than the cap)\n");
+    }
+    s
 }
 
 /// The tree id of a commit.
@@ -98,9 +137,12 @@ mod tests {
         let m = commit_tree(&git, &src, &tree, &[&one, &two], "merge", &who).expect("commit");
         let show = git.run(&src, ["show", "--format=%P", "--no-patch", &m]).expect("show").stdout;
         assert_eq!(show.trim(), format!("{one} {two}"));
-        assert_eq!(
+        assert!(matches!(
             merge_trees(&git, &src, &one, &three).expect("merge"),
-            MergeOutcome::Conflict { paths: vec!["a.txt".into()] }
-        );
+            MergeOutcome::Conflict { paths, tree } if paths == ["a.txt"] && {
+                let hunks = conflict_hunks(&git, &src, &tree, &paths, 1 << 20);
+                hunks.contains("<<<<<<<") && hunks.contains("other") && hunks.contains("=== a.txt")
+            }
+        ));
     }
 }

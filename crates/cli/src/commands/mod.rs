@@ -4,8 +4,11 @@
 mod coordinator;
 mod demo;
 mod diff;
+mod discard;
 mod logs;
+mod merge;
 mod plan;
+mod push;
 mod run;
 mod status;
 mod worker;
@@ -45,6 +48,9 @@ pub enum Command {
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
     Diff(diff::DiffArgs),
+    Merge(merge::MergeArgs),
+    Discard(discard::DiscardArgs),
+    Push(push::PushArgs),
     Demo(demo::DemoArgs),
     Worker(worker::WorkerArgs),
     Coordinator(coordinator::CoordinatorArgs),
@@ -58,6 +64,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::cmd_status(home, a).await,
         Command::Logs(a) => logs::cmd_logs(home, a).await,
         Command::Diff(a) => diff::cmd_diff(home, a),
+        Command::Merge(a) => merge::cmd_merge(home, a).await,
+        Command::Discard(a) => discard::cmd_discard(home, a).await,
+        Command::Push(a) => push::cmd_push(home, a).await,
         Command::Demo(a) => demo::cmd_demo(home, a).await,
         Command::Worker(a) => worker::cmd_worker(home, a).await,
         Command::Coordinator(a) => coordinator::cmd_coordinator(home, a).await,

@@ -217,7 +217,7 @@ async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Drive a job with `concurrency` embedded workers and progress; returns the job and whether it
 /// was cancelled.
-async fn drive(
+pub(crate) async fn drive(
     emb: &Embedded,
     job: &grove_core::JobId,
     only: Option<&BTreeSet<String>>,
@@ -270,7 +270,7 @@ fn go_on(ok: bool, yes: bool, job: &JobRow) -> anyhow::Result<bool> {
 }
 
 /// Print the job and pick the exit code.
-fn finish(store: &Store, row: &JobRow, json: bool, cancelled: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn finish(store: &Store, row: &JobRow, json: bool, cancelled: bool) -> anyhow::Result<ExitCode> {
     let tasks = store.tasks(&row.id)?;
     super::status::print_job(row, &tasks, json)?;
     if !json {
