@@ -52,6 +52,8 @@ impl Coordinator {
         loop {
             let mut cands: Vec<Candidate> = Vec::new();
             let mut tip = head.clone();
+            // The tip's tree, once known (a merge just wrote it): one `rev-parse` less per merge.
+            let mut tip_tree: Option<String> = None;
             let mut conflict: Option<(TaskRow, Vec<String>, String)> = None;
             for t in self.store.tasks(job)? {
                 if t.merge_state.is_settled() {
@@ -82,7 +84,12 @@ impl Coordinator {
                 };
                 match merge_trees(&self.git, mirror, &tip, &task_head)? {
                     MergeOutcome::Clean { tree } => {
-                        if tree == tree_of(&self.git, mirror, &tip)? {
+                        let current = match tip_tree.take() {
+                            Some(t) => t,
+                            None => tree_of(&self.git, mirror, &tip)?,
+                        };
+                        if tree == current {
+                            tip_tree = Some(current);
                             // Already in (an identical change merged before).
                             self.store.set_merge(
                                 job,
@@ -101,6 +108,7 @@ impl Coordinator {
                         let commit =
                             commit_tree(&self.git, mirror, &tree, &parents, &message, &self.identity)?;
                         tip = commit.clone();
+                        tip_tree = Some(tree);
                         cands.push(Candidate { task: t, commit });
                         if cands.len() >= batch {
                             break;
