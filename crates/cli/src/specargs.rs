@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use grove_core::spec::{AgentKind, JobSpec, KeepWorktrees, MergeMode, OnConflict, SplitRule, parse_duration};
+use grove_core::spec::{
+    AgentKind, JobSpec, KeepWorktrees, MergeMode, OnConflict, Pick, SplitRule, VariantSpec, parse_duration,
+};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SpecArgs {
@@ -113,6 +115,23 @@ pub struct SpecArgs {
     /// [checks.integration]
     #[arg(long, value_name = "SHELL", help_heading = "Merge")]
     pub integration_check: Option<String>,
+    /// A variant of every task running SHELL with `sh -c` (repeatable; other agents: [[variants]]
+    /// in the spec) [variants]
+    #[arg(long = "variant", value_name = "NAME=SHELL", value_parser = parse_variant, help_heading = "Variants")]
+    pub variants: Vec<(String, String)>,
+    /// Which variant merges: first-passing, smallest-diff or manual (`grove pick`)
+    /// [merge.pick; default first-passing]
+    #[arg(long, value_name = "RULE", help_heading = "Variants")]
+    pub pick: Option<Pick>,
+}
+
+fn parse_variant(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, shell)) if !name.is_empty() && !shell.trim().is_empty() => {
+            Ok((name.to_owned(), shell.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not NAME=SHELL (for example fast='sed -i s/a/b/ f.txt')")),
+    }
 }
 
 /// A spec ready to validate, and its file's name and text for error locations.
@@ -206,6 +225,19 @@ impl SpecArgs {
         spec.merge.max_redos = self.max_redos.or(spec.merge.max_redos);
         spec.merge.batch = self.batch.or(spec.merge.batch);
         set(&mut spec.checks.integration, &self.integration_check);
+        if !self.variants.is_empty() {
+            spec.variants = self
+                .variants
+                .iter()
+                .map(|(name, shell)| VariantSpec {
+                    name: name.clone(),
+                    kind: Some(AgentKind::Command),
+                    command: vec!["sh".into(), "-c".into(), shell.clone()],
+                    ..VariantSpec::default()
+                })
+                .collect();
+        }
+        spec.merge.pick = self.pick.or(spec.merge.pick);
         if spec.repo.source.is_none() {
             spec.repo.source = Some(".".into());
         }

@@ -346,6 +346,12 @@ fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
         })
         .cloned()
         .collect();
+    let variant = t.train.variant.as_deref().and_then(|v| spec.variant(v));
+    let mut agent = variant.map_or_else(|| spec.agent.clone(), |v| v.agent(&spec.agent));
+    if let Some(v) = variant {
+        agent.env.insert("GROVE_VARIANT".into(), v.name.clone());
+    }
+    let prompt = variant.and_then(|v| v.prompt.clone()).or_else(|| spec.prompt.clone()).unwrap_or_default();
     Assignment {
         job: job.id.clone(),
         task: t.slug.clone(),
@@ -358,8 +364,8 @@ fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
         branch: t.branch.clone(),
         sparse: t.sparse.clone(),
         files: t.files.clone(),
-        prompt: spec.prompt.clone().unwrap_or_default(),
-        agent: spec.agent.clone(),
+        prompt,
+        agent,
         turn_timeout: spec.turn_timeout(),
         max_turns: spec.max_turns(),
         check: spec.checks.task.clone(),

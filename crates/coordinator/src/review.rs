@@ -26,6 +26,16 @@ impl Coordinator {
     /// it and is not checked out). The commits stay reachable in the mirror under
     /// `refs/grove/attempts/`. A merged or unfinished task is refused before anything changes.
     pub fn discard(&self, job: &JobId, slugs: &[String]) -> Result<Vec<Discard>, CoordError> {
+        self.discard_as(job, slugs, "discarded")
+    }
+
+    /// [`Coordinator::discard`], recording `why`.
+    pub(crate) fn discard_as(
+        &self,
+        job: &JobId,
+        slugs: &[String],
+        why: &str,
+    ) -> Result<Vec<Discard>, CoordError> {
         let row = self.store.job(job.as_str())?;
         let tasks = self.store.tasks(job)?;
         let mut chosen = Vec::new();
@@ -89,10 +99,47 @@ impl Coordinator {
                     )),
                 }
             }
-            self.store.set_discarded(job, &t.slug, "discarded")?;
+            self.store.set_discarded(job, &t.slug, why)?;
             out.push(d);
         }
         Ok(out)
+    }
+
+    /// `grove pick TASK VARIANT`: that variant merges (when the train reaches it), the others
+    /// are discarded. Refused unless the variant passed and no variant of the task is merged.
+    pub fn pick(&self, job: &JobId, task: &str, variant: &str) -> Result<(), CoordError> {
+        let tasks = self.store.tasks(job)?;
+        let rows: Vec<_> = tasks.iter().filter(|t| t.train.variant_of.as_deref() == Some(task)).collect();
+        let refuse = |why: String| CoordError::Refused { task: format!("{job}/{task}"), why };
+        if rows.is_empty() {
+            return Err(if tasks.iter().any(|t| t.slug == task) {
+                refuse("has no variants".into())
+            } else {
+                StoreError::NoTask(format!("{job}/{task}")).into()
+            });
+        }
+        let names = || rows.iter().filter_map(|r| r.train.variant.clone()).collect::<Vec<_>>().join(", ");
+        let Some(chosen) = rows.iter().find(|r| r.train.variant.as_deref() == Some(variant)) else {
+            return Err(refuse(format!("has no variant {variant:?} (it has {})", names())));
+        };
+        if let Some(m) = rows.iter().find(|r| matches!(r.merge_state, MergeState::Merged | MergeState::Empty))
+        {
+            return Err(refuse(format!(
+                "variant {} is already merged",
+                m.train.variant.as_deref().unwrap_or_default()
+            )));
+        }
+        if let Some(p) = rows.iter().find(|r| r.train.picked && r.slug != chosen.slug) {
+            return Err(refuse(format!(
+                "variant {} is already picked",
+                p.train.variant.as_deref().unwrap_or_default()
+            )));
+        }
+        if chosen.state != grove_core::TaskState::Succeeded {
+            return Err(refuse(format!("variant {variant} did not pass (it is {})", chosen.state)));
+        }
+        self.store.set_picked(job, &chosen.slug)?;
+        Ok(())
     }
 
     /// `grove merge`: a manual job's tasks may merge from now on, and a job whose merging

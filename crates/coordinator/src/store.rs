@@ -80,6 +80,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     redos INTEGER NOT NULL DEFAULT 0,
     redo TEXT,
     merge_seq INTEGER,
+    variant TEXT,
+    variant_of TEXT,
+    picked INTEGER NOT NULL DEFAULT 0,
+    finished_seq INTEGER,
+    started_at INTEGER,
+    finished_at INTEGER,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job, slug)
 );
@@ -128,6 +134,17 @@ pub struct TaskTrain {
     pub redo: Option<grove_core::task::Redo>,
     /// 1 for the first task merged into the integration branch, 2 for the next...
     pub merge_seq: Option<u32>,
+    /// The variant this row runs (`merge.pick` keeps one per task).
+    pub variant: Option<String>,
+    /// For a variant: the task's slug (its rows share it and their place in the order).
+    pub variant_of: Option<String>,
+    /// A person picked this variant (`grove pick`).
+    pub picked: bool,
+    /// 1 for the job's first attempt to end, 2 for the next... (first-passing picks by it).
+    pub finished_seq: Option<u32>,
+    /// When the current attempt started and ended (seconds since the epoch).
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
 }
 
 /// What the merge train decided about one task.
@@ -269,7 +286,8 @@ impl Store {
             for t in tasks {
                 tx.execute(
                     "INSERT INTO tasks (job, slug, ord, level, title, sparse, files, lines, depends_on, branch, pool,
-                       state, merge_state, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+                       state, merge_state, updated_at, variant, variant_of)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
                     params![
                         t.job.as_str(),
                         t.slug,
@@ -285,6 +303,8 @@ impl Store {
                         t.state.as_str(),
                         t.merge_state.as_str(),
                         now(),
+                        t.train.variant,
+                        t.train.variant_of,
                     ],
                 )?;
             }
@@ -362,7 +382,8 @@ impl Store {
             let mut st = c.prepare(
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
-                   conflict_paths, task_base, redos, redo, merge_seq FROM tasks WHERE job = ?1 ORDER BY ord",
+                   conflict_paths, task_base, redos, redo, merge_seq, variant, variant_of, picked, finished_seq,
+                   started_at, finished_at FROM tasks WHERE job = ?1 ORDER BY ord, slug",
             )?;
             st.query_map([job.as_str()], |r| {
                 Ok(RawTask {
@@ -390,6 +411,12 @@ impl Store {
                     redos: r.get(23)?,
                     redo: r.get(24)?,
                     merge_seq: r.get(25)?,
+                    variant: r.get(26)?,
+                    variant_of: r.get(27)?,
+                    picked: r.get::<_, i64>(28)? != 0,
+                    finished_seq: r.get(29)?,
+                    started_at: r.get(30)?,
+                    finished_at: r.get(31)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -430,7 +457,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET state = ?3, turns = COALESCE(?4, turns), updated_at = ?5
+                "UPDATE tasks SET state = ?3, turns = COALESCE(?4, turns), updated_at = ?5,
+                   started_at = COALESCE(started_at, ?5)
                  WHERE job = ?1 AND slug = ?2 AND attempt = ?6",
                 params![job.as_str(), slug, state.as_str(), turns, now(), attempt],
             )
@@ -456,7 +484,8 @@ impl Store {
     pub fn set_dispatched(&self, job: &JobId, slug: &str, attempt: u32) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4 WHERE job = ?1 AND slug = ?2",
+                "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4, started_at = NULL,
+                   finished_at = NULL, finished_seq = NULL WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, attempt, now()],
             )
         })?;
@@ -486,7 +515,8 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE tasks SET state = ?3, head = COALESCE(?4, head), files_changed = ?5, insertions = ?6,
-                   deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11
+                   deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11, finished_at = ?11,
+                   finished_seq = (SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM tasks WHERE job = ?1)
                  WHERE job = ?1 AND slug = ?2",
                 params![
                     job.as_str(),
@@ -575,6 +605,14 @@ impl Store {
         Ok(())
     }
 
+    /// A person picked this variant of its task (`grove pick`).
+    pub fn set_picked(&self, job: &JobId, slug: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE tasks SET picked = 1 WHERE job = ?1 AND slug = ?2", params![job.as_str(), slug])
+        })?;
+        Ok(())
+    }
+
     /// A person discarded a task's branch.
     pub fn set_discarded(&self, job: &JobId, slug: &str, why: &str) -> Result<(), StoreError> {
         self.with(|c| {
@@ -637,6 +675,12 @@ struct RawTask {
     redos: u32,
     redo: Option<String>,
     merge_seq: Option<u32>,
+    variant: Option<String>,
+    variant_of: Option<String>,
+    picked: bool,
+    finished_seq: Option<u32>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
 }
 
 impl RawTask {
@@ -682,6 +726,12 @@ impl RawTask {
                     .map(|r| redo_from_json(r).map_err(|e| s.corrupt("redo", e)))
                     .transpose()?,
                 merge_seq: self.merge_seq,
+                variant: self.variant,
+                variant_of: self.variant_of,
+                picked: self.picked,
+                finished_seq: self.finished_seq,
+                started_at: self.started_at,
+                finished_at: self.finished_at,
             },
         })
     }

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use grove_core::spec::{MergeMode, OnConflict};
+use grove_core::spec::{MergeMode, OnConflict, Pick};
 use grove_core::task::{MergeState, Redo};
 use grove_core::{JobId, TaskState};
 use grove_git::MergeOutcome;
@@ -27,6 +27,16 @@ use crate::{CoordError, Coordinator};
 
 /// The most of a conflict's files, or of a previous diff, handed to a redoing agent.
 const REDO_CAP: usize = 256 * 1024;
+
+/// What the train does at a task with variants.
+enum Picked {
+    /// Nothing more to do there (merged, set aside, or no variant passed).
+    Settled,
+    /// No variant may go yet (running, or waiting for `grove pick`): the train stops here.
+    Wait,
+    /// This variant goes on as the task.
+    Winner(Box<TaskRow>),
+}
 
 /// A branch merged in memory, not yet in the integration branch.
 struct Candidate {
@@ -55,7 +65,26 @@ impl Coordinator {
             // The tip's tree, once known (a merge just wrote it): one `rev-parse` less per merge.
             let mut tip_tree: Option<String> = None;
             let mut conflict: Option<(TaskRow, Vec<String>, String)> = None;
-            for t in self.store.tasks(job)? {
+            let all = self.store.tasks(job)?;
+            let mut groups = std::collections::BTreeSet::new();
+            for t in &all {
+                // The variants of a task are one place in the order: the picked one stands for
+                // them, the others are discarded.
+                let t = match &t.train.variant_of {
+                    None => t.clone(),
+                    Some(group) => {
+                        if !groups.insert(group.clone()) {
+                            continue;
+                        }
+                        let rows: Vec<&TaskRow> =
+                            all.iter().filter(|r| r.train.variant_of.as_ref() == Some(group)).collect();
+                        match self.pick_variant(&row, &rows, &head)? {
+                            Picked::Settled => continue,
+                            Picked::Wait => break,
+                            Picked::Winner(w) => *w,
+                        }
+                    }
+                };
                 if t.merge_state.is_settled() {
                     continue;
                 }
@@ -201,6 +230,72 @@ impl Coordinator {
         Ok(notes)
     }
 
+    /// Decide which variant of a task goes on in the train: a picked one, else the one
+    /// `merge.pick` chooses now (then recorded as picked). The losers that ended are
+    /// discarded; those still running are told to stop.
+    fn pick_variant(&self, row: &JobRow, rows: &[&TaskRow], head: &str) -> Result<Picked, CoordError> {
+        let ended = rows.iter().all(|r| r.state.is_terminal());
+        let passing = || rows.iter().filter(|r| r.state == TaskState::Succeeded);
+        let winner = match rows.iter().find(|r| r.train.picked) {
+            Some(w) => Some(*w),
+            None => match row.spec.pick() {
+                Pick::Manual => None,
+                Pick::FirstPassing => {
+                    passing().min_by_key(|r| r.train.finished_seq.unwrap_or(u32::MAX)).copied()
+                }
+                Pick::SmallestDiff if ended => {
+                    passing().min_by_key(|r| r.stat.insertions + r.stat.deletions).copied()
+                }
+                Pick::SmallestDiff => None,
+            },
+        };
+        let Some(w) = winner else {
+            if ended && passing().next().is_none() {
+                // No variant passed: nothing of this task will merge.
+                for r in rows.iter().filter(|r| !r.merge_state.is_settled()) {
+                    self.store.set_merge(
+                        &row.id,
+                        &r.slug,
+                        &MergeDecision::plain(MergeState::Skipped),
+                        head,
+                    )?;
+                }
+                return Ok(Picked::Settled);
+            }
+            return Ok(Picked::Wait);
+        };
+        if !w.train.picked {
+            self.store.set_picked(&row.id, &w.slug)?;
+        }
+        let name = w.train.variant.as_deref().unwrap_or_default();
+        for l in rows.iter().filter(|r| r.slug != w.slug && r.merge_state != MergeState::Discarded) {
+            if l.state == TaskState::Queued {
+                // Not started: it will not be.
+                let outcome = grove_core::task::TaskOutcome {
+                    state: TaskState::Cancelled,
+                    head: None,
+                    stat: l.stat,
+                    turns: 0,
+                    reason: Some(format!("lost to variant {name} before it started")),
+                    log_tail: String::new(),
+                };
+                self.store.set_finished(&row.id, &l.slug, &outcome)?;
+                self.discard_as(&row.id, std::slice::from_ref(&l.slug), &format!("lost to variant {name}"))?;
+            } else if l.state.is_terminal() {
+                self.discard_as(&row.id, std::slice::from_ref(&l.slug), &format!("lost to variant {name}"))?;
+            } else {
+                let stop = grove_bus::Cancel { job: row.id.clone(), task: Some(l.slug.clone()) };
+                if let Err(e) = block_on(self.bus.cancel(stop))? {
+                    tracing::warn!(task = %l.slug, "cannot stop a losing variant: {e}");
+                }
+            }
+        }
+        if w.merge_state.is_settled() {
+            return Ok(Picked::Settled);
+        }
+        Ok(Picked::Winner(Box::new((*w).clone())))
+    }
+
     /// Run the integration check on a batch. Returns how many candidates (from the first)
     /// may go in, and, when one breaks the check, its output (it is `cands[good]`). Assumes
     /// that once a merge breaks the check, the later ones do too (what bisecting assumes).
@@ -310,10 +405,16 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CoordE
 /// One commit's message: what merged, with job, task, attempt, agent and diff stat as git
 /// trailers (a restarted coordinator recognises its merges by them).
 fn merge_message(job: &JobRow, t: &TaskRow, mode: MergeMode) -> String {
-    let agent = job.spec.agent.kind.map_or("unknown", |k| k.as_str());
+    let variant = t.train.variant.as_deref().and_then(|v| job.spec.variant(v));
+    let kind = variant.map_or(job.spec.agent.kind, |v| v.agent(&job.spec.agent).kind);
+    let agent = kind.map_or("unknown", |k| k.as_str());
     let verb = if mode == MergeMode::Squash { "squash" } else { "merge" };
-    format!(
+    let mut m = format!(
         "grove: {verb} {} ({})\n\n{}\n\nGrove-Job: {}\nGrove-Task: {}\nGrove-Attempt: {}\nGrove-Agent: {agent}\nGrove-Diffstat: {}",
         t.slug, job.id, t.title, job.id, t.slug, t.attempt, t.stat
-    )
+    );
+    if let Some(v) = variant {
+        m.push_str(&format!("\nGrove-Variant: {}", v.name));
+    }
+    m
 }

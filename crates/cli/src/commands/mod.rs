@@ -1,12 +1,14 @@
 //! One module per subcommand: an `XxxArgs` struct (its doc comment is the help) and a
 //! `cmd_xxx` function.
 
+mod compare;
 mod coordinator;
 mod demo;
 mod diff;
 mod discard;
 mod logs;
 mod merge;
+mod pick;
 mod plan;
 mod push;
 mod run;
@@ -51,6 +53,8 @@ pub enum Command {
     Merge(merge::MergeArgs),
     Discard(discard::DiscardArgs),
     Push(push::PushArgs),
+    Compare(compare::CompareArgs),
+    Pick(pick::PickArgs),
     Demo(demo::DemoArgs),
     Worker(worker::WorkerArgs),
     Coordinator(coordinator::CoordinatorArgs),
@@ -67,6 +71,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Merge(a) => merge::cmd_merge(home, a).await,
         Command::Discard(a) => discard::cmd_discard(home, a).await,
         Command::Push(a) => push::cmd_push(home, a).await,
+        Command::Compare(a) => compare::cmd_compare(home, a),
+        Command::Pick(a) => pick::cmd_pick(home, a).await,
         Command::Demo(a) => demo::cmd_demo(home, a).await,
         Command::Worker(a) => worker::cmd_worker(home, a).await,
         Command::Coordinator(a) => coordinator::cmd_coordinator(home, a).await,

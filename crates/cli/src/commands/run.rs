@@ -243,8 +243,12 @@ pub(crate) async fn drive(
     Ok((result?, cancelled))
 }
 
+/// A task that needs nothing more: merged, no change, or a variant that lost to another.
 fn merged_or_empty(t: &grove_coordinator::TaskRow) -> bool {
-    t.state == TaskState::Succeeded && matches!(t.merge_state, MergeState::Merged | MergeState::Empty)
+    (t.state == TaskState::Succeeded && matches!(t.merge_state, MergeState::Merged | MergeState::Empty))
+        || (t.train.variant_of.is_some()
+            && t.merge_state == MergeState::Discarded
+            && t.reason.as_deref().is_some_and(|r| r.starts_with("lost to variant")))
 }
 
 /// Ask whether to go on after the canary tasks.

@@ -6,7 +6,7 @@ use clap::Args;
 use grove_coordinator::{JobRow, Store, TaskRow};
 use grove_core::TaskState;
 use grove_core::layout::Layout;
-use grove_core::spec::MergeMode;
+use grove_core::spec::{MergeMode, Pick};
 use grove_core::task::MergeState;
 
 use crate::output::{color_enabled_stdout, paint, shown_state, state_color, table};
@@ -169,6 +169,15 @@ pub fn why(job: &JobRow, tasks: &[TaskRow], t: &TaskRow) -> String {
         if job.spec.merge_mode() == MergeMode::Manual && !job.train.approved {
             return format!("checked; waiting for `grove merge {}`", job.id);
         }
+        if let (Some(group), Some(v)) = (&t.train.variant_of, &t.train.variant) {
+            let picked = tasks.iter().any(|o| o.train.variant_of.as_ref() == Some(group) && o.train.picked);
+            if !picked && job.spec.pick() == Pick::Manual {
+                return format!("checked; waiting for `grove pick {group} {v}` (or another variant)");
+            }
+            if !picked {
+                return "waiting for the other variants".into();
+            }
+        }
         if let Some(before) = tasks.iter().find(|b| b.ord < t.ord && !b.merge_state.is_settled()) {
             return format!("waiting for {} ({}) to merge or be set aside", before.slug, before.state);
         }
@@ -226,6 +235,9 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
             "redos": t.train.redos,
             "task_base": t.train.base,
             "why": why(job, tasks, t),
+            "variant": t.train.variant,
+            "variant_of": t.train.variant_of,
+            "picked": t.train.picked,
         })).collect::<Vec<_>>(),
     })
 }

@@ -385,3 +385,99 @@ fn discard_removes_only_what_grove_made() {
     let status = env.grove(&repo, &["status", &id, "--json"]);
     assert_eq!(task(&status.json(), "b")["shown"], "discarded");
 }
+
+/// Two variants of one task under `first-passing`: `fast` passes first (`slow` cannot end
+/// before it), merges, and `slow`'s branch is discarded.
+#[test]
+fn variants_first_passing_merges_the_first_and_discards_the_other() {
+    let env = Env::new();
+    let repo = dirs_repo(&env, &["a"]);
+    let gate = env.path().join("fast-done");
+    let slow = format!(
+        r#"i=0; while [ ! -e {gate} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.1; done; echo slow >> a/f.txt"#,
+        gate = s(&gate)
+    );
+    let fast = format!(r#"echo fast >> a/f.txt; touch {}"#, s(&gate));
+    let run = env.grove(
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--exclude",
+            "shared.txt",
+            "--variant",
+            &format!("slow={slow}"),
+            "--variant",
+            &format!("fast={fast}"),
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let job = run.json();
+    let id = job["id"].as_str().expect("id");
+    assert_eq!(task(&job, "a.fast")["shown"], "merged", "{job:#}");
+    assert_eq!(task(&job, "a.fast")["picked"], true);
+    assert_eq!(task(&job, "a.slow")["shown"], "discarded", "{job:#}");
+    let branch = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{branch}:a/f.txt")]), "a\nfast");
+    let body = env.git(&repo, &["log", "-1", "--format=%B", branch]);
+    assert!(body.contains("Grove-Variant: fast"), "{body}");
+    let branches = env.git(&repo, &["branch", "--format=%(refname:short)"]);
+    assert!(branches.lines().any(|b| b == format!("grove/{id}/a.fast")), "{branches}");
+    assert!(!branches.lines().any(|b| b == format!("grove/{id}/a.slow")), "{branches}");
+}
+
+/// `--pick manual`: both variants pass and wait; `grove compare` shows them side by side;
+/// `grove pick` merges the chosen one and discards the other's branch.
+#[test]
+fn variants_manual_pick_compare_and_pick() {
+    let env = Env::new();
+    let repo = dirs_repo(&env, &["a"]);
+    let run = env.grove(
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--exclude",
+            "shared.txt",
+            "--variant",
+            "one=echo one >> a/f.txt",
+            "--variant",
+            "two=echo two >> a/f.txt; echo extra > a/g.txt",
+            "--pick",
+            "manual",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, 1, "waiting for a pick: {}", run.stderr);
+    let job = run.json();
+    let id = job["id"].as_str().expect("id").to_owned();
+    assert!(task(&job, "a.one")["why"].as_str().expect("why").contains("grove pick a one"), "{job:#}");
+
+    let compare = env.grove(&repo, &["compare", "a", "--json"]);
+    assert_eq!(compare.code, 0, "{}", compare.stderr);
+    let c = compare.json();
+    let variants = c["variants"].as_array().expect("variants");
+    assert_eq!(variants.len(), 2, "{c:#}");
+    assert!(variants.iter().all(|v| v["checks_passed"] == true), "{c:#}");
+    let two = variants.iter().find(|v| v["variant"] == "two").expect("two");
+    assert_eq!(two["files"], 2);
+    let table = env.grove(&repo, &["compare", "a"]);
+    assert!(table.stdout.contains("VARIANT") && table.stdout.contains("passed"), "{}", table.stdout);
+
+    let wrong = env.grove(&repo, &["pick", "a", "three"]);
+    assert_eq!(wrong.code, 2);
+    assert!(wrong.stderr.contains("has no variant \"three\""), "{}", wrong.stderr);
+
+    let pick = env.grove(&repo, &["pick", "a", "two", "--json"]);
+    assert_eq!(pick.code, 0, "{}\n{}", pick.stderr, pick.stdout);
+    let job = pick.json();
+    assert_eq!(task(&job, "a.two")["shown"], "merged", "{job:#}");
+    assert_eq!(task(&job, "a.one")["shown"], "discarded", "{job:#}");
+    let branch = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{branch}:a/g.txt")]), "extra");
+    let branches = env.git(&repo, &["branch", "--format=%(refname:short)"]);
+    assert!(!branches.lines().any(|b| b == format!("grove/{id}/a.one")), "{branches}");
+}
