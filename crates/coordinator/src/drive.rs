@@ -220,6 +220,14 @@ impl Coordinator {
             "paused"
         };
         self.store.set_job_state(job, state)?;
+        // The integration checks' worktree is grove's own; the branch it checked stays.
+        let checks = self.layout.worktree(job, ".integration");
+        if checks.exists() {
+            let mirror = self.store.job(job.as_str())?.mirror;
+            if let Err(e) = grove_git::worktree::remove(&self.git, std::path::Path::new(&mirror), &checks) {
+                tracing::warn!("removing the integration check worktree: {e}");
+            }
+        }
         self.publish(job, notes)?;
         Ok(self.store.job(job.as_str())?)
     }
