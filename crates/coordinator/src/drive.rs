@@ -258,8 +258,10 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Move the train; dispatch the tasks it queued again (redos).
-    fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
+    /// Move the train; dispatch the tasks it queued again (redos). The review verbs call it
+    /// after changing what the train may do (`approve_merge`, `pick`, `discard`); then
+    /// [`Coordinator::publish`] brings the result to the person's repository.
+    pub fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
         let moved = match tokio::runtime::Handle::try_current() {
             Ok(_) => tokio::task::block_in_place(|| self.advance_train(job))?,
             Err(_) => self.advance_train(job)?,

@@ -19,7 +19,7 @@ use grove_core::spec::{MergeMode, OnConflict, Pick};
 use grove_core::task::{MergeState, Redo};
 use grove_core::{JobId, TaskState};
 use grove_git::MergeOutcome;
-use grove_git::merge::{commit_tree, conflict_hunks, merge_trees, patch, tree_of};
+use grove_git::merge::{CommitWriter, conflict_hunks, merge_trees, patch, tree_of};
 
 use crate::drive::Note;
 use crate::store::{JobRow, MergeDecision, TaskRow};
@@ -59,6 +59,8 @@ impl Coordinator {
             if row.spec.checks.integration.is_some() { row.spec.batch() as usize } else { usize::MAX };
         let mirror = Path::new(&row.mirror);
         let mut head = row.integration_head.clone();
+        // Commits are written in-process (gix), opened at the first merge.
+        let mut writer: Option<CommitWriter> = None;
         loop {
             let mut cands: Vec<Candidate> = Vec::new();
             let mut tip = head.clone();
@@ -134,8 +136,11 @@ impl Coordinator {
                             MergeMode::Squash => vec![&tip],
                             MergeMode::Merge | MergeMode::Manual => vec![&tip, &task_head],
                         };
-                        let commit =
-                            commit_tree(&self.git, mirror, &tree, &parents, &message, &self.identity)?;
+                        let w = match &mut writer {
+                            Some(w) => w,
+                            None => writer.insert(CommitWriter::open(mirror)?),
+                        };
+                        let commit = w.commit(&tree, &parents, &message, &self.identity)?;
                         tip = commit.clone();
                         tip_tree = Some(tree);
                         cands.push(Candidate { task: t, commit });
