@@ -62,6 +62,9 @@ pub enum CoordError {
     /// A merged task cannot be re-run: its branch is in the integration branch.
     #[error("{task} is already merged; re-running it would merge it twice")]
     AlreadyMerged { task: String },
+    /// The integration check fails on the integration head, before any merge of the batch.
+    #[error("the integration check fails on the integration head itself")]
+    HeadFailsCheck { output: String },
     /// The integration check could not be run (not: it failed).
     #[error("running the integration check: {0}")]
     Check(String),

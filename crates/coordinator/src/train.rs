@@ -157,7 +157,19 @@ impl Coordinator {
 
             if !cands.is_empty() {
                 let full_batch = cands.len() >= batch;
-                let (good, culprit) = self.verify(&row, &cands)?;
+                let (good, culprit) = match self.verify(&row, &head, &cands) {
+                    Err(CoordError::HeadFailsCheck { output }) => {
+                        let check = row.spec.checks.integration.as_deref().unwrap_or_default();
+                        let last = output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+                        let stop = format!(
+                            "the integration check `{check}` fails on the integration head itself ({last}); fix it, then `grove merge {}`",
+                            row.id
+                        );
+                        self.store.set_merge_stopped(job, Some(&stop))?;
+                        break;
+                    }
+                    other => other?,
+                };
                 if good > 0 {
                     let new = &cands[good - 1].commit;
                     let full = format!("refs/heads/{}", row.integration_branch);
@@ -304,7 +316,12 @@ impl Coordinator {
     /// Run the integration check on a batch. Returns how many candidates (from the first)
     /// may go in, and, when one breaks the check, its output (it is `cands[good]`). Assumes
     /// that once a merge breaks the check, the later ones do too (what bisecting assumes).
-    fn verify(&self, row: &JobRow, cands: &[Candidate]) -> Result<(usize, Option<String>), CoordError> {
+    fn verify(
+        &self,
+        row: &JobRow,
+        head: &str,
+        cands: &[Candidate],
+    ) -> Result<(usize, Option<String>), CoordError> {
         let Some(check) = row.spec.checks.integration.as_deref() else { return Ok((cands.len(), None)) };
         let n = cands.len();
         let (ok, mut bad_output) = self.integration_check(row, check, &cands[n - 1].commit)?;
@@ -321,6 +338,14 @@ impl Coordinator {
             } else {
                 hi = mid;
                 bad_output = out;
+            }
+        }
+        if hi == 1 {
+            // The very first merge fails: make sure the integration head itself passes, or
+            // every task would be set aside in turn for a check that cannot pass.
+            let (ok, out) = self.integration_check(row, check, head)?;
+            if !ok {
+                return Err(CoordError::HeadFailsCheck { output: out });
             }
         }
         Ok((hi - 1, Some(bad_output)))

@@ -481,3 +481,35 @@ fn variants_manual_pick_compare_and_pick() {
     let branches = env.git(&repo, &["branch", "--format=%(refname:short)"]);
     assert!(!branches.lines().any(|b| b == format!("grove/{id}/a.one")), "{branches}");
 }
+
+/// An integration check that fails on the integration head itself stops merging with that
+/// said, instead of setting every task aside in turn.
+#[test]
+fn an_integration_check_failing_on_the_head_itself_stops_merging() {
+    let env = Env::new();
+    let repo = dirs_repo(&env, &["a", "b"]);
+    let script = r#"echo more >> "$GROVE_TASK/f.txt""#;
+    let run = env.grove(
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--exclude",
+            "shared.txt",
+            "--integration-check",
+            "echo broken from the start; exit 1",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let job = run.json();
+    let stopped = job["merge_stopped"].as_str().expect("stopped");
+    assert!(stopped.contains("fails on the integration head itself (broken from the start)"), "{stopped}");
+    assert_eq!(task(&job, "a")["shown"], "succeeded", "nothing set aside: {job:#}");
+    assert_eq!(task(&job, "b")["shown"], "succeeded");
+}
