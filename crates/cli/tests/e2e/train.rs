@@ -141,6 +141,10 @@ fn squash_mode_and_push() {
 #[test]
 fn manual_mode_waits_for_grove_merge() {
     let env = Env::new();
+    for verb in ["merge", "discard", "push", "compare", "pick", "diff", "status"] {
+        let help = env.grove(env.path(), &[verb, "--help"]);
+        assert!(help.code == 0 && help.stdout.contains("Examples:"), "grove {verb} --help: {}", help.stdout);
+    }
     let repo = dirs_repo(&env, &["a", "b"]);
     let script = r#"echo more >> "$GROVE_TASK/f.txt""#;
     let run = env.grove(
@@ -218,6 +222,20 @@ fn a_conflict_under_redo_resolves_on_the_second_attempt() {
     let paths = std::fs::read_to_string(env.path().join("seen-b-paths")).expect("paths");
     assert_eq!(paths.trim(), "shared.txt");
     assert!(!env.path().join("seen-a").exists(), "a was never redone");
+
+    // The redo is reviewed against the integration head it started from: stat, then patch.
+    let id = job["id"].as_str().expect("id");
+    let diff = env.grove(&repo, &["diff", &format!("{id}/b"), "--json"]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    let d = diff.json();
+    assert_eq!(d["base"], b["task_base"]);
+    let files: Vec<_> = d["files"].as_array().expect("files").iter().map(|f| f["path"].clone()).collect();
+    assert_eq!(files, ["b/f.txt", "shared.txt"]);
+    let text = env.grove(&repo, &["diff", "b"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    let stat = text.stdout.find("2 files changed").expect("the stat");
+    let patch = text.stdout.find("diff --git").expect("the patch");
+    assert!(stat < patch, "stat first: {}", text.stdout);
 }
 
 /// Under `attention` the conflicting branch is set aside with its paths and the rest merge;
@@ -386,18 +404,18 @@ fn discard_removes_only_what_grove_made() {
     assert_eq!(task(&status.json(), "b")["shown"], "discarded");
 }
 
-/// Two variants of one task under `first-passing`: `fast` passes first (`slow` cannot end
-/// before it), merges, and `slow`'s branch is discarded.
+/// Two variants of one task under `first-passing`: `fast` passes first (`slow` waits for a
+/// file nobody makes), merges, and `slow` is stopped and its branch discarded.
 #[test]
 fn variants_first_passing_merges_the_first_and_discards_the_other() {
     let env = Env::new();
     let repo = dirs_repo(&env, &["a"]);
-    let gate = env.path().join("fast-done");
+    let never = env.path().join("never");
     let slow = format!(
-        r#"i=0; while [ ! -e {gate} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.1; done; echo slow >> a/f.txt"#,
-        gate = s(&gate)
+        r#"echo slow >> a/f.txt; i=0; while [ ! -e {never} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.1; done"#,
+        never = s(&never)
     );
-    let fast = format!(r#"echo fast >> a/f.txt; touch {}"#, s(&gate));
+    let fast = "echo fast >> a/f.txt".to_owned();
     let run = env.grove(
         &repo,
         &[
@@ -419,6 +437,7 @@ fn variants_first_passing_merges_the_first_and_discards_the_other() {
     assert_eq!(task(&job, "a.fast")["shown"], "merged", "{job:#}");
     assert_eq!(task(&job, "a.fast")["picked"], true);
     assert_eq!(task(&job, "a.slow")["shown"], "discarded", "{job:#}");
+    assert_eq!(task(&job, "a.slow")["reason"], "lost to variant fast", "{job:#}");
     let branch = job["integration_branch"].as_str().expect("branch");
     assert_eq!(env.git(&repo, &["show", &format!("{branch}:a/f.txt")]), "a\nfast");
     let body = env.git(&repo, &["log", "-1", "--format=%B", branch]);
