@@ -397,8 +397,11 @@ impl Coordinator {
         let branch = format!("refs/heads/{}", t.branch);
         let old = self.git.ref_target(mirror, &branch)?.or_else(|| t.head.clone()).unwrap_or_default();
         let keep = format!("refs/grove/attempts/{}/{}/{}", row.id, t.slug, t.attempt);
-        if self.git.ref_target(mirror, &keep)?.as_deref() != Some(old.as_str()) {
-            self.git.update_ref(mirror, &keep, &old, None)?;
+        match self.git.ref_target(mirror, &keep)? {
+            Some(k) if k == old => {}
+            // An earlier record under that name (a re-run of the same attempt): keep both.
+            Some(_) => self.git.update_ref(mirror, &format!("{keep}-redo"), &old, None)?,
+            None => self.git.update_ref(mirror, &keep, &old, None)?,
         }
         let redo = Redo {
             paths: paths.to_vec(),

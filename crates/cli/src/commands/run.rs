@@ -282,6 +282,14 @@ pub(crate) fn finish(store: &Store, row: &JobRow, json: bool, cancelled: bool) -
         println!("  grove status {}        # again, later", row.id);
         println!("  grove diff {}/TASK     # review one task's branch", row.id);
         println!("  grove logs {}/TASK     # what its agent printed", row.id);
+        if row.spec.merge_mode() == grove_core::spec::MergeMode::Manual && !row.train.approved {
+            println!("  grove merge {}         # merge the checked branches, in order", row.id);
+        }
+        if tasks.iter().any(|t| t.train.variant_of.is_some() && !t.merge_state.is_settled()) {
+            println!("  grove compare TASK; grove pick TASK VARIANT   # keep one variant");
+        }
+        println!("  grove discard {}/TASK  # throw a task's worktree and branch away", row.id);
+        println!("  grove push {}          # push the integration branch to origin", row.id);
         if let Some(dir) = &row.source_dir {
             println!("  git -C {dir} log --oneline {}", row.integration_branch);
         }
