@@ -363,12 +363,13 @@ fn a_batch_of_eight_is_bisected_to_the_branch_that_breaks_the_check() {
 }
 
 /// `discard` removes grove's worktree and branches of a task and nothing else: a branch of
-/// the person's with the same prefix survives; a merged task is refused.
+/// the person's with the same prefix survives, a task branch they moved is left (and said so),
+/// and a merged task is refused.
 #[test]
 fn discard_removes_only_what_grove_made() {
     let env = Env::new();
-    let repo = dirs_repo(&env, &["a", "b"]);
-    let script = r#"echo more >> "$GROVE_TASK/f.txt"; [ "$GROVE_TASK" != b ]"#;
+    let repo = dirs_repo(&env, &["a", "b", "c"]);
+    let script = r#"echo more >> "$GROVE_TASK/f.txt"; [ "$GROVE_TASK" = a ]"#;
     let run = env.grove(
         &repo,
         &["run", "--split", "dirs", "--exclude", "shared.txt", "--json", "--", "sh", "-c", script],
@@ -378,9 +379,12 @@ fn discard_removes_only_what_grove_made() {
     let id = job["id"].as_str().expect("id").to_owned();
     assert_eq!(task(&job, "b")["state"], "failed");
     let b_branch = format!("grove/{id}/b");
+    let c_branch = format!("grove/{id}/c");
     let mine = format!("grove/{id}/b-mine");
     env.git(&repo, &["branch", &mine, &b_branch]);
     env.git(&repo, &["branch", "grove/mine", "main"]);
+    // The person moved c's branch: it is theirs now.
+    env.git(&repo, &["branch", "--force", &c_branch, "main"]);
     let worktree = env.grove_home().join("worktrees").join(&id).join("b");
     assert!(worktree.exists(), "a failed task's worktree is kept");
 
@@ -391,17 +395,52 @@ fn discard_removes_only_what_grove_made() {
     let discard = env.grove(&repo, &["discard", "--failed", "--json"]);
     assert_eq!(discard.code, 0, "{}", discard.stderr);
     let report = discard.json();
-    let removed = report[0]["removed"].as_array().expect("removed");
     assert_eq!(report[0]["task"], "b");
+    let removed = report[0]["removed"].as_array().expect("removed");
     assert_eq!(removed.len(), 3, "worktree, mirror branch, repository branch: {report:#}");
+    assert_eq!(report[1]["task"], "c");
+    let kept = report[1]["kept"].as_array().expect("kept");
+    assert!(kept[0].as_str().expect("kept").contains("moved"), "{report:#}");
     assert!(!worktree.exists());
     let branches = env.git(&repo, &["branch", "--format=%(refname:short)"]);
     assert!(!branches.lines().any(|b| b == b_branch), "{branches}");
     assert!(branches.lines().any(|b| b == mine), "{branches}");
     assert!(branches.lines().any(|b| b == "grove/mine"), "{branches}");
     assert!(branches.lines().any(|b| b == format!("grove/{id}/a")), "{branches}");
+    assert_eq!(env.git(&repo, &["rev-parse", &c_branch]), env.git(&repo, &["rev-parse", "main"]));
+    let text = env.grove(&repo, &["discard", &format!("{id}/b")]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("no worktree or branch left"), "{}", text.stdout);
     let status = env.grove(&repo, &["status", &id, "--json"]);
     assert_eq!(task(&status.json(), "b")["shown"], "discarded");
+}
+
+/// `--pick smallest-diff`: once both variants ended, the one with fewer changed lines merges.
+#[test]
+fn variants_smallest_diff_keeps_the_smaller_change() {
+    let env = Env::new();
+    let repo = dirs_repo(&env, &["a"]);
+    let run = env.grove(
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--exclude",
+            "shared.txt",
+            "--variant",
+            "big=printf '1\\n2\\n3\\n' >> a/f.txt",
+            "--variant",
+            "small=echo 1 >> a/f.txt",
+            "--pick",
+            "smallest-diff",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let job = run.json();
+    assert_eq!(task(&job, "a.small")["shown"], "merged", "{job:#}");
+    assert_eq!(task(&job, "a.big")["shown"], "discarded", "{job:#}");
 }
 
 /// Two variants of one task under `first-passing`: `fast` passes first (`slow` waits for a
