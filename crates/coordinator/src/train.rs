@@ -451,3 +451,166 @@ fn merge_message(job: &JobRow, t: &TaskRow, mode: MergeMode) -> String {
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use grove_core::layout::Layout;
+    use grove_core::spec::{AgentKind, JobSpec};
+    use grove_core::task::MergeState;
+    use grove_core::{DiffStat, JobId, TaskState};
+    use grove_git::Git;
+
+    use crate::store::{JobRow, TaskRow};
+    use crate::{Coordinator, JobTrain, TaskTrain};
+
+    fn git_in(git: &Git, dir: &Path, args: &[&str]) -> String {
+        let mut all = vec!["-c", "user.name=t", "-c", "user.email=t@example.invalid"];
+        all.extend_from_slice(args);
+        git.run(dir, &all).expect("git").stdout.trim().to_owned()
+    }
+
+    /// A repository with folders `m0..mN`, and a branch per folder changing it; `broken`
+    /// branches also add a `BROKEN` file. Returns the base and the tips.
+    fn repo(git: &Git, dir: &Path, n: usize, broken: &[usize]) -> (String, Vec<String>) {
+        for m in 0..n {
+            std::fs::create_dir_all(dir.join(format!("m{m}"))).expect("mkdir");
+            std::fs::write(dir.join(format!("m{m}/f")), "x\n").expect("write");
+        }
+        git_in(git, dir, &["init", "--quiet", "--initial-branch=main"]);
+        git_in(git, dir, &["add", "--all"]);
+        git_in(git, dir, &["commit", "--quiet", "-m", "base"]);
+        let base = git_in(git, dir, &["rev-parse", "HEAD"]);
+        let tips = (0..n)
+            .map(|m| {
+                git_in(git, dir, &["checkout", "--quiet", "-B", &format!("b{m}"), &base]);
+                std::fs::write(dir.join(format!("m{m}/f")), "y\n").expect("write");
+                if broken.contains(&m) {
+                    std::fs::write(dir.join(format!("m{m}/BROKEN")), "").expect("write");
+                }
+                git_in(git, dir, &["add", "--all"]);
+                git_in(git, dir, &["commit", "--quiet", "-m", &format!("m{m}")]);
+                git_in(git, dir, &["rev-parse", "HEAD"])
+            })
+            .collect();
+        git_in(git, dir, &["checkout", "--quiet", "main"]);
+        (base, tips)
+    }
+
+    fn coordinator(
+        home: &Path,
+        dir: &Path,
+        spec: JobSpec,
+        base: &str,
+        tips: &[String],
+    ) -> (Coordinator, JobId) {
+        let git = Git::detect().expect("git");
+        let coord =
+            Coordinator::new(Layout::new(home), Arc::new(grove_bus::InProcessBus::new()), git.clone())
+                .expect("coordinator");
+        let job = JobId::new("t", 1);
+        let branch = format!("grove/{job}/integration");
+        git.update_ref(dir, &format!("refs/heads/{branch}"), base, None).expect("branch");
+        let row = JobRow {
+            id: job.clone(),
+            created_at: 0,
+            spec,
+            source: dir.display().to_string(),
+            source_dir: None,
+            mirror: dir.display().to_string(),
+            base: base.into(),
+            integration_branch: branch,
+            integration_head: base.into(),
+            state: "running".into(),
+            warnings: vec![],
+            ignored_files: vec![],
+            train: JobTrain::default(),
+        };
+        let stat = DiffStat { files: 1, insertions: 1, deletions: 1 };
+        let tasks: Vec<TaskRow> = tips
+            .iter()
+            .enumerate()
+            .map(|(i, tip)| TaskRow {
+                job: job.clone(),
+                slug: format!("m{i}"),
+                ord: i as u32,
+                level: 0,
+                title: format!("m{i}"),
+                sparse: None,
+                files: vec![],
+                lines: 0,
+                depends_on: vec![],
+                branch: format!("grove/{job}/m{i}"),
+                pool: "local".into(),
+                state: TaskState::Succeeded,
+                merge_state: MergeState::Pending,
+                attempt: 1,
+                turns: 1,
+                head: Some(tip.clone()),
+                stat,
+                reason: None,
+                log_tail: None,
+                merge_commit: None,
+                conflict_paths: vec![],
+                train: TaskTrain::default(),
+            })
+            .collect();
+        coord.store.insert_job(&row, &tasks).expect("insert");
+        for t in &tasks {
+            coord.store.set_progress(&job, &t.slug, t.head.as_deref(), stat).expect("progress");
+        }
+        (coord, job)
+    }
+
+    fn spec() -> JobSpec {
+        let mut s = JobSpec::default();
+        s.agent.kind = Some(AgentKind::Command);
+        s
+    }
+
+    #[test]
+    fn a_batch_is_bisected_to_each_breaking_merge() {
+        let git = Git::detect().expect("git");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (base, tips) = repo(&git, &dir, 6, &[1, 4]);
+        let mut s = spec();
+        s.checks.integration = Some("! ls m*/BROKEN 2>/dev/null".into());
+        s.merge.batch = Some(6);
+        let (coord, job) = coordinator(&tmp.path().join("home"), &dir, s, &base, &tips);
+        coord.advance_train(&job).expect("train");
+        let tasks = coord.store.tasks(&job).expect("tasks");
+        let states: Vec<_> = tasks.iter().map(|t| t.merge_state).collect();
+        use MergeState::{CheckFailed, Merged};
+        assert_eq!(states, [Merged, CheckFailed, Merged, Merged, CheckFailed, Merged]);
+        assert_eq!(tasks[1].state, TaskState::NeedsAttention);
+        let seq: Vec<_> = tasks.iter().map(|t| t.train.merge_seq).collect();
+        assert_eq!(seq, [Some(1), None, Some(2), Some(3), None, Some(4)]);
+        let head = coord.store.job(job.as_str()).expect("job").integration_head;
+        let files = git.run(&dir, ["ls-tree", "-r", "--name-only", &head]).expect("ls-tree").stdout;
+        assert!(!files.contains("BROKEN"), "{files}");
+    }
+
+    #[test]
+    fn squash_commits_have_one_parent_and_an_identical_change_merges_empty() {
+        let git = Git::detect().expect("git");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (base, mut tips) = repo(&git, &dir, 2, &[]);
+        tips.push(tips[0].clone());
+        let mut s = spec();
+        s.merge.mode = Some(grove_core::spec::MergeMode::Squash);
+        let (coord, job) = coordinator(&tmp.path().join("home"), &dir, s, &base, &tips);
+        coord.advance_train(&job).expect("train");
+        let tasks = coord.store.tasks(&job).expect("tasks");
+        let states: Vec<_> = tasks.iter().map(|t| t.merge_state).collect();
+        assert_eq!(states, [MergeState::Merged, MergeState::Merged, MergeState::Empty]);
+        let head = coord.store.job(job.as_str()).expect("job").integration_head;
+        let parents = git.run(&dir, ["show", "--no-patch", "--format=%P", &head]).expect("show").stdout;
+        assert_eq!(parents.split_whitespace().count(), 1, "{parents}");
+    }
+}
