@@ -35,6 +35,17 @@ pub fn cmd_diff(home: PathBuf, args: DiffArgs) -> anyhow::Result<ExitCode> {
     let job = store.job(task.job.as_str())?;
     let git = Git::detect()?;
     let mirror = Path::new(&job.mirror);
+    if task.merge_state == grove_core::task::MergeState::Discarded {
+        anyhow::bail!(
+            "{}/{} was discarded ({}); its last commits are under refs/grove/attempts/{}/{}/ in {}",
+            task.job,
+            task.slug,
+            task.reason.as_deref().unwrap_or("discarded"),
+            task.job,
+            task.slug,
+            job.mirror
+        );
+    }
     let head = git
         .ref_target(mirror, &format!("refs/heads/{}", task.branch))?
         .with_context(|| format!("{} has no branch yet (state: {})", task.branch, task.state))?;
