@@ -42,6 +42,7 @@ fn assignment(job: &JobId, i: usize) -> Assignment {
         port_count: 10,
         log_cap: 1 << 20,
         keep_worktrees: KeepWorktrees::Failed,
+        redo: None,
     }
 }
 

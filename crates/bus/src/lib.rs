@@ -304,6 +304,7 @@ mod tests {
             port_count: 1,
             log_cap: 1,
             keep_worktrees: KeepWorktrees::Failed,
+            redo: None,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use grove_core::spec::{AgentKind, AgentSpec, KeepWorktrees};
-use grove_core::task::{Assignment, EventKind, LogChunk, TaskEvent, TaskOutcome, WorkerInfo};
+use grove_core::task::{Assignment, EventKind, LogChunk, Redo, TaskEvent, TaskOutcome, WorkerInfo};
 use grove_core::{DiffStat, JobId, TaskState};
 use grove_proto::SCHEMA_VERSION;
 use grove_proto::v1 as pb;
@@ -67,6 +67,9 @@ pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
         }
         .to_owned(),
         remote: a.remote.clone(),
+        redo_paths: a.redo.as_ref().map(|r| r.paths.clone()).unwrap_or_default(),
+        redo_hunks: a.redo.as_ref().map(|r| r.hunks.clone()),
+        redo_previous_diff: a.redo.as_ref().map(|r| r.previous_diff.clone()),
     }
     .encode_to_vec()
 }
@@ -118,6 +121,11 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
         port_count: u16::try_from(m.port_count).map_err(|e| field(W, "port_count", e))?,
         log_cap: m.log_cap,
         keep_worktrees: m.keep_worktrees.parse().map_err(|e| field(W, "keep_worktrees", e))?,
+        redo: m.redo_hunks.map(|hunks| Redo {
+            paths: m.redo_paths,
+            hunks,
+            previous_diff: m.redo_previous_diff.unwrap_or_default(),
+        }),
     })
 }
 
@@ -307,6 +315,11 @@ pub(crate) mod tests {
             port_count: 10,
             log_cap: 1024,
             keep_worktrees: KeepWorktrees::All,
+            redo: Some(Redo {
+                paths: vec!["crates/a/x.rs".into()],
+                hunks: "<<<<<<< ours".into(),
+                previous_diff: "diff --git".into(),
+            }),
         }
     }
 

@@ -77,6 +77,7 @@ fn assignment(task: &str, attempt: u32) -> Assignment {
         port_count: 10,
         log_cap: 1024,
         keep_worktrees: KeepWorktrees::Failed,
+        redo: None,
     }
 }
 

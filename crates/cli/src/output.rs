@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use grove_core::TaskState;
 use grove_core::task::MergeState;
 
-fn no_color() -> bool {
+pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
@@ -37,6 +37,7 @@ pub fn shown_state(s: TaskState, m: MergeState) -> &'static str {
     match (s, m) {
         (TaskState::Succeeded, MergeState::Merged) => "merged",
         (TaskState::Succeeded, MergeState::Empty) => "no-change",
+        (_, MergeState::Discarded) => "discarded",
         _ => s.as_str(),
     }
 }

@@ -57,6 +57,19 @@ pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
                 let mark = paint("conflict", state_color(TaskState::NeedsAttention), color);
                 bar.println(format!("{mark:>8}  {task}  {}", paths.join(", ")));
             }
+            Note::Redo { task, paths, .. } => {
+                // One more attempt to wait for.
+                bar.inc_length(1);
+                let mark = paint("redo", state_color(TaskState::Queued), color);
+                bar.println(format!(
+                    "{mark:>8}  {task}  conflicted in {}; again on the integration head",
+                    paths.join(", ")
+                ));
+            }
+            Note::CheckFailed { task, .. } => {
+                let mark = paint("set aside", state_color(TaskState::NeedsAttention), color);
+                bar.println(format!("{mark:>8}  {task}  breaks the integration check"));
+            }
             Note::Published { skipped, .. } => {
                 for b in skipped {
                     bar.println(format!(

@@ -84,6 +84,7 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
                 log_tail: None,
                 merge_commit: t.merge_commit.clone(),
                 conflict_paths: t.conflict_paths.clone(),
+                train: Default::default(),
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -100,6 +101,7 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
         state: j.state.clone(),
         warnings: j.warnings.clone(),
         ignored_files: Vec::new(),
+        train: Default::default(),
     };
     Ok((job, tasks))
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use grove_core::spec::{AgentKind, JobSpec, KeepWorktrees, SplitRule, parse_duration};
+use grove_core::spec::{
+    AgentKind, JobSpec, KeepWorktrees, MergeMode, OnConflict, Pick, SplitRule, VariantSpec, parse_duration,
+};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SpecArgs {
@@ -105,8 +107,43 @@ pub struct SpecArgs {
     #[arg(long, value_name = "SHELL", help_heading = "Run")]
     pub check: Option<String>,
     /// The integration branch; {job} is the job id [merge.branch; default grove/{job}/integration]
-    #[arg(long, value_name = "NAME", help_heading = "Run")]
+    #[arg(long, value_name = "NAME", help_heading = "Merge")]
     pub branch: Option<String>,
+    /// How branches go in: merge (a merge commit each), squash, or manual (wait for
+    /// `grove merge`) [merge.mode; default merge]
+    #[arg(long, value_name = "MODE", help_heading = "Merge")]
+    pub merge_mode: Option<MergeMode>,
+    /// A conflicting branch: redo (again on the integration head), attention (set aside) or
+    /// abort (stop merging) [merge.on_conflict; default redo]
+    #[arg(long, value_name = "POLICY", help_heading = "Merge")]
+    pub on_conflict: Option<OnConflict>,
+    /// Redos per task after conflicts [merge.max_redos; default 2]
+    #[arg(long, value_name = "N", help_heading = "Merge")]
+    pub max_redos: Option<u32>,
+    /// Merges per run of the integration check; a failing batch is bisected [merge.batch; default 1]
+    #[arg(long, value_name = "K", help_heading = "Merge")]
+    pub batch: Option<u32>,
+    /// A shell command run on the integration result; a merge that breaks it is set aside
+    /// [checks.integration]
+    #[arg(long, value_name = "SHELL", help_heading = "Merge")]
+    pub integration_check: Option<String>,
+    /// A variant of every task running SHELL with `sh -c` (repeatable; other agents: [[variants]]
+    /// in the spec) [variants]
+    #[arg(long = "variant", value_name = "NAME=SHELL", value_parser = parse_variant, help_heading = "Variants")]
+    pub variants: Vec<(String, String)>,
+    /// Which variant merges: first-passing, smallest-diff or manual (`grove pick`)
+    /// [merge.pick; default first-passing]
+    #[arg(long, value_name = "RULE", help_heading = "Variants")]
+    pub pick: Option<Pick>,
+}
+
+fn parse_variant(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, shell)) if !name.is_empty() && !shell.trim().is_empty() => {
+            Ok((name.to_owned(), shell.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not NAME=SHELL (for example fast='sed -i s/a/b/ f.txt')")),
+    }
 }
 
 /// A spec ready to validate, and its file's name and text for error locations.
@@ -198,6 +235,24 @@ impl SpecArgs {
         spec.placement.expected = self.expected.or(spec.placement.expected);
         spec.placement.cloud_lines = self.cloud_lines.or(spec.placement.cloud_lines);
         set(&mut spec.merge.branch, &self.branch);
+        spec.merge.mode = self.merge_mode.or(spec.merge.mode);
+        spec.merge.on_conflict = self.on_conflict.or(spec.merge.on_conflict);
+        spec.merge.max_redos = self.max_redos.or(spec.merge.max_redos);
+        spec.merge.batch = self.batch.or(spec.merge.batch);
+        set(&mut spec.checks.integration, &self.integration_check);
+        if !self.variants.is_empty() {
+            spec.variants = self
+                .variants
+                .iter()
+                .map(|(name, shell)| VariantSpec {
+                    name: name.clone(),
+                    kind: Some(AgentKind::Command),
+                    command: vec!["sh".into(), "-c".into(), shell.clone()],
+                    ..VariantSpec::default()
+                })
+                .collect();
+        }
+        spec.merge.pick = self.pick.or(spec.merge.pick);
         if spec.repo.source.is_none() {
             spec.repo.source = Some(".".into());
         }

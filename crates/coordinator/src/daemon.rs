@@ -87,11 +87,10 @@ impl Daemon {
     pub async fn cancel_task(&self, task: &TaskRow) -> Result<JobRow, CoordError> {
         let job = task.job.clone();
         if task.state.is_terminal() {
-            return Err(CoordError::Refused(format!(
-                "{job}/{} is already {}; nothing to cancel",
-                task.slug,
-                task.state.as_str()
-            )));
+            return Err(CoordError::Refused {
+                task: format!("{job}/{}", task.slug),
+                why: format!("already {}; nothing to cancel", task.state.as_str()),
+            });
         }
         let cancel = grove_bus::Cancel { job: job.clone(), task: Some(task.slug.clone()) };
         if let Err(e) = self.coord.bus.cancel(cancel).await {
@@ -110,12 +109,10 @@ impl Daemon {
     /// Run a task again as a new attempt from the job's base (see [`Coordinator::rerun`]).
     pub async fn retry(&self, task: &TaskRow) -> Result<JobRow, CoordError> {
         if !task.state.is_terminal() {
-            return Err(CoordError::Refused(format!(
-                "{}/{} is {}; cancel it first or wait for it to end",
-                task.job,
-                task.slug,
-                task.state.as_str()
-            )));
+            return Err(CoordError::Refused {
+                task: format!("{}/{}", task.job, task.slug),
+                why: format!("it is {}; cancel it first or wait for it to end", task.state.as_str()),
+            });
         }
         let slugs = self.coord.rerun(&task.job, &Rerun::Only(vec![task.slug.clone()]))?;
         let only: BTreeSet<String> = slugs.into_iter().collect();

@@ -56,6 +56,18 @@ pub enum Note {
         task: String,
         paths: Vec<String>,
     },
+    /// The branch conflicted and the task goes again on top of the integration head.
+    Redo {
+        job: JobId,
+        task: String,
+        paths: Vec<String>,
+    },
+    /// The integration check failed with this task's merge; it was set aside.
+    CheckFailed {
+        job: JobId,
+        task: String,
+        output: String,
+    },
     /// grove's branches were fetched into the source repository; `skipped` were checked out there.
     Published {
         job: JobId,
@@ -76,7 +88,19 @@ impl Coordinator {
         cancel: CancellationToken,
         notes: UnboundedSender<Note>,
     ) -> Result<JobRow, CoordError> {
-        let mut waiting = self.dispatch_pending(job, only, &notes).await?;
+        self.dispatch_pending(job, only, &notes).await?;
+        let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
+        // What is still to end: dispatched now, or queued again by the train (a redo).
+        let unfinished = || -> Result<BTreeSet<String>, CoordError> {
+            Ok(self
+                .store
+                .tasks(job)?
+                .into_iter()
+                .filter(|t| !t.state.is_terminal() && chosen(&t.slug))
+                .map(|t| t.slug)
+                .collect())
+        };
+        let mut waiting = unfinished()?;
         let mut cancelling: Option<tokio::time::Instant> = None;
         while !waiting.is_empty() {
             let deadline =
@@ -87,7 +111,11 @@ impl Coordinator {
                     if let Some(done) = self.handle_event(&ev, &notes)?
                         && ev.job == *job
                     {
-                        waiting.remove(&done);
+                        if cancelling.is_none() {
+                            waiting = unfinished()?;
+                        } else {
+                            waiting.remove(&done);
+                        }
                     }
                 }
                 () = cancel.cancelled(), if cancelling.is_none() => {
@@ -121,24 +149,11 @@ impl Coordinator {
         let to_dispatch: Vec<&TaskRow> =
             tasks.iter().filter(|t| !t.state.is_terminal() && chosen(&t.slug)).collect();
         // Tasks of this job already placed local and still going, which `auto` counts against
-        // `placement.local_max`.
-        let mut local_in_flight = tasks
-            .iter()
-            .filter(|t| {
-                !t.state.is_terminal() && !chosen(&t.slug) && t.placed.as_deref() == Some(placement::LOCAL)
-            })
-            .count() as u32;
+        // `placement.local_max`; the ones placed here are added as they go.
+        let mut local_in_flight = local_in_flight(&tasks, |t| !chosen(&t.slug));
         for t in to_dispatch {
             let attempt = t.attempt + 1;
-            let facts = placement::Facts {
-                requested: &t.pool,
-                lines: t.lines,
-                path_only: row.source_dir.is_some(),
-                local_in_flight,
-                single_pool: self.single_pool.as_deref(),
-                concurrency: row.spec.concurrency(),
-            };
-            let placed = placement::place(&row.spec.placement, &facts);
+            let placed = self.place(&row, &[], t, Some(local_in_flight));
             if placed.pool == placement::LOCAL {
                 local_in_flight += 1;
             }
@@ -149,6 +164,26 @@ impl Coordinator {
         }
         self.train(job, notes)?;
         Ok(dispatched)
+    }
+
+    /// Where `t` runs now, by the job's pool and placement policy. `local_in_flight` is the
+    /// count of the job's tasks placed local and not over, or `None` to count it in `tasks`.
+    pub(crate) fn place(
+        &self,
+        row: &JobRow,
+        tasks: &[TaskRow],
+        t: &TaskRow,
+        local: Option<u32>,
+    ) -> placement::Placed {
+        let facts = placement::Facts {
+            requested: &t.pool,
+            lines: t.lines,
+            path_only: row.source_dir.is_some(),
+            local_in_flight: local.unwrap_or_else(|| local_in_flight(tasks, |o| o.slug != t.slug)),
+            single_pool: self.single_pool.as_deref(),
+            concurrency: row.spec.concurrency(),
+        };
+        placement::place(&row.spec.placement, &facts)
     }
 
     /// Record one event and move its job's train. Returns the task's slug when its attempt is
@@ -173,6 +208,7 @@ impl Coordinator {
         job: &JobId,
         notes: &UnboundedSender<Note>,
     ) -> Result<Vec<String>, CoordError> {
+        self.set_cancelling(job);
         if let Err(e) = self.bus.cancel(grove_bus::Cancel { job: job.clone(), task: None }).await {
             tracing::warn!("cannot send the cancellation: {e}");
         }
@@ -214,6 +250,14 @@ impl Coordinator {
             "paused"
         };
         self.store.set_job_state(job, state)?;
+        // The integration checks' worktree is grove's own; the branch it checked stays.
+        let checks = self.layout.worktree(job, ".integration");
+        if checks.exists() {
+            let mirror = self.store.job(job.as_str())?.mirror;
+            if let Err(e) = grove_git::worktree::remove(&self.git, std::path::Path::new(&mirror), &checks) {
+                tracing::warn!("removing the integration check worktree: {e}");
+            }
+        }
         self.publish(job, notes)?;
         Ok(self.store.job(job.as_str())?)
     }
@@ -244,8 +288,27 @@ impl Coordinator {
         Ok(())
     }
 
-    pub(crate) fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
-        for n in tokio::task::block_in_place(|| self.advance_train(job))? {
+    /// Move the train; dispatch the tasks it queued again (redos). The review verbs call it
+    /// after changing what the train may do (`approve_merge`, `pick`, `discard`); then
+    /// [`Coordinator::publish`] brings the result to the person's repository.
+    pub fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
+        let moved = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.advance_train(job))?,
+            Err(_) => self.advance_train(job)?,
+        };
+        for n in moved {
+            if let Note::Redo { task, .. } = &n {
+                let row = self.store.job(job.as_str())?;
+                if let Some(t) = self.store.tasks(job)?.into_iter().find(|t| t.slug == *task) {
+                    let attempt = t.attempt + 1;
+                    let placed = self.place(&row, &self.store.tasks(job)?, &t, None);
+                    self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
+                    crate::train::block_on(self.bus.dispatch(&placed.pool, assignment(&row, &t, attempt)))??;
+                    let _ = notes.send(n.clone());
+                    let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
+                    continue;
+                }
+            }
             let _ = notes.send(n);
         }
         Ok(())
@@ -299,7 +362,7 @@ impl Coordinator {
         let mirror = Mirror { path: row.mirror.clone().into() };
         let mut branches = vec![format!("refs/heads/{}", row.integration_branch)];
         for t in self.store.tasks(job)? {
-            if t.head.is_some() {
+            if t.head.is_some() && t.merge_state != MergeState::Discarded {
                 branches.push(format!("refs/heads/{}", t.branch));
             }
         }
@@ -329,6 +392,12 @@ fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
         })
         .cloned()
         .collect();
+    let variant = t.train.variant.as_deref().and_then(|v| spec.variant(v));
+    let mut agent = variant.map_or_else(|| spec.agent.clone(), |v| v.agent(&spec.agent));
+    if let Some(v) = variant {
+        agent.env.insert("GROVE_VARIANT".into(), v.name.clone());
+    }
+    let prompt = variant.and_then(|v| v.prompt.clone()).or_else(|| spec.prompt.clone()).unwrap_or_default();
     Assignment {
         job: job.id.clone(),
         task: t.slug.clone(),
@@ -337,12 +406,12 @@ fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
         mirror: job.mirror.clone().into(),
         remote: format!("file://{}", job.mirror),
         source_dir: job.source_dir.clone().map(Into::into),
-        base: job.base.clone(),
+        base: t.base(job).to_owned(),
         branch: t.branch.clone(),
         sparse: t.sparse.clone(),
         files: t.files.clone(),
-        prompt: spec.prompt.clone().unwrap_or_default(),
-        agent: spec.agent.clone(),
+        prompt,
+        agent,
         turn_timeout: spec.turn_timeout(),
         max_turns: spec.max_turns(),
         check: spec.checks.task.clone(),
@@ -351,7 +420,16 @@ fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
         port_count: per,
         log_cap: spec.run.log_cap.unwrap_or(defaults::LOG_CAP),
         keep_worktrees: spec.run.keep_worktrees.unwrap_or(KeepWorktrees::Failed),
+        redo: t.train.redo.clone(),
     }
+}
+
+/// The tasks (of those `counted`) placed local and not over.
+fn local_in_flight(tasks: &[TaskRow], counted: impl Fn(&TaskRow) -> bool) -> u32 {
+    tasks
+        .iter()
+        .filter(|t| !t.state.is_terminal() && t.placed.as_deref() == Some(placement::LOCAL) && counted(t))
+        .count() as u32
 }
 
 /// Whether the merge train has anything left for this job.

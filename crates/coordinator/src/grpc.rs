@@ -64,7 +64,7 @@ fn status(e: CoordError) -> Status {
         | CoordError::BranchExists { .. }
         | CoordError::EscapingSymlink { .. }
         | CoordError::AlreadyMerged { .. } => Status::invalid_argument(e.to_string()),
-        CoordError::Refused(_) => Status::failed_precondition(e.to_string()),
+        CoordError::Refused { .. } => Status::failed_precondition(e.to_string()),
         CoordError::Store(StoreError::Ambiguous { .. }) => Status::invalid_argument(e.to_string()),
         CoordError::Store(StoreError::NoJob(_) | StoreError::NoTask(_)) => Status::not_found(e.to_string()),
         CoordError::Git(grove_git::GitError::NotARepo { .. } | grove_git::GitError::UnknownRev { .. }) => {
@@ -147,6 +147,14 @@ fn note_pb(n: &Note) -> pb::JobNote {
         Note::Conflict { job, task, paths } => {
             (out.job, out.task, out.kind, out.paths) =
                 (job.to_string(), task.clone(), "conflict".into(), paths.clone());
+        }
+        Note::Redo { job, task, paths } => {
+            (out.job, out.task, out.kind, out.paths) =
+                (job.to_string(), task.clone(), "redo".into(), paths.clone());
+        }
+        Note::CheckFailed { job, task, output } => {
+            (out.job, out.task, out.kind, out.reason) =
+                (job.to_string(), task.clone(), "check-failed".into(), Some(output.clone()));
         }
         Note::Published { job, skipped, .. } => {
             (out.job, out.kind, out.paths) = (job.to_string(), "published".into(), skipped.clone());

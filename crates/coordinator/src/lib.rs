@@ -14,6 +14,7 @@ pub mod drive;
 pub mod grpc;
 pub mod logs;
 pub mod rerun;
+pub mod review;
 pub mod store;
 pub mod submit;
 pub mod train;
@@ -28,7 +29,7 @@ use grove_core::spec::SpecError;
 use grove_git::{Git, GitError, worktree::Identity};
 
 pub use drive::Note;
-pub use store::{JobRow, Store, StoreError, TaskRow};
+pub use store::{JobRow, JobTrain, Store, StoreError, TaskRow, TaskTrain};
 
 /// Why the coordinator could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +63,15 @@ pub enum CoordError {
     /// A merged task cannot be re-run: its branch is in the integration branch.
     #[error("{task} is already merged; re-running it would merge it twice")]
     AlreadyMerged { task: String },
-    /// The request does not fit the task's state (cancelling an ended task, retrying a
-    /// running one).
-    #[error("{0}")]
-    Refused(String),
+    /// The integration check fails on the integration head, before any merge of the batch.
+    #[error("the integration check fails on the integration head itself")]
+    HeadFailsCheck { output: String },
+    /// The integration check could not be run (not: it failed).
+    #[error("running the integration check: {0}")]
+    Check(String),
+    /// A review verb cannot apply to this task.
+    #[error("{task}: {why}")]
+    Refused { task: String, why: String },
     /// A path could not be read or written.
     #[error("{what}: {source}")]
     Io {
@@ -89,12 +95,30 @@ pub struct Coordinator {
     /// `Some(pool)` when this coordinator's workers serve one pool only (the embedded mode):
     /// `auto` places everything there.
     pub single_pool: Option<String>,
+    /// Jobs being cancelled: their conflicts are not redone.
+    cancelling: std::sync::Mutex<std::collections::HashSet<JobId>>,
 }
 
 impl Coordinator {
     pub fn new(layout: Layout, bus: Arc<dyn Bus>, git: Git) -> Result<Coordinator, CoordError> {
         let store = Store::open(&layout.db())?;
-        Ok(Coordinator { store, bus, git, layout, identity: Identity::default(), single_pool: None })
+        Ok(Coordinator {
+            store,
+            bus,
+            git,
+            layout,
+            identity: Identity::default(),
+            single_pool: None,
+            cancelling: Default::default(),
+        })
+    }
+
+    pub(crate) fn set_cancelling(&self, job: &JobId) {
+        self.cancelling.lock().unwrap_or_else(|p| p.into_inner()).insert(job.clone());
+    }
+
+    pub(crate) fn is_cancelling(&self, job: &JobId) -> bool {
+        self.cancelling.lock().unwrap_or_else(|p| p.into_inner()).contains(job)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::{CoordError, Coordinator, StoreError};
 pub enum Rerun {
     /// These tasks, by slug.
     Only(Vec<String>),
-    /// Every task that failed, needs attention, or was cancelled.
+    /// Every task that failed, needs attention, or was cancelled (not the discarded ones).
     Failed,
 }
 
@@ -41,7 +41,7 @@ impl Coordinator {
                 .iter()
                 .filter(|t| {
                     matches!(t.state, TaskState::Failed | TaskState::NeedsAttention | TaskState::Cancelled)
-                        && t.merge_state != MergeState::Merged
+                        && !matches!(t.merge_state, MergeState::Merged | MergeState::Discarded)
                 })
                 .collect(),
         };

@@ -33,7 +33,7 @@ pub enum StoreError {
     Ambiguous { name: String, jobs: String },
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     integration_head TEXT NOT NULL,
     state TEXT NOT NULL,
     warnings TEXT NOT NULL,
-    ignored_files TEXT NOT NULL
+    ignored_files TEXT NOT NULL,
+    merge_approved INTEGER NOT NULL DEFAULT 0,
+    merge_stopped TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     job TEXT NOT NULL REFERENCES jobs(id),
@@ -74,6 +76,16 @@ CREATE TABLE IF NOT EXISTS tasks (
     log_tail TEXT,
     merge_commit TEXT,
     conflict_paths TEXT,
+    task_base TEXT,
+    redos INTEGER NOT NULL DEFAULT 0,
+    redo TEXT,
+    merge_seq INTEGER,
+    variant TEXT,
+    variant_of TEXT,
+    picked INTEGER NOT NULL DEFAULT 0,
+    finished_seq INTEGER,
+    started_at INTEGER,
+    finished_at INTEGER,
     placed TEXT,
     placed_why TEXT,
     updated_at INTEGER NOT NULL,
@@ -100,6 +112,41 @@ pub struct JobRow {
     pub state: String,
     pub warnings: Vec<String>,
     pub ignored_files: Vec<String>,
+    pub train: JobTrain,
+}
+
+/// Where a job's merge train stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobTrain {
+    /// For `merge.mode = "manual"`: a person ran `grove merge`.
+    pub approved: bool,
+    /// Merging stopped (`on_conflict = "abort"`): why.
+    pub stopped: Option<String>,
+}
+
+/// What the merge train knows about one task beyond its state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskTrain {
+    /// The commit the task's current attempt started from, when not the job's base (a redo
+    /// starts on the integration head).
+    pub base: Option<String>,
+    /// How many times the task was redone after a conflict.
+    pub redos: u32,
+    /// What the next (or current) attempt is told about the conflict it redoes.
+    pub redo: Option<grove_core::task::Redo>,
+    /// 1 for the first task merged into the integration branch, 2 for the next...
+    pub merge_seq: Option<u32>,
+    /// The variant this row runs (`merge.pick` keeps one per task).
+    pub variant: Option<String>,
+    /// For a variant: the task's slug (its rows share it and their place in the order).
+    pub variant_of: Option<String>,
+    /// A person picked this variant (`grove pick`).
+    pub picked: bool,
+    /// 1 for the job's first attempt to end, 2 for the next... (first-passing picks by it).
+    pub finished_seq: Option<u32>,
+    /// When the current attempt started and ended (seconds since the epoch).
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
 }
 
 /// What the merge train decided about one task.
@@ -112,12 +159,14 @@ pub struct MergeDecision<'a> {
     pub conflict: &'a [String],
     /// When set, the task becomes needs-attention with this reason.
     pub set_aside: Option<&'a str>,
+    /// Output to keep as the task's log tail (a failed integration check's).
+    pub output: Option<&'a str>,
 }
 
 impl MergeDecision<'_> {
     /// A decision with nothing but a merge state.
     pub fn plain(state: MergeState) -> Self {
-        MergeDecision { state, commit: None, conflict: &[], set_aside: None }
+        MergeDecision { state, commit: None, conflict: &[], set_aside: None, output: None }
     }
 }
 
@@ -149,6 +198,14 @@ pub struct TaskRow {
     pub log_tail: Option<String>,
     pub merge_commit: Option<String>,
     pub conflict_paths: Vec<String>,
+    pub train: TaskTrain,
+}
+
+impl TaskRow {
+    /// The commit the task's branch is compared with: its redo base, else the job's base.
+    pub fn base<'a>(&'a self, job: &'a JobRow) -> &'a str {
+        self.train.base.as_deref().unwrap_or(&job.base)
+    }
 }
 
 pub struct Store {
@@ -175,6 +232,19 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        let has_jobs: bool = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'", [], |r| r.get::<_, i64>(0))
+            .map_err(err)?
+            > 0;
+        if has_jobs && version < SCHEMA_VERSION {
+            return Err(StoreError::Corrupt {
+                path: p,
+                what: "schema version",
+                message: format!(
+                    "{version} was written by an earlier, unreleased grove ({SCHEMA_VERSION} now); move the file away"
+                ),
+            });
+        }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Corrupt {
                 path: p,
@@ -222,7 +292,8 @@ impl Store {
             for t in tasks {
                 tx.execute(
                     "INSERT INTO tasks (job, slug, ord, level, title, sparse, files, lines, depends_on, branch, pool,
-                       state, merge_state, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+                       state, merge_state, updated_at, variant, variant_of)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
                     params![
                         t.job.as_str(),
                         t.slug,
@@ -238,6 +309,8 @@ impl Store {
                         t.state.as_str(),
                         t.merge_state.as_str(),
                         now(),
+                        t.train.variant,
+                        t.train.variant_of,
                     ],
                 )?;
             }
@@ -249,7 +322,7 @@ impl Store {
         let rows = self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, created_at, spec, source, source_dir, mirror, base, integration_branch, integration_head,
-                   state, warnings, ignored_files FROM jobs ORDER BY created_at, rowid",
+                   state, warnings, ignored_files, merge_approved, merge_stopped FROM jobs ORDER BY created_at, rowid",
             )?;
             st.query_map([], |r| {
                 Ok((
@@ -260,6 +333,7 @@ impl Store {
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, String>(10)?,
                     r.get::<_, String>(11)?,
+                    JobTrain { approved: r.get::<_, i64>(12)? != 0, stopped: r.get(13)? },
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -274,6 +348,7 @@ impl Store {
                     source_dir,
                     warnings,
                     ignored,
+                    train,
                 )| {
                     Ok(JobRow {
                         id: JobId::parse(&id).map_err(|e| self.corrupt("job id", e))?,
@@ -289,6 +364,7 @@ impl Store {
                         warnings: serde_json::from_str(&warnings).map_err(|e| self.corrupt("warnings", e))?,
                         ignored_files: serde_json::from_str(&ignored)
                             .map_err(|e| self.corrupt("ignored files", e))?,
+                        train,
                     })
                 },
             )
@@ -312,7 +388,8 @@ impl Store {
             let mut st = c.prepare(
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
-                   conflict_paths, placed, placed_why FROM tasks WHERE job = ?1 ORDER BY ord",
+                   conflict_paths, task_base, redos, redo, merge_seq, variant, variant_of, picked, finished_seq,
+                   started_at, finished_at, placed, placed_why FROM tasks WHERE job = ?1 ORDER BY ord, slug",
             )?;
             st.query_map([job.as_str()], |r| {
                 Ok(RawTask {
@@ -336,8 +413,18 @@ impl Store {
                     log_tail: r.get(19)?,
                     merge_commit: r.get(20)?,
                     conflict_paths: r.get(21)?,
-                    placed: r.get(22)?,
-                    placed_why: r.get(23)?,
+                    task_base: r.get(22)?,
+                    redos: r.get(23)?,
+                    redo: r.get(24)?,
+                    merge_seq: r.get(25)?,
+                    variant: r.get(26)?,
+                    variant_of: r.get(27)?,
+                    picked: r.get::<_, i64>(28)? != 0,
+                    finished_seq: r.get(29)?,
+                    started_at: r.get(30)?,
+                    finished_at: r.get(31)?,
+                    placed: r.get(32)?,
+                    placed_why: r.get(33)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -378,7 +465,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET state = ?3, turns = COALESCE(?4, turns), updated_at = ?5
+                "UPDATE tasks SET state = ?3, turns = COALESCE(?4, turns), updated_at = ?5,
+                   started_at = COALESCE(started_at, ?5)
                  WHERE job = ?1 AND slug = ?2 AND attempt = ?6",
                 params![job.as_str(), slug, state.as_str(), turns, now(), attempt],
             )
@@ -392,7 +480,8 @@ impl Store {
             c.execute(
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = NULL, log_tail = NULL, merge_commit = NULL,
-                   conflict_paths = NULL, turns = 0, updated_at = ?3 WHERE job = ?1 AND slug = ?2",
+                   conflict_paths = NULL, turns = 0, task_base = NULL, redos = 0, redo = NULL, merge_seq = NULL,
+                   updated_at = ?3 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, now()],
             )
         })?;
@@ -410,8 +499,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, placed = ?5, placed_why = ?6,
-                   updated_at = ?4 WHERE job = ?1 AND slug = ?2",
+                "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4, started_at = NULL,
+                   finished_at = NULL, finished_seq = NULL, placed = ?5, placed_why = ?6 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, attempt, now(), pool, why],
             )
         })?;
@@ -441,7 +530,8 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE tasks SET state = ?3, head = COALESCE(?4, head), files_changed = ?5, insertions = ?6,
-                   deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11
+                   deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11, finished_at = ?11,
+                   finished_seq = (SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM tasks WHERE job = ?1)
                  WHERE job = ?1 AND slug = ?2",
                 params![
                     job.as_str(),
@@ -469,16 +559,35 @@ impl Store {
         d: &MergeDecision<'_>,
         integration_head: &str,
     ) -> Result<(), StoreError> {
-        let MergeDecision { state: merge, commit: merge_commit, conflict, set_aside } = *d;
+        let MergeDecision { state: merge, commit: merge_commit, conflict, set_aside, output } = *d;
         let conflict = if conflict.is_empty() { None } else { Some(json(conflict)) };
         self.with(|c| {
             let tx = c.transaction()?;
+            let seq: Option<i64> = if merge == MergeState::Merged {
+                Some(tx.query_row(
+                    "SELECT COALESCE(MAX(merge_seq), 0) + 1 FROM tasks WHERE job = ?1",
+                    [job.as_str()],
+                    |r| r.get(0),
+                )?)
+            } else {
+                None
+            };
             tx.execute(
                 "UPDATE tasks SET merge_state = ?3, merge_commit = ?4, conflict_paths = ?5, updated_at = ?6,
                    state = CASE WHEN ?7 IS NULL THEN state ELSE 'needs-attention' END,
-                   reason = COALESCE(?7, reason)
+                   reason = COALESCE(?7, reason), log_tail = COALESCE(?8, log_tail), merge_seq = ?9
                  WHERE job = ?1 AND slug = ?2",
-                params![job.as_str(), slug, merge.as_str(), merge_commit, conflict, now(), set_aside],
+                params![
+                    job.as_str(),
+                    slug,
+                    merge.as_str(),
+                    merge_commit,
+                    conflict,
+                    now(),
+                    set_aside,
+                    output,
+                    seq
+                ],
             )?;
             tx.execute(
                 "UPDATE jobs SET integration_head = ?2 WHERE id = ?1",
@@ -486,6 +595,62 @@ impl Store {
             )?;
             tx.commit()
         })
+    }
+
+    /// A conflicting task goes again as a redo on top of `base` (the integration head): queued,
+    /// its branch's record cleared, with what its agent is told.
+    pub fn set_redo(
+        &self,
+        job: &JobId,
+        slug: &str,
+        base: &str,
+        redo: &grove_core::task::Redo,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let text = redo_to_json(redo);
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
+                   insertions = 0, deletions = 0, reason = ?5, log_tail = NULL, merge_commit = NULL,
+                   conflict_paths = ?6, turns = 0, task_base = ?3, redos = redos + 1, redo = ?4,
+                   updated_at = ?7 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, base, text, why, json(&redo.paths), now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A person picked this variant of its task (`grove pick`).
+    pub fn set_picked(&self, job: &JobId, slug: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE tasks SET picked = 1 WHERE job = ?1 AND slug = ?2", params![job.as_str(), slug])
+        })?;
+        Ok(())
+    }
+
+    /// A person discarded a task's branch.
+    pub fn set_discarded(&self, job: &JobId, slug: &str, why: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET merge_state = 'discarded', reason = ?3, updated_at = ?4 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, why, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// `grove merge`: a manual job may merge now.
+    pub fn set_merge_approved(&self, job: &JobId) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE jobs SET merge_approved = 1 WHERE id = ?1", [job.as_str()]))?;
+        Ok(())
+    }
+
+    /// The job's merging stopped (`on_conflict = "abort"`), or goes on again (`None`).
+    pub fn set_merge_stopped(&self, job: &JobId, why: Option<&str>) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE jobs SET merge_stopped = ?2 WHERE id = ?1", params![job.as_str(), why])
+        })?;
+        Ok(())
     }
 
     pub fn set_job_state(&self, job: &JobId, state: &str) -> Result<(), StoreError> {
@@ -523,6 +688,16 @@ struct RawTask {
     conflict_paths: Option<String>,
     placed: Option<String>,
     placed_why: Option<String>,
+    task_base: Option<String>,
+    redos: u32,
+    redo: Option<String>,
+    merge_seq: Option<u32>,
+    variant: Option<String>,
+    variant_of: Option<String>,
+    picked: bool,
+    finished_seq: Option<u32>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
 }
 
 impl RawTask {
@@ -561,8 +736,38 @@ impl RawTask {
             reason: self.reason,
             log_tail: self.log_tail,
             merge_commit: self.merge_commit,
+            train: TaskTrain {
+                base: self.task_base,
+                redos: self.redos,
+                redo: self
+                    .redo
+                    .as_deref()
+                    .map(|r| redo_from_json(r).map_err(|e| s.corrupt("redo", e)))
+                    .transpose()?,
+                merge_seq: self.merge_seq,
+                variant: self.variant,
+                variant_of: self.variant_of,
+                picked: self.picked,
+                finished_seq: self.finished_seq,
+                started_at: self.started_at,
+                finished_at: self.finished_at,
+            },
         })
     }
+}
+
+fn redo_to_json(r: &grove_core::task::Redo) -> String {
+    serde_json::json!({"paths": r.paths, "hunks": r.hunks, "previous_diff": r.previous_diff}).to_string()
+}
+
+fn redo_from_json(text: &str) -> Result<grove_core::task::Redo, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let paths = v["paths"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    Ok(grove_core::task::Redo { paths, hunks: s("hunks"), previous_diff: s("previous_diff") })
 }
 
 /// A list column as JSON.

@@ -102,10 +102,26 @@ impl Coordinator {
             state: "running".into(),
             warnings: p.plan.warnings.clone(),
             ignored_files,
+            train: Default::default(),
         };
         let pool = p.spec.run.pool.clone().unwrap_or_else(|| "local".into());
-        let tasks: Vec<TaskRow> =
-            p.plan.tasks.iter().enumerate().map(|(i, t)| task_row(&id, i, t, &pool)).collect();
+        let mut tasks: Vec<TaskRow> = Vec::new();
+        for (i, t) in p.plan.tasks.iter().enumerate() {
+            let row = task_row(&id, i, t, &pool);
+            if p.spec.variants.is_empty() {
+                tasks.push(row);
+                continue;
+            }
+            // One row per variant: its own attempt and branch, the task's place in the order.
+            for v in &p.spec.variants {
+                let mut r = row.clone();
+                r.slug = format!("{}.{}", t.slug, v.name);
+                r.branch = names::task_branch(&id, &r.slug);
+                r.train.variant = Some(v.name.clone());
+                r.train.variant_of = Some(t.slug.clone());
+                tasks.push(r);
+            }
+        }
         self.store.insert_job(&job, &tasks)?;
         Ok((job, tasks))
     }
@@ -239,6 +255,7 @@ fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask, pool: &str
         log_tail: None,
         merge_commit: None,
         conflict_paths: Vec::new(),
+        train: Default::default(),
     }
 }
 

@@ -50,6 +50,89 @@ pub struct JobSpec {
     pub merge: MergeSpec,
     #[serde(default)]
     pub placement: crate::placement::PlacementSpec,
+    /// Several agents or prompts for every task: each variant runs as its own attempt on its
+    /// own branch (`grove/<job>/<task>.<variant>`), and `merge.pick` keeps one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantSpec>,
+}
+
+/// One way of doing every task: a name, and what it changes from the job's agent and prompt.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSpec {
+    /// A short name (letters, digits, `-`): the branch and `grove pick` use it.
+    pub name: String,
+    /// Instead of the job's prompt.
+    pub prompt: Option<String>,
+    /// Instead of `agent.kind`.
+    pub kind: Option<AgentKind>,
+    /// Instead of `agent.pattern` (replace).
+    pub pattern: Option<String>,
+    /// Instead of `agent.replace` (replace).
+    pub replace: Option<String>,
+    /// Instead of `agent.command` (command).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Added to `agent.env`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+impl VariantSpec {
+    /// The job's agent with this variant's changes.
+    pub fn agent(&self, job: &AgentSpec) -> AgentSpec {
+        let mut a = job.clone();
+        if self.kind.is_some() {
+            a.kind = self.kind;
+        }
+        if self.pattern.is_some() {
+            a.pattern.clone_from(&self.pattern);
+        }
+        if self.replace.is_some() {
+            a.replace.clone_from(&self.replace);
+        }
+        if !self.command.is_empty() {
+            a.command.clone_from(&self.command);
+            a.kind.get_or_insert(AgentKind::Command);
+        }
+        a.env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        a
+    }
+}
+
+/// Which variant of a task merges.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pick {
+    /// The first variant to pass its checks; the others are stopped and discarded.
+    #[default]
+    FirstPassing,
+    /// Once every variant ended, the passing one with the fewest changed lines.
+    SmallestDiff,
+    /// The one a person picks with `grove pick TASK VARIANT`.
+    Manual,
+}
+
+impl Pick {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pick::FirstPassing => "first-passing",
+            Pick::SmallestDiff => "smallest-diff",
+            Pick::Manual => "manual",
+        }
+    }
+}
+
+impl std::str::FromStr for Pick {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Pick::FirstPassing, Pick::SmallestDiff, Pick::Manual]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown pick rule {s:?} (expected first-passing, smallest-diff or manual)")
+            })
+    }
 }
 
 /// The repository the job changes.
@@ -286,6 +369,9 @@ impl std::str::FromStr for KeepWorktrees {
 pub struct Checks {
     /// A shell command run in the task's workspace after each turn; non-zero fails the turn.
     pub task: Option<String>,
+    /// A shell command run on the integration result (in a worktree grove owns) after each
+    /// batch of `merge.batch` merges; a failing batch is bisected to the branch that breaks it.
+    pub integration: Option<String>,
 }
 
 /// How finished branches come together.
@@ -294,6 +380,89 @@ pub struct Checks {
 pub struct MergeSpec {
     /// The integration branch (default `grove/<job>/integration`); `{job}` is replaced.
     pub branch: Option<String>,
+    /// `merge` (a merge commit per task, the default), `squash` (one single-parent commit per
+    /// task) or `manual` (nothing merges until `grove merge JOB`).
+    pub mode: Option<MergeMode>,
+    /// What a conflicting branch gets: `redo` (default: a new attempt on top of the
+    /// integration head, told about the conflict), `attention` (set aside) or `abort` (the
+    /// job's merging stops).
+    pub on_conflict: Option<OnConflict>,
+    /// How many times one task may be redone after conflicts (default 2).
+    pub max_redos: Option<u32>,
+    /// Merges per run of `checks.integration` (default 1: after every merge).
+    pub batch: Option<u32>,
+    /// With `variants`: which one merges (default `first-passing`).
+    pub pick: Option<Pick>,
+}
+
+/// How a task's branch enters the integration branch.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMode {
+    /// A merge commit with the task's branch as second parent.
+    #[default]
+    Merge,
+    /// One commit with the branch's changes and a single parent.
+    Squash,
+    /// Tasks wait, checked, until `grove merge JOB` (then as `merge`).
+    Manual,
+}
+
+impl MergeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMode::Merge => "merge",
+            MergeMode::Squash => "squash",
+            MergeMode::Manual => "manual",
+        }
+    }
+}
+
+impl std::str::FromStr for MergeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "merge" => Ok(MergeMode::Merge),
+            "squash" => Ok(MergeMode::Squash),
+            "manual" => Ok(MergeMode::Manual),
+            _ => Err(format!("unknown merge mode {s:?} (expected merge, squash or manual)")),
+        }
+    }
+}
+
+/// What the merge train does with a branch that conflicts with the integration branch.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Run the task again on top of the integration head, with the conflict described.
+    #[default]
+    Redo,
+    /// Set the branch aside as needs-attention; the rest go on.
+    Attention,
+    /// Stop merging this job.
+    Abort,
+}
+
+impl OnConflict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnConflict::Redo => "redo",
+            OnConflict::Attention => "attention",
+            OnConflict::Abort => "abort",
+        }
+    }
+}
+
+impl std::str::FromStr for OnConflict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redo" => Ok(OnConflict::Redo),
+            "attention" => Ok(OnConflict::Attention),
+            "abort" => Ok(OnConflict::Abort),
+            _ => Err(format!("unknown conflict policy {s:?} (expected redo, attention or abort)")),
+        }
+    }
 }
 
 /// Defaults applied where the spec is silent.
@@ -305,6 +474,8 @@ pub mod defaults {
     pub const PORT_BASE: u16 = 42000;
     pub const PORTS_PER_TASK: u16 = 10;
     pub const LOG_CAP: u64 = 8 * 1024 * 1024;
+    pub const MAX_REDOS: u32 = 2;
+    pub const BATCH: u32 = 1;
 }
 
 impl JobSpec {
@@ -321,6 +492,25 @@ impl JobSpec {
     }
     pub fn max_turns(&self) -> u32 {
         self.agent.max_turns.unwrap_or(defaults::MAX_TURNS)
+    }
+    pub fn merge_mode(&self) -> MergeMode {
+        self.merge.mode.unwrap_or_default()
+    }
+    pub fn on_conflict(&self) -> OnConflict {
+        self.merge.on_conflict.unwrap_or_default()
+    }
+    pub fn max_redos(&self) -> u32 {
+        self.merge.max_redos.unwrap_or(defaults::MAX_REDOS)
+    }
+    pub fn batch(&self) -> u32 {
+        self.merge.batch.unwrap_or(defaults::BATCH).max(1)
+    }
+    pub fn pick(&self) -> Pick {
+        self.merge.pick.unwrap_or_default()
+    }
+    /// The variant named `name`.
+    pub fn variant(&self, name: &str) -> Option<&VariantSpec> {
+        self.variants.iter().find(|v| v.name == name)
     }
     pub fn base(&self) -> &str {
         self.repo.base.as_deref().unwrap_or("HEAD")
@@ -365,22 +555,30 @@ impl JobSpec {
         if self.split.rule == SplitRule::Dirs && self.split.depth == 0 {
             return Err(err("split.depth", "must be at least 1".into()));
         }
-        match self.agent.kind {
-            None => return Err(err("agent.kind", "no agent given (set agent.kind or pass --agent)".into())),
-            Some(AgentKind::Replace) => {
-                let Some(p) = &self.agent.pattern else {
-                    return Err(err("agent.pattern", "the replace agent needs a pattern".into()));
-                };
-                regex::Regex::new(p).map_err(|e| err("agent.pattern", format!("invalid regex: {e}")))?;
-                if self.agent.replace.is_none() {
-                    return Err(err("agent.replace", "the replace agent needs a replacement".into()));
-                }
+        if self.variants.is_empty() {
+            self.validate_agent(&self.agent, None, &err)?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &self.variants {
+            if v.name.is_empty()
+                || v.name.len() > 30
+                || !v.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(err(
+                    "variants.name",
+                    format!(
+                        "{:?} is not a variant name (lowercase letters, digits and -, at most 30)",
+                        v.name
+                    ),
+                ));
             }
-            Some(AgentKind::Command) => {
-                if self.agent.command.first().is_none_or(|p| p.trim().is_empty()) {
-                    return Err(err("agent.command", "the command agent needs a program to run".into()));
-                }
+            if !seen.insert(v.name.as_str()) {
+                return Err(err("variants.name", format!("{:?} is given twice", v.name)));
             }
+            self.validate_agent(&v.agent(&self.agent), Some(&v.name), &err)?;
+        }
+        if self.merge.pick.is_some() && self.variants.is_empty() {
+            return Err(err("merge.pick", "picks between variants; the job has none".into()));
         }
         if self.agent.turn_timeout.is_some_and(|d| d.is_zero()) {
             return Err(err("agent.turn_timeout", "must be longer than zero".into()));
@@ -409,12 +607,66 @@ impl JobSpec {
             check_repo_path(p.trim_end_matches('/'))
                 .map_err(|m| err("run.include_ignored", format!("{p:?} {m}")))?;
         }
+        if self.merge.batch == Some(0) {
+            return Err(err("merge.batch", "must be at least 1".into()));
+        }
+        if self.merge.batch.is_some_and(|b| b > 1) && self.checks.integration.is_none() {
+            return Err(err(
+                "merge.batch",
+                "batches only matter with checks.integration (set it, or drop merge.batch)".into(),
+            ));
+        }
+        if self.checks.integration.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(err("checks.integration", "is empty".into()));
+        }
         if let Some(b) = &self.merge.branch {
             let probe = b.replace("{job}", "job");
             names::check_branch(&probe, "merge.branch")
                 .map_err(|e: NameError| err("merge.branch", e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+impl JobSpec {
+    /// An agent (the job's, or a variant's with its changes) has what its kind needs.
+    fn validate_agent(
+        &self,
+        agent: &AgentSpec,
+        variant: Option<&str>,
+        err: &impl Fn(&str, String) -> SpecError,
+    ) -> Result<(), SpecError> {
+        let (table, who) = match variant {
+            None => ("agent", String::new()),
+            Some(v) => ("variants", format!("variant {v:?}: ")),
+        };
+        let field = |k: &str| format!("{table}.{k}");
+        match agent.kind {
+            None => Err(err(&field("kind"), format!("{who}no agent given (set agent.kind or pass --agent)"))),
+            Some(AgentKind::Replace) => {
+                let Some(p) = &agent.pattern else {
+                    return Err(err(&field("pattern"), format!("{who}the replace agent needs a pattern")));
+                };
+                regex::Regex::new(p)
+                    .map_err(|e| err(&field("pattern"), format!("{who}invalid regex: {e}")))?;
+                if agent.replace.is_none() {
+                    return Err(err(
+                        &field("replace"),
+                        format!("{who}the replace agent needs a replacement"),
+                    ));
+                }
+                Ok(())
+            }
+            Some(AgentKind::Command) => {
+                if agent.command.first().is_none_or(|p| p.trim().is_empty()) {
+                    return Err(err(
+                        &field("command"),
+                        format!("{who}the command agent needs a program to run"),
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -556,6 +808,25 @@ turn_timeout = "5m"
         let spec = JobSpec::from_toml("job.toml", &text).expect("parses");
         let e = spec.validate(Some(("job.toml", &text))).unwrap_err().to_string();
         assert!(e.starts_with("job.toml:9: select.grep: invalid regex"), "{e}");
+    }
+
+    #[test]
+    fn variants_change_the_agent_and_are_checked() {
+        let text = format!(
+            "{GOOD}\n[merge]\npick = \"manual\"\n\n[[variants]]\nname = \"a\"\n\n[[variants]]\nname = \"b\"\ncommand = [\"claude\"]\n"
+        );
+        let spec = JobSpec::from_toml("job.toml", &text).expect("parses");
+        spec.validate(None).expect("valid");
+        assert_eq!(spec.pick(), Pick::Manual);
+        assert_eq!(spec.variants[1].agent(&spec.agent).kind, Some(AgentKind::Replace), "kind stays");
+        let mut bad = spec.clone();
+        bad.variants[1].name = "a".into();
+        assert!(bad.validate(None).unwrap_err().to_string().contains("given twice"));
+        let mut bad = spec.clone();
+        bad.variants.clear();
+        assert!(bad.validate(None).unwrap_err().to_string().starts_with("merge.pick"));
+        let text = toml::to_string(&spec).expect("serializes");
+        assert_eq!(JobSpec::from_toml("wire", &text).expect("parses back"), spec, "{text}");
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub enum MergeState {
     Conflict,
     /// Never to be merged (the task failed or was cancelled).
     Skipped,
+    /// Merged in memory, but the integration check failed with it; set aside.
+    CheckFailed,
+    /// A person discarded the task's branch (`grove discard`).
+    Discarded,
 }
 
 impl MergeState {
@@ -107,6 +111,8 @@ impl MergeState {
             MergeState::Empty => "empty",
             MergeState::Conflict => "conflict",
             MergeState::Skipped => "skipped",
+            MergeState::CheckFailed => "check-failed",
+            MergeState::Discarded => "discarded",
         }
     }
 
@@ -125,6 +131,8 @@ impl FromStr for MergeState {
             MergeState::Empty,
             MergeState::Conflict,
             MergeState::Skipped,
+            MergeState::CheckFailed,
+            MergeState::Discarded,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
@@ -205,6 +213,20 @@ pub struct Assignment {
     pub port_count: u16,
     pub log_cap: u64,
     pub keep_worktrees: crate::spec::KeepWorktrees,
+    /// Set when this attempt redoes the task after its branch conflicted with the integration
+    /// branch: `base` is then the integration head and the branch starts there.
+    pub redo: Option<Redo>,
+}
+
+/// What an agent redoing a conflicting task is told (in GROVE_CONFLICT_FILE and friends).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Redo {
+    /// The paths that conflicted.
+    pub paths: Vec<String>,
+    /// The conflicting files as git's merge left them (with conflict markers), capped.
+    pub hunks: String,
+    /// The previous attempt's diff against its base, capped.
+    pub previous_diff: String,
 }
 
 /// What a worker reports about an attempt.

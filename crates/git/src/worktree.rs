@@ -127,6 +127,73 @@ pub fn remove(git: &Git, mirror: &Path, path: &Path) -> Result<(), GitError> {
     Ok(())
 }
 
+/// Put grove's own detached worktree of `mirror` at `path` on `commit` (full checkout),
+/// making it when it is missing. For checks on the integration result.
+pub fn detached_at(git: &Git, mirror: &Path, path: &Path, commit: &str) -> Result<(), GitError> {
+    if path.join(".git").exists() {
+        git.run(path, ["checkout", "--quiet", "--force", "--detach", commit])?;
+        git.run(path, ["clean", "--quiet", "-fdx"])?;
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| GitError::io(format!("creating {}", parent.display()), e))?;
+    }
+    let _admin = AdminLock::take(mirror)?;
+    git.run(mirror, ["worktree", "prune"])?;
+    let args: Vec<std::ffi::OsString> = vec![
+        "worktree".into(),
+        "add".into(),
+        "--quiet".into(),
+        "--detach".into(),
+        path.into(),
+        commit.into(),
+    ];
+    git.run(mirror, args)?;
+    Ok(())
+}
+
+/// The branches (full ref names) checked out in any worktree of `repo`.
+pub fn checked_out(git: &Git, repo: &Path) -> Result<Vec<String>, GitError> {
+    let out = git.run(repo, ["worktree", "list", "--porcelain"])?;
+    Ok(out.stdout.lines().filter_map(|l| l.strip_prefix("branch ")).map(str::to_owned).collect())
+}
+
+/// What [`delete_branch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// The branch was deleted.
+    Yes,
+    /// There was no such branch.
+    Absent,
+    /// It points elsewhere than expected (someone moved it): left alone.
+    Moved { to: String },
+    /// It is checked out in a worktree: left alone.
+    CheckedOut,
+}
+
+/// Delete `refs/heads/<branch>` in `repo` only when it still points at `expected` (when given)
+/// and no worktree has it checked out.
+pub fn delete_branch(
+    git: &Git,
+    repo: &Path,
+    branch: &str,
+    expected: Option<&str>,
+) -> Result<Deleted, GitError> {
+    let full = format!("refs/heads/{branch}");
+    let Some(now) = git.ref_target(repo, &full)? else { return Ok(Deleted::Absent) };
+    if let Some(e) = expected
+        && e != now
+    {
+        return Ok(Deleted::Moved { to: now });
+    }
+    if checked_out(git, repo)?.contains(&full) {
+        return Ok(Deleted::CheckedOut);
+    }
+    git.run(repo, ["update-ref", "-m", "grove discard", "-d", &full, &now])?;
+    Ok(Deleted::Yes)
+}
+
 /// An exclusive lock on a repository's worktree administration. `git worktree add` reads
 /// every other worktree's admin files and fails on one being written at the same moment, so
 /// adds, removes and prunes of one mirror take turns, across processes too.

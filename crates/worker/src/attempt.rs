@@ -221,15 +221,43 @@ async fn turns(
     let prompt_file = workspace::scratch(run_dir, "prompt.md");
     let files_file = workspace::scratch(run_dir, "files.txt");
     let feedback_file = workspace::scratch(run_dir, "feedback.md");
-    let prompt =
+    let conflict_file = workspace::scratch(run_dir, "conflict.md");
+    let previous_diff_file = workspace::scratch(run_dir, "previous.diff");
+    let mut prompt =
         format!("{}\n\nScope: {scope}\nFiles ({}): see {}\n", a.prompt, a.files.len(), files_file.display());
-    let written = tokio::fs::write(&prompt_file, &prompt)
+    if let Some(redo) = &a.redo {
+        prompt.push_str(&format!(
+            "\nThis is a redo: the previous attempt's branch conflicted with the integration branch in {}. \
+             The workspace now starts from the integration head. The conflicting files, with git's \
+             markers, are in {}; the previous attempt's diff is in {}. Make the change again on top \
+             of what is here.\n",
+            redo.paths.join(", "),
+            conflict_file.display(),
+            previous_diff_file.display()
+        ));
+    }
+    let mut written = tokio::fs::write(&prompt_file, &prompt)
         .await
         .and(tokio::fs::write(&files_file, a.files.join("\n")).await);
+    if let Some(redo) = &a.redo {
+        let text = format!(
+            "# Conflict\n\nPaths: {}\n\n## Conflicting files (with git's markers)\n\n{}\n## Previous diff\n\n{}",
+            redo.paths.join(" "),
+            redo.hunks,
+            redo.previous_diff
+        );
+        written = written
+            .and(tokio::fs::write(&conflict_file, text).await)
+            .and(tokio::fs::write(&previous_diff_file, &redo.previous_diff).await);
+    }
     if let Err(e) = written {
         return failed(format!("writing the prompt file: {e}"), log.tail(), 0);
     }
     let _ = tokio::fs::remove_file(&feedback_file).await;
+    if a.redo.is_none() {
+        let _ = tokio::fs::remove_file(&conflict_file).await;
+        let _ = tokio::fs::remove_file(&previous_diff_file).await;
+    }
     let who = Identity::default();
     let mut turn_no = 0;
     loop {
@@ -251,6 +279,11 @@ async fn turns(
         ];
         if turn_no > 1 {
             env.push(("GROVE_FEEDBACK_FILE".into(), feedback_file.display().to_string()));
+        }
+        if let Some(redo) = &a.redo {
+            env.push(("GROVE_CONFLICT_FILE".into(), conflict_file.display().to_string()));
+            env.push(("GROVE_CONFLICT_PATHS".into(), redo.paths.join("\n")));
+            env.push(("GROVE_PREVIOUS_DIFF_FILE".into(), previous_diff_file.display().to_string()));
         }
         let turn = Turn {
             agent: &a.agent,

@@ -2,11 +2,16 @@
 //! `cmd_xxx` function.
 
 mod cancel;
+mod compare;
 mod coordinator;
 mod demo;
 mod diff;
+mod discard;
 mod logs;
+mod merge;
+mod pick;
 mod plan;
+mod push;
 mod retry;
 mod run;
 mod status;
@@ -49,6 +54,11 @@ pub enum Command {
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
     Diff(diff::DiffArgs),
+    Merge(merge::MergeArgs),
+    Discard(discard::DiscardArgs),
+    Push(push::PushArgs),
+    Compare(compare::CompareArgs),
+    Pick(pick::PickArgs),
     Demo(demo::DemoArgs),
     Cancel(cancel::CancelArgs),
     Retry(retry::RetryArgs),
@@ -66,6 +76,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::cmd_status(home, a).await,
         Command::Logs(a) => logs::cmd_logs(home, a).await,
         Command::Diff(a) => diff::cmd_diff(home, a),
+        Command::Merge(a) => merge::cmd_merge(home, a).await,
+        Command::Discard(a) => discard::cmd_discard(home, a).await,
+        Command::Push(a) => push::cmd_push(home, a).await,
+        Command::Compare(a) => compare::cmd_compare(home, a),
+        Command::Pick(a) => pick::cmd_pick(home, a).await,
         Command::Demo(a) => demo::cmd_demo(home, a).await,
         Command::Worker(a) => worker::cmd_worker(home, a).await,
         Command::Coordinator(a) => coordinator::cmd_coordinator(home, a).await,

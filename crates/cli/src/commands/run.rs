@@ -236,7 +236,7 @@ async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Drive a job with `concurrency` embedded workers and progress; returns the job and whether it
 /// was cancelled.
-async fn drive(
+pub(crate) async fn drive(
     emb: &Embedded,
     job: &grove_core::JobId,
     only: Option<&BTreeSet<String>>,
@@ -262,8 +262,12 @@ async fn drive(
     Ok((result?, cancelled))
 }
 
+/// A task that needs nothing more: merged, no change, or a variant that lost to another.
 fn merged_or_empty(t: &grove_coordinator::TaskRow) -> bool {
-    t.state == TaskState::Succeeded && matches!(t.merge_state, MergeState::Merged | MergeState::Empty)
+    (t.state == TaskState::Succeeded && matches!(t.merge_state, MergeState::Merged | MergeState::Empty))
+        || (t.train.variant_of.is_some()
+            && t.merge_state == MergeState::Discarded
+            && t.reason.as_deref().is_some_and(|r| r.starts_with("lost to variant")))
 }
 
 /// Ask whether to go on after the canary tasks.
@@ -289,7 +293,7 @@ fn go_on(ok: bool, yes: bool, job: &JobRow) -> anyhow::Result<bool> {
 }
 
 /// Print the job and pick the exit code.
-fn finish(store: &Store, row: &JobRow, json: bool, cancelled: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn finish(store: &Store, row: &JobRow, json: bool, cancelled: bool) -> anyhow::Result<ExitCode> {
     let tasks = store.tasks(&row.id)?;
     super::status::print_job(row, &tasks, json)?;
     if !json {
@@ -297,6 +301,14 @@ fn finish(store: &Store, row: &JobRow, json: bool, cancelled: bool) -> anyhow::R
         println!("  grove status {}        # again, later", row.id);
         println!("  grove diff {}/TASK     # review one task's branch", row.id);
         println!("  grove logs {}/TASK     # what its agent printed", row.id);
+        if row.spec.merge_mode() == grove_core::spec::MergeMode::Manual && !row.train.approved {
+            println!("  grove merge {}         # merge the checked branches, in order", row.id);
+        }
+        if tasks.iter().any(|t| t.train.variant_of.is_some() && !t.merge_state.is_settled()) {
+            println!("  grove compare TASK; grove pick TASK VARIANT   # keep one variant");
+        }
+        println!("  grove discard {}/TASK  # throw a task's worktree and branch away", row.id);
+        println!("  grove push {}          # push the integration branch to origin", row.id);
         if let Some(dir) = &row.source_dir {
             println!("  git -C {dir} log --oneline {}", row.integration_branch);
         }

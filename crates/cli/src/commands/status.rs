@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use grove_coordinator::{JobRow, Store, TaskRow};
+use grove_core::TaskState;
 use grove_core::layout::Layout;
+use grove_core::spec::{MergeMode, Pick};
+use grove_core::task::MergeState;
 
 use crate::output::{color_enabled_stdout, paint, shown_state, state_color, table};
 
@@ -117,19 +120,17 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
     let color = color_enabled_stdout();
     writeln!(out, "job {}  ({})  source {}", job.id, job.state, job.source)?;
     writeln!(out, "integration branch {} at {}", job.integration_branch, short(&job.integration_head))?;
+    if let Some(stop) = &job.train.stopped {
+        writeln!(out, "merging stopped: {stop} (go on with `grove merge {}`)", job.id)?;
+    }
+    if job.spec.merge_mode() == MergeMode::Manual && !job.train.approved {
+        writeln!(out, "merge mode manual: branches wait for `grove merge {}`", job.id)?;
+    }
     writeln!(out)?;
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
             let shown = shown_state(t.state, t.merge_state);
-            let why = if !t.conflict_paths.is_empty() {
-                format!("conflict in {}", t.conflict_paths.join(", "))
-            } else if let Some(r) = &t.reason {
-                r.clone()
-            } else {
-                // Where it runs and why, when the job left that to the placement policy.
-                t.placed_why.clone().filter(|_| t.pool == grove_core::placement::AUTO).unwrap_or_default()
-            };
             vec![
                 (t.ord + 1).to_string(),
                 t.slug.clone(),
@@ -137,13 +138,68 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
                 t.placed.clone().unwrap_or_else(|| t.pool.clone()),
                 t.files.len().to_string(),
                 if t.stat.is_empty() { "-".into() } else { t.stat.to_string() },
-                t.attempt.to_string(),
-                why,
+                t.train.merge_seq.map_or_else(|| "-".into(), |n| format!("#{n}")),
+                attempts(t),
+                why(job, tasks, t),
             ]
         })
         .collect();
-    write!(out, "{}", table(&["#", "TASK", "STATE", "POOL", "FILES", "CHANGED", "ATTEMPT", "NOTE"], &rows))?;
+    write!(
+        out,
+        "{}",
+        table(&["#", "TASK", "STATE", "POOL", "FILES", "CHANGED", "MERGED", "ATTEMPTS", "NOTE"], &rows)
+    )?;
     Ok(())
+}
+
+/// `2`, or `3 (1 redo)`.
+fn attempts(t: &TaskRow) -> String {
+    match t.train.redos {
+        0 => t.attempt.to_string(),
+        1 => format!("{} (1 redo)", t.attempt),
+        n => format!("{} ({n} redos)", t.attempt),
+    }
+}
+
+/// Why a task is where it is: waiting for whom, or why it was set aside.
+pub fn why(job: &JobRow, tasks: &[TaskRow], t: &TaskRow) -> String {
+    if t.state == TaskState::Succeeded && t.merge_state == MergeState::Pending {
+        if let Some(stop) = &job.train.stopped {
+            return format!("waiting: merging stopped ({stop})");
+        }
+        if job.spec.merge_mode() == MergeMode::Manual && !job.train.approved {
+            return format!("checked; waiting for `grove merge {}`", job.id);
+        }
+        if let (Some(group), Some(v)) = (&t.train.variant_of, &t.train.variant) {
+            let picked = tasks.iter().any(|o| o.train.variant_of.as_ref() == Some(group) && o.train.picked);
+            if !picked && job.spec.pick() == Pick::Manual {
+                return format!("checked; waiting for `grove pick {group} {v}` (or another variant)");
+            }
+            if !picked {
+                return "waiting for the other variants".into();
+            }
+        }
+        if let Some(before) = tasks.iter().find(|b| b.ord < t.ord && !b.merge_state.is_settled()) {
+            return format!("waiting for {} ({}) to merge or be set aside", before.slug, before.state);
+        }
+        return "waiting for the merge train".into();
+    }
+    if t.merge_state == MergeState::CheckFailed {
+        let out = t.log_tail.as_deref().and_then(|l| l.lines().rev().find(|l| !l.trim().is_empty()));
+        let reason = t.reason.clone().unwrap_or_default();
+        return match out {
+            Some(line) => format!("{reason}: {line}"),
+            None => reason,
+        };
+    }
+    if !t.conflict_paths.is_empty() && t.state == TaskState::NeedsAttention {
+        return t.reason.clone().unwrap_or_else(|| format!("conflict in {}", t.conflict_paths.join(", ")));
+    }
+    // Otherwise where it runs and why, when the job left that to the placement policy.
+    t.reason
+        .clone()
+        .or_else(|| t.placed_why.clone().filter(|_| t.pool == grove_core::placement::AUTO))
+        .unwrap_or_default()
 }
 
 fn short(id: &str) -> &str {
@@ -160,6 +216,9 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
         "integration_branch": job.integration_branch,
         "integration_head": job.integration_head,
         "warnings": job.warnings,
+        "merge_mode": job.spec.merge_mode().as_str(),
+        "merge_approved": job.train.approved,
+        "merge_stopped": job.train.stopped,
         "tasks": tasks.iter().map(|t| serde_json::json!({
             "order": t.ord,
             "task": t.slug,
@@ -180,6 +239,13 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
             "pool": t.pool,
             "placed": t.placed,
             "placed_why": t.placed_why,
+            "merge_position": t.train.merge_seq,
+            "redos": t.train.redos,
+            "task_base": t.train.base,
+            "why": why(job, tasks, t),
+            "variant": t.train.variant,
+            "variant_of": t.train.variant_of,
+            "picked": t.train.picked,
         })).collect::<Vec<_>>(),
     })
 }

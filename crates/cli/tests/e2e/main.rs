@@ -7,3 +7,4 @@ mod harness;
 mod refusals;
 mod rerun;
 mod run;
+mod train;

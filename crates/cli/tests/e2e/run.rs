@@ -154,6 +154,8 @@ fn the_second_of_two_conflicting_tasks_needs_attention() {
             "a/**",
             "--include",
             "b/**",
+            "--on-conflict",
+            "attention",
             "--json",
             "--",
             "sh",

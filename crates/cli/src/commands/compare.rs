@@ -1,0 +1,114 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use grove_coordinator::{JobRow, Store, TaskRow};
+use grove_core::TaskState;
+use grove_core::layout::Layout;
+
+use crate::output::{color_enabled_stdout, paint, shown_state, state_color, table};
+
+/// Show a task's variants side by side: checks, files and lines changed, duration, turns.
+///
+/// Tokens and cost are shown where the agent reported them (none of grove's agent adapters
+/// reads them yet, so `-`). Pick one with `grove pick TASK VARIANT`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  grove compare core
+  grove compare rename-1a2b/core --json")]
+pub struct CompareArgs {
+    /// JOB/TASK, or TASK (the newest job with variants of that task)
+    pub task: String,
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The job and the variant rows of `name` (JOB/TASK or TASK).
+pub fn variants_of(store: &Store, name: &str) -> anyhow::Result<(JobRow, String, Vec<TaskRow>)> {
+    let (jobs, task) = match name.split_once('/') {
+        Some((job, task)) => (vec![store.job(job)?], task),
+        None => (store.jobs()?.into_iter().rev().collect(), name),
+    };
+    for job in jobs {
+        let rows: Vec<TaskRow> = store
+            .tasks(&job.id)?
+            .into_iter()
+            .filter(|t| t.train.variant_of.as_deref() == Some(task))
+            .collect();
+        if !rows.is_empty() {
+            return Ok((job, task.to_owned(), rows));
+        }
+    }
+    anyhow::bail!("no task {name:?} with variants (see `grove status JOB`)")
+}
+
+pub fn cmd_compare(home: PathBuf, args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&Layout::new(home).db())?;
+    let (job, task, rows) = variants_of(&store, &args.task)?;
+    let duration = |t: &TaskRow| t.train.started_at.zip(t.train.finished_at).map(|(s, f)| (f - s).max(0));
+    let checks = |t: &TaskRow| match t.state {
+        TaskState::Succeeded => Some(true),
+        TaskState::Failed => Some(false),
+        _ => None,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "variant": t.train.variant,
+                    "task": t.slug,
+                    "branch": t.branch,
+                    "state": t.state.as_str(),
+                    "shown": shown_state(t.state, t.merge_state),
+                    "checks_passed": checks(t),
+                    "files": t.stat.files,
+                    "insertions": t.stat.insertions,
+                    "deletions": t.stat.deletions,
+                    "duration_secs": duration(t),
+                    "turns": t.turns,
+                    "attempt": t.attempt,
+                    "tokens": null,
+                    "cost": null,
+                    "picked": t.train.picked,
+                    "reason": t.reason,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({"job": job.id.as_str(), "task": task, "pick": job.spec.pick().as_str(), "variants": list});
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let color = color_enabled_stdout();
+    writeln!(out, "{}/{task}: {} variant(s), pick {}", job.id, rows.len(), job.spec.pick().as_str())?;
+    writeln!(out)?;
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|t| {
+            vec![
+                t.train.variant.clone().unwrap_or_default(),
+                paint(shown_state(t.state, t.merge_state), state_color(t.state), color),
+                match checks(t) {
+                    Some(true) => "passed".into(),
+                    Some(false) => "failed".into(),
+                    None => "-".into(),
+                },
+                t.stat.files.to_string(),
+                format!("+{} -{}", t.stat.insertions, t.stat.deletions),
+                duration(t).map_or_else(|| "-".into(), |d| format!("{d}s")),
+                t.turns.to_string(),
+                "-".into(),
+                if t.train.picked { "picked".into() } else { String::new() },
+            ]
+        })
+        .collect();
+    write!(
+        out,
+        "{}",
+        table(&["VARIANT", "STATE", "CHECKS", "FILES", "LINES", "TIME", "TURNS", "TOKENS", ""], &table_rows)
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::embedded::Embedded;
+
+/// Merge a job's checked branches into its integration branch now, in order.
+///
+/// For jobs run with `merge.mode = "manual"` (their tasks wait, checked, for this), and for a
+/// job whose merging stopped on a conflict (`on_conflict = "abort"`): merging goes on from
+/// where it stopped. Conflicts follow the job's `on_conflict` policy (a redo runs its agent
+/// here). Prints the job as `grove status` does.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  grove run job.toml --merge-mode manual   # run and check, merge nothing
+  grove status rename-1a2b                 # review; grove diff, grove discard
+  grove merge rename-1a2b                  # then merge what is left, in order")]
+pub struct MergeArgs {
+    /// The job (default: the latest)
+    pub job: Option<String>,
+    /// Print the job as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Workers for redone tasks (default: the job's concurrency)
+    #[arg(long, short = 'j', value_name = "N")]
+    pub concurrency: Option<usize>,
+}
+
+pub async fn cmd_merge(home: PathBuf, args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let emb = Embedded::open(home, None).await?;
+    let coord = emb.coordinator.clone();
+    let job = coord.store.job_or_latest(args.job.as_deref())?;
+    coord.approve_merge(&job.id)?;
+    let workers = args.concurrency.unwrap_or(job.spec.concurrency() as usize).max(1);
+    let (row, cancelled) = super::run::drive(&emb, &job.id, None, workers).await?;
+    super::run::finish(&coord.store, &row, args.json, cancelled)
+}

@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::embedded::Embedded;
+
+/// Keep one variant of a task: it merges (in its place in the order) and the other variants'
+/// worktrees and branches are discarded.
+///
+/// For jobs run with `merge.pick = "manual"` (or to overrule first-passing / smallest-diff
+/// before they decided). Only a variant that passed its checks can be picked.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  grove compare core            # the variants side by side
+  grove pick core claude        # merge core's `claude` variant, discard the others
+  grove pick rename-1a2b/core codex --json")]
+pub struct PickArgs {
+    /// JOB/TASK, or TASK (the newest job with variants of that task)
+    pub task: String,
+    /// The variant's name (see `grove compare TASK`)
+    pub variant: String,
+    /// Print the job as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Workers for a redo, should the picked branch conflict (default: the job's concurrency)
+    #[arg(long, short = 'j', value_name = "N")]
+    pub concurrency: Option<usize>,
+}
+
+pub async fn cmd_pick(home: PathBuf, args: PickArgs) -> anyhow::Result<ExitCode> {
+    let emb = Embedded::open(home, None).await?;
+    let coord = emb.coordinator.clone();
+    let (job, task, _) = super::compare::variants_of(&coord.store, &args.task)?;
+    coord.pick(&job.id, &task, &args.variant)?;
+    eprintln!("picked {}/{task} variant {}", job.id, args.variant);
+    let workers = args.concurrency.unwrap_or(job.spec.concurrency() as usize).max(1);
+    let (row, cancelled) = super::run::drive(&emb, &job.id, None, workers).await?;
+    super::run::finish(&coord.store, &row, args.json, cancelled)
+}

@@ -1,0 +1,174 @@
+//! The review verbs that change state: discard a task's branch, let a manual job merge, push
+//! the integration branch. None of them touches a branch grove did not create, and none
+//! force-pushes.
+
+use std::path::Path;
+
+use grove_core::JobId;
+use grove_core::task::MergeState;
+use grove_git::worktree::{self, Deleted};
+
+use crate::{CoordError, Coordinator, StoreError};
+
+/// What discarding one task did.
+#[derive(Debug, Clone, Default)]
+pub struct Discard {
+    pub task: String,
+    /// What was removed, one line each (a worktree, a branch in the mirror or the repository).
+    pub removed: Vec<String>,
+    /// What was left alone, and why.
+    pub kept: Vec<String>,
+}
+
+impl Coordinator {
+    /// Discard tasks of `job`: their worktrees and branches (grove's own: `grove/<job>/<task>`
+    /// in the mirror, and in the person's repository while it still points where grove put
+    /// it and is not checked out). The commits stay reachable in the mirror under
+    /// `refs/grove/attempts/`. A merged or unfinished task is refused before anything changes.
+    pub fn discard(&self, job: &JobId, slugs: &[String]) -> Result<Vec<Discard>, CoordError> {
+        self.discard_as(job, slugs, "discarded")
+    }
+
+    /// [`Coordinator::discard`], recording `why`.
+    pub(crate) fn discard_as(
+        &self,
+        job: &JobId,
+        slugs: &[String],
+        why: &str,
+    ) -> Result<Vec<Discard>, CoordError> {
+        let row = self.store.job(job.as_str())?;
+        let tasks = self.store.tasks(job)?;
+        let mut chosen = Vec::new();
+        for s in slugs {
+            let t = tasks
+                .iter()
+                .find(|t| &t.slug == s)
+                .ok_or_else(|| StoreError::NoTask(format!("{job}/{s}")))?;
+            let refuse = |why: &str| CoordError::Refused { task: format!("{job}/{s}"), why: why.into() };
+            if t.merge_state == MergeState::Merged {
+                return Err(refuse(
+                    "is merged into the integration branch; discarding its branch would not take it out",
+                ));
+            }
+            if !t.state.is_terminal() {
+                return Err(refuse("has not ended (cancel the job first, or wait)"));
+            }
+            chosen.push(t.clone());
+        }
+        let mirror = Path::new(&row.mirror);
+        let mut out = Vec::new();
+        for t in chosen {
+            let mut d = Discard { task: t.slug.clone(), ..Discard::default() };
+            let wt = self.layout.worktree(job, &t.slug);
+            if wt.exists() {
+                worktree::remove(&self.git, mirror, &wt)?;
+                d.removed.push(format!("worktree {}", wt.display()));
+            }
+            let full = format!("refs/heads/{}", t.branch);
+            let tip = self.git.ref_target(mirror, &full)?;
+            if let Some(tip) = &tip {
+                if *tip != row.base {
+                    let keep = format!("refs/grove/attempts/{job}/{}/{}", t.slug, t.attempt);
+                    if self.git.ref_target(mirror, &keep)?.as_deref() != Some(tip.as_str()) {
+                        self.git.update_ref(mirror, &keep, tip, None).or_else(|_| {
+                            // An older record under that name: keep this tip beside it.
+                            let alt = format!("{keep}-discarded");
+                            self.git.update_ref(mirror, &alt, tip, None)
+                        })?;
+                    }
+                }
+                if worktree::delete_branch(&self.git, mirror, &t.branch, Some(tip))? == Deleted::Yes {
+                    d.removed.push(format!("branch {} in grove's mirror", t.branch));
+                }
+            }
+            if let Some(src) = &row.source_dir {
+                let src = Path::new(src);
+                match worktree::delete_branch(&self.git, src, &t.branch, tip.as_deref())? {
+                    Deleted::Yes => d.removed.push(format!("branch {} in {}", t.branch, src.display())),
+                    Deleted::Absent => {}
+                    Deleted::Moved { to } => d.kept.push(format!(
+                        "branch {} in {}: it moved to {} since grove published it",
+                        t.branch,
+                        src.display(),
+                        &to[..to.len().min(12)]
+                    )),
+                    Deleted::CheckedOut => d.kept.push(format!(
+                        "branch {} in {}: it is checked out there",
+                        t.branch,
+                        src.display()
+                    )),
+                }
+            }
+            self.store.set_discarded(job, &t.slug, why)?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// `grove pick TASK VARIANT`: that variant merges (when the train reaches it), the others
+    /// are discarded. Refused unless the variant passed and no variant of the task is merged.
+    pub fn pick(&self, job: &JobId, task: &str, variant: &str) -> Result<(), CoordError> {
+        let tasks = self.store.tasks(job)?;
+        let rows: Vec<_> = tasks.iter().filter(|t| t.train.variant_of.as_deref() == Some(task)).collect();
+        let refuse = |why: String| CoordError::Refused { task: format!("{job}/{task}"), why };
+        if rows.is_empty() {
+            return Err(if tasks.iter().any(|t| t.slug == task) {
+                refuse("has no variants".into())
+            } else {
+                StoreError::NoTask(format!("{job}/{task}")).into()
+            });
+        }
+        let names = || rows.iter().filter_map(|r| r.train.variant.clone()).collect::<Vec<_>>().join(", ");
+        let Some(chosen) = rows.iter().find(|r| r.train.variant.as_deref() == Some(variant)) else {
+            return Err(refuse(format!("has no variant {variant:?} (it has {})", names())));
+        };
+        if let Some(m) = rows.iter().find(|r| matches!(r.merge_state, MergeState::Merged | MergeState::Empty))
+        {
+            return Err(refuse(format!(
+                "variant {} is already merged",
+                m.train.variant.as_deref().unwrap_or_default()
+            )));
+        }
+        if let Some(p) = rows.iter().find(|r| r.train.picked && r.slug != chosen.slug) {
+            return Err(refuse(format!(
+                "variant {} is already picked",
+                p.train.variant.as_deref().unwrap_or_default()
+            )));
+        }
+        if chosen.state != grove_core::TaskState::Succeeded {
+            return Err(refuse(format!("variant {variant} did not pass (it is {})", chosen.state)));
+        }
+        self.store.set_picked(job, &chosen.slug)?;
+        Ok(())
+    }
+
+    /// `grove merge`: a manual job's tasks may merge from now on, and a job whose merging
+    /// stopped on a conflict goes on.
+    pub fn approve_merge(&self, job: &JobId) -> Result<(), CoordError> {
+        self.store.set_merge_approved(job)?;
+        self.store.set_merge_stopped(job, None)?;
+        Ok(())
+    }
+
+    /// Push the job's integration branch to `remote` of the person's repository (default
+    /// `origin`), or to the job's URL when it came from one. Never forced: a remote branch
+    /// that moved elsewhere refuses the push. Returns where it went.
+    pub fn push(&self, job: &JobId, remote: Option<&str>) -> Result<String, CoordError> {
+        let row = self.store.job(job.as_str())?;
+        let spec = format!("refs/heads/{b}:refs/heads/{b}", b = row.integration_branch);
+        let (dir, to) = match &row.source_dir {
+            Some(src) => (src.clone(), remote.unwrap_or("origin").to_owned()),
+            None => (row.mirror.clone(), remote.map_or_else(|| row.source.clone(), str::to_owned)),
+        };
+        let dir = Path::new(&dir);
+        let full = format!("refs/heads/{}", row.integration_branch);
+        if self.git.ref_target(dir, &full)?.is_none() {
+            return Err(CoordError::Refused {
+                task: job.to_string(),
+                why: format!("{} is not in {} yet", row.integration_branch, dir.display()),
+            });
+        }
+        self.git.run(dir, ["push", "--quiet", "--porcelain", "--no-verify", "--", &to, &spec])?;
+        Ok(to)
+    }
+}
