@@ -14,6 +14,7 @@
 //! an assignment it cannot read terminates it (no redelivery) and reports the task failed with
 //! the reason, instead of crashing.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -61,6 +62,12 @@ pub struct NatsConfig {
     pub pull_wait: Duration,
     /// How long a worker's announcement lives in the registry unless renewed.
     pub worker_ttl: Duration,
+    /// TLS: the CA certificate (PEM) the server's certificate is checked against.
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: a client certificate and its key (PEM), for servers that verify clients.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// Refuse a connection without TLS (implied by `tls_ca`, `tls_client` or a `tls://` URL).
+    pub require_tls: bool,
 }
 
 impl NatsConfig {
@@ -73,6 +80,9 @@ impl NatsConfig {
             max_deliver: 10,
             pull_wait: Duration::from_secs(2),
             worker_ttl: Duration::from_secs(30),
+            tls_ca: None,
+            tls_client: None,
+            require_tls: false,
         }
     }
 }
@@ -140,6 +150,19 @@ impl NatsBus {
             async_nats::ConnectOptions::new().name(name).connection_timeout(config.connect_timeout);
         if let Some(t) = &config.token {
             opts = opts.token(t.clone());
+        }
+        if let Some(ca) = &config.tls_ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &config.tls_client {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        if config.require_tls
+            || config.tls_ca.is_some()
+            || config.tls_client.is_some()
+            || url.starts_with("tls://")
+        {
+            opts = opts.require_tls(true);
         }
         let client = tokio::time::timeout(config.connect_timeout, opts.connect(url.as_str()))
             .await

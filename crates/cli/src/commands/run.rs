@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL", help_heading = "Distributed", conflicts_with_all = ["nats", "job", "only", "failed", "canary"])]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
+    #[command(flatten)]
+    pub nats_tls: super::worker::NatsTls,
     /// Workers in this process (default: the job's concurrency; 0 with --nats)
     #[arg(long, value_name = "N", help_heading = "Distributed")]
     pub local_workers: Option<usize>,
@@ -69,7 +73,9 @@ impl RunArgs {
     fn nats(&self) -> anyhow::Result<Option<grove_bus::nats::NatsConfig>> {
         self.nats
             .as_deref()
-            .map(|url| super::worker::nats_config(url, None, std::time::Duration::from_secs(60)))
+            .map(|url| {
+                super::worker::nats_config(url, None, std::time::Duration::from_secs(60), &self.nats_tls)
+            })
             .transpose()
     }
 
@@ -147,7 +153,7 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
     let text = toml::to_string(&loaded.spec).context("writing the job spec as TOML")?;
     let base_dir = loaded.dir.canonicalize().unwrap_or(loaded.dir.clone());
     let name = loaded.file.as_ref().map_or_else(|| "flags".to_owned(), |(n, _)| n.clone());
-    let mut client = crate::remote::connect(url).await?;
+    let mut client = crate::remote::connect(url, &args.tls).await?;
     let req = grove_proto::v1::SubmitJobRequest {
         spec_toml: text,
         spec_name: name,

@@ -35,13 +35,15 @@ pub struct UpArgs {
     /// Pools the local workers serve (repeatable)
     #[arg(long = "pool", value_name = "POOL", default_value = "local")]
     pub pools: Vec<String>,
+    #[command(flatten)]
+    pub nats_tls: super::worker::NatsTls,
 }
 
 pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
     let me = std::env::current_exe().context("finding the grove executable")?;
     let spawn = |what: &str, extra: Vec<String>| -> anyhow::Result<(String, Child)> {
         let mut cmd = Command::new(&me);
-        cmd.arg("--home").arg(&home).args(&extra).kill_on_drop(true);
+        cmd.arg("--home").arg(&home).args(&extra).args(args.nats_tls.args()).kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting the {what}"))?;
         Ok((what.to_owned(), child))
     };
