@@ -47,6 +47,8 @@ pub struct Global {
     pub verbose: u8,
 }
 
+// Parsed once per process: the size of the largest arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Run(run::RunArgs),
@@ -75,11 +77,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(a) => plan::cmd_plan(home, a),
         Command::Status(a) => status::cmd_status(home, a).await,
         Command::Logs(a) => logs::cmd_logs(home, a).await,
-        Command::Diff(a) => diff::cmd_diff(home, a),
+        Command::Diff(a) => diff::cmd_diff(home, a).await,
         Command::Merge(a) => merge::cmd_merge(home, a).await,
         Command::Discard(a) => discard::cmd_discard(home, a).await,
         Command::Push(a) => push::cmd_push(home, a).await,
-        Command::Compare(a) => compare::cmd_compare(home, a),
+        Command::Compare(a) => compare::cmd_compare(home, a).await,
         Command::Pick(a) => pick::cmd_pick(home, a).await,
         Command::Demo(a) => demo::cmd_demo(home, a).await,
         Command::Worker(a) => worker::cmd_worker(home, a).await,

@@ -147,7 +147,6 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// --coordinator: submit to the daemon, watch the job, print it. Ctrl-C cancels the job there.
 async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
-    use tokio_stream::StreamExt;
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let loaded = args.spec.load(&cwd)?;
     let text = toml::to_string(&loaded.spec).context("writing the job spec as TOML")?;
@@ -169,11 +168,25 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
         job.tasks.len(),
         job.integration_branch
     );
+    watch_remote(url, &mut client, &job.id, job.tasks.len(), args.json).await
+}
+
+/// Watch a job on the coordinator at `url` until it ends (progress on stderr; Ctrl-C cancels
+/// it there), then print it as `grove status` does. `total` is how many tasks the progress
+/// counts. The exit code is `grove run`'s.
+pub(crate) async fn watch_remote(
+    url: &str,
+    client: &mut crate::remote::Client,
+    id: &str,
+    total: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use tokio_stream::StreamExt;
     let cancel = CancellationToken::new();
     crate::signal::install(cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress = tokio::spawn(crate::progress::show(rx, job.tasks.len()));
-    let watch = grove_proto::v1::GetJobRequest { id: job.id.clone() };
+    let progress = tokio::spawn(crate::progress::show(rx, total));
+    let watch = grove_proto::v1::GetJobRequest { id: id.to_owned() };
     let mut notes =
         client.watch_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let mut cancelled = false;
@@ -203,7 +216,7 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = progress.await;
     let job = client.get_job(watch).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let (row, tasks) = crate::remote::rows(&job)?;
-    super::status::print_job(&row, &tasks, args.json)?;
+    super::status::print_job(&row, &tasks, json)?;
     Ok(if cancelled {
         ExitCode::from(130)
     } else if tasks.iter().all(merged_or_empty) {

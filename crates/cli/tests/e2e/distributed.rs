@@ -509,3 +509,155 @@ fn grove_cancel_stops_one_task_then_the_job() {
         assert_eq!(task(&job, t)["state"], "cancelled", "{job:#}");
     }
 }
+
+/// The review verbs against a coordinator daemon: a `--merge-mode manual` job waits; `grove
+/// diff` shows a task's stat then patch from the daemon's mirror; `grove discard` removes a
+/// task's branch there; `grove merge` merges the rest and publishes; `grove push` pushes the
+/// integration branch; a `--pick manual` job's variants are compared and one is picked.
+#[test]
+fn review_verbs_work_against_a_coordinator() {
+    let env = Env::new();
+    let (_nats, nats) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let _c = coordinator(&env, &nats, &format!("127.0.0.1:{port}"), None);
+    let _w = worker(&env, &nats, "w1", "local", false);
+    wait_port(port);
+    let repo = dirs_repo(&env, "r", 3);
+    let origin = env.path().join("origin.git");
+    env.git(env.path(), &["init", "--quiet", "--bare", origin.to_str().expect("utf-8")]);
+    env.git(&repo, &["remote", "add", "origin", origin.to_str().expect("utf-8")]);
+    let script = r#"echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt""#;
+    let run = env.grove(
+        &repo,
+        &["run", "--coordinator", &api, "--split", "dirs", "--merge-mode", "manual", "--json", "--"],
+    );
+    assert_eq!(run.code, 2, "no agent: {}", run.stderr);
+    let run = env.grove(
+        &repo,
+        &[
+            "run",
+            "--coordinator",
+            &api,
+            "--split",
+            "dirs",
+            "--merge-mode",
+            "manual",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(run.code, 1, "checked, not merged: {}", run.stderr);
+    let job = run.json();
+    let id = job["id"].as_str().expect("id").to_owned();
+    assert_eq!(job["merge_mode"], "manual", "{job:#}");
+    assert!(
+        task(&job, "d01")["why"].as_str().expect("why").contains(&format!("grove merge {id}")),
+        "{job:#}"
+    );
+
+    let diff = env.grove(env.path(), &["diff", &format!("{id}/d01"), "--coordinator", &api]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    let (stat, patch) = (diff.stdout.find("d01/f.txt | 1 +"), diff.stdout.find("+by d01"));
+    assert!(stat.is_some() && stat < patch, "stat, then patch:\n{}", diff.stdout);
+    let files = env.grove(env.path(), &["diff", "d01", "--json", "--coordinator", &api]);
+    assert_eq!(files.code, 0, "{}", files.stderr);
+    assert_eq!(files.json()["files"][0]["path"], "d01/f.txt", "{}", files.stdout);
+
+    let discard = env.grove(env.path(), &["discard", &format!("{id}/d02"), "--coordinator", &api, "--json"]);
+    assert_eq!(discard.code, 0, "{}", discard.stderr);
+    let removed = discard.json()[0]["removed"].to_string();
+    assert!(removed.contains(&format!("branch grove/{id}/d02 in grove's mirror")), "{removed}");
+    let gone = env.grove(env.path(), &["diff", &format!("{id}/d02"), "--coordinator", &api]);
+    assert_eq!(gone.code, 2);
+    assert!(gone.stderr.contains("was discarded"), "{}", gone.stderr);
+
+    let merge = env.grove(env.path(), &["merge", &id, "--coordinator", &api, "--json"]);
+    assert_eq!(merge.code, 1, "d02 was discarded: {}", merge.stderr);
+    let job = merge.json();
+    assert_eq!(job["merge_approved"], true, "{job:#}");
+    for (t, shown, seq) in [("d00", "merged", 1), ("d01", "merged", 2)] {
+        assert_eq!(task(&job, t)["shown"], shown, "{job:#}");
+        assert_eq!(task(&job, t)["merge_position"], seq, "{job:#}");
+    }
+    assert_eq!(task(&job, "d02")["shown"], "discarded", "{job:#}");
+    // Published into the person's repository.
+    let branch = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{branch}:d01/f.txt")]), "1\nby d01");
+
+    let push = env.grove(env.path(), &["push", &id, "--coordinator", &api, "--json"]);
+    assert_eq!(push.code, 0, "{}", push.stderr);
+    assert_eq!(push.json()["remote"], "origin");
+    assert_eq!(
+        env.git(&origin, &["rev-parse", branch]),
+        env.git(&repo, &["rev-parse", branch]),
+        "the integration branch is on origin"
+    );
+
+    // Variants, picked by hand.
+    let run = env.grove(
+        &repo,
+        &[
+            "run",
+            "--coordinator",
+            &api,
+            "--split",
+            "dirs",
+            "--include",
+            "d00/**",
+            "--variant",
+            "one=echo one >> d00/f.txt",
+            "--variant",
+            "two=echo two >> d00/f.txt; echo extra > d00/g.txt",
+            "--pick",
+            "manual",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, 1, "waiting for a pick: {}", run.stderr);
+    let vid = run.json()["id"].as_str().expect("id").to_owned();
+    let compare = env.grove(env.path(), &["compare", "d00", "--coordinator", &api, "--json"]);
+    assert_eq!(compare.code, 0, "{}", compare.stderr);
+    let c = compare.json();
+    assert_eq!(c["job"], vid.as_str(), "{c:#}");
+    assert_eq!(c["pick"], "manual", "{c:#}");
+    let variants = c["variants"].as_array().expect("variants");
+    assert_eq!(variants.len(), 2, "{c:#}");
+    assert!(variants.iter().all(|v| v["checks_passed"] == true), "{c:#}");
+    assert_eq!(variants.iter().find(|v| v["variant"] == "two").expect("two")["files"], 2, "{c:#}");
+    let wrong = env.grove(env.path(), &["pick", "d00", "three", "--coordinator", &api]);
+    assert_eq!(wrong.code, 2);
+    assert!(wrong.stderr.contains("has no variant \"three\""), "{}", wrong.stderr);
+    let pick = env.grove(env.path(), &["pick", "d00", "two", "--coordinator", &api, "--json"]);
+    assert_eq!(pick.code, 0, "{}\n{}", pick.stderr, pick.stdout);
+    let job = pick.json();
+    assert_eq!(task(&job, "d00.two")["shown"], "merged", "{job:#}");
+    assert_eq!(task(&job, "d00.one")["shown"], "discarded", "{job:#}");
+    assert_eq!(task(&job, "d00.two")["picked"], true, "{job:#}");
+    let branch = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{branch}:d00/g.txt")]), "extra");
+
+    // An unreachable coordinator is named.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    for verb in [
+        &["merge", "x"][..],
+        &["diff", "x"],
+        &["discard", "x"],
+        &["push"],
+        &["compare", "x"],
+        &["pick", "x", "y"],
+    ] {
+        let mut args = verb.to_vec();
+        args.extend(["--coordinator", &dead]);
+        let r = env.grove(env.path(), &args);
+        assert_eq!(r.code, 2, "{verb:?}");
+        assert!(
+            r.stderr.contains(&format!("cannot reach the coordinator at {dead}")),
+            "{verb:?}: {}",
+            r.stderr
+        );
+    }
+}
