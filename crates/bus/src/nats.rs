@@ -134,6 +134,19 @@ struct EventsState {
     unacked: Option<Message>,
 }
 
+/// A TLS failure says what to give.
+fn with_tls_hint(message: String) -> String {
+    if message.contains("UnknownIssuer") {
+        format!("{message} (give the CA certificate that signed the server's certificate: --nats-ca FILE)")
+    } else if message.contains("CaUsedAsEndEntity") {
+        format!(
+            "{message} (the server's certificate is a CA certificate; rustls needs basicConstraints=CA:FALSE)"
+        )
+    } else {
+        message
+    }
+}
+
 /// Parse `2.15.1` (or `2.11.0-RC.1`) into numbers.
 pub fn parse_version(v: &str) -> (u32, u32, u32) {
     let mut n =
@@ -167,7 +180,7 @@ impl NatsBus {
         let client = tokio::time::timeout(config.connect_timeout, opts.connect(url.as_str()))
             .await
             .map_err(|_| NatsError::Connect { url: url.clone(), message: "timed out".into() })?
-            .map_err(|e| NatsError::Connect { url: url.clone(), message: e.to_string() })?;
+            .map_err(|e| NatsError::Connect { url: url.clone(), message: with_tls_hint(e.to_string()) })?;
         let version = client.server_info().version;
         if parse_version(&version) < MIN_SERVER {
             return Err(NatsError::TooOld { url, found: version });

@@ -53,6 +53,27 @@ fn tls_for(url: &str, tls: &Tls) -> anyhow::Result<Option<ClientTlsConfig>> {
     Ok(Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))))
 }
 
+/// What to do about a TLS failure, from the error's chain.
+fn tls_hint(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut chain = String::new();
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        chain.push_str(&c.to_string());
+        cur = c.source();
+    }
+    if chain.contains("UnknownIssuer") || chain.contains("BadSignature") {
+        " (its certificate is not signed by the CA given with --ca-file / GROVE_CA_FILE)"
+    } else if chain.contains("CaUsedAsEndEntity") {
+        " (its certificate is a CA certificate; rustls needs one made with basicConstraints=CA:FALSE)"
+    } else if chain.contains("NotValidForName") {
+        " (its certificate does not name that host or IP address)"
+    } else if chain.contains("InvalidContentType") || chain.contains("CorruptMessage") {
+        " (is it serving TLS? use http:// for a coordinator without --tls-cert)"
+    } else {
+        ""
+    }
+}
+
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
@@ -71,8 +92,10 @@ pub async fn connect(url: &str, tls: &Tls) -> anyhow::Result<Client> {
     if let Some(config) = tls_for(url, tls)? {
         endpoint = endpoint.tls_config(config).with_context(|| format!("TLS for {url}"))?;
     }
-    let channel =
-        endpoint.connect().await.with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        let hint = tls_hint(&e);
+        anyhow::Error::new(e).context(format!("cannot reach the coordinator at {url}{hint}"))
+    })?;
     Ok(CoordinatorClient::with_interceptor(channel, Auth(auth)))
 }
 

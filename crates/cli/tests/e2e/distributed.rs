@@ -661,3 +661,129 @@ fn review_verbs_work_against_a_coordinator() {
         );
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI, as PEM
+/// files in `dir`. (Not a CA certificate: rustls refuses a CA certificate as a server's.)
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "cert.pem"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .output()
+        .expect("openssl on PATH (.ci/run installs it)");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// TLS end to end, with a self-signed certificate: nats-server requires TLS; the coordinator serves gRPC over TLS and reaches
+/// NATS with --nats-ca; a worker reaches NATS with --nats-ca and runs the task; `grove run`
+/// and `grove status` reach the coordinator over https with GROVE_CA_FILE, and without it
+/// fail saying what is missing.
+#[test]
+fn tls_to_the_coordinator_and_to_nats() {
+    let env = Env::new();
+    let (cert, key) = self_signed(&env.path().join("tls"));
+    // A self-signed certificate is its own CA.
+    let ca = cert.clone();
+    let port = free_port();
+    let nats_dir = env.path().join("nats");
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
+        .arg(&cert)
+        .arg("--tlskey")
+        .arg(&key)
+        .arg("-sd")
+        .arg(&nats_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    let _nats = Proc(child);
+    wait_port(port);
+    let nats = format!("nats://127.0.0.1:{port}");
+    let (ca_s, cert_s, key_s) =
+        (ca.to_str().expect("utf-8"), cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+
+    // Without the CA, NATS's certificate is not trusted: a clear error, not a hang.
+    let refused = env.grove(env.path(), &["workers", "--nats", &nats]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains(&nats), "{}", refused.stderr);
+    assert!(refused.stderr.contains("--nats-ca"), "{}", refused.stderr);
+
+    let api_port = free_port();
+    let home = env.grove_home();
+    let listen = format!("127.0.0.1:{api_port}");
+    let _c = daemon(
+        &env,
+        env!("CARGO_BIN_EXE_grove"),
+        &[
+            "coordinator",
+            "--nats",
+            &nats,
+            "--nats-ca",
+            ca_s,
+            "--listen",
+            &listen,
+            "--tls-cert",
+            cert_s,
+            "--tls-key",
+            key_s,
+        ],
+        &home,
+    );
+    let _w = daemon(
+        &env,
+        env!("CARGO_BIN_EXE_grove"),
+        &["worker", "--nats", &nats, "--nats-ca", ca_s, "--id", "w1", "--ack-wait", "2s"],
+        &env.path().join("worker-w1"),
+    );
+    wait_port(api_port);
+    let api = format!("https://127.0.0.1:{api_port}");
+
+    let no_ca = env.grove(env.path(), &["status", "--coordinator", &api]);
+    assert_eq!(no_ca.code, 2);
+    assert!(no_ca.stderr.contains(&api) && no_ca.stderr.contains("GROVE_CA_FILE"), "{}", no_ca.stderr);
+
+    let repo = dirs_repo(&env, "r", 1);
+    let grove = |cwd: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_grove"))
+            .current_dir(cwd)
+            .args(args)
+            .env("HOME", env.path().join("home"))
+            .env("GROVE_HOME", &home)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("NO_COLOR", "1")
+            .env("GROVE_CA_FILE", &ca)
+            .env_remove("GROVE_COORDINATOR")
+            .output()
+            .expect("grove");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let script = r#"echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt""#;
+    let (code, stdout, stderr) =
+        grove(&repo, &["run", "--coordinator", &api, "--split", "dirs", "--json", "--", "sh", "-c", script]);
+    assert_eq!(code, Some(0), "{stderr}\n{stdout}");
+    let job: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(task(&job, "d00")["shown"], "merged", "{job:#}");
+    assert!(
+        env.path().join(format!("worker-w1/runs/{}/d00/agent.log", job["id"].as_str().expect("id"))).exists()
+    );
+
+    let (code, stdout, stderr) = grove(env.path(), &["status", "--coordinator", &api, "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(job["id"].as_str().expect("id")), "{stdout}");
+
+    // Another certificate as the CA: the handshake fails, saying so.
+    let (other, _) = self_signed(&env.path().join("other"));
+    let (code, _, stderr) =
+        grove(env.path(), &["status", "--coordinator", &api, "--ca-file", other.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains(&format!("cannot reach the coordinator at {api}")), "{stderr}");
+    assert!(stderr.contains("not signed by the CA"), "{stderr}");
+}
