@@ -677,10 +677,11 @@ fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (dir.join("cert.pem"), dir.join("key.pem"))
 }
 
-/// TLS end to end, with a self-signed certificate: nats-server requires TLS; the coordinator serves gRPC over TLS and reaches
-/// NATS with --nats-ca; a worker reaches NATS with --nats-ca and runs the task; `grove run`
-/// and `grove status` reach the coordinator over https with GROVE_CA_FILE, and without it
-/// fail saying what is missing.
+/// TLS end to end, with a self-signed certificate: nats-server requires TLS and a client
+/// certificate; the coordinator serves gRPC over TLS and reaches NATS with --nats-ca and
+/// --nats-cert/--nats-key; a worker does the same and runs the task; `grove run` and `grove
+/// status` reach the coordinator over https with GROVE_CA_FILE, and without it (or with
+/// another CA) fail saying what is missing. Off loopback, TLS does not replace the token.
 #[test]
 fn tls_to_the_coordinator_and_to_nats() {
     let env = Env::new();
@@ -690,10 +691,13 @@ fn tls_to_the_coordinator_and_to_nats() {
     let port = free_port();
     let nats_dir = env.path().join("nats");
     let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--tlsverify", "--tlscert"])
         .arg(&cert)
         .arg("--tlskey")
         .arg(&key)
+        // Clients must show a certificate signed by this one: the same, here.
+        .arg("--tlscacert")
+        .arg(&cert)
         .arg("-sd")
         .arg(&nats_dir)
         .stdout(Stdio::null())
@@ -711,6 +715,29 @@ fn tls_to_the_coordinator_and_to_nats() {
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(refused.stderr.contains(&nats), "{}", refused.stderr);
     assert!(refused.stderr.contains("--nats-ca"), "{}", refused.stderr);
+    // Without a client certificate, the server refuses.
+    let anonymous = env.grove(env.path(), &["workers", "--nats", &nats, "--nats-ca", ca_s]);
+    assert_eq!(anonymous.code, 2, "{}", anonymous.stderr);
+    assert!(anonymous.stderr.contains(&nats), "{}", anonymous.stderr);
+    let client_cert = ["--nats-ca", ca_s, "--nats-cert", cert_s, "--nats-key", key_s];
+
+    // Off loopback the API wants a token, TLS or not.
+    let open = env.grove(
+        env.path(),
+        &[
+            "coordinator",
+            "--nats",
+            &nats,
+            "--listen",
+            &format!("0.0.0.0:{}", free_port()),
+            "--tls-cert",
+            cert_s,
+            "--tls-key",
+            key_s,
+        ],
+    );
+    assert_eq!(open.code, 2);
+    assert!(open.stderr.contains("not a loopback address"), "{}", open.stderr);
 
     let api_port = free_port();
     let home = env.grove_home();
@@ -719,24 +746,17 @@ fn tls_to_the_coordinator_and_to_nats() {
         &env,
         env!("CARGO_BIN_EXE_grove"),
         &[
-            "coordinator",
-            "--nats",
-            &nats,
-            "--nats-ca",
-            ca_s,
-            "--listen",
-            &listen,
-            "--tls-cert",
-            cert_s,
-            "--tls-key",
-            key_s,
-        ],
+            &["coordinator", "--nats", &nats, "--listen", &listen][..],
+            &["--tls-cert", cert_s, "--tls-key", key_s],
+            &client_cert,
+        ]
+        .concat(),
         &home,
     );
     let _w = daemon(
         &env,
         env!("CARGO_BIN_EXE_grove"),
-        &["worker", "--nats", &nats, "--nats-ca", ca_s, "--id", "w1", "--ack-wait", "2s"],
+        &[&["worker", "--nats", &nats, "--id", "w1", "--ack-wait", "2s"][..], &client_cert].concat(),
         &env.path().join("worker-w1"),
     );
     wait_port(api_port);
