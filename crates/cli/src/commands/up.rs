@@ -35,6 +35,12 @@ pub struct UpArgs {
     /// Pools the local workers serve (repeatable)
     #[arg(long = "pool", value_name = "POOL", default_value = "local")]
     pub pools: Vec<String>,
+    /// Serve the coordinator's API over TLS with this certificate (PEM; with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
 }
@@ -47,16 +53,18 @@ pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
         let child = cmd.spawn().with_context(|| format!("starting the {what}"))?;
         Ok((what.to_owned(), child))
     };
-    let mut children = vec![spawn(
-        "coordinator",
-        vec![
-            "coordinator".into(),
-            "--nats".into(),
-            args.nats.clone(),
-            "--listen".into(),
-            args.listen.clone(),
-        ],
-    )?];
+    let mut coordinator = vec![
+        "coordinator".into(),
+        "--nats".into(),
+        args.nats.clone(),
+        "--listen".into(),
+        args.listen.clone(),
+    ];
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        coordinator.extend(["--tls-cert".into(), cert.display().to_string()]);
+        coordinator.extend(["--tls-key".into(), key.display().to_string()]);
+    }
+    let mut children = vec![spawn("coordinator", coordinator)?];
     for i in 1..=args.workers {
         let mut extra = vec![
             "worker".into(),
@@ -73,7 +81,8 @@ pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
         children.push(spawn(&format!("worker {i}"), extra)?);
     }
     eprintln!(
-        "grove up: coordinator on http://{} and {} worker(s) ({} each, pools {}); Ctrl-C stops them",
+        "grove up: coordinator on {}://{} and {} worker(s) ({} each, pools {}); Ctrl-C stops them",
+        if args.tls_cert.is_some() { "https" } else { "http" },
         args.listen,
         args.workers,
         args.capacity,
