@@ -73,6 +73,7 @@ pub async fn cmd_demo(home: PathBuf, args: DemoArgs) -> anyhow::Result<ExitCode>
             nats: None,
             local_workers: None,
             coordinator: None,
+            detach: false,
         },
     )
     .await
