@@ -342,6 +342,7 @@ fn headers(kind: &str) -> HeaderMap {
 
 struct NatsAcker {
     msg: Message,
+    lease: Duration,
 }
 
 #[async_trait]
@@ -356,7 +357,18 @@ impl Acker for NatsAcker {
             .map_err(|e| BusError::Transport(format!("nak: {e}")))
     }
     async fn progress(&self) -> Result<(), BusError> {
-        self.msg.ack_with(AckKind::Progress).await.map_err(|e| BusError::Transport(format!("progress: {e}")))
+        // Confirmed by the server, so the worker knows when its lease was last renewed.
+        let confirm = (self.lease / 4).max(Duration::from_millis(200));
+        match tokio::time::timeout(confirm, self.msg.double_ack_with(AckKind::Progress)).await {
+            Ok(r) => r.map_err(|e| BusError::Transport(format!("progress: {e}"))),
+            Err(_) => Err(BusError::Transport(format!("progress: not confirmed within {confirm:?}"))),
+        }
+    }
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+    fn delivered(&self) -> u32 {
+        self.msg.info().map_or(1, |i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
     }
 }
 
@@ -397,7 +409,10 @@ impl Bus for NatsBus {
                         }
                     };
                     match wire::decode_assignment(&msg.payload) {
-                        Ok(a) => return Ok(Delivery::new(a, Box::new(NatsAcker { msg }))),
+                        Ok(a) => {
+                            let lease = self.config.ack_wait;
+                            return Ok(Delivery::new(a, Box::new(NatsAcker { msg, lease })));
+                        }
                         Err(e) => self.reject(&msg, &e.to_string()).await,
                     }
                 }
@@ -537,42 +552,28 @@ impl Bus for NatsBus {
 
     async fn next_event(&self) -> Result<TaskEvent, BusError> {
         let mut st = self.events.lock().await;
-        if let Some(prev) = st.unacked.take() {
-            prev.double_ack().await.map_err(|e| BusError::Transport(format!("acking an event: {e}")))?;
-        }
-        if st.messages.is_none() {
-            let consumer = match &st.consumer {
-                Some(c) => c.clone(),
-                None => {
-                    let stream = self
-                        .js
-                        .get_stream(EVENTS_STREAM)
-                        .await
-                        .map_err(|e| NatsError::from_js("opening the events stream", e))?;
-                    let c: PullConsumer = stream
-                        .get_or_create_consumer(
-                            "coordinator",
-                            pull::Config {
-                                durable_name: Some("coordinator".into()),
-                                ack_policy: AckPolicy::Explicit,
-                                ack_wait: self.config.ack_wait,
-                                ..Default::default()
-                            },
-                        )
-                        .await
-                        .map_err(|e| NatsError::from_js("creating the coordinator consumer", e))?;
-                    st.consumer = Some(c.clone());
-                    c
-                }
-            };
-            let messages =
-                consumer.messages().await.map_err(|e| BusError::Transport(format!("reading events: {e}")))?;
-            st.messages = Some(messages);
+        if let Some(prev) = st.unacked.take()
+            && let Err(e) = prev.double_ack().await
+        {
+            // NATS away for a moment: the event comes again after the lease, and recording an
+            // event twice is harmless (stale and repeated events are ignored).
+            tracing::warn!("acking an event failed, it will be delivered again: {e}");
         }
         loop {
+            if st.messages.is_none() {
+                match self.event_messages(&mut st).await {
+                    Ok(m) => st.messages = Some(m),
+                    Err(e) => {
+                        // Reconnecting: try again with a pause rather than give up.
+                        tracing::warn!("reading events: {e}; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
             let next = match st.messages.as_mut() {
                 Some(m) => m.next().await,
-                None => return Err(BusError::Closed),
+                None => continue,
             };
             let msg = match next {
                 Some(Ok(m)) => m,
@@ -580,7 +581,12 @@ impl Bus for NatsBus {
                     tracing::debug!("events: {e}");
                     continue;
                 }
-                None => return Err(BusError::Closed),
+                None => {
+                    // The server went away and the pull ended: start a new one.
+                    st.messages = None;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
             };
             match wire::decode_event(&msg.payload) {
                 Ok(ev) => {
@@ -593,6 +599,37 @@ impl Bus for NatsBus {
                 }
             }
         }
+    }
+}
+
+impl NatsBus {
+    /// The coordinator's durable pull of events (made on first use, kept across reconnects).
+    async fn event_messages(&self, st: &mut EventsState) -> Result<pull::Stream, BusError> {
+        let consumer = match &st.consumer {
+            Some(c) => c.clone(),
+            None => {
+                let stream = self
+                    .js
+                    .get_stream(EVENTS_STREAM)
+                    .await
+                    .map_err(|e| NatsError::from_js("opening the events stream", e))?;
+                let c: PullConsumer = stream
+                    .get_or_create_consumer(
+                        "coordinator",
+                        pull::Config {
+                            durable_name: Some("coordinator".into()),
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: self.config.ack_wait,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| NatsError::from_js("creating the coordinator consumer", e))?;
+                st.consumer = Some(c.clone());
+                c
+            }
+        };
+        consumer.messages().await.map_err(|e| BusError::Transport(format!("reading events: {e}")))
     }
 }
 

@@ -206,6 +206,14 @@ impl Daemon {
             if !fresh.is_empty() {
                 self.coord.dispatch_pending(&job.id, Some(&fresh), &self.notes).await?;
             }
+            let resent = self.coord.resend_unconfirmed(&job.id).await?;
+            if !resent.is_empty() {
+                tracing::info!(job = %job.id, "sent again after a restart: {}", resent.join(", "));
+            }
+            // Merges recorded in the branch but not in the state, and tasks that ended while
+            // the coordinator was away, move the train now.
+            self.coord.train(&job.id, &self.notes)?;
+            self.conclude_if_over(&job.id)?;
         }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {

@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod attempt;
+pub use attempt::lease;
 pub mod process;
 pub mod workspace;
 

@@ -30,7 +30,8 @@ use crate::specargs::SpecArgs;
   grove run job.toml --canary 2        # the first 2 tasks of the order, then ask before the rest
   grove run --failed                   # run the failed tasks of the latest job again, from its base
   grove run --job rename-1a2b --only core --only ide-db
-  grove run --job rename-1a2b          # go on with a job that was cancelled or paused")]
+  grove run --job rename-1a2b          # go on with a job that was cancelled or paused
+  grove run job.toml --coordinator http://coord:7070 --detach --json | jq -r .id")]
 pub struct RunArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
@@ -64,6 +65,10 @@ pub struct RunArgs {
     pub tls: crate::remote::Tls,
     #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
+    /// With --coordinator: submit, print the job (its id first) and return; the job goes on
+    /// there (follow it with `grove status JOB`, `grove logs -f`)
+    #[arg(long, requires = "coordinator", help_heading = "Distributed")]
+    pub detach: bool,
     /// Workers in this process (default: the job's concurrency; 0 with --nats)
     #[arg(long, value_name = "N", help_heading = "Distributed")]
     pub local_workers: Option<usize>,
@@ -168,6 +173,11 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
         job.tasks.len(),
         job.integration_branch
     );
+    if args.detach {
+        let (row, tasks) = crate::remote::rows(&job)?;
+        super::status::print_job(&row, &tasks, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     watch_remote(url, &mut client, &job.id, job.tasks.len(), args.json).await
 }
 

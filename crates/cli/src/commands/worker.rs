@@ -130,8 +130,8 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         } else {
             grove_worker::workspace::Mode::Auto
         },
-        // Three heartbeats per lease: one lost heartbeat does not lose the task.
-        heartbeat: (args.ack_wait / 3).max(Duration::from_millis(200)),
+        // See grove_worker::lease: heartbeats three times per fence period.
+        heartbeat: grove_worker::lease::heartbeat_every(args.ack_wait),
         hand_back: hand_back.clone(),
         announce_every: config_ttl / 3,
     });

@@ -807,3 +807,86 @@ fn tls_to_the_coordinator_and_to_nats() {
     assert!(stderr.contains(&format!("cannot reach the coordinator at {api}")), "{stderr}");
     assert!(stderr.contains("not signed by the CA"), "{stderr}");
 }
+
+/// Lease fencing: a worker that cannot get its heartbeats confirmed (NATS frozen) stops its
+/// agent's process group before its lease can lapse, so no other worker ever runs the task
+/// at the same time; once NATS is back the task is delivered again and finishes.
+#[test]
+fn a_worker_cut_off_from_nats_stops_its_agent_before_the_lease_lapses() {
+    let env = Env::new();
+    let (nats, url) = nats_server(&env.path().join("nats"));
+    let mut w = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let _w = Proc(
+        w.args([
+            "worker",
+            "--nats",
+            &url,
+            "--pool",
+            "local",
+            "--capacity",
+            "1",
+            "--id",
+            "w1",
+            "--ack-wait",
+            "4s",
+        ])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.path().join("worker-w1"))
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn grove worker"),
+    );
+    let repo = dirs_repo(&env, "r", 1);
+    let pid_file = env.path().join("agent.pid");
+    // The first delivery's agent hangs (and says who it is); a later one finishes at once.
+    let script = format!(
+        r#"if [ ! -e {p} ]; then sleep 600 & echo $! > {p}; wait; fi; echo done >> "$GROVE_TASK/f.txt""#,
+        p = pid_file.display()
+    );
+    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    run.current_dir(&repo)
+        .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", &script])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = run.spawn().expect("spawn grove run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&pid_file).map_or(true, |p| p.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let agent = std::fs::read_to_string(&pid_file).expect("pid").trim().to_owned();
+    let alive = || {
+        let stat = std::fs::read_to_string(format!("/proc/{agent}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        !matches!(state, None | Some('Z') | Some('X'))
+    };
+    // Freeze NATS: connections stay open, nothing is answered (a partition, not a crash).
+    let nats_pid = nats.0.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &nats_pid]).status().expect("kill").success());
+    let frozen = Instant::now();
+    // Lease 8s: the fence is 5s after the last confirmed heartbeat (sent every 5/3s), then
+    // the agent gets SIGTERM. It must be gone before the server could give the task to anyone
+    // else: 8s after that heartbeat, so within 8s - 5/3s of the freeze.
+    while alive() {
+        assert!(frozen.elapsed() < Duration::from_secs(12), "the agent outlived the lease by far");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped_after = frozen.elapsed();
+    assert!(
+        stopped_after < Duration::from_millis(6300),
+        "stopped {stopped_after:?} after the freeze: too late"
+    );
+    assert!(stopped_after >= Duration::from_secs(1), "stopped too early ({stopped_after:?})");
+    assert!(Command::new("kill").args(["-CONT", &nats_pid]).status().expect("kill").success());
+    let out = run.wait_with_output().expect("grove run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(task(&job, "d00")["shown"], "merged", "{job:#}");
+    eprintln!("agent stopped {stopped_after:?} after NATS froze (lease 8s)");
+}
