@@ -76,6 +76,28 @@ impl Daemon {
         Ok(self.coord.store.job(job.id.as_str())?)
     }
 
+    /// Validate and plan a job as `submit` would, recording nothing.
+    pub async fn plan(
+        &self,
+        name: &str,
+        text: &str,
+        base_dir: &Path,
+    ) -> Result<crate::submit::Prepared, CoordError> {
+        let mut spec = JobSpec::from_toml(name, text)?;
+        // A plan needs no agent; fill one in so validation passes when none was given.
+        if spec.agent.kind.is_none() {
+            spec.agent.kind = Some(grove_core::spec::AgentKind::Command);
+            spec.agent.command = vec!["true".into()];
+        }
+        let coord = self.coord.clone();
+        let (name, text, dir) = (name.to_owned(), text.to_owned(), base_dir.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            crate::submit::prepare(&coord.git, &coord.layout, spec, Some((&name, &text)), &dir)
+        })
+        .await
+        .map_err(|e| CoordError::Io { what: "planning".into(), source: std::io::Error::other(e) })?
+    }
+
     /// Cancel a job: workers stop its attempts; it ends when they confirm or the grace is over.
     pub async fn cancel(&self, job: &JobId) -> Result<JobRow, CoordError> {
         self.coord.begin_cancel(job, &self.notes).await?;

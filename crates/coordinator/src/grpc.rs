@@ -215,6 +215,36 @@ impl CoordinatorApi for Api {
         Ok(Response::new(self.job(job.id.as_str())?))
     }
 
+    async fn plan_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::PlanReply>, Status> {
+        let r = req.into_inner();
+        let name = if r.spec_name.is_empty() { "job spec".to_owned() } else { r.spec_name };
+        let p = self.daemon.plan(&name, &r.spec_toml, &PathBuf::from(r.base_dir)).await.map_err(status)?;
+        let pool = p.spec.run.pool.clone().unwrap_or_else(|| grove_core::placement::LOCAL.to_owned());
+        Ok(Response::new(pb::PlanReply {
+            base: p.base.clone(),
+            selected_files: p.plan.selected_files as u64,
+            warnings: p.plan.warnings.clone(),
+            dot: p.plan.dot(),
+            tasks: p
+                .plan
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| pb::PlannedTask {
+                    order: i as u32,
+                    slug: t.slug.clone(),
+                    title: t.title.clone(),
+                    level: t.level,
+                    sparse: t.sparse.as_ref().map(|d| pb::Folders { dirs: d.clone() }),
+                    files: t.files.clone(),
+                    lines: t.lines,
+                    depends_on: t.depends_on.clone(),
+                    pool: pool.clone(),
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         Ok(Response::new(self.job(&req.into_inner().id)?))
     }

@@ -16,6 +16,7 @@ mod retry;
 mod run;
 mod status;
 mod up;
+mod watch;
 mod worker;
 mod workers;
 
@@ -68,13 +69,14 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     Coordinator(coordinator::CoordinatorArgs),
     Up(up::UpArgs),
+    Watch(watch::WatchArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = crate::embedded::home(cli.global.home.as_ref())?;
     match cli.command {
         Command::Run(a) => run::cmd_run(home, a).await,
-        Command::Plan(a) => plan::cmd_plan(home, a),
+        Command::Plan(a) => plan::cmd_plan(home, a).await,
         Command::Status(a) => status::cmd_status(home, a).await,
         Command::Logs(a) => logs::cmd_logs(home, a).await,
         Command::Diff(a) => diff::cmd_diff(home, a).await,
@@ -90,5 +92,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry(a) => retry::cmd_retry(home, a).await,
         Command::Workers(a) => workers::cmd_workers(a).await,
         Command::Up(a) => up::cmd_up(home, a).await,
+        Command::Watch(a) => watch::cmd_watch(home, a).await,
     }
 }

@@ -271,6 +271,11 @@ fn a_coordinator_daemon_runs_jobs_submitted_over_grpc() {
     assert_eq!(status.code, 0, "{}", status.stderr);
     assert_eq!(status.json()["state"], "done");
 
+    // Planning on the coordinator creates nothing and shows the same tasks.
+    let plan = env.grove(&repo, &["plan", "--coordinator", &api, "--split", "dirs", "--json"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert_eq!(plan.json()["tasks"].as_array().expect("tasks").len(), 12);
+
     // Bad input comes back as a clear refusal.
     let bad = env.grove(&repo, &["run", "--coordinator", &api, "--grep", "File(Id", "--", "true"]);
     assert_eq!(bad.code, 2);
@@ -388,6 +393,13 @@ fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
         .spawn()
         .expect("spawn grove logs -f");
 
+    let watch = Command::new(env!("CARGO_BIN_EXE_grove"))
+        .args(["watch", &id, "--coordinator", &api, "--json"])
+        .env("GROVE_HOME", &home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn grove watch");
     let workers = env.grove(env.path(), &["workers", "--coordinator", &api, "--json"]);
     assert_eq!(workers.code, 0, "{}", workers.stderr);
     let listed: Vec<(String, String)> = workers
@@ -411,6 +423,14 @@ fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
         (streamed.find("start d29"), streamed.find("middle"), streamed.find("end d29"));
     assert!(start < middle && middle < end && start.is_some(), "{streamed}");
 
+    let watched = watch.wait_with_output().expect("grove watch");
+    assert!(watched.status.success(), "{}", String::from_utf8_lossy(&watched.stderr));
+    let merged_lines = String::from_utf8_lossy(&watched.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "merged")
+        .count();
+    assert_eq!(merged_lines, 30, "grove watch saw every merge");
     let status = env.grove(env.path(), &["status", "--coordinator", &api, "--json", &id]);
     let job = status.json();
     let tasks = job["tasks"].as_array().expect("tasks");
