@@ -27,6 +27,8 @@ pub struct PlanArgs {
     /// Plan on a coordinator daemon (its view of the repository) [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
 /// A plan as printed, whether made here or by a coordinator.
@@ -45,7 +47,7 @@ pub async fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode>
         let text = toml::to_string(&loaded.spec).context("writing the job spec as TOML")?;
         let base_dir = loaded.dir.canonicalize().unwrap_or(loaded.dir.clone());
         let name = loaded.file.as_ref().map_or_else(|| "flags".to_owned(), |(n, _)| n.clone());
-        let mut client = crate::remote::connect(url).await?;
+        let mut client = crate::remote::connect(url, &args.tls).await?;
         let req = grove_proto::v1::SubmitJobRequest {
             spec_toml: text,
             spec_name: name,

@@ -27,6 +27,8 @@ pub struct WatchArgs {
     /// Ask a coordinator daemon instead of the local state [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
 /// One line of the watch.
@@ -56,7 +58,7 @@ pub async fn cmd_watch(home: PathBuf, args: WatchArgs) -> anyhow::Result<ExitCod
 
 async fn remote(url: &str, args: &WatchArgs) -> anyhow::Result<ExitCode> {
     use tokio_stream::StreamExt;
-    let mut client = crate::remote::connect(url).await?;
+    let mut client = crate::remote::connect(url, &args.tls).await?;
     let req = grove_proto::v1::GetJobRequest { id: args.job.clone().unwrap_or_default() };
     let job = client.get_job(req.clone()).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let mut notes = client
