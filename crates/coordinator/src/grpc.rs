@@ -264,10 +264,38 @@ impl CoordinatorApi for Api {
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let mut rx = self.daemon.subscribe();
-        let job = self.job(&req.into_inner().id)?;
+        let r = req.into_inner();
+        let job = self.job(&r.id)?;
         let (tx, out) = tokio::sync::mpsc::channel(256);
         let done = matches!(job.state.as_str(), "done" | "cancelled" | "paused");
+        // Where each task stands now, for a watcher that comes late (a note that also comes
+        // live may then be seen twice).
+        let snapshot: Vec<pb::JobNote> = if r.snapshot {
+            job.tasks
+                .iter()
+                .map(|t| {
+                    let merged = t.merge == grove_core::task::MergeState::Merged.as_str();
+                    pb::JobNote {
+                        job: job.id.clone(),
+                        task: t.slug.clone(),
+                        kind: if merged { "merged" } else { "state" }.into(),
+                        state: t.state.clone(),
+                        stat: t.stat,
+                        reason: if merged { t.merge_commit.clone() } else { t.reason.clone() },
+                        paths: vec![],
+                        turn: None,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         tokio::spawn(async move {
+            for n in snapshot {
+                if tx.send(Ok(n)).await.is_err() {
+                    return;
+                }
+            }
             if done {
                 return;
             }

@@ -34,9 +34,9 @@ pub async fn cmd_cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     };
     let mut client = crate::remote::connect(url, &args.tls).await?;
     let is_job = !args.target.contains('/')
-        && client.get_job(pb::GetJobRequest { id: args.target.clone() }).await.is_ok();
+        && client.get_job(pb::GetJobRequest { id: args.target.clone(), snapshot: false }).await.is_ok();
     let job = if is_job {
-        client.cancel_job(pb::GetJobRequest { id: args.target.clone() }).await
+        client.cancel_job(pb::GetJobRequest { id: args.target.clone(), snapshot: false }).await
     } else {
         client.cancel_task(pb::TaskRequest { task: args.target.clone() }).await
     }

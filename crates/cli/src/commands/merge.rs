@@ -36,7 +36,8 @@ pub struct MergeArgs {
 pub async fn cmd_merge(home: PathBuf, args: MergeArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.coordinator {
         let mut client = crate::remote::connect(url, &args.tls).await?;
-        let req = grove_proto::v1::GetJobRequest { id: args.job.clone().unwrap_or_default() };
+        let req =
+            grove_proto::v1::GetJobRequest { id: args.job.clone().unwrap_or_default(), snapshot: false };
         let job = client.merge_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
         // Redos the merge queued run on the coordinator's workers: follow them to the end.
         let left = job.tasks.iter().filter(|t| !is_over(&t.state)).count();

@@ -196,7 +196,7 @@ pub(crate) async fn watch_remote(
     crate::signal::install(cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let progress = tokio::spawn(crate::progress::show(rx, total));
-    let watch = grove_proto::v1::GetJobRequest { id: id.to_owned() };
+    let watch = grove_proto::v1::GetJobRequest { id: id.to_owned(), snapshot: false };
     let mut notes =
         client.watch_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let mut cancelled = false;

@@ -48,7 +48,7 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
         let mut jobs = Vec::new();
         for id in ids {
             let j = client
-                .get_job(grove_proto::v1::GetJobRequest { id })
+                .get_job(grove_proto::v1::GetJobRequest { id, snapshot: false })
                 .await
                 .map_err(|s| crate::remote::status(url, s))?;
             jobs.push(crate::remote::rows(&j.into_inner())?);

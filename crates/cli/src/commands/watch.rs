@@ -59,10 +59,10 @@ pub async fn cmd_watch(home: PathBuf, args: WatchArgs) -> anyhow::Result<ExitCod
 async fn remote(url: &str, args: &WatchArgs) -> anyhow::Result<ExitCode> {
     use tokio_stream::StreamExt;
     let mut client = crate::remote::connect(url, &args.tls).await?;
-    let req = grove_proto::v1::GetJobRequest { id: args.job.clone().unwrap_or_default() };
+    let req = grove_proto::v1::GetJobRequest { id: args.job.clone().unwrap_or_default(), snapshot: false };
     let job = client.get_job(req.clone()).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let mut notes = client
-        .watch_job(grove_proto::v1::GetJobRequest { id: job.id.clone() })
+        .watch_job(grove_proto::v1::GetJobRequest { id: job.id.clone(), snapshot: true })
         .await
         .map_err(|s| crate::remote::status(url, s))?
         .into_inner();
