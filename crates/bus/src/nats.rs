@@ -68,6 +68,8 @@ pub struct NatsConfig {
     pub tls_client: Option<(PathBuf, PathBuf)>,
     /// Refuse a connection without TLS (implied by `tls_ca`, `tls_client` or a `tls://` URL).
     pub require_tls: bool,
+    /// A NATS credentials file (`.creds`: a user JWT and its nkey seed, as `nsc` makes them).
+    pub credentials: Option<PathBuf>,
 }
 
 impl NatsConfig {
@@ -83,6 +85,7 @@ impl NatsConfig {
             tls_ca: None,
             tls_client: None,
             require_tls: false,
+            credentials: None,
         }
     }
 }
@@ -163,6 +166,12 @@ impl NatsBus {
             async_nats::ConnectOptions::new().name(name).connection_timeout(config.connect_timeout);
         if let Some(t) = &config.token {
             opts = opts.token(t.clone());
+        }
+        if let Some(creds) = &config.credentials {
+            opts = opts.credentials_file(creds).await.map_err(|e| NatsError::Connect {
+                url: url.clone(),
+                message: format!("reading the credentials file {}: {e}", creds.display()),
+            })?;
         }
         if let Some(ca) = &config.tls_ca {
             opts = opts.add_root_certificates(ca.clone());

@@ -65,15 +65,22 @@ pub struct NatsTls {
     /// The client certificate's private key (PEM)
     #[arg(long, value_name = "FILE", requires = "nats_cert")]
     pub nats_key: Option<PathBuf>,
+    /// A NATS credentials file (.creds: user JWT and nkey seed, as `nsc` writes them)
+    /// [env: GROVE_NATS_CREDS]
+    #[arg(long, env = "GROVE_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
 }
 
 impl NatsTls {
     /// The flags again, for a child process (`grove up`).
     pub fn args(&self) -> Vec<std::ffi::OsString> {
         let mut out = Vec::new();
-        for (flag, v) in
-            [("--nats-ca", &self.nats_ca), ("--nats-cert", &self.nats_cert), ("--nats-key", &self.nats_key)]
-        {
+        for (flag, v) in [
+            ("--nats-ca", &self.nats_ca),
+            ("--nats-cert", &self.nats_cert),
+            ("--nats-key", &self.nats_key),
+            ("--nats-creds", &self.nats_creds),
+        ] {
             if let Some(v) = v {
                 out.push(flag.into());
                 out.push(v.clone().into_os_string());
@@ -91,11 +98,12 @@ pub fn nats_config(
 ) -> anyhow::Result<NatsConfig> {
     let mut config = NatsConfig::new(url);
     config.ack_wait = ack_wait;
-    for f in [&tls.nats_ca, &tls.nats_cert, &tls.nats_key].into_iter().flatten() {
+    for f in [&tls.nats_ca, &tls.nats_cert, &tls.nats_key, &tls.nats_creds].into_iter().flatten() {
         if !f.is_file() {
-            anyhow::bail!("{}: no such file (a NATS TLS flag names it)", f.display());
+            anyhow::bail!("{}: no such file (a --nats-* flag names it)", f.display());
         }
     }
+    config.credentials = tls.nats_creds.clone();
     config.tls_ca = tls.nats_ca.clone();
     config.tls_client = tls.nats_cert.clone().zip(tls.nats_key.clone());
     config.token = match token_file {

@@ -912,3 +912,19 @@ fn a_worker_cut_off_from_nats_stops_its_agent_before_the_lease_lapses() {
     assert_eq!(task(&job, "d00")["shown"], "merged", "{job:#}");
     eprintln!("agent stopped {stopped_after:?} after NATS froze (lease 8s)");
 }
+
+/// A NATS credentials file that is not one is named in the error, before anything starts.
+#[test]
+fn a_bad_nats_credentials_file_is_named() {
+    let env = Env::new();
+    let creds = env.path().join("user.creds");
+    std::fs::write(&creds, "not a creds file\n").expect("write");
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let out =
+        env.grove(env.path(), &["worker", "--nats", &url, "--nats-creds", creds.to_str().expect("utf-8")]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("credentials file") && out.stderr.contains("user.creds"), "{}", out.stderr);
+    let missing = env.grove(env.path(), &["worker", "--nats", &url, "--nats-creds", "/nonexistent.creds"]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("/nonexistent.creds: no such file"), "{}", missing.stderr);
+}
