@@ -415,7 +415,7 @@ fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
 
     let out = run.wait_with_output().expect("grove run");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
     let logs = follow.wait_with_output().expect("grove logs -f");
     let streamed = String::from_utf8_lossy(&logs.stdout);
     assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
