@@ -213,6 +213,7 @@ impl NatsBus {
                     turns: 0,
                     reason: Some(format!("worker {} rejected the assignment: {why}", self.name)),
                     log_tail: String::new(),
+                    retry: grove_core::task::Retry::Final,
                 }),
             };
             if let Err(e) = self.report(event).await {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grove_bus::{Bus, Delivery};
-use grove_core::task::{Assignment, EventKind, TaskEvent, TaskOutcome};
+use grove_core::task::{Assignment, EventKind, Retry, TaskEvent, TaskOutcome};
 use grove_core::{DiffStat, TaskState, spec::KeepWorktrees};
 use grove_git::worktree::Identity;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +68,7 @@ pub async fn drop_cancelled(ctx: &WorkerContext, delivery: Delivery) {
         turns: 0,
         reason: Some("cancelled before it started".into()),
         log_tail: String::new(),
+        retry: grove_core::task::Retry::Final,
     };
     let event = TaskEvent {
         job: a.job.clone(),
@@ -157,6 +158,7 @@ fn failed(reason: String, tail: String, turns: u32) -> TaskOutcome {
         turns,
         reason: Some(reason),
         log_tail: tail,
+        retry: grove_core::task::Retry::Final,
     }
 }
 
@@ -166,7 +168,7 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
     let run_dir = ctx.layout.run_dir(&a.job, &a.task);
     let mut log = match Log::open(&ctx.layout.log(&a.job, &a.task), a.log_cap).await {
         Ok(l) => l,
-        Err(e) => return failed(e.to_string(), String::new(), 0),
+        Err(e) => return transient(e.to_string(), String::new(), 0),
     };
     let _ = log.note(&format!("attempt {} of {} on worker {}", a.attempt, a.task, ctx.id)).await;
     let prep = {
@@ -178,8 +180,8 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
             let _ = log.note(&format!("workspace {} ({how:?})", path.display())).await;
             ws
         }
-        Ok(Err(e)) => return failed(format!("preparing the workspace: {e}"), log.tail(), 0),
-        Err(e) => return failed(format!("preparing the workspace: {e}"), log.tail(), 0),
+        Ok(Err(e)) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
+        Err(e) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
     };
     let mut outcome = turns(ctx, a, &ws, &run_dir, &mut log, cancel).await;
     outcome.log_tail = log.tail();
@@ -251,7 +253,7 @@ async fn turns(
             .and(tokio::fs::write(&previous_diff_file, &redo.previous_diff).await);
     }
     if let Err(e) = written {
-        return failed(format!("writing the prompt file: {e}"), log.tail(), 0);
+        return transient(format!("writing the prompt file: {e}"), log.tail(), 0);
     }
     let _ = tokio::fs::remove_file(&feedback_file).await;
     if a.redo.is_none() {
@@ -319,8 +321,8 @@ async fn turns(
         };
         let commit = match commit {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return failed(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
-            Err(e) => return failed(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
+            Ok(Err(e)) => return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
+            Err(e) => return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
         };
         let stat = match &commit {
             Some(c) => ws.stat(&a.base, c).unwrap_or_default(),
@@ -330,11 +332,15 @@ async fn turns(
         match finished.end {
             End::Exited(0) => {}
             End::Exited(code) => {
-                return failed(
-                    format!("the agent exited with code {code} in turn {turn_no}"),
-                    log.tail(),
-                    turn_no,
-                );
+                let why = format!("the agent exited with code {code} in turn {turn_no}");
+                let mut outcome = failed(why.clone(), log.tail(), turn_no);
+                // A usage or rate limit is not the agent's verdict: park until it resets.
+                if let Some(until) = crate::limits::usage_limit(&outcome.log_tail, unix_now()) {
+                    let _ = log.note(&format!("usage limit: parked until unix time {until}")).await;
+                    outcome.reason = Some(format!("{why}: the agent hit a usage limit"));
+                    outcome.retry = Retry::Parked { until };
+                }
+                return outcome;
             }
             End::TimedOut(t) => {
                 return failed(
@@ -351,6 +357,7 @@ async fn turns(
                     turns: turn_no,
                     reason: Some("cancelled".into()),
                     log_tail: log.tail(),
+                    retry: grove_core::task::Retry::Final,
                 };
             }
         }
@@ -376,6 +383,7 @@ async fn turns(
                     turns: turn_no,
                     reason: Some("cancelled".into()),
                     log_tail: log.tail(),
+                    retry: grove_core::task::Retry::Final,
                 };
             }
             End::Exited(code) => format!("the check `{check}` failed (exit {code}) after turn {turn_no}"),
@@ -391,6 +399,15 @@ async fn turns(
     }
 }
 
+/// A failure around the agent's work, not of it: the coordinator may try again.
+fn transient(reason: String, tail: String, turns: u32) -> TaskOutcome {
+    TaskOutcome { retry: Retry::Transient, ..failed(reason, tail, turns) }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 fn succeeded(turns: u32) -> TaskOutcome {
     TaskOutcome {
         state: TaskState::Succeeded,
@@ -399,6 +416,7 @@ fn succeeded(turns: u32) -> TaskOutcome {
         turns,
         reason: None,
         log_tail: String::new(),
+        retry: grove_core::task::Retry::Final,
     }
 }
 

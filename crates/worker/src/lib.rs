@@ -6,6 +6,7 @@
 //! report. The worker never prints; everything it does is reported as events or traced.
 
 pub mod agent;
+pub mod limits;
 mod attempt;
 pub mod process;
 pub mod workspace;
