@@ -159,7 +159,9 @@ impl Coordinator {
         let now = crate::timers::unix_now();
         let to_dispatch: Vec<&TaskRow> = tasks
             .iter()
-            .filter(|t| !t.state.is_terminal() && chosen(&t.slug) && t.train.retry_at.is_none_or(|at| at <= now))
+            .filter(|t| {
+                !t.state.is_terminal() && chosen(&t.slug) && t.train.retry_at.is_none_or(|at| at <= now)
+            })
             .collect();
         // Tasks of this job already placed local and still going, which `auto` counts against
         // `placement.local_max`; the ones placed here are added as they go.

@@ -321,7 +321,9 @@ async fn turns(
         };
         let commit = match commit {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
+            Ok(Err(e)) => {
+                return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
+            }
             Err(e) => return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
         };
         let stat = match &commit {

@@ -6,8 +6,8 @@
 //! report. The worker never prints; everything it does is reported as events or traced.
 
 pub mod agent;
-pub mod limits;
 mod attempt;
+pub mod limits;
 pub mod process;
 pub mod workspace;
 

@@ -4,6 +4,7 @@
 mod cancel;
 mod distributed;
 mod harness;
+mod limits;
 mod refusals;
 mod rerun;
 mod run;

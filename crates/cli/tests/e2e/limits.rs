@@ -1,0 +1,153 @@
+//! Long jobs against the clock: attempts that fail around the agent go again, usage limits
+//! park a task until their reset time, deadlines fail a task that runs too long.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Env, task};
+
+fn three_dirs(env: &Env) -> std::path::PathBuf {
+    let files: Vec<(String, String)> =
+        ["a", "b", "c"].iter().map(|d| (format!("{d}/f.txt"), format!("{d}\n"))).collect();
+    env.repo("r", &files)
+}
+
+/// A checkpoint that cannot be committed (the agent leaves the worktree's index locked) is
+/// not the job's verdict: the task goes again after the backoff, from its branch, and fails
+/// only after `--max-attempts`, saying so. An agent that exits non-zero is not retried.
+#[test]
+fn transient_failures_are_retried_up_to_max_attempts() {
+    let env = Env::new();
+    let repo = three_dirs(&env);
+    let counts = env.path().join("counts");
+    std::fs::create_dir_all(&counts).expect("mkdir");
+    // a: always locks the index; b: only on its first attempt; c: exits 3 (a verdict).
+    let script = format!(
+        "f={c}/$GROVE_TASK; n=$(cat $f 2>/dev/null || echo 0); n=$((n+1)); echo $n > $f; \
+         echo \"attempt $GROVE_ATTEMPT\" >> $GROVE_TASK/f.txt; \
+         if [ $GROVE_TASK = c ]; then exit 3; fi; \
+         if [ $GROVE_TASK = a ] || [ $n = 1 ]; then touch \"$(git rev-parse --git-dir)/index.lock\"; fi",
+        c = counts.display()
+    );
+    let run = env.grove(
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "-j",
+            "3",
+            "--max-attempts",
+            "2",
+            "--retry-backoff",
+            "1s",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let job = run.json();
+    let a = task(&job, "a");
+    assert_eq!(a["state"], "failed", "{a:#}\n{}", run.stderr);
+    let reason = a["reason"].as_str().expect("reason");
+    assert!(reason.contains("checkpointing turn 1") && reason.ends_with("(after 2 attempts)"), "{reason}");
+    assert_eq!(a["attempt"], 2);
+    assert_eq!(std::fs::read_to_string(counts.join("a")).expect("count").trim(), "2");
+    let b = task(&job, "b");
+    assert_eq!(b["shown"], "merged", "{b:#}");
+    assert_eq!(b["attempt"], 2);
+    assert_eq!(b["failures"], 1);
+    // The first attempt's change could not be committed; the second made it again.
+    let content = env.git(&repo, &["show", &format!("{}:b/f.txt", b["branch"].as_str().expect("branch"))]);
+    assert_eq!(content, "b\nattempt 2");
+    let c = task(&job, "c");
+    assert_eq!(c["state"], "failed");
+    assert_eq!(c["attempt"], 1, "the agent's own failure is not retried");
+    assert_eq!(std::fs::read_to_string(counts.join("c")).expect("count").trim(), "1");
+}
+
+/// An agent that prints Claude Code's usage-limit line with a reset a few seconds ahead parks
+/// its task (visible in `grove status --json`), which goes again at the reset time from its
+/// checkpoint branch and merges.
+#[test]
+fn a_usage_limit_parks_the_task_until_its_reset() {
+    let env = Env::new();
+    let repo = three_dirs(&env);
+    let marks = env.path().join("marks");
+    std::fs::create_dir_all(&marks).expect("mkdir");
+    let script = format!(
+        "echo \"attempt $GROVE_ATTEMPT\" >> $GROVE_TASK/f.txt; \
+         if [ $GROVE_TASK = b ] && [ ! -e {m}/b ]; then touch {m}/b; \
+           echo \"Claude AI usage limit reached|$(( $(date +%s) + 3 ))\"; exit 1; fi",
+        m = marks.display()
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    cmd.current_dir(&repo)
+        .args(["run", "--split", "dirs", "-j", "3", "--json", "--", "sh", "-c", &script])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn grove");
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut parked = None;
+    while parked.is_none() && Instant::now() < until {
+        let jobs = env.grove(&repo, &["status", "--json"]);
+        let Some(id) = (jobs.code == 0).then(|| jobs.json()[0]["id"].as_str().map(str::to_owned)).flatten()
+        else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let st = env.grove(&repo, &["status", "--json", &id]);
+        if st.code == 0
+            && let Some(ts) = st.json()["tasks"].as_array()
+            && let Some(b) = ts.iter().find(|t| t["task"] == "b" && t["state"] == "parked")
+        {
+            parked = Some(b.clone());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let parked = parked.expect("task b was never shown parked");
+    assert!(parked["parked_until"].as_i64().is_some(), "{parked:#}");
+    assert!(parked["reason"].as_str().is_some_and(|r| r.contains("usage limit")), "{parked:#}");
+    let id = env.grove(&repo, &["status", "--json"]).json()[0]["id"].as_str().expect("id").to_owned();
+    let text = env.grove(&repo, &["status", &id]).stdout;
+    assert!(text.contains("parked"), "{text}");
+
+    let out = child.wait_with_output().expect("wait grove");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let b = task(&job, "b");
+    assert_eq!(b["shown"], "merged", "{b:#}");
+    assert_eq!(b["attempt"], 2);
+    let content =
+        env.git(&repo, &["show", &format!("{}:b/f.txt", job["integration_branch"].as_str().expect("ib"))]);
+    assert_eq!(
+        content, "b\nattempt 1\nattempt 2",
+        "the second attempt resumed from the first one's checkpoint"
+    );
+}
+
+/// A task past `--deadline` is stopped and recorded failed with the deadline as its reason
+/// (not cancelled), and the job ends without waiting for it.
+#[test]
+fn a_task_past_its_deadline_fails() {
+    let env = Env::new();
+    let repo = three_dirs(&env);
+    let started = Instant::now();
+    let script = "if [ $GROVE_TASK = a ]; then sleep 60; fi; echo x >> $GROVE_TASK/f.txt";
+    let run = env.grove(
+        &repo,
+        &["run", "--split", "dirs", "-j", "3", "--deadline", "2s", "--json", "--", "sh", "-c", script],
+    );
+    assert!(started.elapsed() < Duration::from_secs(40), "took {:?}", started.elapsed());
+    let job = run.json();
+    let a = task(&job, "a");
+    assert_eq!(a["state"], "failed", "{a:#}\n{}", run.stderr);
+    assert_eq!(a["reason"], "deadline 2s passed");
+    assert_eq!(task(&job, "b")["shown"], "merged");
+}
