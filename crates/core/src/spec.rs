@@ -777,6 +777,20 @@ mod tests {
         let spec = JobSpec::from_toml("examples/job.toml", text).expect("examples/job.toml parses");
         spec.validate(Some(("examples/job.toml", text))).expect("examples/job.toml is valid");
         assert_eq!(spec.placement.long, Some(Duration::from_secs(7200)));
+        assert_eq!(spec.run.deadline, Some(Duration::from_secs(36000)));
+        assert_eq!(spec.max_attempts(), 3);
+        assert_eq!(spec.run.retry_backoff, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn retry_backoff_doubles_and_is_capped() {
+        let mut spec = JobSpec::from_toml("t", "").expect("empty spec");
+        let secs = |n| spec.retry_backoff(n).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(5), secs(6), secs(40)], [30, 60, 120, 480, 600, 600]);
+        spec.run.retry_backoff = Some(Duration::from_secs(1));
+        assert_eq!(spec.retry_backoff(3), Duration::from_secs(4));
+        spec.run.max_attempts = Some(0);
+        assert!(spec.validate(None).is_err(), "max_attempts 0 is refused");
     }
 
     const GOOD: &str = r#"
