@@ -264,6 +264,7 @@ pub fn worker_pb(w: &WorkerInfo) -> pb::WorkerInfo {
         started_at: w.started_at,
         seen_at: w.seen_at,
         tasks: w.tasks.clone(),
+        refusing: w.refusing.clone(),
     }
 }
 
@@ -277,6 +278,7 @@ pub fn worker_of(m: pb::WorkerInfo) -> WorkerInfo {
         version: m.version,
         started_at: m.started_at,
         seen_at: m.seen_at,
+        refusing: m.refusing,
     }
 }
 

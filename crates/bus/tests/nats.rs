@@ -215,6 +215,8 @@ async fn workers_announce_renew_withdraw_and_lapse() {
         version: "0.1.0".into(),
         started_at: 1,
         seen_at: 2,
+        // A worker short of disk says so in the registry.
+        refusing: (id == "b").then(|| "disk: 1 GiB free, below the floor of 2 GiB".into()),
     };
     bus.announce(&info("a", vec![])).await.expect("announce");
     bus.announce(&info("b", vec![])).await.expect("announce");

@@ -316,4 +316,6 @@ pub struct WorkerInfo {
     pub started_at: i64,
     /// Unix seconds of this announcement.
     pub seen_at: i64,
+    /// Why the worker takes no task now (its disk is short), if so.
+    pub refusing: Option<String>,
 }

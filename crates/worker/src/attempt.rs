@@ -171,6 +171,8 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
         Err(e) => return transient(e.to_string(), String::new(), 0),
     };
     let _ = log.note(&format!("attempt {} of {} on worker {}", a.attempt, a.task, ctx.id)).await;
+    // This attempt takes the workspace back: disk hygiene may not remove it any more.
+    crate::disk::unmark_kept(&ctx.layout, &a.job, &a.task);
     let prep = {
         let (git, a, path, mode) = (ctx.git.clone(), a.clone(), path.clone(), ctx.workspace);
         tokio::task::spawn_blocking(move || Workspace::prepare(&git, &a, &path, mode)).await
@@ -201,7 +203,9 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
         KeepWorktrees::None => false,
         KeepWorktrees::Failed => outcome.state != TaskState::Succeeded,
     };
-    if !keep {
+    if keep {
+        crate::disk::mark_kept(&ctx.layout, &a.job, &a.task, &path);
+    } else {
         let git = ctx.git.clone();
         let removed = tokio::task::spawn_blocking(move || ws.remove(&git)).await;
         if let Ok(Err(e)) | Err(e) = removed.map_err(|e| e.to_string()) {

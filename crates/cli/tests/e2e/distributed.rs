@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Env, task};
 
 /// A process killed when the test ends, whatever happens.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -19,7 +19,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn nats_server(dir: &Path) -> (Proc, String) {
+pub(crate) fn nats_server(dir: &Path) -> (Proc, String) {
     let port = free_port();
     let child = Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])

@@ -151,3 +151,60 @@ fn a_task_past_its_deadline_fails() {
     assert_eq!(a["reason"], "deadline 2s passed");
     assert_eq!(task(&job, "b")["shown"], "merged");
 }
+
+/// A worker over its `--max-disk` budget with nothing of its own to remove (a file grove did
+/// not make fills its workspaces' folder) takes no task and says so in the registry; once
+/// there is room again it takes the task, which merges. The foreign file is never removed.
+#[test]
+fn a_worker_short_of_disk_refuses_work_then_resumes() {
+    use crate::distributed::{Proc, nats_server};
+    let env = Env::new();
+    let (_nats, url) = nats_server(&env.path().join("nats"));
+    let home = env.path().join("worker-home");
+    let foreign = home.join("worktrees").join("not-groves.bin");
+    std::fs::create_dir_all(foreign.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&foreign, vec![0u8; 2 << 20]).expect("write");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    cmd.args(["worker", "--nats", &url, "--id", "w1", "--max-disk", "1MiB", "--min-free", "0"])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _w = Proc(cmd.spawn().expect("spawn grove worker"));
+
+    let until = Instant::now() + Duration::from_secs(20);
+    let refusing = loop {
+        let ws = env.grove(env.path(), &["workers", "--nats", &url, "--json"]);
+        if ws.code == 0
+            && let Some(why) = ws.json()[0]["refusing"].as_str()
+        {
+            break why.to_owned();
+        }
+        assert!(Instant::now() < until, "the worker never said it refuses work: {}", ws.stdout);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(refusing.starts_with("disk budget: workspaces take 2 MiB"), "{refusing}");
+
+    let repo = env.repo("r", &[("a/f.txt".to_owned(), "a\n".to_owned())]);
+    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    run.current_dir(&repo)
+        .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", "echo x >> a/f.txt"])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = run.spawn().expect("spawn grove run");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!home.join("runs").exists(), "a refusing worker took a task");
+    std::fs::remove_file(&foreign).expect("make room");
+    let out = child.wait_with_output().expect("wait grove run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(task(&job, "a")["shown"], "merged", "{job:#}");
+    let ws = env.grove(env.path(), &["workers", "--nats", &url, "--json"]);
+    assert_eq!(ws.json()[0]["refusing"], serde_json::Value::Null);
+}
