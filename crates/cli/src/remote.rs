@@ -84,7 +84,12 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
                 log_tail: None,
                 merge_commit: t.merge_commit.clone(),
                 conflict_paths: t.conflict_paths.clone(),
-                train: Default::default(),
+                train: grove_coordinator::TaskTrain {
+                    failures: t.failures,
+                    first_dispatched_at: t.first_dispatched_at,
+                    retry_at: t.retry_at,
+                    ..Default::default()
+                },
             })
         })
         .collect::<anyhow::Result<_>>()?;

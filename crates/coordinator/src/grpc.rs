@@ -111,6 +111,9 @@ pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
                 placed: t.placed.clone(),
                 placed_why: t.placed_why.clone(),
                 lines: t.lines,
+                failures: t.train.failures,
+                first_dispatched_at: t.train.first_dispatched_at,
+                retry_at: t.train.retry_at,
             })
             .collect(),
     }

@@ -191,7 +191,7 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
     // The branch against the base, whatever happened.
     let head = ws.head(&ctx.git);
     if let Some(head) = &head {
-        match ws.stat(&a.base, head) {
+        match ws.stat(&ctx.git, &a.base, head) {
             Ok(stat) => outcome.stat = stat,
             Err(e) => tracing::warn!(task = %a.task, "diff stat: {e}"),
         }
@@ -331,7 +331,7 @@ async fn turns(
             Err(e) => return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
         };
         let stat = match &commit {
-            Some(c) => ws.stat(&a.base, c).unwrap_or_default(),
+            Some(c) => ws.stat(&ctx.git, &a.base, c).unwrap_or_default(),
             None => DiffStat::default(),
         };
         report(&ctx.bus, a, EventKind::Checkpoint { turn: turn_no, commit: commit.clone(), stat }).await;

@@ -15,7 +15,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
@@ -235,7 +235,7 @@ fn coordinator(env: &Env, nats: &str, listen: &str, token_file: Option<&Path>) -
     Proc(cmd.spawn().expect("spawn grove coordinator"))
 }
 
-fn wait_port(port: u16) {
+pub(crate) fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "port {port} did not open");
@@ -306,7 +306,7 @@ fn the_api_refuses_calls_without_the_token_off_loopback() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
+pub(crate) fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
     let child = Command::new(exe)
         .args(args)
         .env("HOME", env.path().join("home"))
@@ -322,7 +322,7 @@ fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
 }
 
 /// The newest job's id on the coordinator at `api`, once there is one.
-fn newest_job(env: &Env, api: &str) -> String {
+pub(crate) fn newest_job(env: &Env, api: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = env.grove(env.path(), &["status", "--coordinator", api, "--json"]);

@@ -208,3 +208,77 @@ fn a_worker_short_of_disk_refuses_work_then_resumes() {
     let ws = env.grove(env.path(), &["workers", "--nats", &url, "--json"]);
     assert_eq!(ws.json()[0]["refusing"], serde_json::Value::Null);
 }
+
+/// The same clocks in the coordinator daemon, with a worker on NATS that clones (so the
+/// outcome's `transient` and `parked_until` cross the wire): a task whose checkpoint cannot
+/// be committed once goes again and merges, a task on a usage limit shows parked through the
+/// gRPC API and then merges, a task that runs past the deadline fails with it.
+#[test]
+fn the_daemon_retries_parks_and_enforces_deadlines() {
+    use crate::distributed::{daemon, free_port, nats_server, newest_job, wait_port};
+    let env = Env::new();
+    let (_nats, url) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let grove = env!("CARGO_BIN_EXE_grove");
+    let listen = format!("127.0.0.1:{port}");
+    let _c = daemon(&env, grove, &["coordinator", "--nats", &url, "--listen", &listen], &env.grove_home());
+    let _w = daemon(
+        &env,
+        grove,
+        &["worker", "--nats", &url, "--id", "w1", "--capacity", "3", "--clone", "--min-free", "0"],
+        &env.path().join("worker-home"),
+    );
+    wait_port(port);
+    let api = format!("http://127.0.0.1:{port}");
+    let repo = three_dirs(&env);
+    let marks = env.path().join("marks");
+    std::fs::create_dir_all(&marks).expect("mkdir");
+    let script = format!(
+        "echo \"attempt $GROVE_ATTEMPT\" >> $GROVE_TASK/f.txt; \
+         if [ $GROVE_TASK = a ]; then sleep 60; fi; \
+         if [ ! -e {m}/$GROVE_TASK ]; then touch {m}/$GROVE_TASK; \
+           if [ $GROVE_TASK = b ]; then echo \"Claude AI usage limit reached|$(( $(date +%s) + 2 ))\"; exit 1; fi; \
+           touch \"$(git rev-parse --git-dir)/index.lock\"; fi",
+        m = marks.display()
+    );
+    let mut cmd = Command::new(grove);
+    cmd.current_dir(&repo)
+        .args(["run", "--coordinator", &api, "--split", "dirs", "--deadline", "10s", "--retry-backoff", "1s"])
+        .args(["--json", "--", "sh", "-c", &script])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env_remove("GROVE_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn grove run");
+    let id = newest_job(&env, &api);
+    let until = Instant::now() + Duration::from_secs(30);
+    let parked = loop {
+        let st = env.grove(env.path(), &["status", "--coordinator", &api, "--json", &id]);
+        if st.code == 0
+            && let Some(b) =
+                st.json()["tasks"].as_array().and_then(|ts| ts.iter().find(|t| t["task"] == "b")).cloned()
+            && b["state"] == "parked"
+        {
+            break b;
+        }
+        assert!(Instant::now() < until, "b was never shown parked: {}", st.stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(parked["parked_until"].as_i64().is_some(), "{parked:#}");
+
+    let out = child.wait_with_output().expect("wait grove run");
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let a = task(&job, "a");
+    assert_eq!(a["state"], "failed", "{job:#}");
+    assert_eq!(a["reason"], "deadline 10s passed");
+    for t in ["b", "c"] {
+        let tk = task(&job, t);
+        assert_eq!(tk["shown"], "merged", "{job:#}");
+        assert_eq!(tk["attempt"], 2, "{tk:#}");
+    }
+    assert_eq!(task(&job, "c")["failures"], 1);
+}
