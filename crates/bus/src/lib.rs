@@ -50,9 +50,20 @@ impl Delivery {
     pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
         self.acker.nak(delay).await
     }
-    /// The attempt is still alive (a heartbeat during long turns).
+    /// The attempt is still alive (a heartbeat during long turns). `Ok` means the bus
+    /// confirmed it: the lease runs again from before this call.
     pub async fn progress(&self) -> Result<(), BusError> {
         self.acker.progress().await
+    }
+    /// How long the delivery stays this worker's without a confirmed heartbeat; `None`: as
+    /// long as the process lives (the in-process bus).
+    pub fn lease(&self) -> Option<Duration> {
+        self.acker.lease()
+    }
+    /// How many times this assignment has been delivered (2 or more: an earlier delivery was
+    /// lost with its worker, and this one resumes its work).
+    pub fn delivered(&self) -> u32 {
+        self.acker.delivered()
     }
 }
 
@@ -62,6 +73,12 @@ pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), BusError>;
     async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError>;
     async fn progress(&self) -> Result<(), BusError>;
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+    fn delivered(&self) -> u32 {
+        1
+    }
 }
 
 /// A request to stop running attempts: of a whole job, or of one task.

@@ -14,6 +14,7 @@
 //! an assignment it cannot read terminates it (no redelivery) and reports the task failed with
 //! the reason, instead of crashing.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -61,6 +62,14 @@ pub struct NatsConfig {
     pub pull_wait: Duration,
     /// How long a worker's announcement lives in the registry unless renewed.
     pub worker_ttl: Duration,
+    /// TLS: the CA certificate (PEM) the server's certificate is checked against.
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: a client certificate and its key (PEM), for servers that verify clients.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// Refuse a connection without TLS (implied by `tls_ca`, `tls_client` or a `tls://` URL).
+    pub require_tls: bool,
+    /// A NATS credentials file (`.creds`: a user JWT and its nkey seed, as `nsc` makes them).
+    pub credentials: Option<PathBuf>,
 }
 
 impl NatsConfig {
@@ -73,6 +82,10 @@ impl NatsConfig {
             max_deliver: 10,
             pull_wait: Duration::from_secs(2),
             worker_ttl: Duration::from_secs(30),
+            tls_ca: None,
+            tls_client: None,
+            require_tls: false,
+            credentials: None,
         }
     }
 }
@@ -124,6 +137,19 @@ struct EventsState {
     unacked: Option<Message>,
 }
 
+/// A TLS failure says what to give.
+fn with_tls_hint(message: String) -> String {
+    if message.contains("UnknownIssuer") {
+        format!("{message} (give the CA certificate that signed the server's certificate: --nats-ca FILE)")
+    } else if message.contains("CaUsedAsEndEntity") {
+        format!(
+            "{message} (the server's certificate is a CA certificate; rustls needs basicConstraints=CA:FALSE)"
+        )
+    } else {
+        message
+    }
+}
+
 /// Parse `2.15.1` (or `2.11.0-RC.1`) into numbers.
 pub fn parse_version(v: &str) -> (u32, u32, u32) {
     let mut n =
@@ -141,10 +167,29 @@ impl NatsBus {
         if let Some(t) = &config.token {
             opts = opts.token(t.clone());
         }
+        if let Some(creds) = &config.credentials {
+            opts = opts.credentials_file(creds).await.map_err(|e| NatsError::Connect {
+                url: url.clone(),
+                message: format!("reading the credentials file {}: {e}", creds.display()),
+            })?;
+        }
+        if let Some(ca) = &config.tls_ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &config.tls_client {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        if config.require_tls
+            || config.tls_ca.is_some()
+            || config.tls_client.is_some()
+            || url.starts_with("tls://")
+        {
+            opts = opts.require_tls(true);
+        }
         let client = tokio::time::timeout(config.connect_timeout, opts.connect(url.as_str()))
             .await
             .map_err(|_| NatsError::Connect { url: url.clone(), message: "timed out".into() })?
-            .map_err(|e| NatsError::Connect { url: url.clone(), message: e.to_string() })?;
+            .map_err(|e| NatsError::Connect { url: url.clone(), message: with_tls_hint(e.to_string()) })?;
         let version = client.server_info().version;
         if parse_version(&version) < MIN_SERVER {
             return Err(NatsError::TooOld { url, found: version });
@@ -373,6 +418,7 @@ fn headers(kind: &str) -> HeaderMap {
 
 struct NatsAcker {
     msg: Message,
+    lease: Duration,
 }
 
 #[async_trait]
@@ -387,7 +433,18 @@ impl Acker for NatsAcker {
             .map_err(|e| BusError::Transport(format!("nak: {e}")))
     }
     async fn progress(&self) -> Result<(), BusError> {
-        self.msg.ack_with(AckKind::Progress).await.map_err(|e| BusError::Transport(format!("progress: {e}")))
+        // Confirmed by the server, so the worker knows when its lease was last renewed.
+        let confirm = (self.lease / 4).max(Duration::from_millis(200));
+        match tokio::time::timeout(confirm, self.msg.double_ack_with(AckKind::Progress)).await {
+            Ok(r) => r.map_err(|e| BusError::Transport(format!("progress: {e}"))),
+            Err(_) => Err(BusError::Transport(format!("progress: not confirmed within {confirm:?}"))),
+        }
+    }
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+    fn delivered(&self) -> u32 {
+        self.msg.info().map_or(1, |i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
     }
 }
 
@@ -428,7 +485,10 @@ impl Bus for NatsBus {
                         }
                     };
                     match wire::decode_assignment(&msg.payload) {
-                        Ok(a) => return Ok(Delivery::new(a, Box::new(NatsAcker { msg }))),
+                        Ok(a) => {
+                            let lease = self.config.ack_wait;
+                            return Ok(Delivery::new(a, Box::new(NatsAcker { msg, lease })));
+                        }
                         Err(e) => self.reject(&msg, &e.to_string()).await,
                     }
                 }
@@ -568,45 +628,28 @@ impl Bus for NatsBus {
 
     async fn next_event(&self) -> Result<TaskEvent, BusError> {
         let mut st = self.events.lock().await;
-        if let Some(prev) = st.unacked.take() {
-            prev.double_ack().await.map_err(|e| BusError::Transport(format!("acking an event: {e}")))?;
-        }
-        if st.messages.is_none() {
-            let consumer = match &st.consumer {
-                Some(c) => c.clone(),
-                None => {
-                    let stream = self
-                        .js
-                        .get_stream(EVENTS_STREAM)
-                        .await
-                        .map_err(|e| NatsError::from_js("opening the events stream", e))?;
-                    let c: PullConsumer = stream
-                        .get_or_create_consumer(
-                            "coordinator",
-                            pull::Config {
-                                durable_name: Some("coordinator".into()),
-                                ack_policy: AckPolicy::Explicit,
-                                ack_wait: self.config.ack_wait,
-                                ..Default::default()
-                            },
-                        )
-                        .await
-                        .map_err(|e| NatsError::from_js("creating the coordinator consumer", e))?;
-                    st.consumer = Some(c.clone());
-                    // Only the coordinator reads events: it also hears of assignments
-                    // JetStream gave up on.
-                    watch_max_deliveries(self.client.clone(), self.js.clone(), self.config.max_deliver);
-                    c
-                }
-            };
-            let messages =
-                consumer.messages().await.map_err(|e| BusError::Transport(format!("reading events: {e}")))?;
-            st.messages = Some(messages);
+        if let Some(prev) = st.unacked.take()
+            && let Err(e) = prev.double_ack().await
+        {
+            // NATS away for a moment: the event comes again after the lease, and recording an
+            // event twice is harmless (stale and repeated events are ignored).
+            tracing::warn!("acking an event failed, it will be delivered again: {e}");
         }
         loop {
+            if st.messages.is_none() {
+                match self.event_messages(&mut st).await {
+                    Ok(m) => st.messages = Some(m),
+                    Err(e) => {
+                        // Reconnecting: try again with a pause rather than give up.
+                        tracing::warn!("reading events: {e}; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
             let next = match st.messages.as_mut() {
                 Some(m) => m.next().await,
-                None => return Err(BusError::Closed),
+                None => continue,
             };
             let msg = match next {
                 Some(Ok(m)) => m,
@@ -614,7 +657,12 @@ impl Bus for NatsBus {
                     tracing::debug!("events: {e}");
                     continue;
                 }
-                None => return Err(BusError::Closed),
+                None => {
+                    // The server went away and the pull ended: start a new one.
+                    st.messages = None;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
             };
             match wire::decode_event(&msg.payload) {
                 Ok(ev) => {
@@ -627,6 +675,40 @@ impl Bus for NatsBus {
                 }
             }
         }
+    }
+}
+
+impl NatsBus {
+    /// The coordinator's durable pull of events (made on first use, kept across reconnects).
+    async fn event_messages(&self, st: &mut EventsState) -> Result<pull::Stream, BusError> {
+        let consumer = match &st.consumer {
+            Some(c) => c.clone(),
+            None => {
+                let stream = self
+                    .js
+                    .get_stream(EVENTS_STREAM)
+                    .await
+                    .map_err(|e| NatsError::from_js("opening the events stream", e))?;
+                let c: PullConsumer = stream
+                    .get_or_create_consumer(
+                        "coordinator",
+                        pull::Config {
+                            durable_name: Some("coordinator".into()),
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: self.config.ack_wait,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| NatsError::from_js("creating the coordinator consumer", e))?;
+                st.consumer = Some(c.clone());
+                // Only the coordinator reads events: it also hears of assignments JetStream
+                // gave up on.
+                watch_max_deliveries(self.client.clone(), self.js.clone(), self.config.max_deliver);
+                c
+            }
+        };
+        consumer.messages().await.map_err(|e| BusError::Transport(format!("reading events: {e}")))
     }
 }
 

@@ -1,16 +1,17 @@
 //! The CLI as a client of a coordinator daemon (`--coordinator URL`).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-use grove_coordinator::{JobRow, TaskRow};
-use grove_core::spec::JobSpec;
+use anyhow::{Context, bail};
+use grove_coordinator::{JobRow, JobTrain, TaskRow, TaskTrain};
+use grove_core::spec::{JobSpec, MergeMode, Pick};
 use grove_core::task::MergeState;
 use grove_core::{DiffStat, JobId, TaskState};
 use grove_proto::v1 as pb;
 use grove_proto::v1::coordinator_client::CoordinatorClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 pub type Client = CoordinatorClient<InterceptedService<Channel, Auth>>;
 
@@ -27,19 +28,74 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
+/// How to trust a coordinator served over TLS (an `https://` URL).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Tls {
+    /// The CA certificate (PEM) that signed an https coordinator's certificate
+    /// [env: GROVE_CA_FILE]
+    #[arg(long, env = "GROVE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The TLS settings for `url`: none for http://; for https:// the CA the person gave (grove
+/// does not read the system's roots: a coordinator's certificate comes from a private CA).
+fn tls_for(url: &str, tls: &Tls) -> anyhow::Result<Option<ClientTlsConfig>> {
+    if !url.starts_with("https://") {
+        return Ok(None);
+    }
+    let Some(ca) = &tls.ca_file else {
+        bail!(
+            "{url} is https: give the CA certificate that signed the coordinator's certificate \
+             (--ca-file FILE or GROVE_CA_FILE; for a self-signed certificate, the certificate itself)"
+        );
+    };
+    let pem = read(ca, "the CA certificate")?;
+    Ok(Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))))
+}
+
+/// What to do about a TLS failure, from the error's chain.
+fn tls_hint(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut chain = String::new();
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        chain.push_str(&c.to_string());
+        cur = c.source();
+    }
+    if chain.contains("UnknownIssuer") || chain.contains("BadSignature") {
+        " (its certificate is not signed by the CA given with --ca-file / GROVE_CA_FILE)"
+    } else if chain.contains("CaUsedAsEndEntity") {
+        " (its certificate is a CA certificate; rustls needs one made with basicConstraints=CA:FALSE)"
+    } else if chain.contains("NotValidForName") {
+        " (its certificate does not name that host or IP address)"
+    } else if chain.contains("InvalidContentType") || chain.contains("CorruptMessage") {
+        " (is it serving TLS? use http:// for a coordinator without --tls-cert)"
+    } else {
+        ""
+    }
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
 /// Connect to the coordinator at `url`, failing within seconds with its address when it is
 /// not there.
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
+pub async fn connect(url: &str, tls: &Tls) -> anyhow::Result<Client> {
     let token = std::env::var("GROVE_TOKEN").ok().filter(|t| !t.is_empty());
     let auth = match token {
         Some(t) => Some(format!("Bearer {t}").parse().context("GROVE_TOKEN is not a valid header value")?),
         None => None,
     };
-    let endpoint = Channel::from_shared(url.to_owned())
+    let mut endpoint = Channel::from_shared(url.to_owned())
         .with_context(|| format!("{url:?} is not a coordinator URL (e.g. http://127.0.0.1:7070)"))?
         .connect_timeout(Duration::from_secs(5));
-    let channel =
-        endpoint.connect().await.with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    if let Some(config) = tls_for(url, tls)? {
+        endpoint = endpoint.tls_config(config).with_context(|| format!("TLS for {url}"))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        let hint = tls_hint(&e);
+        anyhow::Error::new(e).context(format!("cannot reach the coordinator at {url}{hint}"))
+    })?;
     Ok(CoordinatorClient::with_interceptor(channel, Auth(auth)))
 }
 
@@ -81,22 +137,35 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
                 head: t.head.clone(),
                 stat: stat(&t.stat),
                 reason: t.reason.clone(),
-                log_tail: None,
+                log_tail: t.check_output.clone(),
                 merge_commit: t.merge_commit.clone(),
                 conflict_paths: t.conflict_paths.clone(),
-                train: grove_coordinator::TaskTrain {
+                train: TaskTrain {
+                    base: t.task_base.clone(),
+                    redos: t.redos,
+                    redo: None,
+                    merge_seq: t.merge_seq,
+                    variant: t.variant.clone(),
+                    variant_of: t.variant_of.clone(),
+                    picked: t.picked,
+                    finished_seq: None,
+                    started_at: t.started_at,
+                    finished_at: t.finished_at,
                     failures: t.failures,
                     first_dispatched_at: t.first_dispatched_at,
                     retry_at: t.retry_at,
-                    ..Default::default()
                 },
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    let mut spec = JobSpec::default();
+    // An older coordinator sends neither: the defaults.
+    spec.merge.mode = j.merge_mode.parse::<MergeMode>().ok();
+    spec.merge.pick = j.pick.parse::<Pick>().ok();
     let job = JobRow {
         id,
         created_at: j.created_at,
-        spec: JobSpec::default(),
+        spec,
         source: j.source.clone(),
         source_dir: None,
         mirror: String::new(),
@@ -106,7 +175,7 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
         state: j.state.clone(),
         warnings: j.warnings.clone(),
         ignored_files: Vec::new(),
-        train: Default::default(),
+        train: JobTrain { approved: j.merge_approved, stopped: j.merge_stopped.clone() },
     };
     Ok((job, tasks))
 }
@@ -137,6 +206,8 @@ pub fn note(n: &pb::JobNote) -> Option<grove_coordinator::Note> {
         },
         "merged" => Note::Merged { job, task, commit: n.reason.clone() },
         "conflict" => Note::Conflict { job, task, paths: n.paths.clone() },
+        "redo" => Note::Redo { job, task, paths: n.paths.clone() },
+        "check-failed" => Note::CheckFailed { job, task, output: n.reason.clone().unwrap_or_default() },
         "published" => Note::Published { job, branches: 0, skipped: n.paths.clone() },
         _ => return None,
     })

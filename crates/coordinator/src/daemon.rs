@@ -29,6 +29,10 @@ pub struct Daemon {
     cancelling: std::sync::Mutex<HashMap<JobId, Instant>>,
     /// Single tasks being cancelled, and when their grace ends.
     cancelling_tasks: std::sync::Mutex<HashMap<(JobId, String), Instant>>,
+    /// Held while the merge train moves: the event loop and the review verbs (merge, pick)
+    /// must not move one job's train at once (the second `update-ref` would fail its
+    /// compare-and-swap).
+    train_lock: std::sync::Mutex<()>,
 }
 
 impl Daemon {
@@ -47,6 +51,7 @@ impl Daemon {
             watch,
             cancelling: Default::default(),
             cancelling_tasks: Default::default(),
+            train_lock: Default::default(),
         })
     }
 
@@ -69,6 +74,28 @@ impl Daemon {
         .map_err(|e| CoordError::Io { what: "submitting".into(), source: std::io::Error::other(e) })??;
         self.coord.dispatch_pending(&job.id, None, &self.notes).await?;
         Ok(self.coord.store.job(job.id.as_str())?)
+    }
+
+    /// Validate and plan a job as `submit` would, recording nothing.
+    pub async fn plan(
+        &self,
+        name: &str,
+        text: &str,
+        base_dir: &Path,
+    ) -> Result<crate::submit::Prepared, CoordError> {
+        let mut spec = JobSpec::from_toml(name, text)?;
+        // A plan needs no agent; fill one in so validation passes when none was given.
+        if spec.agent.kind.is_none() {
+            spec.agent.kind = Some(grove_core::spec::AgentKind::Command);
+            spec.agent.command = vec!["true".into()];
+        }
+        let coord = self.coord.clone();
+        let (name, text, dir) = (name.to_owned(), text.to_owned(), base_dir.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            crate::submit::prepare(&coord.git, &coord.layout, spec, Some((&name, &text)), &dir)
+        })
+        .await
+        .map_err(|e| CoordError::Io { what: "planning".into(), source: std::io::Error::other(e) })?
     }
 
     /// Cancel a job: workers stop its attempts; it ends when they confirm or the grace is over.
@@ -120,6 +147,54 @@ impl Daemon {
         Ok(self.coord.store.job(task.job.as_str())?)
     }
 
+    /// `grove merge`: a manual job's checked branches merge now, in order; a job whose merging
+    /// stopped goes on. Redos the train queues are dispatched; the job ends (and publishes)
+    /// when they are over.
+    pub fn merge(&self, job: &JobId) -> Result<JobRow, CoordError> {
+        let _train = self.train_guard();
+        self.coord.approve_merge(job)?;
+        self.settle(job)
+    }
+
+    /// `grove pick`: that variant merges in its place; the others are discarded.
+    pub fn pick(&self, job: &JobId, task: &str, variant: &str) -> Result<JobRow, CoordError> {
+        let _train = self.train_guard();
+        self.coord.pick(job, task, variant)?;
+        self.settle(job)
+    }
+
+    /// `grove discard`: see [`Coordinator::discard`].
+    pub fn discard(&self, job: &JobId, slugs: &[String]) -> Result<Vec<crate::review::Discard>, CoordError> {
+        let _train = self.train_guard();
+        tokio::task::block_in_place(|| self.coord.discard(job, slugs))
+    }
+
+    /// `grove push`: see [`Coordinator::push`].
+    pub fn push(&self, job: &JobId, remote: Option<&str>) -> Result<String, CoordError> {
+        tokio::task::block_in_place(|| self.coord.push(job, remote))
+    }
+
+    /// After a review verb changed what the train may do: move it (its notes go to watchers),
+    /// and publish when nothing of the job runs any more; a job with redos in flight runs
+    /// again, and the event loop concludes it when they end.
+    fn settle(&self, job: &JobId) -> Result<JobRow, CoordError> {
+        self.coord.train(job, &self.notes)?;
+        let row = self.coord.store.job(job.as_str())?;
+        if self.coord.store.tasks(job)?.iter().all(|t| t.state.is_terminal()) {
+            if row.state == "running" {
+                return self.coord.conclude(job, false, &self.notes);
+            }
+            self.coord.publish(job, &self.notes)?;
+        } else if row.state != "running" {
+            self.coord.store.set_job_state(job, "running")?;
+        }
+        Ok(self.coord.store.job(job.as_str())?)
+    }
+
+    fn train_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.train_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn conclude_if_over(&self, job: &JobId) -> Result<(), CoordError> {
         if self.coord.store.tasks(job)?.iter().all(|t| t.state.is_terminal())
             && self.coord.store.job(job.as_str())?.state == "running"
@@ -153,6 +228,14 @@ impl Daemon {
             if !fresh.is_empty() {
                 self.coord.dispatch_pending(&job.id, Some(&fresh), &self.notes).await?;
             }
+            let resent = self.coord.resend_unconfirmed(&job.id).await?;
+            if !resent.is_empty() {
+                tracing::info!(job = %job.id, "sent again after a restart: {}", resent.join(", "));
+            }
+            // Merges recorded in the branch but not in the state, and tasks that ended while
+            // the coordinator was away, move the train now.
+            self.coord.train(&job.id, &self.notes)?;
+            self.conclude_if_over(&job.id)?;
         }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -160,7 +243,11 @@ impl Daemon {
                 () = stop.cancelled() => return Ok(()),
                 ev = self.coord.bus.next_event() => {
                     let ev = ev?;
-                    if let Some(slug) = self.coord.handle_event(&ev, &self.notes)? {
+                    let done = {
+                        let _train = self.train_guard();
+                        self.coord.handle_event(&ev, &self.notes)?
+                    };
+                    if let Some(slug) = done {
                         self.task_lock().remove(&(ev.job.clone(), slug));
                         self.conclude_if_over(&ev.job)?;
                     }

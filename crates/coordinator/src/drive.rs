@@ -174,6 +174,7 @@ impl Coordinator {
             }
             self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
             self.bus.dispatch(&placed.pool, assignment(&row, t, attempt)).await?;
+            self.store.set_on_bus(job, &t.slug, attempt)?;
             dispatched.insert(t.slug.clone());
             let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
         }
@@ -199,6 +200,23 @@ impl Coordinator {
             concurrency: row.spec.concurrency(),
         };
         placement::place(&row.spec.placement, &facts)
+    }
+
+    /// Send again the attempts of `job` whose dispatch the bus never confirmed (the
+    /// coordinator died between recording and sending). The same attempt goes under the same
+    /// message id, so the bus drops it if the first send did arrive.
+    pub async fn resend_unconfirmed(&self, job: &JobId) -> Result<Vec<String>, CoordError> {
+        let slugs = self.store.unconfirmed_dispatches(job)?;
+        if slugs.is_empty() {
+            return Ok(slugs);
+        }
+        let row = self.store.job(job.as_str())?;
+        for t in self.store.tasks(job)?.iter().filter(|t| slugs.contains(&t.slug)) {
+            let pool = t.placed.clone().unwrap_or_else(|| t.pool.clone());
+            self.bus.dispatch(&pool, assignment(&row, t, t.attempt)).await?;
+            self.store.set_on_bus(job, &t.slug, t.attempt)?;
+        }
+        Ok(slugs)
     }
 
     /// Record one event and move its job's train. Returns the task's slug when its attempt is
@@ -316,10 +334,12 @@ impl Coordinator {
             if let Note::Redo { task, .. } = &n {
                 let row = self.store.job(job.as_str())?;
                 if let Some(t) = self.store.tasks(job)?.into_iter().find(|t| t.slug == *task) {
-                    let attempt = t.attempt + 1;
+                    // `set_redo` made it the next attempt.
+                    let attempt = t.attempt;
                     let placed = self.place(&row, &self.store.tasks(job)?, &t, None);
                     self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
                     crate::train::block_on(self.bus.dispatch(&placed.pool, assignment(&row, &t, attempt)))??;
+                    self.store.set_on_bus(job, &t.slug, attempt)?;
                     let _ = notes.send(n.clone());
                     let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
                     continue;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use grove_core::JobId;
+use grove_core::task::MergeState;
 use grove_proto::v1 as pb;
 use grove_proto::v1::coordinator_server::{Coordinator as CoordinatorApi, CoordinatorServer};
 use tokio_stream::wrappers::ReceiverStream;
@@ -88,34 +89,49 @@ pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
         integration_head: j.integration_head.clone(),
         warnings: j.warnings.clone(),
         created_at: j.created_at,
-        tasks: tasks
-            .iter()
-            .map(|t| pb::Task {
-                order: t.ord,
-                slug: t.slug.clone(),
-                title: t.title.clone(),
-                state: t.state.as_str().to_owned(),
-                merge: t.merge_state.as_str().to_owned(),
-                branch: t.branch.clone(),
-                files: t.files.clone(),
-                depends_on: t.depends_on.clone(),
-                attempt: t.attempt,
-                turns: t.turns,
-                head: t.head.clone(),
-                stat: stat(t.stat),
-                reason: t.reason.clone(),
-                conflict_paths: t.conflict_paths.clone(),
-                merge_commit: t.merge_commit.clone(),
-                pool: t.pool.clone(),
-                level: t.level,
-                placed: t.placed.clone(),
-                placed_why: t.placed_why.clone(),
-                lines: t.lines,
-                failures: t.train.failures,
-                first_dispatched_at: t.train.first_dispatched_at,
-                retry_at: t.train.retry_at,
-            })
-            .collect(),
+        merge_mode: j.spec.merge_mode().as_str().to_owned(),
+        pick: j.spec.pick().as_str().to_owned(),
+        merge_approved: j.train.approved,
+        merge_stopped: j.train.stopped.clone(),
+        tasks: tasks.iter().map(task_pb).collect(),
+    }
+}
+
+/// One task as on the wire, with what the merge train knows about it.
+pub fn task_pb(t: &TaskRow) -> pb::Task {
+    pb::Task {
+        order: t.ord,
+        slug: t.slug.clone(),
+        title: t.title.clone(),
+        state: t.state.as_str().to_owned(),
+        merge: t.merge_state.as_str().to_owned(),
+        branch: t.branch.clone(),
+        files: t.files.clone(),
+        depends_on: t.depends_on.clone(),
+        attempt: t.attempt,
+        turns: t.turns,
+        head: t.head.clone(),
+        stat: stat(t.stat),
+        reason: t.reason.clone(),
+        conflict_paths: t.conflict_paths.clone(),
+        merge_commit: t.merge_commit.clone(),
+        pool: t.pool.clone(),
+        level: t.level,
+        placed: t.placed.clone(),
+        placed_why: t.placed_why.clone(),
+        lines: t.lines,
+        merge_seq: t.train.merge_seq,
+        redos: t.train.redos,
+        task_base: t.train.base.clone(),
+        variant: t.train.variant.clone(),
+        variant_of: t.train.variant_of.clone(),
+        picked: t.train.picked,
+        started_at: t.train.started_at,
+        finished_at: t.train.finished_at,
+        check_output: t.log_tail.clone().filter(|_| t.merge_state == MergeState::CheckFailed),
+        failures: t.train.failures,
+        first_dispatched_at: t.train.first_dispatched_at,
+        retry_at: t.train.retry_at,
     }
 }
 
@@ -174,6 +190,16 @@ impl Api {
         self.daemon.coord.store.find_task(name).map_err(|e| status(e.into()))
     }
 
+    fn job_id(&self, id: &str) -> Result<JobId, Status> {
+        let job = self
+            .daemon
+            .coord
+            .store
+            .job_or_latest((!id.is_empty()).then_some(id))
+            .map_err(|e| status(e.into()))?;
+        Ok(job.id)
+    }
+
     fn job(&self, id: &str) -> Result<pb::Job, Status> {
         let store = &self.daemon.coord.store;
         let job = store.job_or_latest((!id.is_empty()).then_some(id)).map_err(|e| status(e.into()))?;
@@ -190,6 +216,36 @@ impl CoordinatorApi for Api {
         let job =
             self.daemon.submit(&name, &r.spec_toml, &PathBuf::from(r.base_dir)).await.map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
+    }
+
+    async fn plan_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::PlanReply>, Status> {
+        let r = req.into_inner();
+        let name = if r.spec_name.is_empty() { "job spec".to_owned() } else { r.spec_name };
+        let p = self.daemon.plan(&name, &r.spec_toml, &PathBuf::from(r.base_dir)).await.map_err(status)?;
+        let pool = p.spec.run.pool.clone().unwrap_or_else(|| grove_core::placement::LOCAL.to_owned());
+        Ok(Response::new(pb::PlanReply {
+            base: p.base.clone(),
+            selected_files: p.plan.selected_files as u64,
+            warnings: p.plan.warnings.clone(),
+            dot: p.plan.dot(),
+            tasks: p
+                .plan
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| pb::PlannedTask {
+                    order: i as u32,
+                    slug: t.slug.clone(),
+                    title: t.title.clone(),
+                    level: t.level,
+                    sparse: t.sparse.as_ref().map(|d| pb::Folders { dirs: d.clone() }),
+                    files: t.files.clone(),
+                    lines: t.lines,
+                    depends_on: t.depends_on.clone(),
+                    pool: pool.clone(),
+                })
+                .collect(),
+        }))
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
@@ -211,10 +267,38 @@ impl CoordinatorApi for Api {
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let mut rx = self.daemon.subscribe();
-        let job = self.job(&req.into_inner().id)?;
+        let r = req.into_inner();
+        let job = self.job(&r.id)?;
         let (tx, out) = tokio::sync::mpsc::channel(256);
         let done = matches!(job.state.as_str(), "done" | "cancelled" | "paused");
+        // Where each task stands now, for a watcher that comes late (a note that also comes
+        // live may then be seen twice).
+        let snapshot: Vec<pb::JobNote> = if r.snapshot {
+            job.tasks
+                .iter()
+                .map(|t| {
+                    let merged = t.merge == grove_core::task::MergeState::Merged.as_str();
+                    pb::JobNote {
+                        job: job.id.clone(),
+                        task: t.slug.clone(),
+                        kind: if merged { "merged" } else { "state" }.into(),
+                        state: t.state.clone(),
+                        stat: t.stat,
+                        reason: if merged { t.merge_commit.clone() } else { t.reason.clone() },
+                        paths: vec![],
+                        turn: None,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         tokio::spawn(async move {
+            for n in snapshot {
+                if tx.send(Ok(n)).await.is_err() {
+                    return;
+                }
+            }
             if done {
                 return;
             }
@@ -283,6 +367,105 @@ impl CoordinatorApi for Api {
         Ok(Response::new(pb::ListWorkersReply {
             workers: workers.iter().map(grove_bus::wire::worker_pb).collect(),
         }))
+    }
+
+    async fn merge_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = self.job_id(&req.into_inner().id)?;
+        let job = self.daemon.merge(&id).map_err(status)?;
+        Ok(Response::new(self.job(job.id.as_str())?))
+    }
+
+    async fn discard_tasks(
+        &self,
+        req: Request<pb::DiscardRequest>,
+    ) -> Result<Response<pb::DiscardReply>, Status> {
+        let r = req.into_inner();
+        let store = &self.daemon.coord.store;
+        let job = (!r.job.is_empty()).then_some(r.job.as_str());
+        let sel = crate::review::discard_selection(store, &r.tasks, r.failed, r.needs_attention, job)
+            .map_err(status)?;
+        if sel.chosen.is_empty() && sel.nothing_in.is_none() {
+            return Err(Status::invalid_argument(
+                "name the tasks to discard, or ask for --failed / --needs-attention",
+            ));
+        }
+        let mut discarded = Vec::new();
+        for (job, slugs) in &sel.chosen {
+            for d in self.daemon.discard(job, slugs).map_err(status)? {
+                discarded.push(pb::Discarded {
+                    job: job.to_string(),
+                    task: d.task,
+                    removed: d.removed,
+                    kept: d.kept,
+                });
+            }
+        }
+        Ok(Response::new(pb::DiscardReply { discarded, nothing_in: sel.nothing_in.map(|j| j.to_string()) }))
+    }
+
+    async fn pick_variant(&self, req: Request<pb::PickRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = req.into_inner();
+        let (job, task, _) = crate::review::variants_of(&self.daemon.coord.store, &r.task).map_err(status)?;
+        let job = self.daemon.pick(&job.id, &task, &r.variant).map_err(status)?;
+        Ok(Response::new(self.job(job.id.as_str())?))
+    }
+
+    async fn push_job(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushReply>, Status> {
+        let r = req.into_inner();
+        let store = &self.daemon.coord.store;
+        let job = store
+            .job_or_latest((!r.job.is_empty()).then_some(r.job.as_str()))
+            .map_err(|e| status(e.into()))?;
+        let to = self.daemon.push(&job.id, r.remote.as_deref()).map_err(status)?;
+        Ok(Response::new(pb::PushReply {
+            job: job.id.to_string(),
+            branch: job.integration_branch,
+            remote: to,
+        }))
+    }
+
+    async fn compare_task(
+        &self,
+        req: Request<pb::TaskRequest>,
+    ) -> Result<Response<pb::CompareReply>, Status> {
+        let name = req.into_inner().task;
+        let (job, task, rows) =
+            crate::review::variants_of(&self.daemon.coord.store, &name).map_err(status)?;
+        Ok(Response::new(pb::CompareReply {
+            job: job.id.to_string(),
+            task,
+            pick: job.spec.pick().as_str().to_owned(),
+            variants: rows.iter().map(task_pb).collect(),
+        }))
+    }
+
+    async fn diff_task(&self, req: Request<pb::DiffRequest>) -> Result<Response<pb::DiffReply>, Status> {
+        let r = req.into_inner();
+        if r.task.is_empty() {
+            return Err(Status::invalid_argument("name a task: JOB/TASK or TASK"));
+        }
+        let coord = self.daemon.coord.clone();
+        let reply = tokio::task::spawn_blocking(move || -> Result<pb::DiffReply, CoordError> {
+            let target = crate::review::DiffTarget::find(&coord.store, &coord.git, &r.task)?;
+            let files = target
+                .files(&coord.git)?
+                .into_iter()
+                .map(|f| pb::DiffFile { path: f.path, insertions: f.insertions, deletions: f.deletions })
+                .collect();
+            let text = target.text(&coord.git, r.stat_only, r.color)?;
+            Ok(pb::DiffReply {
+                job: target.job.id.to_string(),
+                task: target.task.slug,
+                base: target.base,
+                head: target.head,
+                text: text.into_bytes(),
+                files,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status)?;
+        Ok(Response::new(reply))
     }
 
     async fn cancel_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {

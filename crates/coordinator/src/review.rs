@@ -4,10 +4,12 @@
 
 use std::path::Path;
 
-use grove_core::JobId;
 use grove_core::task::MergeState;
+use grove_core::{JobId, TaskState};
+use grove_git::Git;
 use grove_git::worktree::{self, Deleted};
 
+use crate::store::{JobRow, Store, TaskRow};
 use crate::{CoordError, Coordinator, StoreError};
 
 /// What discarding one task did.
@@ -171,4 +173,169 @@ impl Coordinator {
         self.git.run(dir, ["push", "--quiet", "--porcelain", "--no-verify", "--", &to, &spec])?;
         Ok(to)
     }
+}
+
+/// Which tasks `grove discard` names: by name, and by state in one job.
+#[derive(Debug, Clone, Default)]
+pub struct DiscardSelection {
+    /// (job, slugs), in the order given.
+    pub chosen: Vec<(JobId, Vec<String>)>,
+    /// States were asked for and this job has no task in them.
+    pub nothing_in: Option<JobId>,
+}
+
+/// Resolve `grove discard`'s arguments: `names` (JOB/TASK or TASK), plus with `failed` /
+/// `needs_attention` every such task of `job` (default: the newest job) not yet discarded.
+pub fn discard_selection(
+    store: &Store,
+    names: &[String],
+    failed: bool,
+    needs_attention: bool,
+    job: Option<&str>,
+) -> Result<DiscardSelection, CoordError> {
+    let mut sel = DiscardSelection::default();
+    let mut add = |job: &JobId, slug: String| match sel.chosen.iter_mut().find(|(j, _)| j == job) {
+        Some((_, v)) => {
+            if !v.contains(&slug) {
+                v.push(slug)
+            }
+        }
+        None => sel.chosen.push((job.clone(), vec![slug])),
+    };
+    for name in names {
+        let t = store.find_task(name)?;
+        add(&t.job, t.slug);
+    }
+    if failed || needs_attention {
+        let job = store.job_or_latest(job)?;
+        let picked: Vec<_> = store
+            .tasks(&job.id)?
+            .into_iter()
+            .filter(|t| {
+                t.merge_state != MergeState::Discarded
+                    && ((failed && t.state == TaskState::Failed)
+                        || (needs_attention && t.state == TaskState::NeedsAttention))
+            })
+            .collect();
+        let empty = picked.is_empty();
+        for t in picked {
+            add(&job.id, t.slug);
+        }
+        if empty && names.is_empty() {
+            sel.nothing_in = Some(job.id);
+        }
+    }
+    Ok(sel)
+}
+
+/// The job and the variant rows of `name` (JOB/TASK, or TASK: the newest job with variants
+/// of that task).
+pub fn variants_of(store: &Store, name: &str) -> Result<(JobRow, String, Vec<TaskRow>), CoordError> {
+    let (jobs, task) = match name.split_once('/') {
+        Some((job, task)) => (vec![store.job(job)?], task),
+        None => (store.jobs()?.into_iter().rev().collect(), name),
+    };
+    for job in jobs {
+        let rows: Vec<TaskRow> = store
+            .tasks(&job.id)?
+            .into_iter()
+            .filter(|t| t.train.variant_of.as_deref() == Some(task))
+            .collect();
+        if !rows.is_empty() {
+            return Ok((job, task.to_owned(), rows));
+        }
+    }
+    Err(CoordError::Refused {
+        task: name.to_owned(),
+        why: "no task of that name has variants (see `grove status JOB`)".into(),
+    })
+}
+
+/// What `grove diff` compares: a task's branch tip with the commit it started from.
+#[derive(Debug, Clone)]
+pub struct DiffTarget {
+    pub job: JobRow,
+    pub task: TaskRow,
+    pub base: String,
+    pub head: String,
+}
+
+impl DiffTarget {
+    /// Find the task `name` (JOB/TASK or TASK) and its branch in grove's mirror. A discarded
+    /// task says where its commits went; a task without a branch yet is refused.
+    pub fn find(store: &Store, git: &Git, name: &str) -> Result<DiffTarget, CoordError> {
+        let task = store.find_task(name)?;
+        let job = store.job(task.job.as_str())?;
+        let full = format!("{}/{}", task.job, task.slug);
+        if task.merge_state == MergeState::Discarded {
+            return Err(CoordError::Refused {
+                task: full,
+                why: format!(
+                    "was discarded ({}); its last commits are under refs/grove/attempts/{}/{}/ in {}",
+                    task.reason.as_deref().unwrap_or("discarded"),
+                    task.job,
+                    task.slug,
+                    job.mirror
+                ),
+            });
+        }
+        let head = git
+            .ref_target(Path::new(&job.mirror), &format!("refs/heads/{}", task.branch))?
+            .ok_or_else(|| CoordError::Refused {
+                task: full,
+                why: format!("{} has no branch yet (state: {})", task.branch, task.state),
+            })?;
+        let base = task.base(&job).to_owned();
+        Ok(DiffTarget { job, task, base, head })
+    }
+
+    fn mirror(&self) -> &Path {
+        Path::new(&self.job.mirror)
+    }
+
+    /// The changed files with lines added and removed (`None` for a binary file).
+    pub fn files(&self, git: &Git) -> Result<Vec<DiffFile>, CoordError> {
+        let out = git
+            .run(self.mirror(), ["diff", "--numstat", "-z", "--no-renames", &self.base, &self.head, "--"])?;
+        Ok(out
+            .stdout
+            .split('\0')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let mut f = l.splitn(3, '\t');
+                let (a, d, p) = (f.next()?, f.next()?, f.next()?);
+                Some(DiffFile { path: p.to_owned(), insertions: a.parse().ok(), deletions: d.parse().ok() })
+            })
+            .collect())
+    }
+
+    /// The arguments of `git diff` that print the stat, then (unless `stat_only`) the patch:
+    /// the embedded `grove diff` runs them under git's pager, the daemon returns their output.
+    /// `color`: `Some` forces git's colors on or off; `None` leaves it to git (a terminal).
+    pub fn args(&self, stat_only: bool, color: Option<bool>) -> Vec<String> {
+        let mut args = vec!["diff".to_owned(), "--stat".to_owned()];
+        if !stat_only {
+            args.push("--patch".into());
+        }
+        match color {
+            Some(true) => args.push("--color=always".into()),
+            Some(false) => args.push("--no-color".into()),
+            None => {}
+        }
+        args.extend([self.base.clone(), self.head.clone(), "--".into()]);
+        args
+    }
+
+    /// What [`DiffTarget::args`] prints.
+    pub fn text(&self, git: &Git, stat_only: bool, color: bool) -> Result<String, CoordError> {
+        Ok(git.run(self.mirror(), self.args(stat_only, Some(color)))?.stdout)
+    }
+}
+
+/// One changed file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffFile {
+    pub path: String,
+    pub insertions: Option<u64>,
+    pub deletions: Option<u64>,
 }

@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at INTEGER,
     placed TEXT,
     placed_why TEXT,
+    on_bus INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
     first_dispatched_at INTEGER,
     retry_at INTEGER,
@@ -517,8 +518,9 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4, started_at = NULL,
-                   finished_at = NULL, finished_seq = NULL, placed = ?5, placed_why = ?6, retry_at = NULL,
-                   first_dispatched_at = COALESCE(first_dispatched_at, ?4) WHERE job = ?1 AND slug = ?2",
+                   finished_at = NULL, finished_seq = NULL, placed = ?5, placed_why = ?6, on_bus = 0,
+                   retry_at = NULL, first_dispatched_at = COALESCE(first_dispatched_at, ?4)
+                 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, attempt, now(), pool, why],
             )
         })?;
@@ -653,8 +655,9 @@ impl Store {
         })
     }
 
-    /// A conflicting task goes again as a redo on top of `base` (the integration head): queued,
-    /// its branch's record cleared, with what its agent is told.
+    /// A conflicting task goes again as a redo on top of `base` (the integration head): queued
+    /// as its next attempt (not yet on the bus: a coordinator that dies before sending it
+    /// sends it when it starts again), its branch's record cleared, with what its agent is told.
     pub fn set_redo(
         &self,
         job: &JobId,
@@ -669,7 +672,7 @@ impl Store {
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = ?5, log_tail = NULL, merge_commit = NULL,
                    conflict_paths = ?6, turns = 0, task_base = ?3, redos = redos + 1, redo = ?4,
-                   updated_at = ?7 WHERE job = ?1 AND slug = ?2",
+                   attempt = attempt + 1, on_bus = 0, updated_at = ?7 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, base, text, why, json(&redo.paths), now()],
             )
         })?;
@@ -705,6 +708,36 @@ impl Store {
     pub fn set_merge_stopped(&self, job: &JobId, why: Option<&str>) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute("UPDATE jobs SET merge_stopped = ?2 WHERE id = ?1", params![job.as_str(), why])
+        })?;
+        Ok(())
+    }
+
+    /// Attempt `attempt` of a task is on the bus (the bus confirmed the dispatch).
+    pub fn set_on_bus(&self, job: &JobId, slug: &str, attempt: u32) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET on_bus = 1 WHERE job = ?1 AND slug = ?2 AND attempt = ?3",
+                params![job.as_str(), slug, attempt],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Tasks recorded as dispatched whose dispatch the bus never confirmed (the coordinator
+    /// died in between): their attempt must be sent again, under the same message id.
+    pub fn unconfirmed_dispatches(&self, job: &JobId) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT slug FROM tasks WHERE job = ?1 AND state = 'queued' AND attempt > 0 AND on_bus = 0 ORDER BY ord",
+            )?;
+            st.query_map([job.as_str()], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// The integration branch is at `head` (found in the mirror after a restart).
+    pub fn set_integration_head(&self, job: &JobId, head: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE jobs SET integration_head = ?2 WHERE id = ?1", params![job.as_str(), head])
         })?;
         Ok(())
     }

@@ -140,6 +140,7 @@ impl Coordinator {
                 let placed = self.place(&row, &tasks, t, None);
                 self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
                 self.bus.dispatch(&placed.pool, crate::drive::assignment(&row, t, attempt)).await?;
+                self.store.set_on_bus(job, &t.slug, attempt)?;
                 let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
             }
         }

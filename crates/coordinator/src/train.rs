@@ -58,7 +58,7 @@ impl Coordinator {
         let batch =
             if row.spec.checks.integration.is_some() { row.spec.batch() as usize } else { usize::MAX };
         let mirror = Path::new(&row.mirror);
-        let mut head = row.integration_head.clone();
+        let mut head = self.reconcile(&row, &mut notes)?;
         // Commits are written in-process (gix), opened at the first merge.
         let mut writer: Option<CommitWriter> = None;
         loop {
@@ -250,6 +250,47 @@ impl Coordinator {
     /// Decide which variant of a task goes on in the train: a picked one, else the one
     /// `merge.pick` chooses now (then recorded as picked). The losers that ended are
     /// discarded; those still running are told to stop.
+    /// The integration branch as the mirror has it, with the store brought up to date: a
+    /// coordinator that died between moving the branch and recording its merges finds them
+    /// here, by their trailers (`Grove-Job`, `Grove-Task`), and records each once instead of
+    /// merging it again. Returns the head to go on from.
+    fn reconcile(&self, row: &JobRow, notes: &mut Vec<Note>) -> Result<String, CoordError> {
+        let mirror = Path::new(&row.mirror);
+        let full = format!("refs/heads/{}", row.integration_branch);
+        let Some(actual) = self.git.ref_target(mirror, &full)? else {
+            return Ok(row.integration_head.clone());
+        };
+        if actual == row.integration_head {
+            return Ok(actual);
+        }
+        let range = format!("{}..{actual}", row.integration_head);
+        let out =
+            self.git.run(mirror, ["log", "--first-parent", "--reverse", "--format=%H%x00%B%x1e", &range])?;
+        let tasks = self.store.tasks(&row.id)?;
+        let mut recorded = 0;
+        for entry in out.stdout.split('\x1e') {
+            let Some((commit, body)) = entry.trim_start_matches('\n').split_once('\0') else { continue };
+            let trailer =
+                |key: &str| body.lines().rev().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()));
+            if trailer("Grove-Job:").as_deref() != Some(row.id.as_str()) {
+                continue;
+            }
+            let Some(slug) = trailer("Grove-Task:") else { continue };
+            let Some(t) = tasks.iter().find(|t| t.slug == slug) else { continue };
+            if t.merge_state == MergeState::Merged {
+                continue;
+            }
+            let d = MergeDecision { commit: Some(commit), ..MergeDecision::plain(MergeState::Merged) };
+            self.store.set_merge(&row.id, &slug, &d, commit)?;
+            notes.push(Note::Merged { job: row.id.clone(), task: slug, commit: Some(commit.to_owned()) });
+            recorded += 1;
+        }
+        // The store follows the branch (even when nothing was grove's, the branch is the truth).
+        self.store.set_integration_head(&row.id, &actual)?;
+        tracing::info!(job = %row.id, recorded, "the integration branch was ahead of the state; caught up");
+        Ok(actual)
+    }
+
     fn pick_variant(&self, row: &JobRow, rows: &[&TaskRow], head: &str) -> Result<Picked, CoordError> {
         let ended = rows.iter().all(|r| r.state.is_terminal());
         let passing = || rows.iter().filter(|r| r.state == TaskState::Succeeded);
@@ -513,7 +554,10 @@ mod tests {
                 .expect("coordinator");
         let job = JobId::new("t", 1);
         let branch = format!("grove/{job}/integration");
-        git.update_ref(dir, &format!("refs/heads/{branch}"), base, None).expect("branch");
+        let full = format!("refs/heads/{branch}");
+        if git.ref_target(dir, &full).expect("ref").is_none() {
+            git.update_ref(dir, &full, base, None).expect("branch");
+        }
         let row = JobRow {
             id: job.clone(),
             created_at: 0,
@@ -615,5 +659,32 @@ mod tests {
         let head = coord.store.job(job.as_str()).expect("job").integration_head;
         let parents = git.run(&dir, ["show", "--no-patch", "--format=%P", &head]).expect("show").stdout;
         assert_eq!(parents.split_whitespace().count(), 1, "{parents}");
+    }
+
+    /// A coordinator that died after moving the integration branch but before recording the
+    /// merges (here: a second state database that never saw them) records them from the
+    /// commits' trailers when it starts again, and merges nothing twice.
+    #[test]
+    fn merges_in_the_branch_but_not_in_the_state_are_recognised_by_their_trailers() {
+        let git = Git::detect().expect("git");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (base, tips) = repo(&git, &dir, 3, &[]);
+        let (after_crash, job) = coordinator(&tmp.path().join("old-state"), &dir, spec(), &base, &tips);
+        let (before_crash, _) = coordinator(&tmp.path().join("home"), &dir, spec(), &base, &tips);
+        before_crash.advance_train(&job).expect("train");
+        let head = before_crash.store.job(job.as_str()).expect("job").integration_head;
+        let merged: Vec<_> =
+            before_crash.store.tasks(&job).expect("tasks").into_iter().map(|t| t.merge_commit).collect();
+
+        let notes = after_crash.advance_train(&job).expect("train after the restart");
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        let tasks = after_crash.store.tasks(&job).expect("tasks");
+        assert!(tasks.iter().all(|t| t.merge_state == MergeState::Merged), "{tasks:?}");
+        assert_eq!(tasks.iter().map(|t| t.merge_commit.clone()).collect::<Vec<_>>(), merged);
+        assert_eq!(after_crash.store.job(job.as_str()).expect("job").integration_head, head);
+        let count = git.run(&dir, ["rev-list", "--count", "--first-parent", &format!("{base}..{head}")]);
+        assert_eq!(count.expect("rev-list").stdout.trim(), "3", "one merge commit per task");
     }
 }

@@ -16,23 +16,75 @@ use crate::process::{self, End, Log};
 use crate::workspace::{self, Workspace};
 
 /// Run the attempt in `delivery`, report its events and its outcome, and settle the delivery.
+///
+/// Lease fencing (see [`lease`]): a delivery over NATS is this worker's only while the
+/// server keeps getting its heartbeats. When none has been confirmed for
+/// [`lease::fence_after`], the worker stops the agent, makes no checkpoint and reports
+/// nothing, and leaves the task to whichever worker gets it after the lease.
 pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: CancellationToken) {
     let a = delivery.assignment.clone();
     let mut tail = LogTail::start(&ctx, &a).await;
+    let resume = Resume::find(&ctx, &a, delivery.delivered()).await;
+    let fence = CancellationToken::new();
+    let stop = cancel.child_token();
+    let delivery = Arc::new(delivery);
+    // Heartbeats run on their own, so a slow confirmation never holds up the fence below.
+    let renewed = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let beats = {
+        let (delivery, renewed, every, task) =
+            (delivery.clone(), renewed.clone(), ctx.heartbeat, a.task.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let sent = tokio::time::Instant::now();
+                match delivery.progress().await {
+                    Ok(()) => *renewed.lock().unwrap_or_else(|p| p.into_inner()) = sent,
+                    Err(e) => tracing::warn!(%task, "heartbeat not confirmed: {e}"),
+                }
+            }
+        })
+    };
     let outcome = {
-        let work = execute(&ctx, &a, &cancel);
+        let work = execute(&ctx, &a, &stop, &fence, resume.as_ref());
         tokio::pin!(work);
-        let mut tick = tokio::time::interval(ctx.heartbeat);
         let mut logs = tokio::time::interval(LOG_EVERY);
+        let fence_after = delivery.lease().map(lease::fence_after);
+        let mut check = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 out = &mut work => break out,
-                _ = tick.tick() => { let _ = delivery.progress().await; }
-                _ = logs.tick() => tail.send(&ctx, false).await,
+                _ = logs.tick() => {
+                    // Output is best effort: it never holds up the attempt.
+                    let _ = tokio::time::timeout(LOG_EVERY, tail.send(&ctx, false)).await;
+                }
+                _ = check.tick(), if fence_after.is_some() && !fence.is_cancelled() => {
+                    let since = renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                    if fence_after.is_some_and(|f| since >= f) {
+                        tracing::warn!(
+                            task = %a.task,
+                            "no heartbeat confirmed for {since:?}: the lease may lapse, stopping the agent"
+                        );
+                        fence.cancel();
+                        stop.cancel();
+                    }
+                }
             }
         }
     };
-    tail.send(&ctx, true).await;
+    beats.abort();
+    let _ = beats.await;
+    let Ok(delivery) = Arc::try_unwrap(delivery) else {
+        tracing::warn!(task = %a.task, "the delivery is still shared; leaving it for redelivery");
+        return;
+    };
+    if fence.is_cancelled() {
+        // Another worker may have the task by now: leave everything to it (the delivery comes
+        // back after the lease; this attempt's committed checkpoints are on its branch).
+        tracing::warn!(task = %a.task, "lease lost; the task goes to whichever worker gets it next");
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), tail.send(&ctx, true)).await;
     if outcome.state == TaskState::Cancelled && ctx.hand_back.is_cancelled() {
         // The worker is draining: hand the task back for another worker, keeping its
         // checkpoints (already committed and published), instead of recording it cancelled.
@@ -81,6 +133,52 @@ pub async fn drop_cancelled(ctx: &WorkerContext, delivery: Delivery) {
     }
     if let Err(e) = delivery.ack().await {
         tracing::warn!(task = %a.task, "ack failed: {e}");
+    }
+}
+
+/// The timing of leases, heartbeats and the fence.
+///
+/// JetStream gives a delivery to another worker once `ack_wait` (the lease) has passed since
+/// the server last heard a heartbeat (an in-progress ack) for it. A worker counts its lease
+/// from the moment it *sent* the last heartbeat the server confirmed, which is no later than
+/// the server's moment, so the worker's clock runs ahead of the server's. It stops its agent
+/// when `fence_after(lease)` has passed without a confirmed heartbeat: `lease - margin`, the
+/// margin being a quarter of the lease but at least 3s (the agent's SIGTERM-to-SIGKILL grace
+/// of 2s plus a second). So the agent is gone before the server can hand the task to anyone
+/// else: two workers never run one task at once. Heartbeats go three times per fence period,
+/// so one lost heartbeat does not stop anything.
+pub mod lease {
+    use std::time::Duration;
+
+    const MIN_MARGIN: Duration = Duration::from_secs(3);
+
+    /// How long without a confirmed heartbeat before the worker stops the attempt.
+    pub fn fence_after(lease: Duration) -> Duration {
+        let margin = (lease / 4).max(MIN_MARGIN);
+        if lease > margin * 2 { lease - margin } else { lease / 2 }
+    }
+
+    /// How often a running attempt sends a heartbeat.
+    pub fn heartbeat_every(lease: Duration) -> Duration {
+        (fence_after(lease) / 3).max(Duration::from_millis(100))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_fence_leaves_room_for_the_kill_grace() {
+            let s = Duration::from_secs;
+            assert_eq!(fence_after(s(60)), s(45));
+            assert_eq!(fence_after(s(8)), s(5));
+            assert_eq!(fence_after(s(4)), s(2), "short leases: half");
+            assert_eq!(heartbeat_every(s(60)), s(15));
+            for l in [4, 8, 30, 60, 600] {
+                // One lost heartbeat: the next one still comes before the fence.
+                assert!(heartbeat_every(s(l)) * 2 < fence_after(s(l)), "one lost heartbeat is fine at {l}s");
+            }
+        }
     }
 }
 
@@ -162,7 +260,57 @@ fn failed(reason: String, tail: String, turns: u32) -> TaskOutcome {
     }
 }
 
-async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &CancellationToken) -> TaskOutcome {
+/// What an attempt that resumes an interrupted delivery tells the agent.
+struct Resume {
+    delivered: u32,
+    /// The end of the output of the deliveries before (from the bus, or this machine's log).
+    previous_log: std::path::PathBuf,
+}
+
+impl Resume {
+    /// For a delivery after the first, write the previous output's tail next to the prompt.
+    async fn find(ctx: &WorkerContext, a: &Assignment, delivered: u32) -> Option<Resume> {
+        if delivered < 2 {
+            return None;
+        }
+        let mut text = Vec::new();
+        if let Ok(Some(mut chunks)) = ctx.bus.read_log(&a.job, &a.task).await {
+            use futures::StreamExt;
+            let until = tokio::time::Instant::now() + Duration::from_secs(3);
+            while let Ok(Some(Ok(c))) = tokio::time::timeout_at(
+                until.min(tokio::time::Instant::now() + Duration::from_millis(300)),
+                chunks.next(),
+            )
+            .await
+            {
+                if c.attempt == a.attempt {
+                    text.extend_from_slice(&c.data);
+                }
+            }
+        }
+        if text.is_empty() {
+            text = tokio::fs::read(ctx.layout.log(&a.job, &a.task)).await.unwrap_or_default();
+        }
+        const KEEP: usize = 16 * 1024;
+        let start = text.len().saturating_sub(KEEP);
+        let previous_log = workspace::scratch(&ctx.layout.run_dir(&a.job, &a.task), "previous.log");
+        if let Some(dir) = previous_log.parent() {
+            let _ = tokio::fs::create_dir_all(dir).await;
+        }
+        if let Err(e) = tokio::fs::write(&previous_log, &text[start..]).await {
+            tracing::warn!(task = %a.task, "writing the previous output: {e}");
+        }
+        Some(Resume { delivered, previous_log })
+    }
+}
+
+async fn execute(
+    ctx: &Arc<WorkerContext>,
+    a: &Assignment,
+    cancel: &CancellationToken,
+    fence: &CancellationToken,
+    resume: Option<&Resume>,
+) -> TaskOutcome {
     report(&ctx.bus, a, EventKind::State { state: TaskState::Preparing, turn: None }).await;
     let path = ctx.layout.worktree(&a.job, &a.task);
     let run_dir = ctx.layout.run_dir(&a.job, &a.task);
@@ -185,8 +333,20 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
         Ok(Err(e)) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
         Err(e) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
     };
-    let mut outcome = turns(ctx, a, &ws, &run_dir, &mut log, cancel).await;
+    if let Some(r) = resume {
+        let _ = log
+            .note(&format!(
+                "resuming an interrupted attempt (delivery {}) from its last checkpoint",
+                r.delivered
+            ))
+            .await;
+    }
+    let mut outcome = turns(ctx, a, &ws, &run_dir, &mut log, cancel, fence, resume).await;
     outcome.log_tail = log.tail();
+    if fence.is_cancelled() {
+        // Not this worker's any more: keep the workspace as it is, touch nothing.
+        return outcome;
+    }
 
     // The branch against the base, whatever happened.
     let head = ws.head(&ctx.git);
@@ -215,6 +375,7 @@ async fn execute(ctx: &Arc<WorkerContext>, a: &Assignment, cancel: &Cancellation
     outcome
 }
 
+#[allow(clippy::too_many_arguments)] // the attempt's parts, each used throughout the loop
 async fn turns(
     ctx: &Arc<WorkerContext>,
     a: &Assignment,
@@ -222,6 +383,8 @@ async fn turns(
     run_dir: &std::path::Path,
     log: &mut Log,
     cancel: &CancellationToken,
+    fence: &CancellationToken,
+    resume: Option<&Resume>,
 ) -> TaskOutcome {
     let scope = workspace::scope_string(a.sparse.as_deref());
     let prompt_file = workspace::scratch(run_dir, "prompt.md");
@@ -240,6 +403,15 @@ async fn turns(
             redo.paths.join(", "),
             conflict_file.display(),
             previous_diff_file.display()
+        ));
+    }
+    if let Some(r) = resume {
+        prompt.push_str(&format!(
+            "\nThis attempt was interrupted before (its worker was lost; this is delivery {}). The \
+             workspace starts from its last checkpoint: the work committed so far is here. The end of \
+             the earlier output is in {}.\n",
+            r.delivered,
+            r.previous_log.display()
         ));
     }
     let mut written = tokio::fs::write(&prompt_file, &prompt)
@@ -286,6 +458,10 @@ async fn turns(
         if turn_no > 1 {
             env.push(("GROVE_FEEDBACK_FILE".into(), feedback_file.display().to_string()));
         }
+        if let Some(r) = resume {
+            env.push(("GROVE_DELIVERY".into(), r.delivered.to_string()));
+            env.push(("GROVE_PREVIOUS_LOG_FILE".into(), r.previous_log.display().to_string()));
+        }
         if let Some(redo) = &a.redo {
             env.push(("GROVE_CONFLICT_FILE".into(), conflict_file.display().to_string()));
             env.push(("GROVE_CONFLICT_PATHS".into(), redo.paths.join("\n")));
@@ -305,6 +481,10 @@ async fn turns(
             Ok(f) => f,
             Err(e) => return failed(format!("turn {turn_no}: {e}"), log.tail(), turn_no),
         };
+        if fence.is_cancelled() {
+            // The lease may have lapsed: no checkpoint, another worker may be on the branch.
+            return failed(format!("turn {turn_no}: the lease was lost"), log.tail(), turn_no);
+        }
         // Checkpoint whatever the agent left, even after a failure: work is never lost.
         let message = format!(
             "grove: {} {} turn {turn_no}\n\nGrove-Job: {}\nGrove-Task: {}\nGrove-Attempt: {}\nGrove-Turn: {turn_no}",

@@ -9,6 +9,7 @@ pub mod agent;
 mod attempt;
 pub mod disk;
 pub mod limits;
+pub use attempt::lease;
 pub mod process;
 pub mod workspace;
 

@@ -18,6 +18,8 @@ pub struct CancelArgs {
     /// The coordinator daemon [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
     /// Print the job as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -30,11 +32,11 @@ pub async fn cmd_cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
              (press Ctrl-C there); for a daemon give --coordinator URL or GROVE_COORDINATOR"
         );
     };
-    let mut client = crate::remote::connect(url).await?;
+    let mut client = crate::remote::connect(url, &args.tls).await?;
     let is_job = !args.target.contains('/')
-        && client.get_job(pb::GetJobRequest { id: args.target.clone() }).await.is_ok();
+        && client.get_job(pb::GetJobRequest { id: args.target.clone(), snapshot: false }).await.is_ok();
     let job = if is_job {
-        client.cancel_job(pb::GetJobRequest { id: args.target.clone() }).await
+        client.cancel_job(pb::GetJobRequest { id: args.target.clone(), snapshot: false }).await
     } else {
         client.cancel_task(pb::TaskRequest { task: args.target.clone() }).await
     }

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use grove_coordinator::{JobRow, Store, TaskRow};
+use grove_coordinator::review::variants_of;
+use grove_coordinator::{Store, TaskRow};
 use grove_core::TaskState;
 use grove_core::layout::Layout;
 
@@ -16,37 +17,37 @@ use crate::output::{color_enabled_stdout, paint, shown_state, state_color, table
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove compare core
-  grove compare rename-1a2b/core --json")]
+  grove compare rename-1a2b/core --json
+  grove compare core --coordinator http://127.0.0.1:7070")]
 pub struct CompareArgs {
     /// JOB/TASK, or TASK (the newest job with variants of that task)
     pub task: String,
     /// Print JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Compare variants of a job of this coordinator daemon [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
-/// The job and the variant rows of `name` (JOB/TASK or TASK).
-pub fn variants_of(store: &Store, name: &str) -> anyhow::Result<(JobRow, String, Vec<TaskRow>)> {
-    let (jobs, task) = match name.split_once('/') {
-        Some((job, task)) => (vec![store.job(job)?], task),
-        None => (store.jobs()?.into_iter().rev().collect(), name),
-    };
-    for job in jobs {
-        let rows: Vec<TaskRow> = store
-            .tasks(&job.id)?
-            .into_iter()
-            .filter(|t| t.train.variant_of.as_deref() == Some(task))
-            .collect();
-        if !rows.is_empty() {
-            return Ok((job, task.to_owned(), rows));
-        }
+pub async fn cmd_compare(home: PathBuf, args: CompareArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.coordinator {
+        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let req = grove_proto::v1::TaskRequest { task: args.task.clone() };
+        let r = client.compare_task(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+        let wire = grove_proto::v1::Job { id: r.job.clone(), tasks: r.variants, ..Default::default() };
+        let (_, rows) = crate::remote::rows(&wire)?;
+        return print(&r.job, &r.pick, &r.task, &rows, args.json);
     }
-    anyhow::bail!("no task {name:?} with variants (see `grove status JOB`)")
-}
-
-pub fn cmd_compare(home: PathBuf, args: CompareArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&Layout::new(home).db())?;
     let (job, task, rows) = variants_of(&store, &args.task)?;
+    print(job.id.as_str(), job.spec.pick().as_str(), &task, &rows, args.json)
+}
+
+/// The variants of `job`/`task` (picked by the rule `pick`) as a table, or JSON.
+fn print(job: &str, pick: &str, task: &str, rows: &[TaskRow], json: bool) -> anyhow::Result<ExitCode> {
     let duration = |t: &TaskRow| t.train.started_at.zip(t.train.finished_at).map(|(s, f)| (f - s).max(0));
     let checks = |t: &TaskRow| match t.state {
         TaskState::Succeeded => Some(true),
@@ -54,7 +55,7 @@ pub fn cmd_compare(home: PathBuf, args: CompareArgs) -> anyhow::Result<ExitCode>
         _ => None,
     };
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         let list: Vec<_> = rows
             .iter()
             .map(|t| {
@@ -78,12 +79,12 @@ pub fn cmd_compare(home: PathBuf, args: CompareArgs) -> anyhow::Result<ExitCode>
                 })
             })
             .collect();
-        let v = serde_json::json!({"job": job.id.as_str(), "task": task, "pick": job.spec.pick().as_str(), "variants": list});
+        let v = serde_json::json!({"job": job, "task": task, "pick": pick, "variants": list});
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let color = color_enabled_stdout();
-    writeln!(out, "{}/{task}: {} variant(s), pick {}", job.id, rows.len(), job.spec.pick().as_str())?;
+    writeln!(out, "{job}/{task}: {} variant(s), pick {pick}", rows.len())?;
     writeln!(out)?;
     let table_rows: Vec<Vec<String>> = rows
         .iter()

@@ -15,11 +15,15 @@ use crate::embedded::Embedded;
 /// NATS JetStream to `grove worker` processes, state in SQLite under the grove home.
 ///
 /// A listener on an address other than loopback requires a token (--token-file or
-/// GROVE_TOKEN); clients send it as a bearer token.
+/// GROVE_TOKEN), with TLS or without; clients send it as a bearer token. With --tls-cert and
+/// --tls-key the API is served over TLS (rustls): clients use an https:// URL and trust the
+/// certificate with --ca-file (or GROVE_CA_FILE).
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove coordinator --nats nats://127.0.0.1:4222
-  grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/token --nats nats://nats:4222")]
+  grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/token --nats nats://nats:4222
+  grove coordinator --listen 0.0.0.0:7070 --token-file token --tls-cert cert.pem --tls-key key.pem \\
+      --nats tls://nats:4222 --nats-ca nats-ca.pem")]
 pub struct CoordinatorArgs {
     /// The address to serve gRPC on
     #[arg(long, default_value = "127.0.0.1:7070")]
@@ -33,6 +37,27 @@ pub struct CoordinatorArgs {
     /// How long a task's lease lasts without a heartbeat
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub ack_wait: std::time::Duration,
+    /// Serve gRPC over TLS with this certificate (PEM; with --tls-key); clients then use
+    /// https:// and --ca-file
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats_tls: super::worker::NatsTls,
+}
+
+/// The server's TLS identity, when a certificate was given.
+fn server_tls(args: &CoordinatorArgs) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |f: &PathBuf, what: &str| {
+        std::fs::read(f).with_context(|| format!("reading the TLS {what} {}", f.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
+    Ok(Some(tonic::transport::ServerTlsConfig::new().identity(identity)))
 }
 
 pub fn token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
@@ -55,7 +80,8 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
             args.listen
         );
     }
-    let nats = super::worker::nats_config(&args.nats, None, args.ack_wait)?;
+    let tls = server_tls(&args)?;
+    let nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
     let emb = Embedded::open(home.clone(), Some(nats)).await?;
     let daemon = Daemon::new(emb.coordinator.clone());
     let stop = CancellationToken::new();
@@ -64,7 +90,12 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    eprintln!("grove coordinator: gRPC on {addr}, NATS {}, state in {}", args.nats, home.display());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!(
+        "grove coordinator: gRPC on {scheme}://{addr}, NATS {}, state in {}",
+        args.nats,
+        home.display()
+    );
     let shutdown = {
         let stop = stop.clone();
         async move {
@@ -80,7 +111,11 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
             stop.cancel();
         }
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).context("the TLS certificate or key")?;
+    }
+    server
         .add_service(grpc::server(grpc::Api::new(daemon), token))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await

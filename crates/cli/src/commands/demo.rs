@@ -73,6 +73,9 @@ pub async fn cmd_demo(home: PathBuf, args: DemoArgs) -> anyhow::Result<ExitCode>
             nats: None,
             local_workers: None,
             coordinator: None,
+            tls: Default::default(),
+            nats_tls: Default::default(),
+            detach: false,
         },
     )
     .await

@@ -1,9 +1,11 @@
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::Args;
 use grove_coordinator::Store;
+use grove_coordinator::review::{DiffFile, DiffTarget};
 use grove_core::layout::Layout;
 use grove_git::Git;
 
@@ -11,12 +13,13 @@ use grove_git::Git;
 ///
 /// The pager is git's: GIT_PAGER, then core.pager, then PAGER, then `less`; none when the
 /// output is not a terminal. A redone task is compared with the integration head it started
-/// from.
+/// from. With --coordinator the daemon makes the diff in its mirror and sends it here.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove diff core
   grove diff rename-1a2b/core --stat
-  grove diff core --json | jq '.files[].path'")]
+  grove diff core --json | jq '.files[].path'
+  grove diff rename-1a2b/core --coordinator http://127.0.0.1:7070")]
 pub struct DiffArgs {
     /// JOB/TASK, or TASK when only one job has a task of that name
     pub task: String,
@@ -26,57 +29,102 @@ pub struct DiffArgs {
     /// The changed files with lines added and removed, as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Review a task of this coordinator daemon [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
-pub fn cmd_diff(home: PathBuf, args: DiffArgs) -> anyhow::Result<ExitCode> {
+pub async fn cmd_diff(home: PathBuf, args: DiffArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.coordinator {
+        return remote(url, &args).await;
+    }
     let layout = Layout::new(home);
     let store = Store::open(&layout.db())?;
-    let task = store.find_task(&args.task)?;
-    let job = store.job(task.job.as_str())?;
     let git = Git::detect()?;
-    let mirror = Path::new(&job.mirror);
-    if task.merge_state == grove_core::task::MergeState::Discarded {
-        anyhow::bail!(
-            "{}/{} was discarded ({}); its last commits are under refs/grove/attempts/{}/{}/ in {}",
-            task.job,
-            task.slug,
-            task.reason.as_deref().unwrap_or("discarded"),
-            task.job,
-            task.slug,
-            job.mirror
-        );
-    }
-    let head = git
-        .ref_target(mirror, &format!("refs/heads/{}", task.branch))?
-        .with_context(|| format!("{} has no branch yet (state: {})", task.branch, task.state))?;
-    let base = task.base(&job).to_owned();
+    let target = DiffTarget::find(&store, &git, &args.task)?;
     if args.json {
-        let out = git.run(mirror, ["diff", "--numstat", "-z", "--no-renames", &base, &head, "--"])?;
-        let files: Vec<_> = out
-            .stdout
-            .split('\0')
-            .filter(|l| !l.is_empty())
-            .filter_map(|l| {
-                let mut f = l.splitn(3, '\t');
-                let (a, d, p) = (f.next()?, f.next()?, f.next()?);
-                Some(serde_json::json!({"path": p, "insertions": a.parse::<u64>().ok(), "deletions": d.parse::<u64>().ok()}))
-            })
-            .collect();
-        let v = serde_json::json!({
-            "job": job.id.as_str(), "task": task.slug, "base": base, "head": head, "files": files,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let files = tokio::task::block_in_place(|| target.files(&git))?;
+        print_json(target.job.id.as_str(), &target.task.slug, &target.base, &target.head, &files)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut cmd = git.command(mirror);
-    cmd.arg("--paginate").args(["diff", "--stat"]);
-    if !args.stat {
-        cmd.arg("--patch");
-    }
-    if crate::output::no_color() {
-        cmd.arg("--no-color");
-    }
-    cmd.args([base.as_str(), head.as_str(), "--"]).stdin(Stdio::inherit());
+    let mut cmd = git.command(Path::new(&target.job.mirror));
+    cmd.arg("--paginate");
+    let color = if crate::output::no_color() { Some(false) } else { None };
+    cmd.args(target.args(args.stat, color)).stdin(Stdio::inherit());
     let status = cmd.status().context("running git diff")?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_json(job: &str, task: &str, base: &str, head: &str, files: &[DiffFile]) -> anyhow::Result<()> {
+    let files: Vec<_> = files
+        .iter()
+        .map(|f| serde_json::json!({"path": f.path, "insertions": f.insertions, "deletions": f.deletions}))
+        .collect();
+    let v = serde_json::json!({"job": job, "task": task, "base": base, "head": head, "files": files});
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+/// --coordinator: the daemon makes the stat and the patch in its mirror; they are shown here
+/// through the pager git would pick.
+async fn remote(url: &str, args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let mut client = crate::remote::connect(url, &args.tls).await?;
+    let tty = std::io::stdout().is_terminal();
+    let req = grove_proto::v1::DiffRequest {
+        task: args.task.clone(),
+        stat_only: args.stat,
+        color: tty && !crate::output::no_color(),
+    };
+    let r = client.diff_task(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+    if args.json {
+        let files: Vec<DiffFile> = r
+            .files
+            .into_iter()
+            .map(|f| DiffFile { path: f.path, insertions: f.insertions, deletions: f.deletions })
+            .collect();
+        print_json(&r.job, &r.task, &r.base, &r.head, &files)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    page(&r.text, tty)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Show `text` through git's pager (GIT_PAGER, core.pager, PAGER, less) on a terminal, with
+/// the environment git gives it; straight to stdout otherwise.
+fn page(text: &[u8], tty: bool) -> anyhow::Result<()> {
+    let pager = if tty {
+        let git = Git::detect()?;
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        git.run(&here, ["var", "GIT_PAGER"]).map(|o| o.stdout.trim().to_owned()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    if pager.is_empty() || pager == "cat" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &pager]).stdin(Stdio::piped());
+    // As git does for its pager.
+    if std::env::var_os("LESS").is_none() {
+        cmd.env("LESS", "FRX");
+    }
+    if std::env::var_os("LV").is_none() {
+        cmd.env("LV", "-c");
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting the pager {pager:?}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The person may quit the pager before reading everything.
+        if let Err(e) = stdin.write_all(text)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e).context("writing to the pager");
+        }
+    }
+    child.wait().with_context(|| format!("waiting for the pager {pager:?}"))?;
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
-use grove_core::TaskState;
+use grove_coordinator::review::{Discard, discard_selection};
 
 use crate::embedded::Embedded;
 
@@ -21,7 +21,8 @@ use crate::embedded::Embedded;
   grove discard core                         # the task `core` of the only job that has one
   grove discard rename-1a2b/core rename-1a2b/ide
   grove discard --failed --needs-attention   # every failed or set-aside task of the latest job
-  grove discard --failed --job rename-1a2b")]
+  grove discard --failed --job rename-1a2b
+  grove discard rename-1a2b/core --coordinator http://127.0.0.1:7070")]
 pub struct DiscardArgs {
     /// Tasks: JOB/TASK, or TASK when only one job has a task of that name
     pub tasks: Vec<String>,
@@ -37,56 +38,58 @@ pub struct DiscardArgs {
     /// Print what was removed as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Discard tasks of this coordinator daemon (on its machine) [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
 pub async fn cmd_discard(home: PathBuf, args: DiscardArgs) -> anyhow::Result<ExitCode> {
     if args.tasks.is_empty() && !args.failed && !args.needs_attention {
         bail!("name the tasks to discard, or pass --failed / --needs-attention");
     }
-    let emb = Embedded::open(home, None).await?;
-    let coord = emb.coordinator.clone();
-    // (job, slugs), in the order given.
-    let mut chosen: Vec<(grove_core::JobId, Vec<String>)> = Vec::new();
-    let mut add = |job: &grove_core::JobId, slug: String| match chosen.iter_mut().find(|(j, _)| j == job) {
-        Some((_, v)) => {
-            if !v.contains(&slug) {
-                v.push(slug)
-            }
+    let report: Vec<(String, Discard)> = if let Some(url) = &args.coordinator {
+        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let req = grove_proto::v1::DiscardRequest {
+            tasks: args.tasks.clone(),
+            failed: args.failed,
+            needs_attention: args.needs_attention,
+            job: args.job.clone().unwrap_or_default(),
+        };
+        let r = client.discard_tasks(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+        if let Some(job) = &r.nothing_in {
+            eprintln!("job {job}: no task in those states; nothing discarded");
         }
-        None => chosen.push((job.clone(), vec![slug])),
-    };
-    for name in &args.tasks {
-        let t = coord.store.find_task(name)?;
-        add(&t.job, t.slug);
-    }
-    if args.failed || args.needs_attention {
-        let job = coord.store.job_or_latest(args.job.as_deref())?;
-        let tasks = coord.store.tasks(&job.id)?;
-        let picked: Vec<_> = tasks
+        r.discarded
             .into_iter()
-            .filter(|t| {
-                t.merge_state != grove_core::task::MergeState::Discarded
-                    && ((args.failed && t.state == TaskState::Failed)
-                        || (args.needs_attention && t.state == TaskState::NeedsAttention))
-            })
-            .collect();
-        if picked.is_empty() && args.tasks.is_empty() {
-            eprintln!("job {}: no task in those states; nothing discarded", job.id);
+            .map(|d| (d.job, Discard { task: d.task, removed: d.removed, kept: d.kept }))
+            .collect()
+    } else {
+        let emb = Embedded::open(home, None).await?;
+        let coord = emb.coordinator.clone();
+        let sel = discard_selection(
+            &coord.store,
+            &args.tasks,
+            args.failed,
+            args.needs_attention,
+            args.job.as_deref(),
+        )?;
+        if let Some(job) = &sel.nothing_in {
+            eprintln!("job {job}: no task in those states; nothing discarded");
         }
-        for t in picked {
-            add(&job.id, t.slug);
+        let mut report = Vec::new();
+        for (job, slugs) in &sel.chosen {
+            let done = tokio::task::block_in_place(|| coord.discard(job, slugs))?;
+            report.extend(done.into_iter().map(|d| (job.to_string(), d)));
         }
-    }
-    let mut report = Vec::new();
-    for (job, slugs) in &chosen {
-        let done = tokio::task::block_in_place(|| coord.discard(job, slugs))?;
-        report.extend(done.into_iter().map(|d| (job.clone(), d)));
-    }
+        report
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         let list: Vec<_> = report
             .iter()
-            .map(|(j, d)| serde_json::json!({"job": j.as_str(), "task": d.task, "removed": d.removed, "kept": d.kept}))
+            .map(|(j, d)| serde_json::json!({"job": j, "task": d.task, "removed": d.removed, "kept": d.kept}))
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(ExitCode::SUCCESS);

@@ -24,12 +24,14 @@ pub struct LogsArgs {
     /// Ask a coordinator daemon, which has the output of workers anywhere [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
 /// --coordinator: stream the log from the daemon.
 async fn remote_logs(url: &str, args: &LogsArgs) -> anyhow::Result<ExitCode> {
     use tokio_stream::StreamExt;
-    let mut client = crate::remote::connect(url).await?;
+    let mut client = crate::remote::connect(url, &args.tls).await?;
     let mut chunks = client
         .stream_log(grove_proto::v1::LogRequest { task: args.task.clone(), follow: args.follow })
         .await

@@ -15,7 +15,8 @@ use crate::embedded::Embedded;
 #[command(after_help = "Examples:
   grove run job.toml --merge-mode manual   # run and check, merge nothing
   grove status rename-1a2b                 # review; grove diff, grove discard
-  grove merge rename-1a2b                  # then merge what is left, in order")]
+  grove merge rename-1a2b                  # then merge what is left, in order
+  grove merge rename-1a2b --coordinator http://127.0.0.1:7070   # a job on a coordinator daemon")]
 pub struct MergeArgs {
     /// The job (default: the latest)
     pub job: Option<String>,
@@ -25,9 +26,23 @@ pub struct MergeArgs {
     /// Workers for redone tasks (default: the job's concurrency)
     #[arg(long, short = 'j', value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Merge a job of this coordinator daemon (its workers run any redo) [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL", conflicts_with = "concurrency")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
 pub async fn cmd_merge(home: PathBuf, args: MergeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.coordinator {
+        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let req =
+            grove_proto::v1::GetJobRequest { id: args.job.clone().unwrap_or_default(), snapshot: false };
+        let job = client.merge_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+        // Redos the merge queued run on the coordinator's workers: follow them to the end.
+        let left = job.tasks.iter().filter(|t| !is_over(&t.state)).count();
+        return super::run::watch_remote(url, &mut client, &job.id, left, args.json).await;
+    }
     let emb = Embedded::open(home, None).await?;
     let coord = emb.coordinator.clone();
     let job = coord.store.job_or_latest(args.job.as_deref())?;
@@ -35,4 +50,9 @@ pub async fn cmd_merge(home: PathBuf, args: MergeArgs) -> anyhow::Result<ExitCod
     let workers = args.concurrency.unwrap_or(job.spec.concurrency() as usize).max(1);
     let (row, cancelled) = super::run::drive(&emb, &job.id, None, workers).await?;
     super::run::finish(&coord.store, &row, args.json, cancelled)
+}
+
+/// A task state from the wire that is final.
+pub(crate) fn is_over(state: &str) -> bool {
+    state.parse::<grove_core::TaskState>().is_ok_and(|s| s.is_terminal())
 }

@@ -16,6 +16,7 @@ mod retry;
 mod run;
 mod status;
 mod up;
+mod watch;
 mod worker;
 mod workers;
 
@@ -47,6 +48,8 @@ pub struct Global {
     pub verbose: u8,
 }
 
+// Parsed once per process: the size of the largest arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Run(run::RunArgs),
@@ -66,20 +69,21 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     Coordinator(coordinator::CoordinatorArgs),
     Up(up::UpArgs),
+    Watch(watch::WatchArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = crate::embedded::home(cli.global.home.as_ref())?;
     match cli.command {
         Command::Run(a) => run::cmd_run(home, a).await,
-        Command::Plan(a) => plan::cmd_plan(home, a),
+        Command::Plan(a) => plan::cmd_plan(home, a).await,
         Command::Status(a) => status::cmd_status(home, a).await,
         Command::Logs(a) => logs::cmd_logs(home, a).await,
-        Command::Diff(a) => diff::cmd_diff(home, a),
+        Command::Diff(a) => diff::cmd_diff(home, a).await,
         Command::Merge(a) => merge::cmd_merge(home, a).await,
         Command::Discard(a) => discard::cmd_discard(home, a).await,
         Command::Push(a) => push::cmd_push(home, a).await,
-        Command::Compare(a) => compare::cmd_compare(home, a),
+        Command::Compare(a) => compare::cmd_compare(home, a).await,
         Command::Pick(a) => pick::cmd_pick(home, a).await,
         Command::Demo(a) => demo::cmd_demo(home, a).await,
         Command::Worker(a) => worker::cmd_worker(home, a).await,
@@ -88,5 +92,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry(a) => retry::cmd_retry(home, a).await,
         Command::Workers(a) => workers::cmd_workers(a).await,
         Command::Up(a) => up::cmd_up(home, a).await,
+        Command::Watch(a) => watch::cmd_watch(home, a).await,
     }
 }

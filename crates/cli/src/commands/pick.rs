@@ -14,7 +14,8 @@ use crate::embedded::Embedded;
 #[command(after_help = "Examples:
   grove compare core            # the variants side by side
   grove pick core claude        # merge core's `claude` variant, discard the others
-  grove pick rename-1a2b/core codex --json")]
+  grove pick rename-1a2b/core codex --json
+  grove pick core claude --coordinator http://127.0.0.1:7070")]
 pub struct PickArgs {
     /// JOB/TASK, or TASK (the newest job with variants of that task)
     pub task: String,
@@ -26,12 +27,25 @@ pub struct PickArgs {
     /// Workers for a redo, should the picked branch conflict (default: the job's concurrency)
     #[arg(long, short = 'j', value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Pick in a job of this coordinator daemon [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL", conflicts_with = "concurrency")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
 pub async fn cmd_pick(home: PathBuf, args: PickArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.coordinator {
+        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let req = grove_proto::v1::PickRequest { task: args.task.clone(), variant: args.variant.clone() };
+        let job = client.pick_variant(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+        eprintln!("picked {} variant {} on {url}", args.task, args.variant);
+        let left = job.tasks.iter().filter(|t| !super::merge::is_over(&t.state)).count();
+        return super::run::watch_remote(url, &mut client, &job.id, left, args.json).await;
+    }
     let emb = Embedded::open(home, None).await?;
     let coord = emb.coordinator.clone();
-    let (job, task, _) = super::compare::variants_of(&coord.store, &args.task)?;
+    let (job, task, _) = grove_coordinator::review::variants_of(&coord.store, &args.task)?;
     coord.pick(&job.id, &task, &args.variant)?;
     eprintln!("picked {}/{task} variant {}", job.id, args.variant);
     let workers = args.concurrency.unwrap_or(job.spec.concurrency() as usize).max(1);

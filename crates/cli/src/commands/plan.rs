@@ -13,7 +13,8 @@ use crate::specargs::SpecArgs;
 #[command(after_help = "Examples:
   grove plan examples/job.toml
   grove plan --split cargo --grep FileId --json
-  grove plan --split auto --dot | dot -Tsvg > modules.svg")]
+  grove plan --split auto --dot | dot -Tsvg > modules.svg
+  grove plan job.toml --coordinator http://coord:7070")]
 pub struct PlanArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
@@ -23,57 +24,119 @@ pub struct PlanArgs {
     /// Print the module graph in Graphviz DOT (`grove plan --dot | dot -Tsvg > plan.svg`)
     #[arg(long)]
     pub dot: bool,
+    /// Plan on a coordinator daemon (its view of the repository) [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
-pub fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode> {
+/// A plan as printed, whether made here or by a coordinator.
+struct View {
+    base: String,
+    selected_files: u64,
+    warnings: Vec<String>,
+    dot: String,
+    tasks: Vec<grove_proto::v1::PlannedTask>,
+}
+
+pub async fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let mut loaded = args.spec.load(&cwd)?;
-    // A plan needs no agent; fill one in so validation passes when none was given.
-    if loaded.spec.agent.kind.is_none() {
-        loaded.spec.agent.kind = Some(grove_core::spec::AgentKind::Command);
-        loaded.spec.agent.command = vec!["true".into()];
-    }
-    let git = grove_git::Git::detect()?;
-    let layout = grove_core::layout::Layout::new(home);
-    let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
-    let p = grove_coordinator::submit::prepare(&git, &layout, loaded.spec, file, &loaded.dir)?;
-    let mut out = std::io::stdout().lock();
-    for w in &p.plan.warnings {
-        eprintln!("warning: {w}");
-    }
-    if args.dot {
-        write!(out, "{}", p.plan.dot())?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.json {
-        let tasks: Vec<_> = p
+    let view = if let Some(url) = &args.coordinator {
+        let text = toml::to_string(&loaded.spec).context("writing the job spec as TOML")?;
+        let base_dir = loaded.dir.canonicalize().unwrap_or(loaded.dir.clone());
+        let name = loaded.file.as_ref().map_or_else(|| "flags".to_owned(), |(n, _)| n.clone());
+        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let req = grove_proto::v1::SubmitJobRequest {
+            spec_toml: text,
+            spec_name: name,
+            base_dir: base_dir.display().to_string(),
+        };
+        let r = client.plan_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+        View {
+            base: r.base,
+            selected_files: r.selected_files,
+            warnings: r.warnings,
+            dot: r.dot,
+            tasks: r.tasks,
+        }
+    } else {
+        // A plan needs no agent; fill one in so validation passes when none was given.
+        if loaded.spec.agent.kind.is_none() {
+            loaded.spec.agent.kind = Some(grove_core::spec::AgentKind::Command);
+            loaded.spec.agent.command = vec!["true".into()];
+        }
+        let git = grove_git::Git::detect()?;
+        let layout = grove_core::layout::Layout::new(home);
+        let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
+        let p = tokio::task::block_in_place(|| {
+            grove_coordinator::submit::prepare(&git, &layout, loaded.spec, file, &loaded.dir)
+        })?;
+        let pool = p.spec.run.pool.clone().unwrap_or_else(|| grove_core::placement::LOCAL.to_owned());
+        let tasks = p
             .plan
             .tasks
             .iter()
             .enumerate()
-            .map(|(i, t)| {
+            .map(|(i, t)| grove_proto::v1::PlannedTask {
+                order: i as u32,
+                slug: t.slug.clone(),
+                title: t.title.clone(),
+                level: t.level,
+                sparse: t.sparse.as_ref().map(|d| grove_proto::v1::Folders { dirs: d.clone() }),
+                files: t.files.clone(),
+                lines: t.lines,
+                depends_on: t.depends_on.clone(),
+                pool: pool.clone(),
+            })
+            .collect();
+        View {
+            base: p.base.clone(),
+            selected_files: p.plan.selected_files as u64,
+            dot: p.plan.dot(),
+            warnings: p.plan.warnings,
+            tasks,
+        }
+    };
+    print(&view, &args)
+}
+
+fn print(p: &View, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    for w in &p.warnings {
+        eprintln!("warning: {w}");
+    }
+    if args.dot {
+        write!(out, "{}", p.dot)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sparse = |t: &grove_proto::v1::PlannedTask| t.sparse.as_ref().map(|f| f.dirs.clone());
+    if args.json {
+        let tasks: Vec<_> = p
+            .tasks
+            .iter()
+            .map(|t| {
                 serde_json::json!({
-                    "order": i, "task": t.slug, "title": t.title, "level": t.level, "sparse": t.sparse,
-                    "files": t.files, "lines": t.lines, "depends_on": t.depends_on, "pool": "local",
+                    "order": t.order, "task": t.slug, "title": t.title, "level": t.level, "sparse": sparse(t),
+                    "files": t.files, "lines": t.lines, "depends_on": t.depends_on, "pool": t.pool,
                 })
             })
             .collect();
-        let v = serde_json::json!({"base": p.base, "selected_files": p.plan.selected_files,
-            "warnings": p.plan.warnings, "tasks": tasks});
+        let v = serde_json::json!({"base": p.base, "selected_files": p.selected_files,
+            "warnings": p.warnings, "tasks": tasks});
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = p
-        .plan
         .tasks
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
+        .map(|t| {
             vec![
-                (i + 1).to_string(),
+                (t.order + 1).to_string(),
                 t.slug.clone(),
                 t.level.to_string(),
-                match &t.sparse {
+                match sparse(t) {
                     None => "(all)".into(),
                     Some(d) if d.is_empty() => "(top level)".into(),
                     Some(d) => d.join(" "),
@@ -81,7 +144,7 @@ pub fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode> {
                 t.files.len().to_string(),
                 t.lines.to_string(),
                 t.depends_on.join(","),
-                "local".into(),
+                t.pool.clone(),
             ]
         })
         .collect();
@@ -90,12 +153,12 @@ pub fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode> {
         "{}",
         table(&["#", "TASK", "LEVEL", "SCOPE", "FILES", "LINES", "DEPENDS ON", "POOL"], &rows)
     )?;
-    let levels = p.plan.tasks.iter().map(|t| t.level).max().map_or(0, |l| l + 1);
+    let levels = p.tasks.iter().map(|t| t.level).max().map_or(0, |l| l + 1);
     writeln!(
         out,
         "\n{} task(s) in {levels} level(s), {} file(s) selected, base {}",
-        p.plan.tasks.len(),
-        p.plan.selected_files,
+        p.tasks.len(),
+        p.selected_files,
         &p.base[..p.base.len().min(12)]
     )?;
     Ok(ExitCode::SUCCESS)

@@ -14,7 +14,8 @@ use crate::embedded::Embedded;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove push rename-1a2b
-  grove push --remote upstream        # the latest job, to the remote `upstream`")]
+  grove push --remote upstream        # the latest job, to the remote `upstream`
+  grove push rename-1a2b --coordinator http://127.0.0.1:7070   # pushed from the daemon's machine")]
 pub struct PushArgs {
     /// The job (default: the latest)
     pub job: Option<String>,
@@ -24,19 +25,35 @@ pub struct PushArgs {
     /// Print where it went as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Push a job of this coordinator daemon (from its machine) [env: GROVE_COORDINATOR]
+    #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
 pub async fn cmd_push(home: PathBuf, args: PushArgs) -> anyhow::Result<ExitCode> {
-    let emb = Embedded::open(home, None).await?;
-    let coord = emb.coordinator.clone();
-    let job = coord.store.job_or_latest(args.job.as_deref())?;
-    let to = tokio::task::block_in_place(|| coord.push(&job.id, args.remote.as_deref()))?;
+    let (job, branch, to) = if let Some(url) = &args.coordinator {
+        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let req = grove_proto::v1::PushRequest {
+            job: args.job.clone().unwrap_or_default(),
+            remote: args.remote.clone(),
+        };
+        let r = client.push_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+        (r.job, r.branch, r.remote)
+    } else {
+        let emb = Embedded::open(home, None).await?;
+        let coord = emb.coordinator.clone();
+        let job = coord.store.job_or_latest(args.job.as_deref())?;
+        let to = tokio::task::block_in_place(|| coord.push(&job.id, args.remote.as_deref()))?;
+        (job.id.to_string(), job.integration_branch, to)
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
-        let v = serde_json::json!({"job": job.id.as_str(), "branch": job.integration_branch, "remote": to});
+        let v = serde_json::json!({"job": job, "branch": branch, "remote": to});
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        writeln!(out, "pushed {} to {to}", job.integration_branch)?;
+        writeln!(out, "pushed {branch} to {to}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

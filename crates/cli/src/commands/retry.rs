@@ -19,6 +19,8 @@ pub struct RetryArgs {
     /// The coordinator daemon [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
     /// Print JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -39,7 +41,7 @@ pub async fn cmd_retry(home: PathBuf, args: RetryArgs) -> anyhow::Result<ExitCod
             _ => anyhow::bail!("internal: `grove run` did not parse as run"),
         };
     };
-    let mut client = crate::remote::connect(url).await?;
+    let mut client = crate::remote::connect(url, &args.tls).await?;
     let job = client
         .retry_task(pb::TaskRequest { task: args.task.clone() })
         .await

@@ -30,7 +30,8 @@ use crate::specargs::SpecArgs;
   grove run job.toml --canary 2        # the first 2 tasks of the order, then ask before the rest
   grove run --failed                   # run the failed tasks of the latest job again, from its base
   grove run --job rename-1a2b --only core --only ide-db
-  grove run --job rename-1a2b          # go on with a job that was cancelled or paused")]
+  grove run --job rename-1a2b          # go on with a job that was cancelled or paused
+  grove run job.toml --coordinator http://coord:7070 --detach --json | jq -r .id")]
 pub struct RunArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
@@ -60,6 +61,14 @@ pub struct RunArgs {
     /// [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL", help_heading = "Distributed", conflicts_with_all = ["nats", "job", "only", "failed", "canary"])]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
+    #[command(flatten)]
+    pub nats_tls: super::worker::NatsTls,
+    /// With --coordinator: submit, print the job (its id first) and return; the job goes on
+    /// there (follow it with `grove status JOB`, `grove logs -f`)
+    #[arg(long, requires = "coordinator", help_heading = "Distributed")]
+    pub detach: bool,
     /// Workers in this process (default: the job's concurrency; 0 with --nats)
     #[arg(long, value_name = "N", help_heading = "Distributed")]
     pub local_workers: Option<usize>,
@@ -69,7 +78,9 @@ impl RunArgs {
     fn nats(&self) -> anyhow::Result<Option<grove_bus::nats::NatsConfig>> {
         self.nats
             .as_deref()
-            .map(|url| super::worker::nats_config(url, None, std::time::Duration::from_secs(60)))
+            .map(|url| {
+                super::worker::nats_config(url, None, std::time::Duration::from_secs(60), &self.nats_tls)
+            })
             .transpose()
     }
 
@@ -141,13 +152,12 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// --coordinator: submit to the daemon, watch the job, print it. Ctrl-C cancels the job there.
 async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
-    use tokio_stream::StreamExt;
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let loaded = args.spec.load(&cwd)?;
     let text = toml::to_string(&loaded.spec).context("writing the job spec as TOML")?;
     let base_dir = loaded.dir.canonicalize().unwrap_or(loaded.dir.clone());
     let name = loaded.file.as_ref().map_or_else(|| "flags".to_owned(), |(n, _)| n.clone());
-    let mut client = crate::remote::connect(url).await?;
+    let mut client = crate::remote::connect(url, &args.tls).await?;
     let req = grove_proto::v1::SubmitJobRequest {
         spec_toml: text,
         spec_name: name,
@@ -163,11 +173,30 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
         job.tasks.len(),
         job.integration_branch
     );
+    if args.detach {
+        let (row, tasks) = crate::remote::rows(&job)?;
+        super::status::print_job(&row, &tasks, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    watch_remote(url, &mut client, &job.id, job.tasks.len(), args.json).await
+}
+
+/// Watch a job on the coordinator at `url` until it ends (progress on stderr; Ctrl-C cancels
+/// it there), then print it as `grove status` does. `total` is how many tasks the progress
+/// counts. The exit code is `grove run`'s.
+pub(crate) async fn watch_remote(
+    url: &str,
+    client: &mut crate::remote::Client,
+    id: &str,
+    total: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use tokio_stream::StreamExt;
     let cancel = CancellationToken::new();
     crate::signal::install(cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress = tokio::spawn(crate::progress::show(rx, job.tasks.len()));
-    let watch = grove_proto::v1::GetJobRequest { id: job.id.clone() };
+    let progress = tokio::spawn(crate::progress::show(rx, total));
+    let watch = grove_proto::v1::GetJobRequest { id: id.to_owned(), snapshot: false };
     let mut notes =
         client.watch_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let mut cancelled = false;
@@ -197,7 +226,7 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = progress.await;
     let job = client.get_job(watch).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let (row, tasks) = crate::remote::rows(&job)?;
-    super::status::print_job(&row, &tasks, args.json)?;
+    super::status::print_job(&row, &tasks, json)?;
     Ok(if cancelled {
         ExitCode::from(130)
     } else if tasks.iter().all(merged_or_empty) {

@@ -26,11 +26,13 @@ pub struct StatusArgs {
     /// Ask a coordinator daemon instead of the local state [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL")]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
 }
 
 pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.coordinator {
-        let mut client = crate::remote::connect(url).await?;
+        let mut client = crate::remote::connect(url, &args.tls).await?;
         let ids: Vec<String> = match &args.job {
             Some(id) => vec![id.clone()],
             None => client
@@ -46,7 +48,7 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
         let mut jobs = Vec::new();
         for id in ids {
             let j = client
-                .get_job(grove_proto::v1::GetJobRequest { id })
+                .get_job(grove_proto::v1::GetJobRequest { id, snapshot: false })
                 .await
                 .map_err(|s| crate::remote::status(url, s))?;
             jobs.push(crate::remote::rows(&j.into_inner())?);

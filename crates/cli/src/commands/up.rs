@@ -35,26 +35,36 @@ pub struct UpArgs {
     /// Pools the local workers serve (repeatable)
     #[arg(long = "pool", value_name = "POOL", default_value = "local")]
     pub pools: Vec<String>,
+    /// Serve the coordinator's API over TLS with this certificate (PEM; with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats_tls: super::worker::NatsTls,
 }
 
 pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
     let me = std::env::current_exe().context("finding the grove executable")?;
     let spawn = |what: &str, extra: Vec<String>| -> anyhow::Result<(String, Child)> {
         let mut cmd = Command::new(&me);
-        cmd.arg("--home").arg(&home).args(&extra).kill_on_drop(true);
+        cmd.arg("--home").arg(&home).args(&extra).args(args.nats_tls.args()).kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting the {what}"))?;
         Ok((what.to_owned(), child))
     };
-    let mut children = vec![spawn(
-        "coordinator",
-        vec![
-            "coordinator".into(),
-            "--nats".into(),
-            args.nats.clone(),
-            "--listen".into(),
-            args.listen.clone(),
-        ],
-    )?];
+    let mut coordinator = vec![
+        "coordinator".into(),
+        "--nats".into(),
+        args.nats.clone(),
+        "--listen".into(),
+        args.listen.clone(),
+    ];
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        coordinator.extend(["--tls-cert".into(), cert.display().to_string()]);
+        coordinator.extend(["--tls-key".into(), key.display().to_string()]);
+    }
+    let mut children = vec![spawn("coordinator", coordinator)?];
     for i in 1..=args.workers {
         let mut extra = vec![
             "worker".into(),
@@ -71,7 +81,8 @@ pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
         children.push(spawn(&format!("worker {i}"), extra)?);
     }
     eprintln!(
-        "grove up: coordinator on http://{} and {} worker(s) ({} each, pools {}); Ctrl-C stops them",
+        "grove up: coordinator on {}://{} and {} worker(s) ({} each, pools {}); Ctrl-C stops them",
+        if args.tls_cert.is_some() { "https" } else { "http" },
         args.listen,
         args.workers,
         args.capacity,

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove worker --nats nats://127.0.0.1:4222 --pool local --capacity 4
-  grove worker --nats nats://nats:4222 --pool cloud --clone --id pod-7")]
+  grove worker --nats nats://nats:4222 --pool cloud --clone --id pod-7
+  grove worker --nats tls://nats:4222 --nats-ca ca.pem --nats-cert me.pem --nats-key me.key")]
 pub struct WorkerArgs {
     /// The NATS server(s) [env: GROVE_NATS]
     #[arg(long, env = "GROVE_NATS", value_name = "URL")]
@@ -55,15 +56,65 @@ pub struct WorkerArgs {
     /// workspaces, then takes no task until there is room (0: no floor)
     #[arg(long, value_name = "SIZE", value_parser = grove_worker::disk::parse_size, default_value = "2GiB")]
     pub min_free: u64,
+    #[command(flatten)]
+    pub nats_tls: NatsTls,
+}
+
+/// TLS to NATS (a server started with `--tls`): the CA that signed its certificate, and a
+/// client certificate for a server that verifies clients (`--tlsverify`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct NatsTls {
+    /// The CA certificate (PEM) of a NATS server that uses TLS; TLS is then required
+    /// [env: GROVE_NATS_CA]
+    #[arg(long, env = "GROVE_NATS_CA", value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a NATS server that verifies clients (with --nats-key)
+    #[arg(long, value_name = "FILE", requires = "nats_key")]
+    pub nats_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
+    /// A NATS credentials file (.creds: user JWT and nkey seed, as `nsc` writes them)
+    /// [env: GROVE_NATS_CREDS]
+    #[arg(long, env = "GROVE_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+}
+
+impl NatsTls {
+    /// The flags again, for a child process (`grove up`).
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut out = Vec::new();
+        for (flag, v) in [
+            ("--nats-ca", &self.nats_ca),
+            ("--nats-cert", &self.nats_cert),
+            ("--nats-key", &self.nats_key),
+            ("--nats-creds", &self.nats_creds),
+        ] {
+            if let Some(v) = v {
+                out.push(flag.into());
+                out.push(v.clone().into_os_string());
+            }
+        }
+        out
+    }
 }
 
 pub fn nats_config(
     url: &str,
     token_file: Option<&PathBuf>,
     ack_wait: Duration,
+    tls: &NatsTls,
 ) -> anyhow::Result<NatsConfig> {
     let mut config = NatsConfig::new(url);
     config.ack_wait = ack_wait;
+    for f in [&tls.nats_ca, &tls.nats_cert, &tls.nats_key, &tls.nats_creds].into_iter().flatten() {
+        if !f.is_file() {
+            anyhow::bail!("{}: no such file (a --nats-* flag names it)", f.display());
+        }
+    }
+    config.credentials = tls.nats_creds.clone();
+    config.tls_ca = tls.nats_ca.clone();
+    config.tls_client = tls.nats_cert.clone().zip(tls.nats_key.clone());
     config.token = match token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -79,7 +130,7 @@ pub fn nats_config(
 pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let id =
         args.id.clone().unwrap_or_else(|| format!("{}-{}", grove_worker::host_name(), std::process::id()));
-    let config = nats_config(&args.nats, args.nats_token_file.as_ref(), args.ack_wait)?;
+    let config = nats_config(&args.nats, args.nats_token_file.as_ref(), args.ack_wait, &args.nats_tls)?;
     let config_ttl = config.worker_ttl;
     let bus = NatsBus::connect(config, &id).await?;
     let git = grove_git::Git::detect()?;
@@ -96,8 +147,8 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         } else {
             grove_worker::workspace::Mode::Auto
         },
-        // Three heartbeats per lease: one lost heartbeat does not lose the task.
-        heartbeat: (args.ack_wait / 3).max(Duration::from_millis(200)),
+        // See grove_worker::lease: heartbeats three times per fence period.
+        heartbeat: grove_worker::lease::heartbeat_every(args.ack_wait),
         hand_back: hand_back.clone(),
         announce_every: config_ttl / 3,
         disk: grove_worker::disk::Budget { max_disk: args.max_disk, min_free: args.min_free },

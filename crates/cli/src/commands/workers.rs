@@ -21,6 +21,10 @@ pub struct WorkersArgs {
     /// Ask this coordinator daemon [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL", conflicts_with = "nats")]
     pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::remote::Tls,
+    #[command(flatten)]
+    pub nats_tls: super::worker::NatsTls,
     /// Read the registry from this NATS server [env: GROVE_NATS]
     #[arg(long, env = "GROVE_NATS", value_name = "URL")]
     pub nats: Option<String>,
@@ -31,7 +35,7 @@ pub struct WorkersArgs {
 
 pub async fn cmd_workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
     let workers: Vec<WorkerInfo> = if let Some(url) = &args.coordinator {
-        let mut client = crate::remote::connect(url).await?;
+        let mut client = crate::remote::connect(url, &args.tls).await?;
         client
             .list_workers(grove_proto::v1::ListWorkersRequest {})
             .await
@@ -42,7 +46,8 @@ pub async fn cmd_workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             .map(grove_bus::wire::worker_of)
             .collect()
     } else if let Some(url) = &args.nats {
-        let config = super::worker::nats_config(url, None, std::time::Duration::from_secs(60))?;
+        let config =
+            super::worker::nats_config(url, None, std::time::Duration::from_secs(60), &args.nats_tls)?;
         let bus = grove_bus::nats::NatsBus::connect(config, "grove-workers").await?;
         grove_bus::Bus::workers(&bus).await.context("reading the worker registry")?
     } else {

@@ -2,6 +2,7 @@
 //! One test binary; every command gets a hermetic HOME, GROVE_HOME and git config.
 
 mod cancel;
+mod chaos;
 mod distributed;
 mod harness;
 mod limits;
