@@ -255,8 +255,11 @@ impl Daemon {
                 _ = tick.tick() => {
                     // Deadlines, backoffs and parked tasks of every running job.
                     for job in self.coord.store.jobs()?.into_iter().filter(|j| j.state == "running") {
-                        if self.coord.tick(&job.id, &self.notes).await? {
-                            self.conclude_if_over(&job.id)?;
+                        match self.coord.tick(&job.id, &self.notes).await {
+                            Ok(true) => self.conclude_if_over(&job.id)?,
+                            Ok(false) => {}
+                            // Read again at the next tick (NATS away for a moment).
+                            Err(e) => tracing::warn!(job = %job.id, "timers: {e}"),
                         }
                     }
                     let due: Vec<JobId> = {

@@ -129,8 +129,12 @@ impl Coordinator {
                     }
                 }
                 _ = clocks.tick(), if cancelling.is_none() => {
-                    if self.tick(job, &notes).await? {
-                        waiting = unfinished()?;
+                    // A clock that cannot be read now (the state or the bus away for a moment)
+                    // is read again at the next tick.
+                    match self.tick(job, &notes).await {
+                        Ok(true) => waiting = unfinished()?,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(%job, "timers: {e}"),
                     }
                 }
                 () = tokio::time::sleep_until(deadline), if cancelling.is_some() => {

@@ -101,6 +101,11 @@ impl Coordinator {
         if row.state != "running" {
             return Ok(false);
         }
+        // A dispatch of an earlier tick the bus did not confirm (NATS away for a moment) goes
+        // again as the same attempt, under the same message id.
+        if let Err(e) = self.resend_unconfirmed(job).await {
+            tracing::warn!(%job, "sending again what the bus did not confirm: {e}");
+        }
         let now = unix_now();
         let deadline = row.spec.run.deadline;
         let tasks = self.store.tasks(job)?;
@@ -139,7 +144,12 @@ impl Coordinator {
                 let attempt = t.attempt + 1;
                 let placed = self.place(&row, &tasks, t, None);
                 self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
-                self.bus.dispatch(&placed.pool, crate::drive::assignment(&row, t, attempt)).await?;
+                if let Err(e) =
+                    self.bus.dispatch(&placed.pool, crate::drive::assignment(&row, t, attempt)).await
+                {
+                    tracing::warn!(task = %t.slug, attempt, "dispatching again: {e}; the next tick sends it");
+                    continue;
+                }
                 self.store.set_on_bus(job, &t.slug, attempt)?;
                 let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
             }
