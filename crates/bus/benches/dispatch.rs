@@ -100,6 +100,7 @@ async fn main() {
                     turns: 1,
                     reason: None,
                     log_tail: String::new(),
+                    retry: grove_core::task::Retry::Final,
                 };
                 let ev = TaskEvent {
                     job: a.job,

@@ -258,6 +258,7 @@ impl NatsBus {
                     turns: 0,
                     reason: Some(format!("worker {} rejected the assignment: {why}", self.name)),
                     log_tail: String::new(),
+                    retry: grove_core::task::Retry::Final,
                 }),
             };
             if let Err(e) = self.report(event).await {
@@ -340,6 +341,72 @@ fn pool_token(pool: &str) -> String {
 
 fn task_subject(pool: &str) -> String {
     format!("grove.tasks.{}", pool_token(pool))
+}
+
+/// What JetStream publishes when a pool consumer gives up on an assignment after
+/// `max_deliver` deliveries (every worker that took it died or lost its lease).
+const MAX_DELIVERIES_ADVISORY: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.GROVE_TASKS.*";
+
+/// The coordinator's side: turn each max-deliveries advisory into the attempt's outcome, a
+/// transient failure, so the coordinator decides (a new attempt after its backoff, up to
+/// `run.max_attempts`), and take the dead assignment out of the work queue. The advisory is
+/// core NATS: one sent while no coordinator listens is missed, and the task's deadline is
+/// then what ends it.
+fn watch_max_deliveries(client: async_nats::Client, js: jetstream::Context, max: i64) {
+    tokio::spawn(async move {
+        let mut sub = match client.subscribe(MAX_DELIVERIES_ADVISORY).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot watch for assignments JetStream gave up on: {e}");
+                return;
+            }
+        };
+        while let Some(m) = sub.next().await {
+            let Some(seq) = json_number(&m.payload, "stream_seq") else { continue };
+            if let Err(e) = gave_up(&js, seq, max).await {
+                tracing::warn!(seq, "an assignment JetStream gave up on: {e}");
+            }
+        }
+    });
+}
+
+async fn gave_up(js: &jetstream::Context, seq: u64, max: i64) -> Result<(), String> {
+    let stream = js.get_stream(TASKS_STREAM).await.map_err(|e| e.to_string())?;
+    let raw = stream.get_raw_message(seq).await.map_err(|e| e.to_string())?;
+    let (job, task, attempt) = wire::peek_assignment(&raw.payload).ok_or("unreadable assignment")?;
+    let job = JobId::parse(&job).map_err(|e| e.to_string())?;
+    let event = TaskEvent {
+        job: job.clone(),
+        task: task.clone(),
+        attempt,
+        kind: EventKind::Finished(TaskOutcome {
+            state: TaskState::Failed,
+            head: None,
+            stat: DiffStat::default(),
+            turns: 0,
+            reason: Some(format!("no worker finished it in {max} deliveries (workers lost)")),
+            log_tail: String::new(),
+            retry: grove_core::task::Retry::Transient,
+        }),
+    };
+    // The same id as a worker's report of this attempt: whichever comes first counts.
+    let msg = PublishMessage::build()
+        .payload(wire::encode_event(&event).into())
+        .headers(headers("TaskEvent"))
+        .message_id(format!("{job}/{task}/{attempt}/finished"));
+    let ack = js.send_publish(format!("grove.events.{job}"), msg).await.map_err(|e| e.to_string())?;
+    ack.await.map_err(|e| e.to_string())?;
+    stream.delete_message(seq).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A number field of a JSON object, without a JSON parser: `"key":123`.
+fn json_number(payload: &[u8], key: &str) -> Option<u64> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let at = text.find(&format!("\"{key}\""))? + key.len() + 2;
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 fn headers(kind: &str) -> HeaderMap {
@@ -635,6 +702,9 @@ impl NatsBus {
                     .await
                     .map_err(|e| NatsError::from_js("creating the coordinator consumer", e))?;
                 st.consumer = Some(c.clone());
+                // Only the coordinator reads events: it also hears of assignments JetStream
+                // gave up on.
+                watch_max_deliveries(self.client.clone(), self.js.clone(), self.config.max_deliver);
                 c
             }
         };

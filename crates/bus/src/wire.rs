@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use grove_core::spec::{AgentKind, AgentSpec, KeepWorktrees};
-use grove_core::task::{Assignment, EventKind, LogChunk, Redo, TaskEvent, TaskOutcome, WorkerInfo};
+use grove_core::task::{Assignment, EventKind, LogChunk, Redo, Retry, TaskEvent, TaskOutcome, WorkerInfo};
 use grove_core::{DiffStat, JobId, TaskState};
 use grove_proto::SCHEMA_VERSION;
 use grove_proto::v1 as pb;
@@ -155,6 +155,11 @@ pub fn encode_event(e: &TaskEvent) -> Vec<u8> {
             turns: o.turns,
             reason: o.reason.clone(),
             log_tail: o.log_tail.clone(),
+            transient: o.retry == Retry::Transient,
+            parked_until: match o.retry {
+                Retry::Parked { until } => Some(until),
+                _ => None,
+            },
         }),
     };
     pb::TaskEvent {
@@ -186,6 +191,11 @@ pub fn decode_event(bytes: &[u8]) -> Result<TaskEvent, WireError> {
             turns: o.turns,
             reason: o.reason,
             log_tail: o.log_tail,
+            retry: match (o.parked_until, o.transient) {
+                (Some(until), _) => Retry::Parked { until },
+                (None, true) => Retry::Transient,
+                (None, false) => Retry::Final,
+            },
         }),
     };
     Ok(TaskEvent {
@@ -254,6 +264,7 @@ pub fn worker_pb(w: &WorkerInfo) -> pb::WorkerInfo {
         started_at: w.started_at,
         seen_at: w.seen_at,
         tasks: w.tasks.clone(),
+        refusing: w.refusing.clone(),
     }
 }
 
@@ -267,6 +278,7 @@ pub fn worker_of(m: pb::WorkerInfo) -> WorkerInfo {
         version: m.version,
         started_at: m.started_at,
         seen_at: m.seen_at,
+        refusing: m.refusing,
     }
 }
 
@@ -338,9 +350,17 @@ pub(crate) mod tests {
                 turns: 2,
                 reason: Some("boom".into()),
                 log_tail: "tail".into(),
+                retry: Retry::Final,
             }),
         };
         assert_eq!(decode_event(&encode_event(&e)).expect("decode"), e);
+        for retry in [Retry::Transient, Retry::Parked { until: 1_764_000_000 }] {
+            let mut e = e.clone();
+            if let EventKind::Finished(o) = &mut e.kind {
+                o.retry = retry;
+            }
+            assert_eq!(decode_event(&encode_event(&e)).expect("decode"), e, "{retry:?} crosses the wire");
+        }
     }
 
     #[test]

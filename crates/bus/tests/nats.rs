@@ -215,6 +215,8 @@ async fn workers_announce_renew_withdraw_and_lapse() {
         version: "0.1.0".into(),
         started_at: 1,
         seen_at: 2,
+        // A worker short of disk says so in the registry.
+        refusing: (id == "b").then(|| "disk: 1 GiB free, below the floor of 2 GiB".into()),
     };
     bus.announce(&info("a", vec![])).await.expect("announce");
     bus.announce(&info("b", vec![])).await.expect("announce");
@@ -259,4 +261,41 @@ async fn log_chunks_are_kept_per_task_and_followed() {
     assert_eq!(next(&mut a).await.expect("chunk"), chunk("a", 4, "two\n", false));
     bus.publish_log(chunk("a", 8, "", true)).await.expect("log");
     assert_eq!(next(&mut a).await.expect("chunk"), chunk("a", 8, "", true));
+}
+
+/// An assignment no worker finishes in `max_deliver` deliveries (each worker that took it was
+/// lost) comes to the coordinator as a transient failure of that attempt, so it decides
+/// (a new attempt after its backoff), and leaves the work queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_assignment_given_up_after_max_deliveries_is_reported_transient() {
+    let s = nats_server();
+    let mut c = config(&s);
+    c.max_deliver = 2;
+    let coord = std::sync::Arc::new(NatsBus::connect(c.clone(), "coordinator").await.expect("connect"));
+    let worker = NatsBus::connect(c, "worker-1").await.expect("connect");
+    let events = {
+        let coord = coord.clone();
+        tokio::spawn(async move { coord.next_event().await })
+    };
+    // The coordinator's consumer and its advisory watch are up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let local = vec!["local".to_owned()];
+    coord.dispatch("local", assignment("lost", 1)).await.expect("dispatch");
+    for _ in 0..2 {
+        let d = worker.next_task(&local).await.expect("delivery");
+        assert_eq!(d.assignment.task, "lost");
+        drop(d); // the worker died
+    }
+    // Workers go on pulling: JetStream gives up (and says so) when it would deliver again.
+    no_task(&worker, &local, Duration::from_secs(3)).await;
+    let ev = tokio::time::timeout(Duration::from_secs(15), events)
+        .await
+        .expect("an event in time")
+        .expect("join")
+        .expect("event");
+    assert_eq!((ev.task.as_str(), ev.attempt), ("lost", 1));
+    let EventKind::Finished(o) = ev.kind else { panic!("not an outcome: {:?}", ev.kind) };
+    assert_eq!(o.state, TaskState::Failed);
+    assert_eq!(o.retry, grove_core::task::Retry::Transient);
+    assert!(o.reason.as_deref().is_some_and(|r| r.contains("2 deliveries")), "{:?}", o.reason);
 }

@@ -70,6 +70,8 @@ impl Embedded {
                 heartbeat: std::time::Duration::from_secs(10),
                 hand_back: CancellationToken::new(),
                 announce_every: std::time::Duration::from_secs(10),
+                // One run on the person's machine: they watch their own disk.
+                disk: grove_worker::disk::Budget::none(),
             });
             set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }

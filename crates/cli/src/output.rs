@@ -26,7 +26,7 @@ pub fn state_color(s: TaskState) -> &'static str {
     match s {
         TaskState::Succeeded => "32",
         TaskState::Failed => "31",
-        TaskState::NeedsAttention => "33",
+        TaskState::NeedsAttention | TaskState::Parked => "33",
         TaskState::Cancelled => "90",
         _ => "36",
     }

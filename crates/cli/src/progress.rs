@@ -34,6 +34,12 @@ pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
                 states.insert(task, TaskState::Queued);
             }
             Note::State { task, state, .. } => {
+                if state == TaskState::Parked && states.get(&task) != Some(&TaskState::Parked) {
+                    let mark = paint("parked", state_color(state), color);
+                    bar.println(format!(
+                        "{mark:>8}  {task}  the agent hit a usage limit; `grove status` says until when"
+                    ));
+                }
                 states.insert(task, state);
             }
             Note::Checkpoint { .. } => {}
@@ -79,8 +85,12 @@ pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
             }
         }
         let count = |f: fn(TaskState) -> bool| states.values().filter(|s| f(**s)).count();
+        let parked = match count(|s| s == TaskState::Parked) {
+            0 => String::new(),
+            n => format!(" · {n} parked"),
+        };
         bar.set_message(format!(
-            "{} running · {} queued · {} failed · {merged} merged",
+            "{} running · {} queued{parked} · {} failed · {merged} merged",
             count(|s| matches!(s, TaskState::Preparing | TaskState::Running | TaskState::Checking)),
             count(|s| s == TaskState::Queued),
             count(|s| matches!(s, TaskState::Failed | TaskState::NeedsAttention | TaskState::Cancelled)),

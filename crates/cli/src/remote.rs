@@ -151,6 +151,9 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
                     finished_seq: None,
                     started_at: t.started_at,
                     finished_at: t.finished_at,
+                    failures: t.failures,
+                    first_dispatched_at: t.first_dispatched_at,
+                    retry_at: t.retry_at,
                 },
             })
         })

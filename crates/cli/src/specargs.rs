@@ -88,6 +88,18 @@ pub struct SpecArgs {
     /// Which worktrees to keep: none, failed, all [run.keep_worktrees; default failed]
     #[arg(long, value_name = "POLICY", help_heading = "Run")]
     pub keep_worktrees: Option<KeepWorktrees>,
+    /// A task's wall-clock budget from its first dispatch, across attempts, e.g. 10h; past it
+    /// the task is stopped and failed [run.deadline; default none]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Run")]
+    pub deadline: Option<std::time::Duration>,
+    /// Attempts per task for failures that are not the job's verdict (workspace, push, lost
+    /// worker) [run.max_attempts; default 3]
+    #[arg(long, value_name = "N", help_heading = "Run")]
+    pub max_attempts: Option<u32>,
+    /// The wait before a task's second attempt, doubled for each further one, at most 10m
+    /// [run.retry_backoff; default 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Run")]
+    pub retry_backoff: Option<std::time::Duration>,
     /// The pool tasks run in: local, cloud, a named pool, or auto (by --local-max,
     /// --expected, --cloud-lines) [run.pool; default local]
     #[arg(long, value_name = "POOL", help_heading = "Placement")]
@@ -229,6 +241,9 @@ impl SpecArgs {
             spec.run.include_ignored.clone_from(&self.include_ignored);
         }
         spec.run.keep_worktrees = self.keep_worktrees.or(spec.run.keep_worktrees);
+        spec.run.deadline = self.deadline.or(spec.run.deadline);
+        spec.run.max_attempts = self.max_attempts.or(spec.run.max_attempts);
+        spec.run.retry_backoff = self.retry_backoff.or(spec.run.retry_backoff);
         set(&mut spec.checks.task, &self.check);
         set(&mut spec.run.pool, &self.pool);
         spec.placement.local_max = self.local_max.or(spec.placement.local_max);

@@ -123,7 +123,7 @@ impl Daemon {
         if let Err(e) = self.coord.bus.cancel(cancel).await {
             tracing::warn!("cannot send the cancellation: {e}");
         }
-        if task.state == grove_core::TaskState::Queued {
+        if matches!(task.state, grove_core::TaskState::Queued | grove_core::TaskState::Parked) {
             self.coord.cancelled(&job, task, "cancelled before it started", &self.notes)?;
             self.coord.train(&job, &self.notes)?;
             self.conclude_if_over(&job)?;
@@ -253,6 +253,15 @@ impl Daemon {
                     }
                 }
                 _ = tick.tick() => {
+                    // Deadlines, backoffs and parked tasks of every running job.
+                    for job in self.coord.store.jobs()?.into_iter().filter(|j| j.state == "running") {
+                        match self.coord.tick(&job.id, &self.notes).await {
+                            Ok(true) => self.conclude_if_over(&job.id)?,
+                            Ok(false) => {}
+                            // Read again at the next tick (NATS away for a moment).
+                            Err(e) => tracing::warn!(job = %job.id, "timers: {e}"),
+                        }
+                    }
                     let due: Vec<JobId> = {
                         let now = Instant::now();
                         self.lock().iter().filter(|(_, t)| **t <= now).map(|(j, _)| j.clone()).collect()

@@ -18,6 +18,9 @@ use crate::{CoordError, Coordinator};
 /// cancelled anyway.
 const CANCEL_GRACE: Duration = Duration::from_secs(15);
 
+/// How often the driver looks at its tasks' clocks (deadlines, backoffs, parked tasks).
+pub(crate) const TICK: Duration = Duration::from_millis(500);
+
 /// What happened, for whoever watches (the CLI's progress display).
 #[derive(Debug, Clone)]
 pub enum Note {
@@ -102,6 +105,7 @@ impl Coordinator {
         };
         let mut waiting = unfinished()?;
         let mut cancelling: Option<tokio::time::Instant> = None;
+        let mut clocks = tokio::time::interval(TICK);
         while !waiting.is_empty() {
             let deadline =
                 cancelling.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
@@ -122,6 +126,15 @@ impl Coordinator {
                     cancelling = Some(tokio::time::Instant::now() + CANCEL_GRACE);
                     for slug in self.begin_cancel(job, &notes).await? {
                         waiting.remove(&slug);
+                    }
+                }
+                _ = clocks.tick(), if cancelling.is_none() => {
+                    // A clock that cannot be read now (the state or the bus away for a moment)
+                    // is read again at the next tick.
+                    match self.tick(job, &notes).await {
+                        Ok(true) => waiting = unfinished()?,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(%job, "timers: {e}"),
                     }
                 }
                 () = tokio::time::sleep_until(deadline), if cancelling.is_some() => {
@@ -146,8 +159,14 @@ impl Coordinator {
         let mut dispatched = BTreeSet::new();
         let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
         let tasks = self.store.tasks(job)?;
-        let to_dispatch: Vec<&TaskRow> =
-            tasks.iter().filter(|t| !t.state.is_terminal() && chosen(&t.slug)).collect();
+        // A task waiting out a backoff or a usage limit goes when its time comes (`tick`).
+        let now = crate::timers::unix_now();
+        let to_dispatch: Vec<&TaskRow> = tasks
+            .iter()
+            .filter(|t| {
+                !t.state.is_terminal() && chosen(&t.slug) && t.train.retry_at.is_none_or(|at| at <= now)
+            })
+            .collect();
         // Tasks of this job already placed local and still going, which `auto` counts against
         // `placement.local_max`; the ones placed here are added as they go.
         let mut local_in_flight = local_in_flight(&tasks, |t| !chosen(&t.slug));
@@ -232,7 +251,7 @@ impl Coordinator {
         }
         let mut now = Vec::new();
         for t in self.store.tasks(job)? {
-            if t.state == TaskState::Queued {
+            if matches!(t.state, TaskState::Queued | TaskState::Parked) {
                 self.cancelled(job, &t, "cancelled before it started", notes)?;
                 now.push(t.slug);
             }
@@ -294,6 +313,7 @@ impl Coordinator {
             turns: t.turns,
             reason: Some(why.into()),
             log_tail: String::new(),
+            retry: grove_core::task::Retry::Final,
         };
         self.store.set_finished(job, &t.slug, &outcome)?;
         let _ = notes.send(Note::Finished {
@@ -357,6 +377,11 @@ impl Coordinator {
                 Ok(None)
             }
             EventKind::Finished(o) => {
+                // A transient failure or a usage limit may leave the task waiting to go again.
+                let Some(o) = self.after_attempt(&task, o, notes)? else {
+                    return Ok(None);
+                };
+                let o = &o;
                 self.store.set_finished(&job, &slug, o)?;
                 let _ = notes.send(Note::Finished {
                     job,
@@ -397,7 +422,7 @@ impl Coordinator {
     }
 }
 
-fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
+pub(crate) fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
     let spec = &job.spec;
     let per = spec.run.ports_per_task.unwrap_or(defaults::PORTS_PER_TASK);
     let base = spec.run.port_base.unwrap_or(defaults::PORT_BASE);

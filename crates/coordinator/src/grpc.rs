@@ -129,6 +129,9 @@ pub fn task_pb(t: &TaskRow) -> pb::Task {
         started_at: t.train.started_at,
         finished_at: t.train.finished_at,
         check_output: t.log_tail.clone().filter(|_| t.merge_state == MergeState::CheckFailed),
+        failures: t.train.failures,
+        first_dispatched_at: t.train.first_dispatched_at,
+        retry_at: t.train.retry_at,
     }
 }
 

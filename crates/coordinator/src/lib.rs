@@ -17,6 +17,7 @@ pub mod rerun;
 pub mod review;
 pub mod store;
 pub mod submit;
+pub mod timers;
 pub mod train;
 
 use std::sync::Arc;

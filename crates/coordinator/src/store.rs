@@ -33,7 +33,7 @@ pub enum StoreError {
     Ambiguous { name: String, jobs: String },
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     placed TEXT,
     placed_why TEXT,
     on_bus INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    first_dispatched_at INTEGER,
+    retry_at INTEGER,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job, slug)
 );
@@ -148,6 +151,15 @@ pub struct TaskTrain {
     /// When the current attempt started and ended (seconds since the epoch).
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Attempts that failed for a reason that is not the job's verdict (counted against
+    /// `run.max_attempts`).
+    pub failures: u32,
+    /// When the task was first dispatched (seconds since the epoch); its deadline counts from
+    /// here, across attempts.
+    pub first_dispatched_at: Option<i64>,
+    /// A task waiting to go again (after a transient failure's backoff, or parked on a usage
+    /// limit) is dispatched at this time (seconds since the epoch).
+    pub retry_at: Option<i64>,
 }
 
 /// What the merge train decided about one task.
@@ -390,7 +402,8 @@ impl Store {
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
                    conflict_paths, task_base, redos, redo, merge_seq, variant, variant_of, picked, finished_seq,
-                   started_at, finished_at, placed, placed_why FROM tasks WHERE job = ?1 ORDER BY ord, slug",
+                   started_at, finished_at, placed, placed_why, failures, first_dispatched_at, retry_at
+                 FROM tasks WHERE job = ?1 ORDER BY ord, slug",
             )?;
             st.query_map([job.as_str()], |r| {
                 Ok(RawTask {
@@ -426,6 +439,9 @@ impl Store {
                     finished_at: r.get(31)?,
                     placed: r.get(32)?,
                     placed_why: r.get(33)?,
+                    failures: r.get(34)?,
+                    first_dispatched_at: r.get(35)?,
+                    retry_at: r.get(36)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -482,6 +498,7 @@ impl Store {
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = NULL, log_tail = NULL, merge_commit = NULL,
                    conflict_paths = NULL, turns = 0, task_base = NULL, redos = 0, redo = NULL, merge_seq = NULL,
+                   failures = 0, first_dispatched_at = NULL, retry_at = NULL,
                    updated_at = ?3 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, now()],
             )
@@ -501,7 +518,8 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4, started_at = NULL,
-                   finished_at = NULL, finished_seq = NULL, placed = ?5, placed_why = ?6, on_bus = 0
+                   finished_at = NULL, finished_seq = NULL, placed = ?5, placed_why = ?6, on_bus = 0,
+                   retry_at = NULL, first_dispatched_at = COALESCE(first_dispatched_at, ?4)
                  WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, attempt, now(), pool, why],
             )
@@ -547,6 +565,44 @@ impl Store {
                     o.reason,
                     o.log_tail,
                     now()
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// An attempt ended without settling the task: it waits in `state` (queued after a
+    /// transient failure, parked on a usage limit) until `retry_at`, then goes again. `failed`
+    /// counts the attempt against `run.max_attempts`.
+    pub fn set_waiting(
+        &self,
+        job: &JobId,
+        slug: &str,
+        o: &TaskOutcome,
+        state: TaskState,
+        retry_at: i64,
+        failed: bool,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = ?3, head = COALESCE(?4, head), files_changed = ?5, insertions = ?6,
+                   deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11, finished_at = ?11,
+                   retry_at = ?12, failures = failures + ?13
+                 WHERE job = ?1 AND slug = ?2",
+                params![
+                    job.as_str(),
+                    slug,
+                    state.as_str(),
+                    o.head,
+                    o.stat.files as i64,
+                    o.stat.insertions as i64,
+                    o.stat.deletions as i64,
+                    o.turns,
+                    o.reason,
+                    o.log_tail,
+                    now(),
+                    retry_at,
+                    i64::from(failed),
                 ],
             )
         })?;
@@ -731,6 +787,9 @@ struct RawTask {
     finished_seq: Option<u32>,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    failures: u32,
+    first_dispatched_at: Option<i64>,
+    retry_at: Option<i64>,
 }
 
 impl RawTask {
@@ -784,6 +843,9 @@ impl RawTask {
                 finished_seq: self.finished_seq,
                 started_at: self.started_at,
                 finished_at: self.finished_at,
+                failures: self.failures,
+                first_dispatched_at: self.first_dispatched_at,
+                retry_at: self.retry_at,
             },
         })
     }

@@ -336,6 +336,7 @@ impl Coordinator {
                     turns: 0,
                     reason: Some(format!("lost to variant {name} before it started")),
                     log_tail: String::new(),
+                    retry: grove_core::task::Retry::Final,
                 };
                 self.store.set_finished(&row.id, &l.slug, &outcome)?;
                 self.discard_as(&row.id, std::slice::from_ref(&l.slug), &format!("lost to variant {name}"))?;

@@ -336,6 +336,17 @@ pub struct RunSpec {
     /// The pool tasks run in (default `local`): the workers that serve it take them; `auto`
     /// places each task by the `[placement]` policy.
     pub pool: Option<String>,
+    /// A task's wall-clock budget from its first dispatch, across all its attempts (none by
+    /// default); past it the task is cancelled and recorded failed.
+    #[serde(default, deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub deadline: Option<Duration>,
+    /// Attempts per task for failures that are not the job's verdict (the workspace could not
+    /// be prepared, a push was refused, the worker was lost); default 3.
+    pub max_attempts: Option<u32>,
+    /// The wait before the second attempt (default 30s), doubled for each further one, at
+    /// most 10m.
+    #[serde(default, deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub retry_backoff: Option<Duration>,
 }
 
 /// The worktree removal policy.
@@ -476,6 +487,10 @@ pub mod defaults {
     pub const LOG_CAP: u64 = 8 * 1024 * 1024;
     pub const MAX_REDOS: u32 = 2;
     pub const BATCH: u32 = 1;
+    pub const MAX_ATTEMPTS: u32 = 3;
+    pub const RETRY_BACKOFF: Duration = Duration::from_secs(30);
+    /// The longest wait between two attempts, however many there were.
+    pub const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(600);
 }
 
 impl JobSpec {
@@ -492,6 +507,16 @@ impl JobSpec {
     }
     pub fn max_turns(&self) -> u32 {
         self.agent.max_turns.unwrap_or(defaults::MAX_TURNS)
+    }
+    pub fn max_attempts(&self) -> u32 {
+        self.run.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS)
+    }
+    /// The wait before attempt `failures + 1` after `failures` transient failures (1 or more):
+    /// `retry_backoff` doubled per failure after the first, capped at 10m.
+    pub fn retry_backoff(&self, failures: u32) -> Duration {
+        let first = self.run.retry_backoff.unwrap_or(defaults::RETRY_BACKOFF);
+        let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+        first.saturating_mul(factor).min(defaults::RETRY_BACKOFF_CAP.max(first))
     }
     pub fn merge_mode(&self) -> MergeMode {
         self.merge.mode.unwrap_or_default()
@@ -588,6 +613,12 @@ impl JobSpec {
         }
         if self.run.concurrency == Some(0) {
             return Err(err("run.concurrency", "must be at least 1".into()));
+        }
+        if self.run.max_attempts == Some(0) {
+            return Err(err("run.max_attempts", "must be at least 1".into()));
+        }
+        if self.run.deadline.is_some_and(|d| d.is_zero()) {
+            return Err(err("run.deadline", "must be longer than zero".into()));
         }
         if let Some(p) = &self.run.pool
             && (p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
@@ -746,6 +777,20 @@ mod tests {
         let spec = JobSpec::from_toml("examples/job.toml", text).expect("examples/job.toml parses");
         spec.validate(Some(("examples/job.toml", text))).expect("examples/job.toml is valid");
         assert_eq!(spec.placement.long, Some(Duration::from_secs(7200)));
+        assert_eq!(spec.run.deadline, Some(Duration::from_secs(36000)));
+        assert_eq!(spec.max_attempts(), 3);
+        assert_eq!(spec.run.retry_backoff, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn retry_backoff_doubles_and_is_capped() {
+        let mut spec = JobSpec::from_toml("t", "").expect("empty spec");
+        let secs = |n| spec.retry_backoff(n).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(5), secs(6), secs(40)], [30, 60, 120, 480, 600, 600]);
+        spec.run.retry_backoff = Some(Duration::from_secs(1));
+        assert_eq!(spec.retry_backoff(3), Duration::from_secs(4));
+        spec.run.max_attempts = Some(0);
+        assert!(spec.validate(None).is_err(), "max_attempts 0 is refused");
     }
 
     const GOOD: &str = r#"

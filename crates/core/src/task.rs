@@ -14,6 +14,9 @@ pub enum TaskState {
     Running,
     /// The task's checks are running on the agent's result.
     Checking,
+    /// The agent hit a usage or rate limit: the task waits for the limit's reset time, then
+    /// goes again as a new attempt from its checkpoints.
+    Parked,
     /// The agent finished and the checks passed; the branch waits for, or went through, the merge.
     Succeeded,
     /// The agent or the checks failed, or the task timed out.
@@ -25,11 +28,12 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 8] = [
+    pub const ALL: [TaskState; 9] = [
         TaskState::Queued,
         TaskState::Preparing,
         TaskState::Running,
         TaskState::Checking,
+        TaskState::Parked,
         TaskState::Succeeded,
         TaskState::Failed,
         TaskState::NeedsAttention,
@@ -42,6 +46,7 @@ impl TaskState {
             TaskState::Preparing => "preparing",
             TaskState::Running => "running",
             TaskState::Checking => "checking",
+            TaskState::Parked => "parked",
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::NeedsAttention => "needs-attention",
@@ -263,6 +268,23 @@ pub struct TaskOutcome {
     pub reason: Option<String>,
     /// The last lines of the agent's (or check's) output.
     pub log_tail: String,
+    /// Whether a failed attempt is the task's verdict or may be tried again.
+    pub retry: Retry,
+}
+
+/// What a failed attempt says about trying again. The worker decides: a failure of the
+/// agent's work (it exited non-zero, its check failed, a turn timed out) is the task's
+/// verdict; a failure around it (the workspace, a push, the log file) is transient; an agent
+/// that reports a usage or rate limit with a reset time parks the task until then.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Retry {
+    /// The outcome stands (successes, cancellations, the agent's or the check's verdict).
+    #[default]
+    Final,
+    /// Not the job's fault: a new attempt may succeed (up to `run.max_attempts`, with backoff).
+    Transient,
+    /// The agent's provider refused until `until` (unix seconds): go again then.
+    Parked { until: i64 },
 }
 
 /// A piece of an agent's output, as a worker streams it while the attempt runs.
@@ -294,4 +316,6 @@ pub struct WorkerInfo {
     pub started_at: i64,
     /// Unix seconds of this announcement.
     pub seen_at: i64,
+    /// Why the worker takes no task now (its disk is short), if so.
+    pub refusing: Option<String>,
 }

@@ -30,6 +30,23 @@ pub fn diff_stat(repo: &Path, from: &str, to: &str) -> Result<DiffStat, GitError
     Ok(DiffStat { files: stats.files_changed, insertions: stats.lines_added, deletions: stats.lines_removed })
 }
 
+/// The same as [`diff_stat`] through the git CLI: for a partial clone, whose missing blobs
+/// gix does not fetch and git fetches from its promisor remote on demand.
+pub fn diff_stat_cli(git: &crate::Git, repo: &Path, from: &str, to: &str) -> Result<DiffStat, GitError> {
+    let out = git.run(repo, ["diff", "--numstat", "--no-renames", "--no-ext-diff", from, to])?;
+    let mut stat = DiffStat::default();
+    for line in out.stdout.lines() {
+        let mut cols = line.split('\t');
+        // Binary files show `-` for both counts.
+        let n = |c: Option<&str>| c.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let (added, removed) = (n(cols.next()), n(cols.next()));
+        stat.files += 1;
+        stat.insertions += added;
+        stat.deletions += removed;
+    }
+    Ok(stat)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +61,24 @@ mod tests {
         let s = diff_stat(&src, &base, &head).expect("stat");
         assert_eq!(s, DiffStat { files: 2, insertions: 3, deletions: 1 });
         assert_eq!(diff_stat(&src, &head, &head).expect("stat"), DiffStat::default());
+        assert_eq!(diff_stat_cli(&git, &src, &base, &head).expect("stat"), s, "git counts the same");
+    }
+
+    /// A partial clone that checked out only the branch tip: git fetches the base's blobs and
+    /// counts the change; gix, without them, is not asked.
+    #[test]
+    fn a_partial_clone_resumed_on_a_branch_is_counted() {
+        let git = crate::Git::detect().expect("git");
+        let (d, src) = repo_with(&[("a.txt", "1\n2\n3\n")]);
+        let base = git.resolve_commit(&src, "HEAD").expect("head");
+        let head = commit_files(&src, &[("a.txt", "1\ntwo\n3\n")]);
+        git.run(&src, ["config", "uploadpack.allowFilter", "true"]).expect("config");
+        let clone = d.path().join("clone");
+        let url = format!("file://{}", src.display());
+        git.run(d.path(), ["clone", "--quiet", "--filter=blob:none", "--no-checkout", &url, "clone"])
+            .expect("clone");
+        git.run(&clone, ["checkout", "--quiet", &head]).expect("checkout");
+        let s = diff_stat_cli(&git, &clone, &base, &head).expect("stat");
+        assert_eq!(s, DiffStat { files: 1, insertions: 1, deletions: 1 });
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grove_bus::{Bus, Delivery};
-use grove_core::task::{Assignment, EventKind, TaskEvent, TaskOutcome};
+use grove_core::task::{Assignment, EventKind, Retry, TaskEvent, TaskOutcome};
 use grove_core::{DiffStat, TaskState, spec::KeepWorktrees};
 use grove_git::worktree::Identity;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +120,7 @@ pub async fn drop_cancelled(ctx: &WorkerContext, delivery: Delivery) {
         turns: 0,
         reason: Some("cancelled before it started".into()),
         log_tail: String::new(),
+        retry: grove_core::task::Retry::Final,
     };
     let event = TaskEvent {
         job: a.job.clone(),
@@ -255,6 +256,7 @@ fn failed(reason: String, tail: String, turns: u32) -> TaskOutcome {
         turns,
         reason: Some(reason),
         log_tail: tail,
+        retry: grove_core::task::Retry::Final,
     }
 }
 
@@ -314,9 +316,11 @@ async fn execute(
     let run_dir = ctx.layout.run_dir(&a.job, &a.task);
     let mut log = match Log::open(&ctx.layout.log(&a.job, &a.task), a.log_cap).await {
         Ok(l) => l,
-        Err(e) => return failed(e.to_string(), String::new(), 0),
+        Err(e) => return transient(e.to_string(), String::new(), 0),
     };
     let _ = log.note(&format!("attempt {} of {} on worker {}", a.attempt, a.task, ctx.id)).await;
+    // This attempt takes the workspace back: disk hygiene may not remove it any more.
+    crate::disk::unmark_kept(&ctx.layout, &a.job, &a.task);
     let prep = {
         let (git, a, path, mode) = (ctx.git.clone(), a.clone(), path.clone(), ctx.workspace);
         tokio::task::spawn_blocking(move || Workspace::prepare(&git, &a, &path, mode)).await
@@ -326,8 +330,8 @@ async fn execute(
             let _ = log.note(&format!("workspace {} ({how:?})", path.display())).await;
             ws
         }
-        Ok(Err(e)) => return failed(format!("preparing the workspace: {e}"), log.tail(), 0),
-        Err(e) => return failed(format!("preparing the workspace: {e}"), log.tail(), 0),
+        Ok(Err(e)) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
+        Err(e) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
     };
     if let Some(r) = resume {
         let _ = log
@@ -347,7 +351,7 @@ async fn execute(
     // The branch against the base, whatever happened.
     let head = ws.head(&ctx.git);
     if let Some(head) = &head {
-        match ws.stat(&a.base, head) {
+        match ws.stat(&ctx.git, &a.base, head) {
             Ok(stat) => outcome.stat = stat,
             Err(e) => tracing::warn!(task = %a.task, "diff stat: {e}"),
         }
@@ -359,7 +363,9 @@ async fn execute(
         KeepWorktrees::None => false,
         KeepWorktrees::Failed => outcome.state != TaskState::Succeeded,
     };
-    if !keep {
+    if keep {
+        crate::disk::mark_kept(&ctx.layout, &a.job, &a.task, &path);
+    } else {
         let git = ctx.git.clone();
         let removed = tokio::task::spawn_blocking(move || ws.remove(&git)).await;
         if let Ok(Err(e)) | Err(e) = removed.map_err(|e| e.to_string()) {
@@ -423,7 +429,7 @@ async fn turns(
             .and(tokio::fs::write(&previous_diff_file, &redo.previous_diff).await);
     }
     if let Err(e) = written {
-        return failed(format!("writing the prompt file: {e}"), log.tail(), 0);
+        return transient(format!("writing the prompt file: {e}"), log.tail(), 0);
     }
     let _ = tokio::fs::remove_file(&feedback_file).await;
     if a.redo.is_none() {
@@ -499,22 +505,28 @@ async fn turns(
         };
         let commit = match commit {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return failed(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
-            Err(e) => return failed(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
+            Ok(Err(e)) => {
+                return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
+            }
+            Err(e) => return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
         };
         let stat = match &commit {
-            Some(c) => ws.stat(&a.base, c).unwrap_or_default(),
+            Some(c) => ws.stat(&ctx.git, &a.base, c).unwrap_or_default(),
             None => DiffStat::default(),
         };
         report(&ctx.bus, a, EventKind::Checkpoint { turn: turn_no, commit: commit.clone(), stat }).await;
         match finished.end {
             End::Exited(0) => {}
             End::Exited(code) => {
-                return failed(
-                    format!("the agent exited with code {code} in turn {turn_no}"),
-                    log.tail(),
-                    turn_no,
-                );
+                let why = format!("the agent exited with code {code} in turn {turn_no}");
+                let mut outcome = failed(why.clone(), log.tail(), turn_no);
+                // A usage or rate limit is not the agent's verdict: park until it resets.
+                if let Some(until) = crate::limits::usage_limit(&outcome.log_tail, unix_now()) {
+                    let _ = log.note(&format!("usage limit: parked until unix time {until}")).await;
+                    outcome.reason = Some(format!("{why}: the agent hit a usage limit"));
+                    outcome.retry = Retry::Parked { until };
+                }
+                return outcome;
             }
             End::TimedOut(t) => {
                 return failed(
@@ -531,6 +543,7 @@ async fn turns(
                     turns: turn_no,
                     reason: Some("cancelled".into()),
                     log_tail: log.tail(),
+                    retry: grove_core::task::Retry::Final,
                 };
             }
         }
@@ -556,6 +569,7 @@ async fn turns(
                     turns: turn_no,
                     reason: Some("cancelled".into()),
                     log_tail: log.tail(),
+                    retry: grove_core::task::Retry::Final,
                 };
             }
             End::Exited(code) => format!("the check `{check}` failed (exit {code}) after turn {turn_no}"),
@@ -571,6 +585,15 @@ async fn turns(
     }
 }
 
+/// A failure around the agent's work, not of it: the coordinator may try again.
+fn transient(reason: String, tail: String, turns: u32) -> TaskOutcome {
+    TaskOutcome { retry: Retry::Transient, ..failed(reason, tail, turns) }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 fn succeeded(turns: u32) -> TaskOutcome {
     TaskOutcome {
         state: TaskState::Succeeded,
@@ -579,6 +602,7 @@ fn succeeded(turns: u32) -> TaskOutcome {
         turns,
         reason: None,
         log_tail: String::new(),
+        retry: grove_core::task::Retry::Final,
     }
 }
 

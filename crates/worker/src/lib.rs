@@ -7,6 +7,8 @@
 
 pub mod agent;
 mod attempt;
+pub mod disk;
+pub mod limits;
 pub use attempt::lease;
 pub mod process;
 pub mod workspace;
@@ -41,7 +43,12 @@ pub struct WorkerContext {
     pub hand_back: CancellationToken,
     /// How often the worker renews its announcement in the registry (well under its TTL).
     pub announce_every: std::time::Duration,
+    /// Disk limits checked before each task is taken (`Budget::none()`: none).
+    pub disk: disk::Budget,
 }
+
+/// How long a worker short of disk waits before it looks again.
+const DISK_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// This machine's name, for announcements.
 pub fn host_name() -> String {
@@ -61,9 +68,12 @@ fn unix_now() -> i64 {
 const RECENT_CANCELS: std::time::Duration = std::time::Duration::from_secs(3600);
 
 type Running = Arc<std::sync::Mutex<Vec<(JobId, String, CancellationToken)>>>;
+/// Why the worker takes no task now (short of disk), for its announcement.
+/// Set it and notify: the announcement is renewed at once.
+type Refusing = Arc<(std::sync::Mutex<Option<String>>, tokio::sync::Notify)>;
 
 /// Keep this worker's announcement alive in the registry until aborted.
-async fn announce(ctx: Arc<WorkerContext>, attempts: Running) {
+async fn announce(ctx: Arc<WorkerContext>, attempts: Running, refusing: Refusing) {
     let mut info = WorkerInfo {
         id: ctx.id.clone(),
         host: host_name(),
@@ -73,10 +83,14 @@ async fn announce(ctx: Arc<WorkerContext>, attempts: Running) {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: unix_now(),
         seen_at: 0,
+        refusing: None,
     };
     let mut tick = tokio::time::interval(ctx.announce_every);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = refusing.1.notified() => {}
+        }
         info.tasks = attempts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -84,10 +98,17 @@ async fn announce(ctx: Arc<WorkerContext>, attempts: Running) {
             .map(|(j, t, _)| format!("{j}/{t}"))
             .collect();
         info.seen_at = unix_now();
+        info.refusing = refusing.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Err(e) = ctx.bus.announce(&info).await {
             tracing::warn!(worker = %ctx.id, "announcing: {e}");
         }
     }
+}
+
+/// Check the disk budget in a blocking thread; `Some(why)` when no task may be taken.
+async fn disk_check(ctx: &Arc<WorkerContext>) -> Option<String> {
+    let (git, layout, budget) = (ctx.git.clone(), ctx.layout.clone(), ctx.disk);
+    tokio::task::spawn_blocking(move || disk::make_room(&git, &layout, budget)).await.unwrap_or(None)
 }
 
 /// Take and run assignments until `stop` fires, then wait for the running attempts. `kill`
@@ -98,7 +119,8 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
     let mut running = JoinSet::new();
     // Running attempts by job and task, so a cancellation from the coordinator reaches them.
     let attempts: Running = Arc::default();
-    let announcer = tokio::spawn(announce(ctx.clone(), attempts.clone()));
+    let refusing: Refusing = Arc::default();
+    let announcer = tokio::spawn(announce(ctx.clone(), attempts.clone(), refusing.clone()));
     // Cancellations seen lately: an assignment that was still queued when its job or task was
     // cancelled is dropped when it arrives instead of run.
     let recent: Arc<std::sync::Mutex<Vec<(grove_bus::Cancel, std::time::Instant)>>> = Arc::default();
@@ -139,6 +161,24 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
             () = stop.cancelled() => break,
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
+        if let Some(why) = disk_check(&ctx).await {
+            // Short of disk even after removing kept workspaces: take nothing it would fail
+            // mid-way, say so in the registry, and look again later.
+            let before = refusing.0.lock().unwrap_or_else(|p| p.into_inner()).replace(why.clone());
+            if before.as_deref() != Some(why.as_str()) {
+                tracing::warn!(worker = %ctx.id, "taking no task: {why}");
+                refusing.1.notify_one();
+            }
+            drop(permit);
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(DISK_RETRY) => continue,
+            }
+        }
+        if refusing.0.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
+            tracing::info!(worker = %ctx.id, "disk is within limits again: taking tasks");
+            refusing.1.notify_one();
+        }
         let delivery = tokio::select! {
             () = stop.cancelled() => break,
             d = ctx.bus.next_task(&ctx.pools) => match d {

@@ -74,10 +74,14 @@ impl Workspace {
         git.ref_target(repo, &format!("refs/heads/{}", self.branch)).ok().flatten()
     }
 
-    /// The branch against `base`.
-    pub fn stat(&self, base: &str, head: &str) -> Result<DiffStat, String> {
-        let repo = self.mirror.as_deref().unwrap_or(&self.path);
-        grove_git::stats::diff_stat(repo, base, head).map_err(|e| e.to_string())
+    /// The branch against `base`. A clone is partial: resumed from a pushed branch it lacks
+    /// the base's blobs, which gix neither has nor fetches (it counted nothing), so git, which
+    /// fetches them from the remote, counts there.
+    pub fn stat(&self, git: &Git, base: &str, head: &str) -> Result<DiffStat, String> {
+        match &self.mirror {
+            Some(m) => grove_git::stats::diff_stat(m, base, head).map_err(|e| e.to_string()),
+            None => grove_git::stats::diff_stat_cli(git, &self.path, base, head).map_err(|e| e.to_string()),
+        }
     }
 
     /// Remove the workspace (grove's own); the branch stays.

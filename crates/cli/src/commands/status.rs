@@ -248,6 +248,17 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
             "variant": t.train.variant,
             "variant_of": t.train.variant_of,
             "picked": t.train.picked,
-        })).collect::<Vec<_>>(),
+        })).zip(tasks).map(|(mut v, t)| {
+            if let Some(o) = v.as_object_mut() {
+                // Clocks: attempts that failed around the agent, when the deadline counts from,
+                // and when a waiting task goes again (`parked_until` for a usage limit).
+                o.insert("failures".into(), t.train.failures.into());
+                o.insert("first_dispatched_at".into(), t.train.first_dispatched_at.into());
+                let parked = (t.state == TaskState::Parked).then_some(t.train.retry_at).flatten();
+                o.insert("parked_until".into(), parked.into());
+                o.insert("retry_at".into(), t.train.retry_at.into());
+            }
+            v
+        }).collect::<Vec<_>>(),
     })
 }

@@ -47,6 +47,15 @@ pub struct WorkerArgs {
     /// How long running tasks get to finish when the worker is asked to stop
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
+    /// Disk budget for this worker's workspaces and logs under GROVE_HOME, e.g. 50GiB; over
+    /// it, workspaces kept after their task ended are removed (oldest first), then no task is
+    /// taken until there is room [default: no budget]
+    #[arg(long, value_name = "SIZE", value_parser = grove_worker::disk::parse_size)]
+    pub max_disk: Option<u64>,
+    /// Free space to keep on GROVE_HOME's filesystem; below it the worker removes kept
+    /// workspaces, then takes no task until there is room (0: no floor)
+    #[arg(long, value_name = "SIZE", value_parser = grove_worker::disk::parse_size, default_value = "2GiB")]
+    pub min_free: u64,
     #[command(flatten)]
     pub nats_tls: NatsTls,
 }
@@ -142,6 +151,7 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         heartbeat: grove_worker::lease::heartbeat_every(args.ack_wait),
         hand_back: hand_back.clone(),
         announce_every: config_ttl / 3,
+        disk: grove_worker::disk::Budget { max_disk: args.max_disk, min_free: args.min_free },
     });
     eprintln!("worker {id}: pools {}, capacity {}, NATS {}", args.pools.join(","), ctx.capacity, args.nats);
     let (stop, kill) = (CancellationToken::new(), CancellationToken::new());

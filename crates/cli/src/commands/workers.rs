@@ -76,6 +76,7 @@ fn print(workers: &[WorkerInfo], json: bool) -> anyhow::Result<()> {
                     "version": w.version,
                     "started_at": w.started_at,
                     "seen_at": w.seen_at,
+                    "refusing": w.refusing,
                 })
             })
             .collect();
@@ -98,7 +99,10 @@ fn print(workers: &[WorkerInfo], json: bool) -> anyhow::Result<()> {
                 format!("{}/{}", w.tasks.len(), w.capacity),
                 format!("{}s ago", (now - w.seen_at).max(0)),
                 w.version.clone(),
-                w.tasks.join(" "),
+                match &w.refusing {
+                    Some(why) => format!("refusing work: {why}"),
+                    None => w.tasks.join(" "),
+                },
             ]
         })
         .collect();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Env, task};
 
 /// A process killed when the test ends, whatever happens.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -15,11 +15,11 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn nats_server(dir: &Path) -> (Proc, String) {
+pub(crate) fn nats_server(dir: &Path) -> (Proc, String) {
     let port = free_port();
     let child = Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
@@ -235,7 +235,7 @@ fn coordinator(env: &Env, nats: &str, listen: &str, token_file: Option<&Path>) -
     Proc(cmd.spawn().expect("spawn grove coordinator"))
 }
 
-fn wait_port(port: u16) {
+pub(crate) fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "port {port} did not open");
@@ -311,7 +311,7 @@ fn the_api_refuses_calls_without_the_token_off_loopback() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
+pub(crate) fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
     let child = Command::new(exe)
         .args(args)
         .env("HOME", env.path().join("home"))
@@ -327,7 +327,7 @@ fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
 }
 
 /// The newest job's id on the coordinator at `api`, once there is one.
-fn newest_job(env: &Env, api: &str) -> String {
+pub(crate) fn newest_job(env: &Env, api: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = env.grove(env.path(), &["status", "--coordinator", api, "--json"]);

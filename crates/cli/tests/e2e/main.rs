@@ -5,6 +5,7 @@ mod cancel;
 mod chaos;
 mod distributed;
 mod harness;
+mod limits;
 mod refusals;
 mod rerun;
 mod run;

@@ -1,0 +1,237 @@
+//! Usage and rate limits: recognise an agent CLI saying its provider refuses work until some
+//! time, and when that is, from the output of the turn that failed.
+//!
+//! Formats recognised (the real ones, see the tests):
+//! - Claude Code: `Claude AI usage limit reached|<unix seconds>`; newer versions
+//!   `5-hour limit reached ∙ resets 3pm`, `... resets Oct 6, 1pm`, `... will reset at 3pm (UTC)`.
+//! - Codex CLI: `You've hit your usage limit. ... try again in 4 days 23 hours 1 minute.` or
+//!   `... try again at 3:04 PM.`
+//! - HTTP 429 / "rate limit" messages with `retry after 30s`, `Retry-After: 30`.
+//!
+//! A time of day ("3pm") is read in UTC unless the message names UTC/GMT with an offset
+//! (`UTC+2`); grove has no time-zone database. Read in the wrong zone, the reset is early or
+//! late by the zone's offset: early costs one more parked attempt, never a failed task.
+//! A limit recognised without any reset time parks for [`DEFAULT_PARK`].
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// How long a task parks when the agent names a limit but no reset time (seconds).
+pub const DEFAULT_PARK: i64 = 5 * 60;
+
+/// Something in the output says a limit was hit.
+static LIMIT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?i)usage limit|limit reached|rate[ -]limit|too many requests|\b429\b|hit your limit").ok()
+});
+/// Claude Code's machine-readable form.
+static CLAUDE_EPOCH: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?i)usage limit reached\|(\d{9,13})").ok());
+/// `try again in 2 hours 5 minutes`, `retry after 30s`, `Retry-After: 30`, `resets in 20m`.
+static RELATIVE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)(?:try again in|retry[- ]after:?|retry in|resets? in|wait)\s+((?:\d+(?:\.\d+)?\s*(?:days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)?\b[\s,]*(?:and\s+)?)+)",
+    )
+    .ok()
+});
+static AMOUNT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?i)(\d+(?:\.\d+)?)\s*(days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)?\b").ok()
+});
+/// `resets 3pm`, `resets at 3:30 pm`, `resets Oct 6, 1pm`, `try again at 3:04 PM`,
+/// `reset at 15:00 (UTC+2)`.
+static CLOCK: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)(?:resets?|try again)\s+(?:at\s+)?(?:([a-z]{3})[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(?:(\d{4}),?\s+)?(?:at\s+)?)?(\d{1,2})(?::(\d{2}))?\s*([ap]\.?m\.?)?(?:\s*\(?(?:UTC|GMT)([+-]\d{1,2})(?::?(\d{2}))?\)?)?",
+    )
+    .ok()
+});
+
+/// When the limit the agent hit resets (unix seconds), if `output` says it hit one. `now` is
+/// unix seconds.
+pub fn usage_limit(output: &str, now: i64) -> Option<i64> {
+    let limit = LIMIT.as_ref()?;
+    // The latest message wins: look at the lines that name a limit, last first, and the line
+    // after each (Codex puts the time on the same line; some CLIs wrap).
+    let lines: Vec<&str> = output.lines().collect();
+    let hits: Vec<usize> = (0..lines.len()).filter(|i| limit.is_match(lines[*i])).collect();
+    if hits.is_empty() {
+        return None;
+    }
+    for &i in hits.iter().rev() {
+        let text = lines[i..(i + 2).min(lines.len())].join(" ");
+        if let Some(at) = reset_in(&text, now) {
+            return Some(at);
+        }
+    }
+    Some(now + DEFAULT_PARK)
+}
+
+fn reset_in(text: &str, now: i64) -> Option<i64> {
+    if let Some(c) = CLAUDE_EPOCH.as_ref()?.captures(text) {
+        let n: i64 = c[1].parse().ok()?;
+        // Milliseconds, from a CLI that prints them.
+        return Some(if n > 100_000_000_000 { n / 1000 } else { n });
+    }
+    if let Some(c) = RELATIVE.as_ref()?.captures(text) {
+        let mut secs = 0f64;
+        for a in AMOUNT.as_ref()?.captures_iter(&c[1]) {
+            let n: f64 = a[1].parse().ok()?;
+            let unit = a.get(2).map_or("s", |u| u.as_str()).to_ascii_lowercase();
+            secs += n * match unit.chars().next() {
+                Some('d') => 86400.0,
+                Some('h') => 3600.0,
+                Some('m') => 60.0,
+                _ => 1.0,
+            };
+        }
+        if secs > 0.0 {
+            return Some(now + secs.ceil() as i64);
+        }
+    }
+    let c = CLOCK.as_ref()?.captures(text)?;
+    let mut hour: i64 = c[4].parse().ok()?;
+    let minute: i64 = c.get(5).map_or(Ok(0), |m| m.as_str().parse()).ok()?;
+    if let Some(ampm) = c.get(6) {
+        let pm = ampm.as_str().to_ascii_lowercase().starts_with('p');
+        if !(1..=12).contains(&hour) {
+            return None;
+        }
+        hour = hour % 12 + if pm { 12 } else { 0 };
+    } else if c.get(1).is_none() && c.get(5).is_none() {
+        // A bare number ("resets 3") is not a time.
+        return None;
+    }
+    if hour > 23 || minute > 59 {
+        return None;
+    }
+    let offset = match c.get(7) {
+        Some(h) => {
+            let h: i64 = h.as_str().parse().ok()?;
+            let m: i64 = c.get(8).map_or(Ok(0), |m| m.as_str().parse()).ok()?;
+            (h * 60 + h.signum() * m) * 60
+        }
+        None => 0,
+    };
+    let clock = hour * 3600 + minute * 60 - offset;
+    if let Some(mon) = c.get(1) {
+        let month = month(mon.as_str())?;
+        let day: i64 = c[2].parse().ok()?;
+        let (this_year, _, _) = civil(now.div_euclid(86400));
+        let year = c.get(3).map_or(Ok(this_year), |y| y.as_str().parse()).ok()?;
+        let mut at = days(year, month, day) * 86400 + clock;
+        if at + 86400 < now && c.get(3).is_none() {
+            // "Jan 2" seen on Dec 30: next year.
+            at = days(year + 1, month, day) * 86400 + clock;
+        }
+        return Some(at);
+    }
+    // The next time the clock shows this time.
+    let midnight = now.div_euclid(86400) * 86400;
+    let mut at = midnight + clock;
+    while at <= now {
+        at += 86400;
+    }
+    while at - 86400 > now {
+        at -= 86400;
+    }
+    Some(at)
+}
+
+fn month(name: &str) -> Option<i64> {
+    let names = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    let lower = name.to_ascii_lowercase();
+    names.iter().position(|m| lower.starts_with(m)).map(|i| i as i64 + 1)
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date of a day count since 1970-01-01.
+fn civil(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-25 10:00:00 UTC.
+    const NOW: i64 = 1_795_600_800;
+
+    #[test]
+    fn the_clock_helpers_agree() {
+        assert_eq!(days(2026, 11, 25) * 86400 + 10 * 3600, NOW);
+        assert_eq!(civil(NOW / 86400), (2026, 11, 25));
+        assert_eq!(days(1970, 1, 1), 0);
+    }
+
+    #[test]
+    fn claude_code_epoch() {
+        let out = "Working...\nClaude AI usage limit reached|1795615200\n";
+        assert_eq!(usage_limit(out, NOW), Some(1_795_615_200));
+    }
+
+    #[test]
+    fn claude_code_resets_at_a_time_of_day() {
+        // 3pm UTC today is 5 hours on.
+        assert_eq!(usage_limit("5-hour limit reached ∙ resets 3pm", NOW), Some(NOW + 5 * 3600));
+        assert_eq!(usage_limit("5-hour limit reached ∙ resets at 3:30 pm", NOW), Some(NOW + 5 * 3600 + 1800));
+        // 9am has passed today: tomorrow.
+        assert_eq!(usage_limit("Weekly limit reached ∙ resets 9am", NOW), Some(NOW + 23 * 3600));
+        assert_eq!(
+            usage_limit("Claude usage limit reached. Your limit will reset at 3pm (UTC+2).", NOW),
+            Some(NOW + 3 * 3600)
+        );
+        assert_eq!(
+            usage_limit("Opus weekly limit reached ∙ resets Nov 27, 1pm", NOW),
+            Some(NOW + 2 * 86400 + 3 * 3600)
+        );
+    }
+
+    #[test]
+    fn codex_usage_limit() {
+        let out = "■ You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing) \
+                   or try again in 4 days 23 hours 1 minute.";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 4 * 86400 + 23 * 3600 + 60));
+        assert_eq!(
+            usage_limit("You've hit your usage limit. Try again in 52 minutes.", NOW),
+            Some(NOW + 52 * 60)
+        );
+        assert_eq!(
+            usage_limit("You've hit your usage limit. Upgrade to Plus or try again at 3:04 PM.", NOW),
+            Some(NOW + 5 * 3600 + 4 * 60)
+        );
+    }
+
+    #[test]
+    fn http_rate_limits() {
+        let out = "Error: 429 Too Many Requests: rate limit exceeded, retry after 30s";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 30));
+        let out = "HTTP/1.1 429 Too Many Requests\nRetry-After: 120\n";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 120));
+        assert_eq!(usage_limit("API Error: Rate limit reached", NOW), Some(NOW + DEFAULT_PARK));
+    }
+
+    #[test]
+    fn ordinary_failures_are_not_limits() {
+        assert_eq!(usage_limit("error[E0425]: cannot find value `x`\ntest failed, try again", NOW), None);
+        assert_eq!(usage_limit("", NOW), None);
+        assert_eq!(usage_limit("retry after 30s", NOW), None, "a time without a limit is not a limit");
+    }
+}
