@@ -407,8 +407,13 @@ impl Coordinator {
         let mirror = Mirror { path: row.mirror.clone().into() };
         let mut branches = vec![format!("refs/heads/{}", row.integration_branch)];
         for t in self.store.tasks(job)? {
-            if t.head.is_some() && t.merge_state != MergeState::Discarded {
-                branches.push(format!("refs/heads/{}", t.branch));
+            let branch = format!("refs/heads/{}", t.branch);
+            // Only branches the mirror has: a task whose only push was refused has none.
+            if t.head.is_some()
+                && t.merge_state != MergeState::Discarded
+                && self.git.ref_target(&mirror.path, &branch).ok().flatten().is_some()
+            {
+                branches.push(branch);
             }
         }
         let source = Source::Local(dir.into());
