@@ -34,7 +34,7 @@ fn wait_for(path: &Path, what: &str) {
 
 /// Whether a process runs: it exists and is not a zombie (an orphan's zombie lingers where
 /// PID 1 does not reap, as in some containers).
-fn pid_alive(pid: i32) -> bool {
+pub(crate) fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command's closing parenthesis.
         Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
