@@ -330,9 +330,15 @@ impl Coordinator {
     /// after changing what the train may do (`approve_merge`, `pick`, `discard`); then
     /// [`Coordinator::publish`] brings the result to the person's repository.
     pub fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
+        // Waiting for another train (its checks may run for minutes) blocks this thread, so
+        // the runtime is told first.
+        let one_at_a_time = || {
+            let _one = self.trains.lock().unwrap_or_else(|p| p.into_inner());
+            self.advance_train(job)
+        };
         let moved = match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(|| self.advance_train(job))?,
-            Err(_) => self.advance_train(job)?,
+            Ok(_) => tokio::task::block_in_place(one_at_a_time)?,
+            Err(_) => one_at_a_time()?,
         };
         for n in moved {
             if let Note::Redo { task, .. } = &n {

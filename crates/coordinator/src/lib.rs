@@ -98,6 +98,9 @@ pub struct Coordinator {
     pub single_pool: Option<String>,
     /// Jobs being cancelled: their conflicts are not redone.
     cancelling: std::sync::Mutex<std::collections::HashSet<JobId>>,
+    /// One train moves at a time, whichever path moves it (events, a submit's dispatch, review
+    /// verbs, timers, cancellations): two at once would both start from the same head.
+    trains: std::sync::Mutex<()>,
 }
 
 impl Coordinator {
@@ -111,6 +114,7 @@ impl Coordinator {
             identity: Identity::default(),
             single_pool: None,
             cancelling: Default::default(),
+            trains: Default::default(),
         })
     }
 

@@ -617,6 +617,31 @@ mod tests {
         s
     }
 
+    /// Paths that move the train at once (a submit's dispatch, the event loop, a review verb)
+    /// take turns: every branch merges exactly once and none fails on the other's move of the
+    /// integration branch (which the compare-and-swap of `update-ref` would refuse).
+    #[test]
+    fn trains_moved_from_several_threads_take_turns() {
+        let git = Git::detect().expect("git");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (base, tips) = repo(&git, &dir, 24, &[]);
+        let (coord, job) = coordinator(&tmp.path().join("home"), &dir, spec(), &base, &tips);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::scope(|s| {
+            let movers: Vec<_> = (0..4).map(|_| s.spawn(|| coord.train(&job, &tx))).collect();
+            for m in movers {
+                m.join().expect("thread").expect("the train moved");
+            }
+        });
+        let tasks = coord.store.tasks(&job).expect("tasks");
+        assert!(tasks.iter().all(|t| t.merge_state == MergeState::Merged));
+        let head = coord.store.job(job.as_str()).expect("job").integration_head;
+        let merges = git.run(&dir, ["rev-list", "--count", "--merges", &head]).expect("rev-list").stdout;
+        assert_eq!(merges.trim(), "24", "one merge commit per task");
+    }
+
     /// The one-task lookup and the all-terminal check an event uses agree with the full read.
     #[test]
     fn one_task_and_all_terminal_agree_with_the_job_s_tasks() {

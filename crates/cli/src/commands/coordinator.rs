@@ -115,12 +115,22 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     if let Some(tls) = tls {
         server = server.tls_config(tls).context("the TLS certificate or key")?;
     }
-    server
+    let serve = server
         .add_service(grpc::server(grpc::Api::new(daemon), token))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await
-        .context("serving gRPC")?;
-    stop.cancel();
-    events.await.context("the event loop")??;
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown);
+    let mut events = events;
+    tokio::select! {
+        served = serve => {
+            served.context("serving gRPC")?;
+            stop.cancel();
+            events.await.context("the event loop")??;
+        }
+        // The event loop ended by itself: an error it cannot go on from (the state or the bus
+        // failing). Serving on without it would accept jobs nobody moves; exit instead, so a
+        // supervisor starts the coordinator again, which picks up from SQLite and the streams.
+        ended = &mut events => {
+            ended.context("the event loop")?.context("the event loop stopped")?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
