@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use grove_coordinator::daemon::Daemon;
 use grove_coordinator::grpc;
+use grove_coordinator::home::HomeLock;
 use grove_core::spec::parse_duration;
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +83,12 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     }
     let tls = server_tls(&args)?;
     let nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
+    // One daemon per home, and no `grove gc` under its feet. A predecessor killed a moment
+    // ago may still be exiting: give it a few seconds to let go.
+    let layout = grove_core::layout::Layout::new(home.clone());
+    let _home_lock = tokio::task::block_in_place(|| {
+        HomeLock::take(&layout, "grove coordinator", std::time::Duration::from_secs(5))
+    })?;
     let emb = Embedded::open(home.clone(), Some(nats)).await?;
     let daemon = Daemon::new(emb.coordinator.clone());
     let stop = CancellationToken::new();
