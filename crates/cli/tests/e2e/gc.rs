@@ -229,3 +229,37 @@ fn gc_refuses_while_a_coordinator_daemon_serves_the_home() {
     assert_eq!(second.code, 2, "{}", second.stderr);
     assert!(second.stderr.contains("holds the grove home"), "{}", second.stderr);
 }
+
+/// A squash merge leaves a task's own commits out of the integration branch: its branch still
+/// goes, because its merge commit is in; the integration branch keeps its tree.
+#[test]
+fn gc_removes_squash_merged_branches() {
+    let env = Env::new();
+    let files: Vec<(String, String)> =
+        ["a", "b"].iter().map(|d| (format!("{d}/f.txt"), format!("{d}\n"))).collect();
+    let repo = env.repo("r", &files);
+    let script = r#"echo more >> "$GROVE_TASK/f.txt""#;
+    let run = env.grove(
+        &repo,
+        &["run", "--split", "dirs", "--merge-mode", "squash", "--json", "--", "sh", "-c", script],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let job = run.json();
+    let id = job["id"].as_str().expect("id");
+    let integration = job["integration_branch"].as_str().expect("branch");
+    let mirror = the_mirror(&env);
+    let tree = env.git(&mirror, &["rev-parse", &format!("{integration}^{{tree}}")]);
+    let a = format!("refs/heads/grove/{id}/a");
+    let tip = env.git(&mirror, &["rev-parse", &a]);
+    let not_ancestor = Command::new("git")
+        .current_dir(&mirror)
+        .args(["merge-base", "--is-ancestor", &tip, integration])
+        .status()
+        .expect("git");
+    assert!(!not_ancestor.success(), "squashed: the task's commit is not in the integration branch");
+    let report = gc(&env, &repo, &["--json"]).json();
+    assert_eq!(removed(&report, "branch").len(), 2, "{report:#}");
+    assert!(!has_ref(&mirror, &a));
+    assert_eq!(env.git(&mirror, &["rev-parse", &format!("{integration}^{{tree}}")]), tree);
+    env.git(&mirror, &["fsck", "--no-progress"]);
+}
