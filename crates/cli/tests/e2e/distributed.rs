@@ -36,7 +36,7 @@ pub(crate) fn nats_server(dir: &Path) -> (Proc, String) {
     (Proc(child), format!("nats://127.0.0.1:{port}"))
 }
 
-fn worker(env: &Env, nats: &str, id: &str, pool: &str, clone: bool) -> Proc {
+pub(crate) fn worker(env: &Env, nats: &str, id: &str, pool: &str, clone: bool) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
     cmd.args(["worker", "--nats", nats, "--pool", pool, "--capacity", "2", "--id", id, "--ack-wait", "2s"])
         .env("HOME", env.path().join("home"))

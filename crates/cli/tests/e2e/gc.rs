@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::distributed::{Proc, free_port, nats_server, wait_port};
+use crate::distributed::{Proc, free_port, nats_server, wait_port, worker};
 use crate::harness::{Env, Run, task};
 
 fn s(p: &Path) -> &str {
@@ -199,13 +199,17 @@ fn gc_collects_an_ended_job_and_nothing_it_should_not() {
     assert_eq!(again.code, 0, "{}", again.stderr);
 }
 
+/// A coordinator daemon holds the home: `grove gc` (and a second daemon) refuse, naming it.
+/// With `--gc-every` the daemon collects ended jobs itself: a job run through it loses its
+/// merged task branches in the daemon's mirror, its integration branch stays.
 #[test]
-fn gc_refuses_while_a_coordinator_daemon_serves_the_home() {
+fn gc_refuses_under_a_daemon_which_collects_by_itself() {
     let env = Env::new();
     let (_nats, url) = nats_server(&env.path().join("nats"));
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
     cmd.args(["coordinator", "--nats", &url, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--gc-every", "1s", "--gc-older-than", "0s"])
         .env("HOME", env.path().join("home"))
         .env("GROVE_HOME", env.grove_home())
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -213,6 +217,7 @@ fn gc_refuses_while_a_coordinator_daemon_serves_the_home() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _daemon = Proc(cmd.spawn().expect("spawn grove coordinator"));
+    let _worker = worker(&env, &url, "w1", "local", false);
     wait_port(port);
     let refused = env.grove(env.path(), &["gc", "--dry-run"]);
     assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
@@ -228,6 +233,28 @@ fn gc_refuses_while_a_coordinator_daemon_serves_the_home() {
     );
     assert_eq!(second.code, 2, "{}", second.stderr);
     assert!(second.stderr.contains("holds the grove home"), "{}", second.stderr);
+
+    let files: Vec<(String, String)> =
+        ["a", "b"].iter().map(|d| (format!("{d}/f.txt"), format!("{d}\n"))).collect();
+    let repo = env.repo("r", &files);
+    let api = format!("http://127.0.0.1:{port}");
+    let script = r#"echo more >> "$GROVE_TASK/f.txt""#;
+    let run = env
+        .grove(&repo, &["run", "--coordinator", &api, "--split", "dirs", "--json", "--", "sh", "-c", script]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let job = run.json();
+    let id = job["id"].as_str().expect("id");
+    let integration = job["integration_branch"].as_str().expect("branch");
+    let mirror = the_mirror(&env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while has_ref(&mirror, &format!("refs/heads/grove/{id}/a"))
+        || has_ref(&mirror, &format!("refs/heads/grove/{id}/b"))
+    {
+        assert!(Instant::now() < deadline, "the daemon did not collect the job");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(has_ref(&mirror, &format!("refs/heads/{integration}")));
+    assert_eq!(env.git(&mirror, &["show", &format!("{integration}:a/f.txt")]), "a\nmore");
 }
 
 /// A squash merge leaves a task's own commits out of the integration branch: its branch still
