@@ -295,6 +295,8 @@ pub fn collect(
         let tasks = store.tasks(&job.id)?;
         let last = store.last_activity(&job.id)?;
         match job_verdict(job, &tasks, last, now, policy.older_than) {
+            // Collected before: nothing of it is left but what gc kept, unmerged work.
+            Ok(()) if job.collected_at.is_some() && !policy.prune_unmerged => {}
             Ok(()) => chosen.push((job, tasks)),
             Err(why) => cx.report.skipped.push((job.id.clone(), why)),
         }
@@ -416,66 +418,63 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The task branches and attempt records of the job in `mirror`, by [`ref_verdict`].
+    /// The task branches and attempt records of the job in `mirror`, by [`ref_verdict`]. Two
+    /// `for-each-ref` per job (its refs, and those of them in the integration branch), and a
+    /// merge-base only for a squash-merged task.
     fn refs(&mut self, job: &JobRow, tasks: &[TaskRow], mirror: &Path) -> Result<(), CoordError> {
         let git = self.git;
-        let integration = git.ref_target(mirror, &format!("refs/heads/{}", job.integration_branch))?;
-        let reachable = |c: &str| -> Result<bool, CoordError> {
-            Ok(match &integration {
-                Some(i) => git.is_ancestor(mirror, c, i)?,
-                None => false,
-            })
+        let integration = format!("refs/heads/{}", job.integration_branch);
+        let integration_tip = git.ref_target(mirror, &integration)?;
+        let prefixes = [format!("refs/heads/grove/{}/", job.id), format!("refs/grove/attempts/{}/", job.id)];
+        let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        let refs: std::collections::HashMap<String, String> =
+            for_each_ref(git, mirror, &prefixes, None)?.into_iter().collect();
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let in_integration: HashSet<String> = match &integration_tip {
+            Some(tip) => {
+                for_each_ref(git, mirror, &prefixes, Some(tip))?.into_iter().map(|(r, _)| r).collect()
+            }
+            None => HashSet::new(),
         };
-        let checked_out = worktree::checked_out(self.git, mirror)?;
+        let checked_out = worktree::checked_out(git, mirror)?;
         let shown = |r: &str| format!("{r} in {}", mirror.display());
         for t in tasks {
             let task_merged = t.merge_state == MergeState::Merged;
             let branch = names::task_branch(&job.id, &t.slug);
+            let attempts = format!("refs/grove/attempts/{}/{}/", job.id, t.slug);
+            let mut mine: Vec<(String, bool)> =
+                refs.keys().filter(|r| r.starts_with(&attempts)).map(|r| (r.clone(), true)).collect();
+            mine.sort();
             // Only the branch grove named for the task, never the integration branch.
-            if t.branch == branch && branch != job.integration_branch {
-                let full = format!("refs/heads/{branch}");
-                if let Some(tip) = self.git.ref_target(mirror, &full)? {
-                    // A squash merge leaves the task's commits out of the integration branch:
-                    // its merge commit being there is what counts.
-                    let squashed = task_merged
-                        && match &t.merge_commit {
-                            Some(c) => reachable(c)?,
-                            None => false,
-                        };
-                    let verdict = ref_verdict(
-                        reachable(&tip)? || squashed,
-                        task_merged,
-                        false,
-                        self.policy.prune_unmerged,
-                    );
-                    match verdict {
-                        Err(why) => self.keep(Some(&job.id), shown(&full), why),
-                        Ok(_) if checked_out.contains(&full) => {
-                            self.keep(Some(&job.id), shown(&full), "checked out in a worktree")
-                        }
-                        Ok(why) => {
-                            if self.policy.dry_run
-                                || worktree::delete_ref_at(self.git, mirror, &full, &tip, "grove gc")?
-                            {
-                                self.gone.insert((mirror.to_path_buf(), full.clone()));
-                                self.removed(Some(&job.id), Kind::Branch, shown(&full), 0, why);
-                            } else {
-                                self.keep(Some(&job.id), shown(&full), "it moved meanwhile");
-                            }
-                        }
-                    }
-                }
+            let full = format!("refs/heads/{branch}");
+            if t.branch == branch && full != integration && refs.contains_key(&full) {
+                mine.insert(0, (full, false));
             }
-            let prefix = format!("refs/grove/attempts/{}/{}/", job.id, t.slug);
-            for (full, oid) in for_each_ref(self.git, mirror, &[&prefix])? {
-                match ref_verdict(reachable(&oid)?, task_merged, true, self.policy.prune_unmerged) {
+            for (full, attempt) in mine {
+                let Some(oid) = refs.get(&full) else { continue };
+                // A squash merge leaves the task's commits out of the integration branch: its
+                // merge commit being there is what counts.
+                let squashed = !attempt
+                    && task_merged
+                    && match (&t.merge_commit, &integration_tip) {
+                        (Some(c), Some(i)) => git.is_ancestor(mirror, c, i)?,
+                        _ => false,
+                    };
+                let reachable = in_integration.contains(&full) || squashed;
+                let kind = if attempt { Kind::Attempt } else { Kind::Branch };
+                match ref_verdict(reachable, task_merged, attempt, self.policy.prune_unmerged) {
                     Err(why) => self.keep(Some(&job.id), shown(&full), why),
+                    Ok(_) if checked_out.contains(&full) => {
+                        self.keep(Some(&job.id), shown(&full), "checked out in a worktree")
+                    }
                     Ok(why) => {
                         if self.policy.dry_run
-                            || worktree::delete_ref_at(self.git, mirror, &full, &oid, "grove gc")?
+                            || worktree::delete_ref_at(git, mirror, &full, oid, "grove gc")?
                         {
                             self.gone.insert((mirror.to_path_buf(), full.clone()));
-                            self.removed(Some(&job.id), Kind::Attempt, shown(&full), 0, why);
+                            self.removed(Some(&job.id), kind, shown(&full), 0, why);
                         } else {
                             self.keep(Some(&job.id), shown(&full), "it moved meanwhile");
                         }
@@ -533,7 +532,7 @@ impl Ctx<'_> {
             uncollected: users.iter().filter(|j| !collected(j)).map(|j| j.id.clone()).collect(),
             ..MirrorFacts::default()
         };
-        for (full, oid) in for_each_ref(self.git, m, &["refs/heads/", "refs/grove/"])? {
+        for (full, oid) in for_each_ref(self.git, m, &["refs/heads/", "refs/grove/"], None)? {
             if self.gone.contains(&(m.to_path_buf(), full.clone())) {
                 continue;
             }
@@ -580,9 +579,17 @@ impl Ctx<'_> {
     }
 }
 
-/// `(ref, object id)` of the refs under `prefixes` in `repo`.
-fn for_each_ref(git: &Git, repo: &Path, prefixes: &[&str]) -> Result<Vec<(String, String)>, CoordError> {
+/// `(ref, object id)` of the refs under `prefixes` in `repo`; with `merged`, only those whose
+/// commit is reachable from that commit.
+fn for_each_ref(
+    git: &Git,
+    repo: &Path,
+    prefixes: &[&str],
+    merged: Option<&str>,
+) -> Result<Vec<(String, String)>, CoordError> {
+    let merged = merged.map(|m| format!("--merged={m}"));
     let mut args = vec!["for-each-ref", "--format=%(refname) %(objectname)"];
+    args.extend(merged.as_deref());
     args.extend(prefixes);
     let out = git.run(repo, args)?;
     Ok(out

@@ -754,7 +754,14 @@ impl Store {
     }
 
     pub fn set_job_state(&self, job: &JobId, state: &str) -> Result<(), StoreError> {
-        self.with(|c| c.execute("UPDATE jobs SET state = ?2 WHERE id = ?1", params![job.as_str(), state]))?;
+        // A job that runs again (a retry) makes new files: it is no longer collected.
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, collected_at = CASE WHEN ?2 = 'running' THEN NULL ELSE collected_at END
+                 WHERE id = ?1",
+                params![job.as_str(), state],
+            )
+        })?;
         Ok(())
     }
 
@@ -937,6 +944,8 @@ mod tests {
         store.set_collected(&id, 43).expect("again");
         assert_eq!(store.job("j-0001").expect("job").collected_at, Some(42), "the first collection counts");
         assert_eq!(store.last_activity(&id).expect("activity"), 1);
+        store.set_job_state(&id, "running").expect("retried");
+        assert_eq!(store.job("j-0001").expect("job").collected_at, None, "running again: not collected");
         drop(store);
         Store::open(&path).expect("opens again at version 4");
     }

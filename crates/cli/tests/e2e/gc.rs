@@ -258,22 +258,25 @@ fn gc_refuses_under_a_daemon_which_collects_by_itself() {
 }
 
 /// A squash merge leaves a task's own commits out of the integration branch: its branch still
-/// goes, because its merge commit is in; the integration branch keeps its tree.
+/// goes, because its merge commit is in; the integration branch keeps its tree. A discarded
+/// task's work, kept under refs/grove/attempts/, stays until --prune-unmerged.
 #[test]
-fn gc_removes_squash_merged_branches() {
+fn gc_removes_squash_merged_branches_and_keeps_discarded_work() {
     let env = Env::new();
     let files: Vec<(String, String)> =
-        ["a", "b"].iter().map(|d| (format!("{d}/f.txt"), format!("{d}\n"))).collect();
+        ["a", "b", "c"].iter().map(|d| (format!("{d}/f.txt"), format!("{d}\n"))).collect();
     let repo = env.repo("r", &files);
-    let script = r#"echo more >> "$GROVE_TASK/f.txt""#;
+    let script = r#"echo more >> "$GROVE_TASK/f.txt"; [ "$GROVE_TASK" != c ]"#;
     let run = env.grove(
         &repo,
         &["run", "--split", "dirs", "--merge-mode", "squash", "--json", "--", "sh", "-c", script],
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 1, "{}", run.stderr);
     let job = run.json();
     let id = job["id"].as_str().expect("id");
     let integration = job["integration_branch"].as_str().expect("branch");
+    let discard = env.grove(&repo, &["discard", &format!("{id}/c")]);
+    assert_eq!(discard.code, 0, "{}", discard.stderr);
     let mirror = the_mirror(&env);
     let tree = env.git(&mirror, &["rev-parse", &format!("{integration}^{{tree}}")]);
     let a = format!("refs/heads/grove/{id}/a");
@@ -284,9 +287,20 @@ fn gc_removes_squash_merged_branches() {
         .status()
         .expect("git");
     assert!(!not_ancestor.success(), "squashed: the task's commit is not in the integration branch");
+    let attempt =
+        env.git(&mirror, &["for-each-ref", "--format=%(refname)", &format!("refs/grove/attempts/{id}/c/")]);
+    assert!(!attempt.is_empty(), "discard keeps c's work under refs/grove/attempts/");
+
     let report = gc(&env, &repo, &["--json"]).json();
     assert_eq!(removed(&report, "branch").len(), 2, "{report:#}");
     assert!(!has_ref(&mirror, &a));
+    assert!(removed(&report, "attempt-ref").is_empty(), "{report:#}");
+    assert!(has_ref(&mirror, &attempt), "the discarded work stays");
+    assert_eq!(env.git(&mirror, &["rev-parse", &format!("{integration}^{{tree}}")]), tree);
+
+    let report = gc(&env, &repo, &["--json", "--prune-unmerged"]).json();
+    assert_eq!(removed(&report, "attempt-ref"), [format!("{attempt} in {}", mirror.display())], "{report:#}");
+    assert!(!has_ref(&mirror, &attempt));
     assert_eq!(env.git(&mirror, &["rev-parse", &format!("{integration}^{{tree}}")]), tree);
     env.git(&mirror, &["fsck", "--no-progress"]);
 }
