@@ -101,7 +101,7 @@ impl Daemon {
     /// Cancel a job: workers stop its attempts; it ends when they confirm or the grace is over.
     pub async fn cancel(&self, job: &JobId) -> Result<JobRow, CoordError> {
         self.coord.begin_cancel(job, &self.notes).await?;
-        if self.coord.store.tasks(job)?.iter().all(|t| t.state.is_terminal()) {
+        if self.coord.store.all_terminal(job)? {
             return self.coord.conclude(job, true, &self.notes);
         }
         self.lock().insert(job.clone(), Instant::now() + CANCEL_GRACE);
@@ -196,7 +196,7 @@ impl Daemon {
     fn settle(&self, job: &JobId) -> Result<JobRow, CoordError> {
         self.coord.train(job, &self.notes)?;
         let row = self.coord.store.job(job.as_str())?;
-        if self.coord.store.tasks(job)?.iter().all(|t| t.state.is_terminal()) {
+        if self.coord.store.all_terminal(job)? {
             if row.state == "running" {
                 return self.coord.conclude(job, false, &self.notes);
             }
@@ -212,9 +212,7 @@ impl Daemon {
     }
 
     fn conclude_if_over(&self, job: &JobId) -> Result<(), CoordError> {
-        if self.coord.store.tasks(job)?.iter().all(|t| t.state.is_terminal())
-            && self.coord.store.job(job.as_str())?.state == "running"
-        {
+        if self.coord.store.all_terminal(job)? && self.coord.store.job(job.as_str())?.state == "running" {
             let cancelled = self.lock().remove(job).is_some();
             self.coord.conclude(job, cancelled, &self.notes)?;
         }
@@ -293,7 +291,7 @@ impl Daemon {
                     };
                     for (job, slug) in due {
                         self.task_lock().remove(&(job.clone(), slug.clone()));
-                        if let Some(t) = self.coord.store.tasks(&job)?.into_iter().find(|t| t.slug == slug)
+                        if let Some(t) = self.coord.store.task(&job, &slug)?
                             && !t.state.is_terminal()
                         {
                             self.coord.cancelled(&job, &t, "cancelled; its worker did not confirm in time", &self.notes)?;

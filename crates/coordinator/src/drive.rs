@@ -281,7 +281,7 @@ impl Coordinator {
         self.train(job, notes)?;
         let state = if cancelled {
             "cancelled"
-        } else if self.store.tasks(job)?.iter().all(|t| t.state.is_terminal()) {
+        } else if self.store.all_terminal(job)? {
             "done"
         } else {
             "paused"
@@ -337,7 +337,7 @@ impl Coordinator {
         for n in moved {
             if let Note::Redo { task, .. } = &n {
                 let row = self.store.job(job.as_str())?;
-                if let Some(t) = self.store.tasks(job)?.into_iter().find(|t| t.slug == *task) {
+                if let Some(t) = self.store.task(job, task)? {
                     // `set_redo` made it the next attempt.
                     let attempt = t.attempt;
                     let placed = self.place(&row, &self.store.tasks(job)?, &t, None);
@@ -356,7 +356,7 @@ impl Coordinator {
 
     /// Record one event. Returns the task's slug when its attempt is over.
     fn record(&self, ev: &TaskEvent, notes: &UnboundedSender<Note>) -> Result<Option<String>, CoordError> {
-        let Some(task) = self.store.tasks(&ev.job)?.into_iter().find(|t| t.slug == ev.task) else {
+        let Some(task) = self.store.task(&ev.job, &ev.task)? else {
             tracing::warn!(job = %ev.job, task = %ev.task, "event for an unknown task");
             return Ok(None);
         };
@@ -407,8 +407,13 @@ impl Coordinator {
         let mirror = Mirror { path: row.mirror.clone().into() };
         let mut branches = vec![format!("refs/heads/{}", row.integration_branch)];
         for t in self.store.tasks(job)? {
-            if t.head.is_some() && t.merge_state != MergeState::Discarded {
-                branches.push(format!("refs/heads/{}", t.branch));
+            let branch = format!("refs/heads/{}", t.branch);
+            // Only branches the mirror has: a task whose only push was refused has none.
+            if t.head.is_some()
+                && t.merge_state != MergeState::Discarded
+                && self.git.ref_target(&mirror.path, &branch).ok().flatten().is_some()
+            {
+                branches.push(branch);
             }
         }
         let source = Source::Local(dir.into());

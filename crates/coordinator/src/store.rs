@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (job, slug)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(job, state);
 ";
 
 /// A job as stored.
@@ -407,16 +408,44 @@ impl Store {
         }
     }
 
+    /// A job's tasks, in order.
     pub fn tasks(&self, job: &JobId) -> Result<Vec<TaskRow>, StoreError> {
+        self.select_tasks(job, None)
+    }
+
+    /// One task of a job (an event's, say), without reading the others.
+    pub fn task(&self, job: &JobId, slug: &str) -> Result<Option<TaskRow>, StoreError> {
+        Ok(self.select_tasks(job, Some(slug))?.pop())
+    }
+
+    /// Whether every task of the job is in a terminal state (an index lookup, not a scan).
+    pub fn all_terminal(&self, job: &JobId) -> Result<bool, StoreError> {
+        let going: Vec<&str> =
+            TaskState::ALL.iter().filter(|s| !s.is_terminal()).map(|s| s.as_str()).collect();
+        let marks = vec!["?"; going.len()].join(", ");
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM tasks WHERE job = ? AND state IN ({marks}))");
+        let id = job.as_str();
+        let any: i64 = self.with(|c| {
+            let params = std::iter::once(&id).chain(&going);
+            c.query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))
+        })?;
+        Ok(any == 0)
+    }
+
+    fn select_tasks(&self, job: &JobId, slug: Option<&str>) -> Result<Vec<TaskRow>, StoreError> {
         let raw = self.with(|c| {
-            let mut st = c.prepare(
+            const COLUMNS: &str =
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
                    conflict_paths, task_base, redos, redo, merge_seq, variant, variant_of, picked, finished_seq,
                    started_at, finished_at, placed, placed_why, failures, first_dispatched_at, retry_at
-                 FROM tasks WHERE job = ?1 ORDER BY ord, slug",
-            )?;
-            st.query_map([job.as_str()], |r| {
+                 FROM tasks WHERE job = ?1";
+            // Two statements, so the one-task lookup is a primary-key lookup.
+            let mut st = match slug {
+                Some(_) => c.prepare_cached(&format!("{COLUMNS} AND slug = ?2"))?,
+                None => c.prepare_cached(&format!("{COLUMNS} AND ?2 IS NULL ORDER BY ord, slug"))?,
+            };
+            st.query_map(params![job.as_str(), slug], |r| {
                 Ok(RawTask {
                     slug: r.get(0)?,
                     ord: r.get(1)?,
@@ -465,11 +494,7 @@ impl Store {
     pub fn find_task(&self, name: &str) -> Result<TaskRow, StoreError> {
         if let Some((job, slug)) = name.split_once('/') {
             let job = self.job(job)?;
-            return self
-                .tasks(&job.id)?
-                .into_iter()
-                .find(|t| t.slug == slug)
-                .ok_or_else(|| StoreError::NoTask(name.into()));
+            return self.task(&job.id, slug)?.ok_or_else(|| StoreError::NoTask(name.into()));
         }
         let jobs: Vec<String> = self.with(|c| {
             let mut st = c.prepare("SELECT DISTINCT job FROM tasks WHERE slug = ?1")?;

@@ -618,6 +618,29 @@ mod tests {
         s
     }
 
+    /// The one-task lookup and the all-terminal check an event uses agree with the full read.
+    #[test]
+    fn one_task_and_all_terminal_agree_with_the_job_s_tasks() {
+        let git = Git::detect().expect("git");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (base, tips) = repo(&git, &dir, 3, &[]);
+        let (coord, job) = coordinator(&tmp.path().join("home"), &dir, spec(), &base, &tips);
+        let all = coord.store.tasks(&job).expect("tasks");
+        for t in &all {
+            let one = coord.store.task(&job, &t.slug).expect("task").expect("found");
+            assert_eq!(format!("{one:?}"), format!("{t:?}"));
+        }
+        assert!(coord.store.task(&job, "nope").expect("task").is_none());
+        assert!(coord.store.all_terminal(&job).expect("terminal"));
+        let t = &all[1];
+        coord.store.set_state(&job, &t.slug, t.attempt, TaskState::Running, Some(1)).expect("state");
+        assert!(!coord.store.all_terminal(&job).expect("terminal"));
+        coord.store.set_state(&job, &t.slug, t.attempt, TaskState::Failed, None).expect("state");
+        assert!(coord.store.all_terminal(&job).expect("terminal"));
+    }
+
     #[test]
     fn a_batch_is_bisected_to_each_breaking_merge() {
         let git = Git::detect().expect("git");

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod limits;
 pub use attempt::lease;
 pub mod process;
+mod watchdog;
 pub mod workspace;
 
 use std::sync::Arc;

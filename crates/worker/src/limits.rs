@@ -8,9 +8,11 @@
 //!   `... try again at 3:04 PM.`
 //! - HTTP 429 / "rate limit" messages with `retry after 30s`, `Retry-After: 30`.
 //!
-//! A time of day ("3pm") is read in UTC unless the message names UTC/GMT with an offset
-//! (`UTC+2`); grove has no time-zone database. Read in the wrong zone, the reset is early or
-//! late by the zone's offset: early costs one more parked attempt, never a failed task.
+//! A time of day ("3pm") is read in the zone the message names, as an offset (`UTC+2`, `UTC`)
+//! or a tz database name (`(America/New_York)`), else in the worker's local zone (`TZ`, else
+//! `/etc/localtime`), which is where the agent CLI printed it. Read in a wrong zone, the reset
+//! is early or late by the difference: early costs one more parked attempt, never a failed
+//! task.
 //! A limit recognised without any reset time parks for [`DEFAULT_PARK`].
 
 use std::sync::LazyLock;
@@ -38,17 +40,26 @@ static AMOUNT: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"(?i)(\d+(?:\.\d+)?)\s*(days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)?\b").ok()
 });
 /// `resets 3pm`, `resets at 3:30 pm`, `resets Oct 6, 1pm`, `try again at 3:04 PM`,
-/// `reset at 15:00 (UTC+2)`.
+/// `reset at 15:00 (UTC+2)`, `resets 3pm (UTC)`.
 static CLOCK: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)(?:resets?|try again)\s+(?:at\s+)?(?:([a-z]{3})[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(?:(\d{4}),?\s+)?(?:at\s+)?)?(\d{1,2})(?::(\d{2}))?\s*([ap]\.?m\.?)?(?:\s*\(?(?:UTC|GMT)([+-]\d{1,2})(?::?(\d{2}))?\)?)?",
+        r"(?i)(?:resets?|try again)\s+(?:at\s+)?(?:([a-z]{3})[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(?:(\d{4}),?\s+)?(?:at\s+)?)?(\d{1,2})(?::(\d{2}))?\s*([ap]\.?m\.?)?(?:\s*\(?(UTC|GMT)(?:([+-]\d{1,2})(?::?(\d{2}))?)?\)?)?",
     )
     .ok()
 });
 
+/// A tz database name in parentheses: `resets 3pm (Europe/Berlin)`.
+static ZONE_NAME: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"\(([A-Za-z_]+(?:/[A-Za-z0-9_+-]+)+)\)").ok());
+
 /// When the limit the agent hit resets (unix seconds), if `output` says it hit one. `now` is
-/// unix seconds.
+/// unix seconds; a time of day without a zone is read in this machine's local zone.
 pub fn usage_limit(output: &str, now: i64) -> Option<i64> {
+    usage_limit_in(output, now, &jiff::tz::TimeZone::system())
+}
+
+/// [`usage_limit`] with `local` as the zone of a time of day that names none.
+pub fn usage_limit_in(output: &str, now: i64, local: &jiff::tz::TimeZone) -> Option<i64> {
     let limit = LIMIT.as_ref()?;
     // The latest message wins: look at the lines that name a limit, last first, and the line
     // after each (Codex puts the time on the same line; some CLIs wrap).
@@ -59,14 +70,14 @@ pub fn usage_limit(output: &str, now: i64) -> Option<i64> {
     }
     for &i in hits.iter().rev() {
         let text = lines[i..(i + 2).min(lines.len())].join(" ");
-        if let Some(at) = reset_in(&text, now) {
+        if let Some(at) = reset_in(&text, now, local) {
             return Some(at);
         }
     }
     Some(now + DEFAULT_PARK)
 }
 
-fn reset_in(text: &str, now: i64) -> Option<i64> {
+fn reset_in(text: &str, now: i64, local: &jiff::tz::TimeZone) -> Option<i64> {
     if let Some(c) = CLAUDE_EPOCH.as_ref()?.captures(text) {
         let n: i64 = c[1].parse().ok()?;
         // Milliseconds, from a CLI that prints them.
@@ -104,67 +115,43 @@ fn reset_in(text: &str, now: i64) -> Option<i64> {
     if hour > 23 || minute > 59 {
         return None;
     }
-    let offset = match c.get(7) {
-        Some(h) => {
-            let h: i64 = h.as_str().parse().ok()?;
-            let m: i64 = c.get(8).map_or(Ok(0), |m| m.as_str().parse()).ok()?;
-            (h * 60 + h.signum() * m) * 60
-        }
-        None => 0,
+    let tz = if let Some(h) = c.get(8) {
+        let h: i32 = h.as_str().parse().ok()?;
+        let m: i32 = c.get(9).map_or(Ok(0), |m| m.as_str().parse()).ok()?;
+        let secs = (h * 60 + h.signum() * m) * 60;
+        jiff::tz::TimeZone::fixed(jiff::tz::Offset::from_seconds(secs).ok()?)
+    } else if c.get(7).is_some() {
+        jiff::tz::TimeZone::UTC
+    } else if let Some(z) = ZONE_NAME.as_ref().and_then(|r| r.captures(text)) {
+        jiff::tz::TimeZone::get(&z[1]).unwrap_or_else(|_| local.clone())
+    } else {
+        local.clone()
     };
-    let clock = hour * 3600 + minute * 60 - offset;
+    let (hour, minute) = (i8::try_from(hour).ok()?, i8::try_from(minute).ok()?);
+    let at = |date: jiff::civil::Date| -> Option<i64> {
+        Some(date.at(hour, minute, 0, 0).to_zoned(tz.clone()).ok()?.timestamp().as_second())
+    };
+    let today = jiff::Timestamp::from_second(now).ok()?.to_zoned(tz.clone()).date();
     if let Some(mon) = c.get(1) {
-        let month = month(mon.as_str())?;
-        let day: i64 = c[2].parse().ok()?;
-        let (this_year, _, _) = civil(now.div_euclid(86400));
-        let year = c.get(3).map_or(Ok(this_year), |y| y.as_str().parse()).ok()?;
-        let mut at = days(year, month, day) * 86400 + clock;
-        if at + 86400 < now && c.get(3).is_none() {
+        let month = i8::try_from(month(mon.as_str())?).ok()?;
+        let day: i8 = c[2].parse().ok()?;
+        let year = c.get(3).map_or(Ok(today.year()), |y| y.as_str().parse()).ok()?;
+        let this = at(jiff::civil::Date::new(year, month, day).ok()?)?;
+        if this + 86400 < now && c.get(3).is_none() {
             // "Jan 2" seen on Dec 30: next year.
-            at = days(year + 1, month, day) * 86400 + clock;
+            return at(jiff::civil::Date::new(year + 1, month, day).ok()?);
         }
-        return Some(at);
+        return Some(this);
     }
-    // The next time the clock shows this time.
-    let midnight = now.div_euclid(86400) * 86400;
-    let mut at = midnight + clock;
-    while at <= now {
-        at += 86400;
-    }
-    while at - 86400 > now {
-        at -= 86400;
-    }
-    Some(at)
+    // The next time the clock there shows this time.
+    let this = at(today)?;
+    if this > now { Some(this) } else { at(today.tomorrow().ok()?) }
 }
 
 fn month(name: &str) -> Option<i64> {
     let names = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
     let lower = name.to_ascii_lowercase();
     names.iter().position(|m| lower.starts_with(m)).map(|i| i as i64 + 1)
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day count since 1970-01-01.
-fn civil(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
@@ -174,11 +161,36 @@ mod tests {
     /// 2026-11-25 10:00:00 UTC.
     const NOW: i64 = 1_795_600_800;
 
+    /// The tests read times of day in UTC, unless they say otherwise.
+    fn usage_limit(output: &str, now: i64) -> Option<i64> {
+        usage_limit_in(output, now, &jiff::tz::TimeZone::UTC)
+    }
+
     #[test]
-    fn the_clock_helpers_agree() {
-        assert_eq!(days(2026, 11, 25) * 86400 + 10 * 3600, NOW);
-        assert_eq!(civil(NOW / 86400), (2026, 11, 25));
-        assert_eq!(days(1970, 1, 1), 0);
+    fn a_time_of_day_is_read_in_the_zone_it_names_else_the_local_one() {
+        let new_york = jiff::tz::TimeZone::fixed(jiff::tz::offset(-5));
+        // 10:00 UTC is 5am in New York: 3pm there is 10 hours on (20:00 UTC), not 5.
+        assert_eq!(
+            usage_limit_in("5-hour limit reached ∙ resets 3pm", NOW, &new_york),
+            Some(NOW + 10 * 3600)
+        );
+        // 9am there is 4 hours on, today.
+        assert_eq!(usage_limit_in("Weekly limit reached ∙ resets 9am", NOW, &new_york), Some(NOW + 4 * 3600));
+        // A zone the message names wins over the local one.
+        assert_eq!(usage_limit_in("limit reached ∙ resets 3pm (UTC)", NOW, &new_york), Some(NOW + 5 * 3600));
+        assert_eq!(
+            usage_limit_in(
+                "Claude usage limit reached. Your limit will reset at 3pm (Europe/Berlin).",
+                NOW,
+                &new_york
+            ),
+            Some(NOW + 4 * 3600),
+            "3pm in Berlin is 14:00 UTC in November"
+        );
+        assert_eq!(
+            usage_limit_in("Opus weekly limit reached ∙ resets Nov 27, 1pm", NOW, &new_york),
+            Some(NOW + 2 * 86400 + 8 * 3600)
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The one wrapper for the processes a worker runs: agents and checks. Each runs in its own
 //! process group with a null stdin, its stdout and stderr appended to the task's log (capped)
 //! and kept as a tail; a timeout or a cancellation kills the whole group, and so does the end
-//! of the main process, so no straggler keeps changing the workspace.
+//! of the main process, however it ends (`watchdog`), so no straggler keeps changing the
+//! workspace.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -168,6 +169,8 @@ pub async fn run(
     let mut child =
         cmd.spawn().map_err(|source| ProcessError::Spawn { program: program.to_owned(), source })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    // Should this process die before the group ends, the watchdog ends the group.
+    let _watched = child.id().map(crate::watchdog::Watched::new);
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let pump = |r: Option<Box<dyn AsyncRead + Unpin + Send>>, tx: tokio::sync::mpsc::Sender<Vec<u8>>| async move {

@@ -68,10 +68,16 @@ impl Workspace {
             .map_err(|e| format!("pushing {}: {e}", self.branch))
     }
 
-    /// The branch's tip.
+    /// The branch's tip as the coordinator sees it: in the mirror for a worktree; for a clone,
+    /// what its remote last accepted (`git push` moves `refs/remotes/origin/<branch>` only when
+    /// the push succeeds), so a refused push never reports a commit the mirror lacks.
     pub fn head(&self, git: &Git) -> Option<String> {
-        let repo = self.mirror.as_deref().unwrap_or(&self.path);
-        git.ref_target(repo, &format!("refs/heads/{}", self.branch)).ok().flatten()
+        match &self.mirror {
+            Some(mirror) => git.ref_target(mirror, &format!("refs/heads/{}", self.branch)).ok().flatten(),
+            None => {
+                git.ref_target(&self.path, &format!("refs/remotes/origin/{}", self.branch)).ok().flatten()
+            }
+        }
     }
 
     /// The branch against `base`. A clone is partial: resumed from a pushed branch it lacks

@@ -52,7 +52,7 @@ pub(crate) fn worker(env: &Env, nats: &str, id: &str, pool: &str, clone: bool) -
     Proc(cmd.spawn().expect("spawn grove worker"))
 }
 
-fn dirs_repo(env: &Env, name: &str, n: usize) -> std::path::PathBuf {
+pub(crate) fn dirs_repo(env: &Env, name: &str, n: usize) -> std::path::PathBuf {
     let files: Vec<(String, String)> = (0..n).map(|i| (format!("d{i:02}/f.txt"), format!("{i}\n"))).collect();
     env.repo(name, &files)
 }
@@ -125,9 +125,10 @@ fn a_killed_workers_task_is_redelivered_and_finishes_elsewhere() {
     let mut first = worker(&env, &url, "w1", "local", false);
     let repo = dirs_repo(&env, "r", 1);
     let marker = env.path().join("started");
-    // The first run of the turn announces itself and sleeps; a later one finishes at once.
+    // The first run of the turn sleeps in a child (as an agent's tools run) and says which;
+    // a later one finishes at once.
     let script = format!(
-        r#"if [ ! -e {m} ]; then touch {m}; sleep 5; fi; echo done >> "$GROVE_TASK/f.txt""#,
+        r#"if [ ! -e {m} ]; then sleep 30 & echo $! > {m}; wait; fi; echo done >> "$GROVE_TASK/f.txt""#,
         m = marker.display()
     );
     let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
@@ -145,8 +146,21 @@ fn a_killed_workers_task_is_redelivered_and_finishes_elsewhere() {
         assert!(Instant::now() < deadline, "the task did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let mut sleeper = String::new();
+    while sleeper.trim().is_empty() {
+        std::thread::sleep(Duration::from_millis(10));
+        sleeper = std::fs::read_to_string(&marker).expect("the agent's child");
+    }
+    let sleeper: i32 = sleeper.trim().parse().expect("a pid");
     first.0.kill().expect("SIGKILL the worker");
     let _ = first.0.wait();
+    // The dead worker's agent does not run on: its watchdog ends the group (SIGTERM, then
+    // SIGKILL 2s later).
+    let killed = Instant::now();
+    while crate::faults::pid_alive(sleeper) {
+        assert!(killed.elapsed() < Duration::from_secs(5), "the killed worker's agent is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _second = worker(&env, &url, "w2", "local", false);
     let out = run.wait_with_output().expect("grove run");
     assert_eq!(
