@@ -176,6 +176,7 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
         warnings: j.warnings.clone(),
         ignored_files: Vec::new(),
         train: JobTrain { approved: j.merge_approved, stopped: j.merge_stopped.clone() },
+        collected_at: None,
     };
     Ok((job, tasks))
 }

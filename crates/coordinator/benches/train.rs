@@ -160,6 +160,7 @@ fn job_row(job: &JobId, repo: &Path, base: &str, integration: &str) -> JobRow {
         warnings: Vec::new(),
         ignored_files: Vec::new(),
         train: JobTrain::default(),
+        collected_at: None,
     }
 }
 

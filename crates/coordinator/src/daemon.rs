@@ -141,7 +141,12 @@ impl Daemon {
                 why: format!("it is {}; cancel it first or wait for it to end", task.state.as_str()),
             });
         }
-        let slugs = self.coord.rerun(&task.job, &Rerun::Only(vec![task.slug.clone()]))?;
+        // Under the train lock: a periodic collection (`Daemon::collect`) sees the job either
+        // ended or running again, never half way.
+        let slugs = {
+            let _train = self.train_guard();
+            self.coord.rerun(&task.job, &Rerun::Only(vec![task.slug.clone()]))?
+        };
         let only: BTreeSet<String> = slugs.into_iter().collect();
         self.coord.dispatch_pending(&task.job, Some(&only), &self.notes).await?;
         Ok(self.coord.store.job(task.job.as_str())?)
@@ -161,6 +166,17 @@ impl Daemon {
         let _train = self.train_guard();
         self.coord.pick(job, task, variant)?;
         self.settle(job)
+    }
+
+    /// `grove coordinator --gc-every`: collect ended jobs ([`crate::gc::collect`]) under the
+    /// train lock, so no event, review verb or retry changes a job while it is collected. The
+    /// daemon holds the home's lock, which `grove gc` would need.
+    pub fn collect(&self, policy: &crate::gc::Policy) -> Result<crate::gc::Report, CoordError> {
+        let _train = self.train_guard();
+        let c = &self.coord;
+        crate::gc::collect(&c.store, &c.git, &c.layout, policy, crate::timers::unix_now(), &mut |line| {
+            tracing::debug!("gc: {line}")
+        })
     }
 
     /// `grove discard`: see [`Coordinator::discard`].

@@ -11,7 +11,9 @@
 
 pub mod daemon;
 pub mod drive;
+pub mod gc;
 pub mod grpc;
+pub mod home;
 pub mod logs;
 pub mod rerun;
 pub mod review;
@@ -73,6 +75,11 @@ pub enum CoordError {
     /// A review verb cannot apply to this task.
     #[error("{task}: {why}")]
     Refused { task: String, why: String },
+    /// Another process (the coordinator daemon, `grove gc`) holds the grove home.
+    #[error(
+        "{holder} holds the grove home {home}; stop it first (`grove gc` works on a home no coordinator daemon serves)"
+    )]
+    HomeHeld { home: String, holder: String },
     /// A path could not be read or written.
     #[error("{what}: {source}")]
     Io {

@@ -33,7 +33,8 @@ pub enum StoreError {
     Ambiguous { name: String, jobs: String },
 }
 
-const SCHEMA_VERSION: i64 = 3;
+/// 4 added `jobs.collected_at` (`grove gc`); a version 3 file is migrated in place.
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     warnings TEXT NOT NULL,
     ignored_files TEXT NOT NULL,
     merge_approved INTEGER NOT NULL DEFAULT 0,
-    merge_stopped TEXT
+    merge_stopped TEXT,
+    collected_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS tasks (
     job TEXT NOT NULL REFERENCES jobs(id),
@@ -118,6 +120,8 @@ pub struct JobRow {
     pub warnings: Vec<String>,
     pub ignored_files: Vec<String>,
     pub train: JobTrain,
+    /// When `grove gc` removed the job's worktrees and run dirs (seconds since the epoch).
+    pub collected_at: Option<i64>,
 }
 
 /// Where a job's merge train stands.
@@ -250,7 +254,10 @@ impl Store {
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'", [], |r| r.get::<_, i64>(0))
             .map_err(err)?
             > 0;
-        if has_jobs && version < SCHEMA_VERSION {
+        if has_jobs && version == 3 {
+            // The only migration so far: a column, added in one statement.
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN collected_at INTEGER").map_err(err)?;
+        } else if has_jobs && version < SCHEMA_VERSION {
             return Err(StoreError::Corrupt {
                 path: p,
                 what: "schema version",
@@ -336,7 +343,8 @@ impl Store {
         let rows = self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, created_at, spec, source, source_dir, mirror, base, integration_branch, integration_head,
-                   state, warnings, ignored_files, merge_approved, merge_stopped FROM jobs ORDER BY created_at, rowid",
+                   state, warnings, ignored_files, merge_approved, merge_stopped, collected_at FROM jobs
+                 ORDER BY created_at, rowid",
             )?;
             st.query_map([], |r| {
                 Ok((
@@ -348,6 +356,7 @@ impl Store {
                     r.get::<_, String>(10)?,
                     r.get::<_, String>(11)?,
                     JobTrain { approved: r.get::<_, i64>(12)? != 0, stopped: r.get(13)? },
+                    r.get::<_, Option<i64>>(14)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -363,6 +372,7 @@ impl Store {
                     warnings,
                     ignored,
                     train,
+                    collected_at,
                 )| {
                     Ok(JobRow {
                         id: JobId::parse(&id).map_err(|e| self.corrupt("job id", e))?,
@@ -379,6 +389,7 @@ impl Store {
                         ignored_files: serde_json::from_str(&ignored)
                             .map_err(|e| self.corrupt("ignored files", e))?,
                         train,
+                        collected_at,
                     })
                 },
             )
@@ -768,8 +779,41 @@ impl Store {
     }
 
     pub fn set_job_state(&self, job: &JobId, state: &str) -> Result<(), StoreError> {
-        self.with(|c| c.execute("UPDATE jobs SET state = ?2 WHERE id = ?1", params![job.as_str(), state]))?;
+        // A job that runs again (a retry) makes new files: it is no longer collected.
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, collected_at = CASE WHEN ?2 = 'running' THEN NULL ELSE collected_at END
+                 WHERE id = ?1",
+                params![job.as_str(), state],
+            )
+        })?;
         Ok(())
+    }
+
+    /// `grove gc` removed the job's worktrees and run dirs (the first time it did).
+    pub fn set_collected(&self, job: &JobId, at: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET collected_at = COALESCE(collected_at, ?2) WHERE id = ?1",
+                params![job.as_str(), at],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// When anything about the job last changed (seconds since the epoch): its newest task
+    /// update, or its creation.
+    pub fn last_activity(&self, job: &JobId) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT MAX(j.created_at, COALESCE(MAX(t.updated_at), 0), COALESCE(MAX(t.finished_at), 0))
+                 FROM jobs j LEFT JOIN tasks t ON t.job = j.id WHERE j.id = ?1 GROUP BY j.id",
+                [job.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+        })?
+        .ok_or_else(|| StoreError::NoJob(job.to_string()))
     }
 
     /// The job id `id` is free.
@@ -893,4 +937,41 @@ fn redo_from_json(text: &str) -> Result<grove_core::task::Redo, String> {
 /// A list column as JSON.
 fn json(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 3 file (before `collected_at`) opens, migrated, with its jobs.
+    #[test]
+    fn a_version_3_file_is_migrated_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("grove.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            let old = SCHEMA
+                .replace("    merge_stopped TEXT,\n    collected_at INTEGER\n", "    merge_stopped TEXT\n");
+            assert_ne!(old, SCHEMA);
+            conn.execute_batch(&old).expect("old schema");
+            conn.execute(
+                "INSERT INTO jobs (id, created_at, spec, source, mirror, base, integration_branch, integration_head,
+                   state, warnings, ignored_files) VALUES ('j-0001', 1, '{}', 's', 'm', 'b', 'i', 'b', 'done', '[]', '[]')",
+                [],
+            )
+            .expect("a job");
+            conn.pragma_update(None, "user_version", 3).expect("version");
+        }
+        let store = Store::open(&path).expect("migrated");
+        let id = JobId::parse("j-0001").expect("id");
+        assert_eq!(store.job("j-0001").expect("job").collected_at, None);
+        store.set_collected(&id, 42).expect("collect");
+        store.set_collected(&id, 43).expect("again");
+        assert_eq!(store.job("j-0001").expect("job").collected_at, Some(42), "the first collection counts");
+        assert_eq!(store.last_activity(&id).expect("activity"), 1);
+        store.set_job_state(&id, "running").expect("retried");
+        assert_eq!(store.job("j-0001").expect("job").collected_at, None, "running again: not collected");
+        drop(store);
+        Store::open(&path).expect("opens again at version 4");
+    }
 }

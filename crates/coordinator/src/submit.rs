@@ -103,6 +103,7 @@ impl Coordinator {
             warnings: p.plan.warnings.clone(),
             ignored_files,
             train: Default::default(),
+            collected_at: None,
         };
         let pool = p.spec.run.pool.clone().unwrap_or_else(|| "local".into());
         let mut tasks: Vec<TaskRow> = Vec::new();

@@ -17,7 +17,7 @@ use crate::drive::Note;
 use crate::store::TaskRow;
 use crate::{CoordError, Coordinator};
 
-pub(crate) fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 

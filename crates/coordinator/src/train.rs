@@ -572,6 +572,7 @@ mod tests {
             warnings: vec![],
             ignored_files: vec![],
             train: JobTrain::default(),
+            collected_at: None,
         };
         let stat = DiffStat { files: 1, insertions: 1, deletions: 1 };
         let tasks: Vec<TaskRow> = tips

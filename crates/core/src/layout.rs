@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! grove.db                      the coordinator's state (SQLite, WAL)
+//! grove.lock                    held by the coordinator daemon and by `grove gc` (flock)
 //! mirrors/<name>-<hash>.git     one bare mirror per source repository
 //! worktrees/<job>/<task>/       task workspaces (removed per the job's keep_worktrees policy)
 //! runs/<job>/<task>/agent.log   what the agent and the checks printed (capped)
@@ -28,6 +29,16 @@ impl Layout {
     }
     pub fn db(&self) -> PathBuf {
         self.home.join("grove.db")
+    }
+    /// The lock the coordinator daemon and `grove gc` take, one at a time.
+    pub fn lock(&self) -> PathBuf {
+        self.home.join("grove.lock")
+    }
+    pub fn worktrees(&self) -> PathBuf {
+        self.home.join("worktrees")
+    }
+    pub fn runs(&self) -> PathBuf {
+        self.home.join("runs")
     }
     pub fn mirrors(&self) -> PathBuf {
         self.home.join("mirrors")

@@ -157,6 +157,13 @@ impl Git {
         Ok((out.code == 0).then(|| out.stdout.trim().to_owned()))
     }
 
+    /// Whether commit `a` is `b` or an ancestor of it. A commit missing from `repo` counts as
+    /// no.
+    pub fn is_ancestor(&self, repo: &Path, a: &str, b: &str) -> Result<bool, GitError> {
+        let out = self.run_allowing(repo, ["merge-base", "--is-ancestor", a, b], &[1, 128])?;
+        Ok(out.code == 0)
+    }
+
     /// Set `full_ref` to `new` if it currently is `old` (`None`: it must not exist).
     pub fn update_ref(
         &self,

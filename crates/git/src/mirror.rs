@@ -120,6 +120,22 @@ impl Mirror {
         Ok(())
     }
 
+    /// Let git pack loose objects and prune unreachable old ones when it judges it worth it
+    /// (`git gc --auto`: git's own thresholds, `gc.auto` loose objects and `gc.autoPackLimit`
+    /// packs, with the default 6700 in place of the 0 every other grove git command runs
+    /// with). In the foreground, so nothing works in the mirror after this returns.
+    pub fn maintain(git: &Git, path: &Path) -> Result<(), GitError> {
+        let auto = git
+            .run_allowing(path, ["config", "--file", "config", "--get", "gc.auto"], &[1])
+            .ok()
+            .map(|o| o.stdout.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "6700".to_owned());
+        let auto = format!("gc.auto={auto}");
+        git.run(path, ["-c", &auto, "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"])?;
+        Ok(())
+    }
+
     /// Fetch the source's branches and tags.
     pub fn fetch(&self, git: &Git, source: &Source) -> Result<(), GitError> {
         let url = source.fetch_url();

@@ -153,6 +153,39 @@ pub fn detached_at(git: &Git, mirror: &Path, path: &Path, commit: &str) -> Resul
     Ok(())
 }
 
+/// Forget worktrees of `repo` whose folders are gone (`git worktree prune`), taking turns
+/// with adds and removes.
+pub fn prune(git: &Git, repo: &Path) -> Result<(), GitError> {
+    let _admin = AdminLock::take(repo)?;
+    git.run(repo, ["worktree", "prune"])?;
+    Ok(())
+}
+
+/// The folders of `repo`'s linked worktrees (the main one, or a bare repository, not
+/// included), as git recorded them.
+pub fn linked(git: &Git, repo: &Path) -> Result<Vec<PathBuf>, GitError> {
+    let out = git.run(repo, ["worktree", "list", "--porcelain", "-z"])?;
+    // The first record is the main worktree (or the bare repository itself).
+    Ok(nul_fields(&out.stdout)
+        .filter_map(|l| l.strip_prefix("worktree "))
+        .skip(1)
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// Delete `full_ref` in `repo` only if it still points at `expected` (compare-and-swap), with
+/// `why` in the reflog. `false`: it had moved or was gone, and is left alone.
+pub fn delete_ref_at(
+    git: &Git,
+    repo: &Path,
+    full_ref: &str,
+    expected: &str,
+    why: &str,
+) -> Result<bool, GitError> {
+    let res = git.run_allowing(repo, ["update-ref", "-m", why, "-d", full_ref, expected], &[1, 128])?;
+    Ok(res.code == 0)
+}
+
 /// The branches (full ref names) checked out in any worktree of `repo`.
 pub fn checked_out(git: &Git, repo: &Path) -> Result<Vec<String>, GitError> {
     let out = git.run(repo, ["worktree", "list", "--porcelain"])?;

@@ -185,7 +185,7 @@ fn remove_workspace(git: &Git, path: &Path) -> Result<(), String> {
 }
 
 /// Bytes of the files under `path` (symlinks not followed).
-fn du(path: &Path) -> u64 {
+pub fn du(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
     if !meta.is_dir() {
         return meta.len();

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use grove_coordinator::daemon::Daemon;
 use grove_coordinator::grpc;
+use grove_coordinator::home::HomeLock;
 use grove_core::spec::parse_duration;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +22,7 @@ use crate::embedded::Embedded;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove coordinator --nats nats://127.0.0.1:4222
+  grove coordinator --nats nats://127.0.0.1:4222 --gc-every 6h --gc-older-than 7d
   grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/token --nats nats://nats:4222
   grove coordinator --listen 0.0.0.0:7070 --token-file token --tls-cert cert.pem --tls-key key.pem \\
       --nats tls://nats:4222 --nats-ca nats-ca.pem")]
@@ -44,6 +46,13 @@ pub struct CoordinatorArgs {
     /// The TLS certificate's private key (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Collect ended jobs every DURATION, as `grove gc --older-than <--gc-older-than>` does
+    /// (never unmerged work, never a mirror); off by default
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub gc_every: Option<std::time::Duration>,
+    /// With --gc-every: how long ago a job must have ended to be collected
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "7d", requires = "gc_every")]
+    pub gc_older_than: std::time::Duration,
     #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
 }
@@ -82,10 +91,20 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     }
     let tls = server_tls(&args)?;
     let nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
+    // One daemon per home, and no `grove gc` under its feet. A predecessor killed a moment
+    // ago may still be exiting: give it a few seconds to let go.
+    let layout = grove_core::layout::Layout::new(home.clone());
+    let _home_lock = tokio::task::block_in_place(|| {
+        HomeLock::take(&layout, "grove coordinator", std::time::Duration::from_secs(5))
+    })?;
     let emb = Embedded::open(home.clone(), Some(nats)).await?;
     let daemon = Daemon::new(emb.coordinator.clone());
     let stop = CancellationToken::new();
     let events = tokio::spawn(daemon.clone().run(stop.clone()));
+    if let Some(every) = args.gc_every {
+        let policy = grove_coordinator::gc::Policy { older_than: args.gc_older_than, ..Default::default() };
+        tokio::spawn(collect_every(daemon.clone(), every, policy, stop.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -133,4 +152,34 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--gc-every`: collect ended jobs now and then until `stop`; a failed round is logged and
+/// the next one tries again.
+async fn collect_every(
+    daemon: std::sync::Arc<Daemon>,
+    every: std::time::Duration,
+    policy: grove_coordinator::gc::Policy,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (d, p) = (daemon.clone(), policy.clone());
+        match tokio::task::spawn_blocking(move || d.collect(&p)).await {
+            Ok(Ok(r)) if !r.removed.is_empty() => tracing::info!(
+                removed = r.removed.len(),
+                freed = r.freed(),
+                jobs = r.collected.len(),
+                "gc: collected ended jobs"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("gc: {e}"),
+            Err(e) => tracing::warn!("gc: {e}"),
+        }
+    }
 }

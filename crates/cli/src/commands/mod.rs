@@ -7,6 +7,7 @@ mod coordinator;
 mod demo;
 mod diff;
 mod discard;
+mod gc;
 mod logs;
 mod merge;
 mod pick;
@@ -60,6 +61,7 @@ pub enum Command {
     Merge(merge::MergeArgs),
     Discard(discard::DiscardArgs),
     Push(push::PushArgs),
+    Gc(gc::GcArgs),
     Compare(compare::CompareArgs),
     Pick(pick::PickArgs),
     Demo(demo::DemoArgs),
@@ -83,6 +85,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Merge(a) => merge::cmd_merge(home, a).await,
         Command::Discard(a) => discard::cmd_discard(home, a).await,
         Command::Push(a) => push::cmd_push(home, a).await,
+        Command::Gc(a) => gc::cmd_gc(home, a).await,
         Command::Compare(a) => compare::cmd_compare(home, a).await,
         Command::Pick(a) => pick::cmd_pick(home, a).await,
         Command::Demo(a) => demo::cmd_demo(home, a).await,

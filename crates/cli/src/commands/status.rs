@@ -97,7 +97,7 @@ fn print_jobs(jobs: &[(JobRow, Vec<TaskRow>)], json: bool) -> anyhow::Result<()>
         let count = |s: &str| tasks.iter().filter(|t| shown_state(t.state, t.merge_state) == s).count();
         rows.push(vec![
             j.id.to_string(),
-            j.state.clone(),
+            if j.collected_at.is_some() { format!("{} (collected)", j.state) } else { j.state.clone() },
             tasks.len().to_string(),
             (count("merged") + count("no-change")).to_string(),
             (count("failed") + count("needs-attention") + count("cancelled")).to_string(),
@@ -122,6 +122,9 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
     let color = color_enabled_stdout();
     writeln!(out, "job {}  ({})  source {}", job.id, job.state, job.source)?;
     writeln!(out, "integration branch {} at {}", job.integration_branch, short(&job.integration_head))?;
+    if job.collected_at.is_some() {
+        writeln!(out, "collected by `grove gc`: its worktrees and logs are gone")?;
+    }
     if let Some(stop) = &job.train.stopped {
         writeln!(out, "merging stopped: {stop} (go on with `grove merge {}`)", job.id)?;
     }
@@ -221,6 +224,7 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
         "merge_mode": job.spec.merge_mode().as_str(),
         "merge_approved": job.train.approved,
         "merge_stopped": job.train.stopped,
+        "collected_at": job.collected_at,
         "tasks": tasks.iter().map(|t| serde_json::json!({
             "order": t.ord,
             "task": t.slug,

@@ -5,6 +5,7 @@ mod cancel;
 mod chaos;
 mod distributed;
 mod faults;
+mod gc;
 mod harness;
 mod limits;
 mod refusals;
