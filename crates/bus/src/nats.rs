@@ -236,6 +236,16 @@ impl NatsBus {
             )
             .await
             .map_err(|e| js_err(format!("creating consumer {durable}"), e))?;
+        // The consumer may be older than this process and made with another ack wait; the
+        // server's is the lease that counts (workers fence by it).
+        let lease = consumer.cached_info().config.ack_wait;
+        if lease != self.config.ack_wait {
+            tracing::warn!(
+                pool,
+                "pool {pool} was set up with a lease (ack wait) of {lease:?}, not {:?}: using the server's",
+                self.config.ack_wait
+            );
+        }
         pools.push((pool.to_owned(), consumer.clone()));
         Ok(consumer)
     }
@@ -486,7 +496,7 @@ impl Bus for NatsBus {
                     };
                     match wire::decode_assignment(&msg.payload) {
                         Ok(a) => {
-                            let lease = self.config.ack_wait;
+                            let lease = consumer.cached_info().config.ack_wait;
                             return Ok(Delivery::new(a, Box::new(NatsAcker { msg, lease })));
                         }
                         Err(e) => self.reject(&msg, &e.to_string()).await,

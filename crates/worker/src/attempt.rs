@@ -31,8 +31,9 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
     // Heartbeats run on their own, so a slow confirmation never holds up the fence below.
     let renewed = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
     let beats = {
-        let (delivery, renewed, every, task) =
-            (delivery.clone(), renewed.clone(), ctx.heartbeat, a.task.clone());
+        // Paced by the lease the server holds, when the bus has one.
+        let every = delivery.lease().map_or(ctx.heartbeat, lease::heartbeat_every);
+        let (delivery, renewed, task) = (delivery.clone(), renewed.clone(), a.task.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -45,19 +46,34 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
             }
         })
     };
+    // Output ships on its own too: a send waiting on a slow or frozen server must never hold
+    // up the fence (it used to share the loop below and delayed it by seconds).
+    let shipped = CancellationToken::new();
+    let shipper = {
+        let (ctx, shipped) = (ctx.clone(), shipped.clone());
+        tokio::spawn(async move {
+            let mut logs = tokio::time::interval(LOG_EVERY);
+            logs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shipped.cancelled() => break,
+                    _ = logs.tick() => {
+                        // Output is best effort: it never holds up the attempt.
+                        let _ = tokio::time::timeout(LOG_EVERY, tail.send(&ctx, false)).await;
+                    }
+                }
+            }
+            tail
+        })
+    };
     let outcome = {
         let work = execute(&ctx, &a, &stop, &fence, resume.as_ref());
         tokio::pin!(work);
-        let mut logs = tokio::time::interval(LOG_EVERY);
         let fence_after = delivery.lease().map(lease::fence_after);
         let mut check = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 out = &mut work => break out,
-                _ = logs.tick() => {
-                    // Output is best effort: it never holds up the attempt.
-                    let _ = tokio::time::timeout(LOG_EVERY, tail.send(&ctx, false)).await;
-                }
                 _ = check.tick(), if fence_after.is_some() && !fence.is_cancelled() => {
                     let since = renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
                     if fence_after.is_some_and(|f| since >= f) {
@@ -74,6 +90,8 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
     };
     beats.abort();
     let _ = beats.await;
+    shipped.cancel();
+    let tail = shipper.await;
     let Ok(delivery) = Arc::try_unwrap(delivery) else {
         tracing::warn!(task = %a.task, "the delivery is still shared; leaving it for redelivery");
         return;
@@ -84,7 +102,12 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
         tracing::warn!(task = %a.task, "lease lost; the task goes to whichever worker gets it next");
         return;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), tail.send(&ctx, true)).await;
+    match tail {
+        Ok(mut tail) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), tail.send(&ctx, true)).await;
+        }
+        Err(e) => tracing::warn!(task = %a.task, "the log shipper failed, the log's end is not sent: {e}"),
+    }
     if outcome.state == TaskState::Cancelled && ctx.hand_back.is_cancelled() {
         // The worker is draining: hand the task back for another worker, keeping its
         // checkpoints (already committed and published), instead of recording it cancelled.

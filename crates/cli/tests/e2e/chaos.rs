@@ -101,8 +101,28 @@ impl Fleet<'_> {
             .stderr(Stdio::from(log_file(self.env, "coordinator")))
             .spawn()
             .expect("spawn grove-coordinator");
-        wait_port(self.api_port);
-        self.coordinator = Some(Proc(child));
+        let mut child = Proc(child);
+        // Should it exit instead of listening, say why (its log) rather than wait in vain.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.api_port)).is_err() {
+            let log =
+                || std::fs::read_to_string(self.env.path().join("logs/coordinator.log")).unwrap_or_default();
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!(
+                    "the coordinator exited ({status}) instead of listening on {}:\n{}",
+                    self.api_port,
+                    log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {} did not open; the coordinator's log:\n{}",
+                self.api_port,
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.coordinator = Some(child);
     }
 
     fn start_worker(&mut self) {

@@ -864,7 +864,7 @@ fn a_worker_cut_off_from_nats_stops_its_agent_before_the_lease_lapses() {
             "--id",
             "w1",
             "--ack-wait",
-            "4s",
+            "8s",
         ])
         .env("HOME", env.path().join("home"))
         .env("GROVE_HOME", env.path().join("worker-w1"))
