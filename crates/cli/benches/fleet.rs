@@ -66,7 +66,8 @@ impl Sandbox {
     fn cmd(&self, program: impl AsRef<std::ffi::OsStr>, home: &Path) -> Command {
         let mut cmd = Command::new(program);
         cmd.env_clear();
-        for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE"] {
+        // GIT_TRACE2_EVENT=DIR passes through: one trace per git process, to see where git time goes.
+        for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE", "GIT_TRACE2_EVENT"] {
             if let Some(v) = std::env::var_os(keep) {
                 cmd.env(keep, v);
             }

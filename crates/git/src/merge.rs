@@ -122,7 +122,9 @@ pub struct CommitWriter {
 
 impl CommitWriter {
     pub fn open(repo: &Path) -> Result<CommitWriter, GitError> {
-        let r = gix::open(repo).map_err(|e| GitError::read(format!("opening {}", repo.display()), e))?;
+        let mut r = gix::open(repo).map_err(|e| GitError::read(format!("opening {}", repo.display()), e))?;
+        // Trees along the merged paths are read again and again within a train.
+        r.object_cache_size_if_unset(8 << 20);
         Ok(CommitWriter { repo: r })
     }
 
@@ -156,6 +158,126 @@ impl CommitWriter {
         };
         let written = self.repo.write_object(&commit).map_err(|e| GitError::read(what(), e))?;
         Ok(written.detach().to_hex().to_string())
+    }
+
+    /// The merged tree of `theirs` into `ours` (commit ids) when the merge is one git would make
+    /// without thinking: one merge base, and every path `theirs` changed is as the base had it in
+    /// `ours`. Then the result is `ours`' tree with `theirs`' changes applied, which is what
+    /// `git merge-tree` writes, found in time proportional to `theirs`' change rather than to
+    /// everything merged since the base (git's merge grows with the latter: 3 ms for the first
+    /// of 2,000 one-folder tasks, 62 ms for the last). `None`: anything else (renames on either
+    /// side, a directory `ours` renamed or removed, the same path changed on both sides,
+    /// criss-cross histories), for [`merge_trees`] to decide.
+    pub fn merge_disjoint(&self, ours: &str, theirs: &str) -> Result<Option<String>, GitError> {
+        use gix::bstr::{BStr, ByteSlice};
+        use gix::object::tree::diff::ChangeDetached as Change;
+        let what = || format!("merging {theirs} into {ours}");
+        let read = |e: &dyn std::fmt::Display| GitError::Read { what: what(), message: e.to_string() };
+        let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
+        let (ours, theirs) = (id(ours)?, id(theirs)?);
+        let bases = self.repo.merge_bases_many(ours, &[theirs]).map_err(|e| read(&e))?;
+        let [base] = bases.as_slice() else { return Ok(None) };
+        let tree = |c: gix::ObjectId| -> Result<gix::Tree<'_>, GitError> {
+            self.repo.find_commit(c).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))
+        };
+        let (base_tree, ours_tree, theirs_tree) = (tree(base.detach())?, tree(ours)?, tree(theirs)?);
+        if theirs_tree.id == base_tree.id {
+            return Ok(Some(ours_tree.id.to_hex().to_string()));
+        }
+        if ours_tree.id == base_tree.id {
+            return Ok(Some(theirs_tree.id.to_hex().to_string()));
+        }
+        let changes = self
+            .repo
+            .diff_tree_to_tree(&base_tree, &theirs_tree, gix::diff::Options::default().with_rewrites(None))
+            .map_err(|e| read(&e))?;
+        // (mode, id) at `path` in `tree`; `None` when there is nothing there.
+        let entry = |tree: &gix::Tree<'_>,
+                     path: &BStr|
+         -> Result<Option<(gix::objs::tree::EntryMode, gix::ObjectId)>, GitError> {
+            let found = tree.lookup_entry(path.split_str("/")).map_err(|e| read(&e))?;
+            Ok(found.map(|e| (e.mode(), e.object_id())))
+        };
+        fn parent(path: &BStr) -> Option<&BStr> {
+            path.rfind_byte(b'/').map(|i| path[..i].as_bstr())
+        }
+        enum Edit {
+            Put(gix::bstr::BString, gix::objs::tree::EntryKind, gix::ObjectId),
+            Remove(gix::bstr::BString),
+        }
+        let mut edits = Vec::new();
+        for change in changes {
+            match change {
+                Change::Addition { entry_mode, .. } | Change::Deletion { entry_mode, .. }
+                    if entry_mode.is_tree() =>
+                {
+                    // A whole folder: its files come as changes of their own.
+                }
+                Change::Addition { location, entry_mode, id, .. } => {
+                    if entry(&ours_tree, location.as_bstr())?.is_some() {
+                        return Ok(None);
+                    }
+                    // A folder the base had must still be a folder in `ours`: had it been
+                    // renamed or removed there, git would follow the rename or report it.
+                    let mut dir = parent(location.as_bstr());
+                    while let Some(d) = dir {
+                        if let Some((mode, _)) = entry(&base_tree, d)?
+                            && mode.is_tree()
+                            && !entry(&ours_tree, d)?.is_some_and(|(m, _)| m.is_tree())
+                        {
+                            return Ok(None);
+                        }
+                        dir = parent(d);
+                    }
+                    edits.push(Edit::Put(location, entry_mode.kind(), id));
+                }
+                Change::Deletion { location, entry_mode, id, .. } => {
+                    if entry(&ours_tree, location.as_bstr())? != Some((entry_mode, id)) {
+                        return Ok(None);
+                    }
+                    // A folder `theirs` no longer has may have been renamed; git would then
+                    // move whatever `ours` added to it. Only a folder `ours` left alone is sure.
+                    let mut gone = None;
+                    let mut dir = parent(location.as_bstr());
+                    while let Some(d) = dir
+                        && entry(&theirs_tree, d)?.is_none()
+                    {
+                        gone = Some(d);
+                        dir = parent(d);
+                    }
+                    if let Some(d) = gone
+                        && entry(&ours_tree, d)? != entry(&base_tree, d)?
+                    {
+                        return Ok(None);
+                    }
+                    edits.push(Edit::Remove(location));
+                }
+                Change::Modification { previous_entry_mode, previous_id, entry_mode, id, location } => {
+                    if previous_entry_mode.is_tree() && entry_mode.is_tree() {
+                        continue;
+                    }
+                    if previous_entry_mode.is_tree() != entry_mode.is_tree()
+                        || entry(&ours_tree, location.as_bstr())? != Some((previous_entry_mode, previous_id))
+                    {
+                        return Ok(None);
+                    }
+                    edits.push(Edit::Put(location, entry_mode.kind(), id));
+                }
+                Change::Rewrite { .. } => return Ok(None),
+            }
+        }
+        let mut editor = self.repo.edit_tree(ours_tree.id).map_err(|e| read(&e))?;
+        // Removals first: a file that became a folder (or the other way) goes before its
+        // replacement comes.
+        edits.sort_by_key(|e| matches!(e, Edit::Put(..)));
+        for edit in edits {
+            match edit {
+                Edit::Put(path, kind, id) => editor.upsert(path, kind, id).map_err(|e| read(&e))?,
+                Edit::Remove(path) => editor.remove(path).map_err(|e| read(&e))?,
+            };
+        }
+        let merged = editor.write().map_err(|e| read(&e))?;
+        Ok(Some(merged.detach().to_hex().to_string()))
     }
 }
 
@@ -196,5 +318,85 @@ mod tests {
                 hunks.contains("<<<<<<<") && hunks.contains("other") && hunks.contains("=== a.txt")
             }
         ));
+    }
+
+    /// The in-process merge agrees with `git merge-tree` wherever it answers, and leaves to git
+    /// whatever git might resolve differently (renames, a folder moved or removed, one path
+    /// changed on both sides).
+    #[test]
+    fn the_disjoint_merge_is_gits_merge_or_none() {
+        let git = Git::detect().expect("git");
+        let files = [
+            ("a/one.txt", "1\n"),
+            ("a/two.txt", "2\n"),
+            ("b/deep/three.txt", "3\n"),
+            ("c/only.txt", "c\n"),
+            ("top.txt", "t\n"),
+        ];
+        let (_d, src) = repo_with(&files);
+        let base = git.resolve_commit(&src, "HEAD").expect("head");
+        // A commit on `base` made by a shell script in the working tree.
+        let side = |script: &str| {
+            git.run(&src, ["checkout", "--quiet", "--detach", &base]).expect("checkout");
+            let ok = std::process::Command::new("sh")
+                .args(["-c", script])
+                .current_dir(&src)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .status()
+                .expect("sh");
+            assert!(ok.success(), "{script}");
+            git.run(&src, ["add", "--all"]).expect("add");
+            git.run(
+                &src,
+                [
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "commit",
+                    "--quiet",
+                    "--allow-empty",
+                    "-m",
+                    script,
+                ],
+            )
+            .expect("commit");
+            git.resolve_commit(&src, "HEAD").expect("head")
+        };
+        let writer = CommitWriter::open(&src).expect("open");
+        let cases: &[(&str, &str, bool)] = &[
+            ("echo A > a/one.txt", "echo B > b/deep/three.txt", true),
+            ("echo A > a/one.txt", "mkdir -p n/e && echo new > n/e/w.txt && echo x > a/two.txt", true),
+            ("echo A > a/one.txt", "rm a/two.txt", true),
+            ("echo A > a/one.txt", "rm c/only.txt", true),
+            ("echo A > a/one.txt", "chmod +x top.txt && ln -s top.txt a/link", true),
+            (":", "echo B > b/deep/three.txt", true),
+            ("echo A > a/one.txt", ":", true),
+            ("echo A > a/one.txt", "echo B > a/one.txt", false),
+            ("echo A > a/one.txt", "echo A > a/one.txt && echo B > top.txt", false),
+            ("git mv a z", "echo new > a/three.txt", false),
+            ("rm -r b", "echo new > b/deep/four.txt", false),
+            ("echo A > top.txt", "git mv a/one.txt a/uno.txt", true),
+            ("echo A > a/one.txt", "git mv a/one.txt a/uno.txt", false),
+            ("echo new > c/more.txt", "git mv c d", false),
+            ("echo A > a/one.txt", "rm top.txt && mkdir top.txt && echo f > top.txt/f", true),
+            ("echo A > a/one.txt", "rm -r c && echo c > c", false),
+        ];
+        for (ours_script, theirs_script, answers) in cases {
+            let (ours, theirs) = (side(ours_script), side(theirs_script));
+            let fast = writer.merge_disjoint(&ours, &theirs).expect("merge_disjoint");
+            assert_eq!(fast.is_some(), *answers, "ours: {ours_script}; theirs: {theirs_script}");
+            if let Some(tree) = fast {
+                let MergeOutcome::Clean { tree: by_git } =
+                    merge_trees(&git, &src, &ours, &theirs).expect("merge")
+                else {
+                    panic!(
+                        "git finds a conflict where the fast path found none: {ours_script} / {theirs_script}"
+                    );
+                };
+                assert_eq!(tree, by_git, "ours: {ours_script}; theirs: {theirs_script}");
+            }
+        }
+        git.run(&src, ["fsck", "--strict", "--no-dangling"]).expect("the trees are well-formed");
     }
 }
