@@ -19,7 +19,7 @@ use grove_core::spec::{MergeMode, OnConflict, Pick};
 use grove_core::task::{MergeState, Redo};
 use grove_core::{JobId, TaskState};
 use grove_git::MergeOutcome;
-use grove_git::merge::{CommitWriter, Merger, conflict_hunks, merge_trees, patch, tree_of};
+use grove_git::merge::{CommitWriter, conflict_hunks, merge_trees, patch, tree_of};
 
 use crate::drive::Note;
 use crate::store::{JobRow, MergeDecision, TaskRow};
@@ -59,9 +59,8 @@ impl Coordinator {
             if row.spec.checks.integration.is_some() { row.spec.batch() as usize } else { usize::MAX };
         let mirror = Path::new(&row.mirror);
         let mut head = self.reconcile(&row, &mut notes)?;
-        // Commits and most merges are made in-process (gix), opened at the first merge.
-        let writer: std::cell::OnceCell<CommitWriter> = std::cell::OnceCell::new();
-        let mut merger: Option<Merger<'_>> = None;
+        // Commits are written in-process (gix), opened at the first merge.
+        let mut writer: Option<CommitWriter> = None;
         loop {
             let mut cands: Vec<Candidate> = Vec::new();
             let mut tip = head.clone();
@@ -116,14 +115,17 @@ impl Coordinator {
                 };
                 // Most merges touch paths nothing merged since the base touched: made in
                 // process, in time proportional to the task's change; git decides the rest.
-                let m = match &mut merger {
-                    Some(m) => m,
-                    None => merger.insert(opened(&writer, mirror)?.merger()),
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(CommitWriter::open(mirror)?),
                 };
-                let fast = m.merge_disjoint(&tip, &task_head).unwrap_or_else(|e| {
-                    tracing::warn!(task = %t.slug, "merging in process failed, git merges instead: {e}");
-                    None
-                });
+                let fast = match self.git.merge_bases(mirror, &tip, &task_head)?.as_slice() {
+                    [base] => w.merge_disjoint(base, &tip, &task_head).unwrap_or_else(|e| {
+                        tracing::warn!(task = %t.slug, "merging in process failed, git merges instead: {e}");
+                        None
+                    }),
+                    _ => None,
+                };
                 let outcome = match fast {
                     Some(tree) => MergeOutcome::Clean { tree },
                     None => merge_trees(&self.git, mirror, &tip, &task_head)?,
@@ -151,7 +153,10 @@ impl Coordinator {
                             MergeMode::Squash => vec![&tip],
                             MergeMode::Merge | MergeMode::Manual => vec![&tip, &task_head],
                         };
-                        let w = opened(&writer, mirror)?;
+                        let w = match &mut writer {
+                            Some(w) => w,
+                            None => writer.insert(CommitWriter::open(mirror)?),
+                        };
                         let commit = w.commit(&tree, &parents, &message, &self.identity)?;
                         tip = commit.clone();
                         tip_tree = Some(tree);
@@ -504,18 +509,6 @@ fn merge_message(job: &JobRow, t: &TaskRow, mode: MergeMode) -> String {
         m.push_str(&format!("\nGrove-Variant: {}", v.name));
     }
     m
-}
-
-/// The train's commit writer, opened the first time it is needed.
-fn opened<'a>(
-    cell: &'a std::cell::OnceCell<CommitWriter>,
-    mirror: &Path,
-) -> Result<&'a CommitWriter, CoordError> {
-    if let Some(w) = cell.get() {
-        return Ok(w);
-    }
-    let w = CommitWriter::open(mirror)?;
-    Ok(cell.get_or_init(|| w))
 }
 
 #[cfg(test)]

@@ -164,6 +164,13 @@ impl Git {
         Ok(out.code == 0)
     }
 
+    /// All merge bases of commits `a` and `b` (`git merge-base --all`); empty when their
+    /// histories are unrelated.
+    pub fn merge_bases(&self, repo: &Path, a: &str, b: &str) -> Result<Vec<String>, GitError> {
+        let out = self.run_allowing(repo, ["merge-base", "--all", "--end-of-options", a, b], &[1])?;
+        Ok(out.stdout.split_whitespace().map(str::to_owned).collect())
+    }
+
     /// Set `full_ref` to `new` if it currently is `old` (`None`: it must not exist).
     pub fn update_ref(
         &self,

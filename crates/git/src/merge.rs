@@ -160,47 +160,26 @@ impl CommitWriter {
         Ok(written.detach().to_hex().to_string())
     }
 
-    /// An in-process merger for one train (see [`Merger`]).
-    pub fn merger(&self) -> Merger<'_> {
-        Merger { repo: &self.repo, graph: self.repo.revision_graph(None) }
-    }
-}
-
-/// Merges in process, for one train: the commits it walked to find merge bases stay known,
-/// so each merge walks only what is new (without it, finding the base of the 2,000th merge
-/// read 4,000 commits).
-pub struct Merger<'r> {
-    repo: &'r gix::Repository,
-    graph: gix::revwalk::Graph<
-        'r,
-        'static,
-        gix::revwalk::graph::Commit<gix::revision::plumbing::merge_base::Flags>,
-    >,
-}
-
-impl Merger<'_> {
-    /// The merged tree of `theirs` into `ours` (commit ids) when the merge is one git would make
-    /// without thinking: one merge base, and every path `theirs` changed is as the base had it in
-    /// `ours`. Then the result is `ours`' tree with `theirs`' changes applied, which is what
-    /// `git merge-tree` writes, found in time proportional to `theirs`' change rather than to
-    /// everything merged since the base (git's merge grows with the latter: 3 ms for the first
-    /// of 2,000 one-folder tasks, 62 ms for the last). `None`: anything else (renames on either
-    /// side, a directory `ours` renamed or removed, the same path changed on both sides,
-    /// criss-cross histories), for [`merge_trees`] to decide.
-    pub fn merge_disjoint(&mut self, ours: &str, theirs: &str) -> Result<Option<String>, GitError> {
+    /// The merged tree of `theirs` into `ours` (commit ids), whose one merge base is `base`
+    /// (as [`Git::merge_bases`] finds it), when the merge is one git would make without
+    /// thinking: every path `theirs` changed is as the base had it in `ours`. Then the result
+    /// is `ours`' tree with `theirs`' changes applied, which is what `git merge-tree` writes,
+    /// found in time proportional to `theirs`' change rather than to everything merged since
+    /// the base (git's tree merge grows with the latter: 3 ms for the first of 2,000
+    /// one-folder tasks, 62 ms for the last). `None`: anything else (renames that meet, a
+    /// folder `ours` renamed or removed, one path changed on both sides), for [`merge_trees`]
+    /// to decide.
+    pub fn merge_disjoint(&self, base: &str, ours: &str, theirs: &str) -> Result<Option<String>, GitError> {
         use gix::bstr::{BStr, ByteSlice};
         use gix::object::tree::diff::ChangeDetached as Change;
         let what = || format!("merging {theirs} into {ours}");
         let read = |e: &dyn std::fmt::Display| GitError::Read { what: what(), message: e.to_string() };
         let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
-        let (ours, theirs) = (id(ours)?, id(theirs)?);
-        let bases =
-            self.repo.merge_bases_many_with_graph(ours, &[theirs], &mut self.graph).map_err(|e| read(&e))?;
-        let [base] = bases.as_slice() else { return Ok(None) };
+        let (base, ours, theirs) = (id(base)?, id(ours)?, id(theirs)?);
         let tree = |c: gix::ObjectId| -> Result<gix::Tree<'_>, GitError> {
             self.repo.find_commit(c).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))
         };
-        let (base_tree, ours_tree, theirs_tree) = (tree(base.detach())?, tree(ours)?, tree(theirs)?);
+        let (base_tree, ours_tree, theirs_tree) = (tree(base)?, tree(ours)?, tree(theirs)?);
         if theirs_tree.id == base_tree.id {
             return Ok(Some(ours_tree.id.to_hex().to_string()));
         }
@@ -384,7 +363,6 @@ mod tests {
             git.resolve_commit(&src, "HEAD").expect("head")
         };
         let writer = CommitWriter::open(&src).expect("open");
-        let mut merger = writer.merger();
         let cases: &[(&str, &str, bool)] = &[
             ("echo A > a/one.txt", "echo B > b/deep/three.txt", true),
             ("echo A > a/one.txt", "mkdir -p n/e && echo new > n/e/w.txt && echo x > a/two.txt", true),
@@ -405,7 +383,9 @@ mod tests {
         ];
         for (ours_script, theirs_script, answers) in cases {
             let (ours, theirs) = (side(ours_script), side(theirs_script));
-            let fast = merger.merge_disjoint(&ours, &theirs).expect("merge_disjoint");
+            let bases = git.merge_bases(&src, &ours, &theirs).expect("merge-base");
+            assert_eq!(bases, std::slice::from_ref(&base));
+            let fast = writer.merge_disjoint(&bases[0], &ours, &theirs).expect("merge_disjoint");
             assert_eq!(fast.is_some(), *answers, "ours: {ours_script}; theirs: {theirs_script}");
             if let Some(tree) = fast {
                 let MergeOutcome::Clean { tree: by_git } =
