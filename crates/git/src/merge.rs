@@ -173,7 +173,7 @@ impl CommitWriter {
         use gix::bstr::{BStr, ByteSlice};
         use gix::object::tree::diff::ChangeDetached as Change;
         let what = || format!("merging {theirs} into {ours}");
-        let read = |e: &dyn std::fmt::Display| GitError::Read { what: what(), message: e.to_string() };
+        let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
         let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
         let (base, ours, theirs) = (id(base)?, id(ours)?, id(theirs)?);
         let tree = |c: gix::ObjectId| -> Result<gix::Tree<'_>, GitError> {

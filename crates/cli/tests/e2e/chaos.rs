@@ -104,9 +104,9 @@ impl Fleet<'_> {
         let mut child = Proc(child);
         // Should it exit instead of listening, say why (its log) rather than wait in vain.
         let deadline = Instant::now() + Duration::from_secs(20);
+        let log =
+            || std::fs::read_to_string(self.env.path().join("logs/coordinator.log")).unwrap_or_default();
         while std::net::TcpStream::connect(("127.0.0.1", self.api_port)).is_err() {
-            let log =
-                || std::fs::read_to_string(self.env.path().join("logs/coordinator.log")).unwrap_or_default();
             if let Ok(Some(status)) = child.0.try_wait() {
                 panic!(
                     "the coordinator exited ({status}) instead of listening on {}:\n{}",
