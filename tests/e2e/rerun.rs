@@ -79,7 +79,7 @@ fn plan_prints_dot_and_reads_a_file_list() {
     assert_eq!(dot.code, 0, "{}", dot.stderr);
     assert!(dot.stdout.starts_with("digraph"), "{}", dot.stdout);
 
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut cmd = grove_tests::command("grove");
     cmd.current_dir(&repo)
         .args(["plan", "--split", "dirs", "--files-from", "-", "--json"])
         .env("GROVE_HOME", env.grove_home())

@@ -90,13 +90,12 @@ impl Fleet<'_> {
     }
 
     fn start_coordinator(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_grove-coordinator"))
+        let child = grove_tests::command("grove-coordinator")
             .args(["--nats", &self.nats_url(), "--listen", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--ack-wait", "3s"])
             .env("HOME", self.env.path().join("home"))
             .env("GROVE_HOME", self.env.grove_home())
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env_remove("GROVE_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file(self.env, "coordinator")))
             .spawn()
@@ -128,7 +127,7 @@ impl Fleet<'_> {
     fn start_worker(&mut self) {
         self.started_workers += 1;
         let id = format!("w{}", self.started_workers);
-        let child = Command::new(env!("CARGO_BIN_EXE_grove-worker"))
+        let child = grove_tests::command("grove-worker")
             .args(["--nats", &self.nats_url(), "--pool", "local", "--capacity", "2", "--id", &id])
             .args(["--ack-wait", "3s"])
             .env("HOME", self.env.path().join("home"))
@@ -150,16 +149,10 @@ fn log_file(env: &Env, name: &str) -> std::fs::File {
     std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).expect("log")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use grove_tests::free_port;
 
 fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(grove_tests::wait_port(port, Duration::from_secs(20)), "port {port} did not open");
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {

@@ -3,14 +3,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::distributed::{Proc, dirs_repo, nats_server, worker};
 use crate::harness::{Env, task};
 
 fn grove_run(env: &Env, repo: &Path, nats: &str, extra: &[&str], script: &str) -> std::process::Child {
-    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut run = grove_tests::command("grove");
     run.current_dir(repo)
         .args(["run", "--nats", nats, "--split", "dirs", "--json"])
         .args(extra)
@@ -49,7 +49,7 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
 fn a_draining_worker_hands_its_task_back_at_the_deadline() {
     let env = Env::new();
     let (_nats, url) = nats_server(&env.path().join("nats"));
-    let mut first = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut first = grove_tests::command("grove");
     first
         .args(["worker", "--nats", &url, "--pool", "local", "--id", "w1"])
         .args(["--ack-wait", "60s", "--drain-timeout", "1s"])

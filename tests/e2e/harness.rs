@@ -36,25 +36,20 @@ impl Env {
     }
 
     fn hermetic(&self, cmd: &mut Command) {
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        grove_tests::hermetic(cmd)
             .env("HOME", self.dir.path().join("home"))
             .env("GROVE_HOME", self.grove_home())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_AUTHOR_NAME", "Test")
             .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
             .env("GIT_COMMITTER_NAME", "Test")
             .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
             .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-            .env("NO_COLOR", "1")
-            .env("LC_ALL", "C");
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z");
     }
 
     /// Run `grove args` in `cwd`.
     pub fn grove(&self, cwd: &Path, args: &[&str]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+        let mut cmd = grove_tests::command("grove");
         self.hermetic(&mut cmd);
         cmd.current_dir(cwd).args(args);
         let Output { status, stdout, stderr } = cmd.output().expect("run grove");

@@ -85,7 +85,7 @@ fn gc_collects_an_ended_job_and_nothing_it_should_not() {
         gate = s(&gate)
     );
     let mut running = Proc(
-        Command::new(env!("CARGO_BIN_EXE_grove"))
+        grove_tests::command("grove")
             .current_dir(&repo)
             .args(["run", "--split", "dirs", "--include", "d/**", "--json", "--", "sh", "-c", &slow])
             .env("HOME", env.path().join("home"))
@@ -207,13 +207,12 @@ fn gc_refuses_under_a_daemon_which_collects_by_itself() {
     let env = Env::new();
     let (_nats, url) = nats_server(&env.path().join("nats"));
     let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut cmd = grove_tests::command("grove");
     cmd.args(["coordinator", "--nats", &url, "--listen", &format!("127.0.0.1:{port}")])
         .args(["--gc-every", "1s", "--gc-older-than", "0s"])
         .env("HOME", env.path().join("home"))
         .env("GROVE_HOME", env.grove_home())
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env_remove("GROVE_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _daemon = Proc(cmd.spawn().expect("spawn grove coordinator"));

@@ -17,7 +17,7 @@ fn ctrl_c_cancels_cleanly() {
         "echo started >> \"$GROVE_TASK/f.txt\"; sleep 60 & echo $! > {}/$GROVE_TASK; wait",
         pids.display()
     );
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut cmd = grove_tests::command("grove");
     cmd.current_dir(&repo)
         .args(["run", "--split", "dirs", "-j", "2", "--json", "--", "sh", "-c", &script])
         .env("HOME", env.path().join("home"))

@@ -1,7 +1,7 @@
 //! Long jobs against the clock: attempts that fail around the agent go again, usage limits
 //! park a task until their reset time, deadlines fail a task that runs too long.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, task};
@@ -83,7 +83,7 @@ fn a_usage_limit_parks_the_task_until_its_reset() {
            echo \"Claude AI usage limit reached|$(( $(date +%s) + 3 ))\"; exit 1; fi",
         m = marks.display()
     );
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut cmd = grove_tests::command("grove");
     cmd.current_dir(&repo)
         .args(["run", "--split", "dirs", "-j", "3", "--json", "--", "sh", "-c", &script])
         .env("HOME", env.path().join("home"))
@@ -164,7 +164,7 @@ fn a_worker_short_of_disk_refuses_work_then_resumes() {
     let foreign = home.join("worktrees").join("not-groves.bin");
     std::fs::create_dir_all(foreign.parent().expect("parent")).expect("mkdir");
     std::fs::write(&foreign, vec![0u8; 2 << 20]).expect("write");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut cmd = grove_tests::command("grove");
     cmd.args(["worker", "--nats", &url, "--id", "w1", "--max-disk", "1MiB", "--min-free", "0"])
         .env("HOME", env.path().join("home"))
         .env("GROVE_HOME", &home)
@@ -188,7 +188,7 @@ fn a_worker_short_of_disk_refuses_work_then_resumes() {
     assert!(refusing.starts_with("disk budget: workspaces take 2 MiB"), "{refusing}");
 
     let repo = env.repo("r", &[("a/f.txt".to_owned(), "a\n".to_owned())]);
-    let mut run = Command::new(env!("CARGO_BIN_EXE_grove"));
+    let mut run = grove_tests::command("grove");
     run.current_dir(&repo)
         .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", "echo x >> a/f.txt"])
         .env("HOME", env.path().join("home"))
@@ -219,7 +219,7 @@ fn the_daemon_retries_parks_and_enforces_deadlines() {
     let env = Env::new();
     let (_nats, url) = nats_server(&env.path().join("nats"));
     let port = free_port();
-    let grove = env!("CARGO_BIN_EXE_grove");
+    let grove = "grove";
     let listen = format!("127.0.0.1:{port}");
     let _c = daemon(&env, grove, &["coordinator", "--nats", &url, "--listen", &listen], &env.grove_home());
     let _w = daemon(
@@ -241,15 +241,12 @@ fn the_daemon_retries_parks_and_enforces_deadlines() {
            touch \"$(git rev-parse --git-dir)/index.lock\"; fi",
         m = marks.display()
     );
-    let mut cmd = Command::new(grove);
+    let mut cmd = grove_tests::command(grove);
     cmd.current_dir(&repo)
         .args(["run", "--coordinator", &api, "--split", "dirs", "--deadline", "10s", "--retry-backoff", "1s"])
         .args(["--json", "--", "sh", "-c", &script])
         .env("HOME", env.path().join("home"))
         .env("GROVE_HOME", env.grove_home())
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env_remove("GROVE_TOKEN")
-        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().expect("spawn grove run");
