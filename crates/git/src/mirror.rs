@@ -78,7 +78,8 @@ impl Mirror {
     /// Open or create the mirror of `source` under `dir`, and fetch from it.
     pub fn ensure(git: &Git, dir: &Path, source: &Source) -> Result<Mirror, GitError> {
         let path = dir.join(source.mirror_name());
-        if !path.join("HEAD").exists() {
+        let new = !path.join("HEAD").exists();
+        if new {
             std::fs::create_dir_all(dir)
                 .map_err(|e| GitError::io(format!("creating {}", dir.display()), e))?;
             git.run(
@@ -87,6 +88,16 @@ impl Mirror {
             )?;
         }
         let mirror = Mirror { path };
+        if let (true, Source::Local(repo)) = (new, source) {
+            // The fetch below then finds every object there and copies nothing.
+            let seeded = mirror.seed_objects(git, repo)?;
+            tracing::debug!(
+                linked = seeded.linked,
+                copied = seeded.copied,
+                mirror = %mirror.path.display(),
+                "mirror seeded from the source's objects"
+            );
+        }
         mirror.enable_worktree_config(git)?;
         mirror.fetch(git, source)?;
         Ok(mirror)
@@ -118,6 +129,86 @@ impl Mirror {
         // Workers without the mirror make partial clones of it.
         git.run(&self.path, ["config", "uploadpack.allowFilter", "true"])?;
         Ok(())
+    }
+
+    /// Give a new mirror the objects of a repository on this machine without copying them:
+    /// its packs and loose objects are hard-linked into the mirror (copied where the file
+    /// system does not allow a link: another device, say), as `git clone --local` does, and
+    /// its alternates are carried over. The mirror holds its own links, so nothing the person
+    /// does later in their repository (`git gc --prune=now`, deleting branches, rewriting
+    /// history) takes an object from it; and git never changes an object file in place.
+    ///
+    /// Only regular files of git's own shapes are taken (`xx/<hash>`, `pack/pack-*.{pack,idx,rev}`),
+    /// never a symlink or a temporary file, and a pack only together with its index. Objects
+    /// that vanish while this runs (a `git gc` in the source) are simply skipped: the fetch
+    /// that follows brings whatever is missing.
+    pub fn seed_objects(&self, git: &Git, repo: &Path) -> Result<Seeded, GitError> {
+        let out = git.run(repo, ["rev-parse", "--path-format=absolute", "--git-common-dir"])?;
+        let from = PathBuf::from(out.stdout.trim_end_matches('\n')).join("objects");
+        let to = self.path.join("objects");
+        let mut seeded = Seeded::default();
+        let entries = |dir: &Path| -> Result<Vec<std::fs::DirEntry>, GitError> {
+            match std::fs::read_dir(dir) {
+                Ok(rd) => Ok(rd.filter_map(Result::ok).collect()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(GitError::io(format!("reading {}", dir.display()), e)),
+            }
+        };
+        // Packs: the .pack before its .idx (and .rev), so that git never sees an index
+        // without its pack.
+        let mut packs: Vec<String> = entries(&from.join("pack"))?
+            .iter()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter_map(|n| n.strip_suffix(".idx").map(str::to_owned))
+            .filter(|stem| stem.starts_with("pack-") && stem[5..].bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
+        packs.sort();
+        for stem in &packs {
+            for ext in ["pack", "rev", "idx"] {
+                let name = format!("{stem}.{ext}");
+                let done = link_or_copy(&from.join("pack").join(&name), &to.join("pack").join(&name))?;
+                seeded.count(done);
+                if ext == "pack" && done == Placed::Missing {
+                    break; // gone since the listing: its index must not come alone
+                }
+            }
+        }
+        for fanout in entries(&from)? {
+            let name = fanout.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 2 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            for obj in entries(&fanout.path())? {
+                let file = obj.file_name();
+                let Some(file) = file.to_str() else { continue };
+                if file.len() < 38 || !file.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    continue; // tmp_obj_* and the like
+                }
+                seeded.count(link_or_copy(&obj.path(), &to.join(name).join(file))?);
+            }
+        }
+        // Alternates: the source borrows objects from elsewhere; so does its mirror, by
+        // absolute path.
+        let alternates = from.join("info/alternates");
+        if let Ok(text) = std::fs::read_to_string(&alternates) {
+            let lines: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| {
+                    let p = Path::new(l);
+                    if p.is_absolute() { p.to_path_buf() } else { from.join(p) }.display().to_string()
+                })
+                .collect();
+            if !lines.is_empty() {
+                let dst = to.join("info/alternates");
+                let io = |e| GitError::io(format!("writing {}", dst.display()), e);
+                std::fs::create_dir_all(to.join("info")).map_err(io)?;
+                std::fs::write(&dst, lines.join("\n") + "\n").map_err(io)?;
+            }
+        }
+        Ok(seeded)
     }
 
     /// Let git pack loose objects and prune unreachable old ones when it judges it worth it
@@ -215,6 +306,66 @@ impl Mirror {
     }
 }
 
+/// What [`Mirror::seed_objects`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Seeded {
+    /// Files hard-linked from the source.
+    pub linked: usize,
+    /// Files copied (no link possible).
+    pub copied: usize,
+}
+
+impl Seeded {
+    fn count(&mut self, done: Placed) {
+        match done {
+            Placed::Linked => self.linked += 1,
+            Placed::Copied => self.copied += 1,
+            Placed::Missing | Placed::Present => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    Linked,
+    Copied,
+    /// The source file is not there (anymore), or is not a regular file.
+    Missing,
+    /// The mirror has it already.
+    Present,
+}
+
+/// Hard-link `from` to `to`, or copy it where a link is not possible.
+fn link_or_copy(from: &Path, to: &Path) -> Result<Placed, GitError> {
+    match std::fs::symlink_metadata(from) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => return Ok(Placed::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Placed::Missing),
+        Err(e) => return Err(GitError::io(format!("reading {}", from.display()), e)),
+    }
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| GitError::io(format!("creating {}", dir.display()), e))?;
+    }
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(Placed::Linked),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Placed::Present),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Placed::Missing),
+        // Another file system, or one without links: copy, through a temporary name so a
+        // half-written object is never seen under its real one.
+        Err(_) => {
+            let tmp = to.with_extension("grove-tmp");
+            let io = |e| GitError::io(format!("copying {} to {}", from.display(), to.display()), e);
+            match std::fs::copy(from, &tmp) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Placed::Missing),
+                Err(e) => return Err(io(e)),
+            }
+            std::fs::rename(&tmp, to).map_err(io)?;
+            Ok(Placed::Copied)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +378,87 @@ mod tests {
         assert!(!is_scp_like("plain"));
         let s = Source::Url("https://example.com/org/My Repo.git".into());
         assert!(s.mirror_name().starts_with("my-repo-"), "{}", s.mirror_name());
+    }
+
+    /// A mirror of a local repository shares its object files (hard links), and stays whole
+    /// when the person then deletes a branch, rewrites history and prunes everything
+    /// unreachable; grove's branches still publish back.
+    #[test]
+    fn a_local_mirror_links_objects_and_survives_the_sources_gc() {
+        use std::os::unix::fs::MetadataExt;
+        let git = Git::detect().expect("git");
+        let (dir, src) = crate::testutil::repo_with(&[("a/x.txt", "1\n"), ("b/y.txt", "2\n")]);
+        let first = crate::testutil::commit_files(&src, &[("a/x.txt", "one\n")]);
+        git.run(&src, ["repack", "-a", "-d", "-q"]).expect("repack");
+        // A loose object beside the pack, on a branch the person will delete.
+        git.run(&src, ["checkout", "--quiet", "-b", "topic"]).expect("branch");
+        let topic = crate::testutil::commit_files(&src, &[("b/y.txt", "two\n")]);
+        git.run(&src, ["checkout", "--quiet", "main"]).expect("checkout");
+
+        let source = Source::Local(src.canonicalize().expect("canonical"));
+        let mirror = Mirror::ensure(&git, &dir.path().join("mirrors"), &source).expect("mirror");
+        let packs = |objects: &Path| -> Vec<(String, u64)> {
+            let mut v: Vec<(String, u64)> = std::fs::read_dir(objects.join("pack"))
+                .expect("pack dir")
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().expect("meta").ino()))
+                .collect();
+            v.sort();
+            v
+        };
+        let theirs = packs(&src.join(".git/objects"));
+        assert!(!theirs.is_empty());
+        assert_eq!(packs(&mirror.path.join("objects")), theirs, "the same pack files, linked");
+        assert_eq!(mirror.resolve(&git, "topic").expect("topic"), topic);
+        git.run(&mirror.path, ["fsck", "--no-progress", "--connectivity-only"]).expect("fsck");
+
+        // The person deletes the branch, rewrites main and prunes everything unreachable.
+        git.run(&src, ["branch", "-D", "topic"]).expect("delete");
+        git.run(
+            &src,
+            ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "--amend", "-m", "rewritten"],
+        )
+        .expect("amend");
+        git.run(&src, ["reflog", "expire", "--expire=now", "--all"]).expect("reflog");
+        git.run(&src, ["gc", "--quiet", "--prune=now"]).expect("gc");
+        assert!(git.run_allowing(&src, ["cat-file", "-e", &topic], &[1, 128]).expect("probe").code != 0);
+
+        // The mirror still has every object it had, and takes the new history.
+        git.run(&mirror.path, ["cat-file", "-e", &topic]).expect("topic's commit kept");
+        git.run(&mirror.path, ["cat-file", "-e", &first]).expect("the old main kept");
+        mirror.fetch(&git, &source).expect("fetch after the rewrite");
+        git.run(&mirror.path, ["fsck", "--no-progress", "--connectivity-only"]).expect("fsck after");
+        let main = mirror.resolve(&git, "main").expect("main");
+        assert_ne!(main, first);
+
+        // A grove branch made in the mirror on the old history still arrives in the repository.
+        git.run(&mirror.path, ["update-ref", "refs/heads/grove/job-1/a", &topic]).expect("grove branch");
+        let skipped =
+            mirror.publish(&git, &source, &["refs/heads/grove/job-1/a".to_owned()]).expect("publish");
+        assert!(skipped.is_empty());
+        assert_eq!(git.resolve_commit(&src, "grove/job-1/a").expect("published"), topic);
+    }
+
+    #[test]
+    fn seeding_takes_only_gits_own_files_and_never_a_symlink() {
+        let git = Git::detect().expect("git");
+        let (dir, src) = crate::testutil::repo_with(&[("a.txt", "1\n")]);
+        let objects = src.join(".git/objects");
+        std::fs::write(dir.path().join("secret"), "not an object").expect("write");
+        std::fs::create_dir_all(objects.join("ab")).expect("mkdir");
+        let fake = "ab".to_owned() + &"c".repeat(38);
+        std::os::unix::fs::symlink(dir.path().join("secret"), objects.join("ab").join(&fake[2..]))
+            .expect("link");
+        std::fs::write(objects.join("ab/tmp_obj_x"), "partial").expect("write");
+        std::fs::write(objects.join("pack/pack-zz.idx"), "odd").expect("write");
+        let mirror_dir = dir.path().join("m.git");
+        git.run(dir.path(), ["init", "--bare", "--quiet", "m.git"]).expect("init");
+        let m = Mirror { path: mirror_dir.clone() };
+        let seeded = m.seed_objects(&git, &src).expect("seed");
+        assert!(seeded.linked >= 3, "{seeded:?}"); // a commit, a tree, a blob
+        assert!(!mirror_dir.join("objects/ab").join(&fake[2..]).exists(), "a symlink is not followed");
+        assert!(!mirror_dir.join("objects/ab/tmp_obj_x").exists());
+        assert!(!mirror_dir.join("objects/pack/pack-zz.idx").exists());
     }
 }
