@@ -118,7 +118,7 @@ fn bench(sandbox: &Path) -> Result<ExitCode> {
     );
 
     println!("\n2. {modules}-task replace fan-out, {PATTERN} -> {REPLACEMENT}");
-    let grove = grove_fanout(sandbox, &repo, modules)?;
+    let grove = grove_fanout(sandbox, &sandbox.join("grove-home"), &repo, modules)?;
     println!(
         "   grove run -j {CONCURRENCY} (embedded; plan, mirror, worktrees, agents, commits, merges, publish): {}",
         secs(grove.wall)
@@ -148,6 +148,41 @@ fn bench(sandbox: &Path) -> Result<ExitCode> {
         if grove.leftover { "yes" } else { "none" }
     );
 
+    let (commits, kib) = history_size()?;
+    println!(
+        "\n3. the first run (a new grove home) on a repository with history: the same {modules} modules \
+         after {commits} commits that each change a {kib} KiB binary file of one module"
+    );
+    let hist = sandbox.join("history-repo");
+    let t = Instant::now();
+    generate(&hist, modules, files)?;
+    let pack = add_history(&hist, modules, commits, kib)?;
+    println!("   generated in {} ({} MiB of packs)", secs(t.elapsed()), pack >> 20);
+    let mirror = mirror_both_ways(&git, sandbox, &hist)?;
+    println!(
+        "   making the mirror: Mirror::ensure {} (objects linked: {}, copied: {}); git init --bare + fetch, as \
+         before, {}",
+        secs(mirror.ensure),
+        mirror.seeded.linked,
+        mirror.seeded.copied,
+        secs(mirror.fetch)
+    );
+    let cold = grove_fanout(sandbox, &sandbox.join("grove-home-cold"), &hist, modules)?;
+    println!("   grove run -j {CONCURRENCY}, new grove home: {}", secs(cold.wall));
+    let fan = script_parallel(sandbox, &hist)?;
+    println!(
+        "   plain-git fan-out script (worktree add per module with xargs -P{CONCURRENCY}, sed, commit; then \
+         merge each branch in one checkout): {}",
+        secs(fan.wall)
+    );
+    let cold_equal = cold.tree == fan.tree;
+    println!(
+        "   trees equal: {} (grove {}, script {})",
+        if cold_equal { "yes" } else { "NO" },
+        &cold.tree[..12],
+        &fan.tree[..12]
+    );
+
     let (sparse, full) = (median(&prep.sparse), median(&prep.full));
     println!("\nsummary");
     let rows = [
@@ -162,12 +197,152 @@ fn bench(sandbox: &Path) -> Result<ExitCode> {
             format!("{} , {}", ms(grove.wall * 4 / modules as u32), ms(script.total() / modules as u32)),
         ),
         ("trees equal", (if equal { "yes" } else { "NO" }).to_owned()),
+        (&*format!("mirror of a repository with {commits} commits, Mirror::ensure"), secs(mirror.ensure)),
+        ("mirror the way before (init --bare + fetch)", secs(mirror.fetch)),
+        ("  ratio ensure / fetch", format!("{:.3}x", ratio(mirror.ensure, mirror.fetch))),
+        ("first run, grove run -j 4 with a new home", secs(cold.wall)),
+        ("first run, plain-git fan-out script (xargs -P4)", secs(fan.wall)),
+        ("  ratio grove / script (goal <= 0.5)", format!("{:.2}x", ratio(cold.wall, fan.wall))),
+        ("first run trees equal", (if cold_equal { "yes" } else { "NO" }).to_owned()),
     ];
     let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     for (label, value) in &rows {
         println!("  {label:<width$}  {value:>14}");
     }
-    Ok(if equal && !grove.leftover { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let ok = equal && !grove.leftover && cold_equal && !cold.leftover;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `GROVE_BENCH_HISTORY=COMMITSxKIB`, default 5000x20 (about 100 MiB of packs).
+fn history_size() -> Result<(usize, usize)> {
+    let Ok(s) = std::env::var("GROVE_BENCH_HISTORY") else { return Ok((5000, 20)) };
+    let (c, k) = s.split_once('x').context("GROVE_BENCH_HISTORY is COMMITSxKIB, e.g. 500x4")?;
+    Ok((c.parse().context("GROVE_BENCH_HISTORY commits")?, k.parse().context("GROVE_BENCH_HISTORY KiB")?))
+}
+
+/// Put `commits` commits on top of `repo`'s main with `git fast-import`, each rewriting
+/// `crates/mNNN/assets/blob.bin` of one module (round robin) with `kib` KiB that do not
+/// compress; returns the size of the packs.
+fn add_history(repo: &Path, modules: usize, commits: usize, kib: usize) -> Result<u64> {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .current_dir(repo)
+        .args(["fast-import", "--quiet", "--done"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("starting git fast-import")?;
+    let mut stdin = std::io::BufWriter::new(child.stdin.take().context("fast-import's stdin")?);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut blob = vec![0u8; kib * 1024];
+    for i in 0..commits {
+        for chunk in blob.chunks_mut(8) {
+            // xorshift64*: bytes that do not compress, the same on every run.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let v = state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        let msg = format!("history {i}");
+        write!(
+            stdin,
+            "commit refs/heads/main\ncommitter Bench <bench@example.invalid> {} +0000\ndata {}\n{msg}\n",
+            1_767_225_600 + i,
+            msg.len()
+        )?;
+        if i == 0 {
+            writeln!(stdin, "from refs/heads/main^0")?;
+        }
+        writeln!(stdin, "M 100644 inline crates/m{:03}/assets/blob.bin\ndata {}", i % modules, blob.len())?;
+        stdin.write_all(&blob)?;
+        writeln!(stdin)?;
+    }
+    writeln!(stdin, "done")?;
+    stdin.flush()?;
+    drop(stdin);
+    let status = child.wait().context("waiting for git fast-import")?;
+    ensure!(status.success(), "git fast-import failed: {status}");
+    plain_git(repo, &["reset", "--quiet", "--hard", "main"])?;
+    let mut size = 0;
+    for e in std::fs::read_dir(repo.join(".git/objects/pack")).context("listing the packs")? {
+        size += e.context("listing the packs")?.metadata().context("a pack's size")?.len();
+    }
+    Ok(size)
+}
+
+struct MirrorTimes {
+    ensure: Duration,
+    seeded: grove_git::mirror::Seeded,
+    fetch: Duration,
+}
+
+/// The mirror made by `Mirror::ensure` (objects linked, then fetched), and the way it was
+/// made before (`git init --bare`, then a fetch of everything), one after the other.
+fn mirror_both_ways(git: &Git, sandbox: &Path, repo: &Path) -> Result<MirrorTimes> {
+    let dir = sandbox.join("part3-mirrors");
+    let source =
+        Source::parse(git, &repo.display().to_string(), sandbox).context("reading the repository")?;
+    let t = Instant::now();
+    let mirror = Mirror::ensure(git, &dir.join("new"), &source).context("making the mirror")?;
+    let ensure = t.elapsed();
+    // Count what seeding a second, empty mirror would link (not timed).
+    let probe = dir.join("probe.git");
+    plain_git(&dir, &["init", "--quiet", "--bare", "probe.git"])?;
+    let seeded = Mirror { path: probe }.seed_objects(git, repo).context("seeding the probe")?;
+    let old = dir.join("old.git");
+    let t = Instant::now();
+    plain_git(&dir, &["init", "--quiet", "--bare", "old.git"])?;
+    let url = repo.to_str().context("the sandbox path is UTF-8")?;
+    plain_git(
+        &old,
+        &["fetch", "--quiet", "--no-write-fetch-head", url, "+refs/heads/*:refs/remotes/origin/*"],
+    )?;
+    let fetch = t.elapsed();
+    ensure!(mirror.resolve(git, "main").is_ok(), "the mirror has main");
+    Ok(MirrorTimes { ensure, seeded, fetch })
+}
+
+struct FanOut {
+    wall: Duration,
+    tree: String,
+}
+
+/// The fan-out script a person would write instead, timed whole: in their repository, one
+/// `git worktree add` per module that has the word (`xargs -P4`), `sed` over its files,
+/// `git commit -am`; then every branch merged in order in one more worktree.
+fn script_parallel(sandbox: &Path, repo: &Path) -> Result<FanOut> {
+    let work = sandbox.join("part3-script");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let script = r#"set -eu
+repo=$1 work=$2
+cd "$repo"
+base=$(git rev-parse HEAD)
+git grep -l -w FileId "$base" -- crates | sed "s/^$base://" | cut -d/ -f1-2 | sort -u > "$work/modules"
+xargs -P4 -I{} sh -c '
+  set -eu
+  m={}; n=$(basename "$m")
+  git worktree add -q -b "fan/$n" "$0/wt/$n" "$1"
+  cd "$0/wt/$n"
+  git grep -l -w FileId -- "$m" | xargs sed -i -E "s/FileId/SourceFileId/g"
+  git commit -q -am "$n: FileId -> SourceFileId"
+' "$work" "$base" < "$work/modules"
+git worktree add -q -b fan-integration "$work/integration" "$base"
+cd "$work/integration"
+while read -r m; do git merge -q --no-ff --no-edit "fan/$(basename "$m")"; done < "$work/modules"
+git rev-parse 'HEAD^{tree}'
+"#;
+    let t = Instant::now();
+    let out = Command::new("sh")
+        .args(["-c", script, "fan-out"])
+        .arg(repo)
+        .arg(&work)
+        .stdin(Stdio::null())
+        .output()
+        .context("running the fan-out script")?;
+    let wall = t.elapsed();
+    ensure!(out.status.success(), "the fan-out script failed: {}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8(out.stdout).context("the script printed UTF-8")?.trim().to_owned();
+    Ok(FanOut { wall, tree })
 }
 
 /// `GROVE_BENCH_SIZE=MODULESxFILES`, default 200x20.
@@ -299,10 +474,10 @@ struct GroveRun {
 }
 
 /// Part 2, grove: the real binary, embedded, on the generated repository.
-fn grove_fanout(sandbox: &Path, repo: &Path, modules: usize) -> Result<GroveRun> {
+fn grove_fanout(sandbox: &Path, home: &Path, repo: &Path, modules: usize) -> Result<GroveRun> {
     let repo_arg = repo.to_str().context("the sandbox path is UTF-8")?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
-    cmd.current_dir(sandbox).env("GROVE_HOME", sandbox.join("grove-home")).stdin(Stdio::null()).args([
+    cmd.current_dir(sandbox).env("GROVE_HOME", home).stdin(Stdio::null()).args([
         "run",
         "--repo",
         repo_arg,

@@ -211,6 +211,19 @@ impl Mirror {
         Ok(seeded)
     }
 
+    /// Workspaces made by clone fetch just the commit they start from, by its id: let the
+    /// mirror answer wants of any commit reachable from its refs (a base, an integration
+    /// head), and filters (blobs on demand). Set once; mirrors made before get it here.
+    fn serve_commits_by_id(&self, git: &Git) -> Result<(), GitError> {
+        let key = "uploadpack.allowReachableSHA1InWant";
+        let on = git.run_allowing(&self.path, ["config", "--get", key], &[1])?;
+        if on.stdout.trim() != "true" {
+            git.run(&self.path, ["config", key, "true"])?;
+            git.run(&self.path, ["config", "uploadpack.allowFilter", "true"])?;
+        }
+        Ok(())
+    }
+
     /// Let git pack loose objects and prune unreachable old ones when it judges it worth it
     /// (`git gc --auto`: git's own thresholds, `gc.auto` loose objects and `gc.autoPackLimit`
     /// packs, with the default 6700 in place of the 0 every other grove git command runs

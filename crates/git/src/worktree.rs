@@ -69,9 +69,14 @@ pub fn add(
     Ok(if exists { Checkout::Resumed } else { Checkout::Fresh })
 }
 
-/// Make a workspace on a machine without the mirror: a partial clone (`--filter=blob:none`,
-/// blobs fetched only for the checkout) of `remote` at `path`, sparse to `sparse`, on
-/// `branch`: the remote's branch when it exists (earlier checkpoints), else a new one at `base`.
+/// Make a workspace on a machine without the mirror: a shallow, partial, sparse clone of
+/// `remote` at `path` on `branch`: the remote's branch when it exists (earlier checkpoints),
+/// else a new one at `base`. Only the commits it starts from are fetched, by id (`--depth 1`,
+/// the mirror allows wants of reachable commits) and without blobs (`--filter=blob:none`);
+/// the sparse checkout then fetches the blobs of the task's folders, and git fetches any
+/// other blob lazily from the remote (a promisor) when a diff needs it. `base` is always
+/// fetched too, so diff stats against it stay right. Pushes are fast-forwards of the branch,
+/// whose parents the remote has.
 pub fn clone_sparse(
     git: &Git,
     remote: &str,
@@ -83,25 +88,34 @@ pub fn clone_sparse(
     if path.exists() {
         std::fs::remove_dir_all(path).map_err(|e| GitError::io(format!("removing {}", path.display()), e))?;
     }
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| GitError::io(format!("creating {}", parent.display()), e))?;
-    let args: Vec<std::ffi::OsString> = vec![
-        "clone".into(),
-        "--quiet".into(),
-        "--filter=blob:none".into(),
-        "--no-checkout".into(),
-        "--".into(),
-        remote.into(),
-        path.into(),
-    ];
-    git.run(parent, args)?;
-    let remote_branch = format!("refs/remotes/origin/{branch}");
-    let exists = git.ref_target(path, &remote_branch)?.is_some();
+    std::fs::create_dir_all(path).map_err(|e| GitError::io(format!("creating {}", path.display()), e))?;
+    git.run(path, ["init", "--quiet", "--initial-branch", branch])?;
+    for (key, value) in [
+        ("remote.origin.url", remote),
+        ("remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"),
+        ("remote.origin.promisor", "true"),
+        ("remote.origin.partialclonefilter", "blob:none"),
+    ] {
+        git.run(path, ["config", key, value])?;
+    }
     if let Some(dirs) = sparse {
         let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
         args.extend(dirs.iter().map(String::as_str));
         git.run(path, args)?;
     }
+    let remote_branch = format!("refs/remotes/origin/{branch}");
+    let exists = !git
+        .run(path, ["ls-remote", "--heads", "origin", &format!("refs/heads/{branch}")])?
+        .stdout
+        .trim()
+        .is_empty();
+    let branch_spec = format!("+refs/heads/{branch}:{remote_branch}");
+    let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--depth", "1"];
+    args.extend(["--filter=blob:none", "origin", base]);
+    if exists {
+        args.push(&branch_spec);
+    }
+    git.run(path, args)?;
     let start = if exists { remote_branch.as_str() } else { base };
     git.run(path, ["checkout", "--quiet", "--no-track", "-B", branch, start])?;
     Ok(if exists { Checkout::Resumed } else { Checkout::Fresh })
@@ -314,6 +328,30 @@ mod tests {
         let how = clone_sparse(&git, &url, &wt, "grove/j/a", &base, Some(&["a".to_owned()])).expect("again");
         assert_eq!(how, Checkout::Resumed);
         assert_eq!(std::fs::read_to_string(wt.join("a/f.rs")).expect("read"), "changed\n");
+        // Shallow: only the commits it starts from; yet a diff against the base is right
+        // (the base was fetched too; blobs come from the remote on demand).
+        let shallow = git.run(&wt, ["rev-parse", "--is-shallow-repository"]).expect("shallow");
+        assert_eq!(shallow.stdout.trim(), "true");
+        let stat = git.run(&wt, ["diff", "--numstat", &base, "HEAD"]).expect("diff");
+        assert_eq!(stat.stdout.trim(), "1\t1\ta/f.rs");
+        // A second checkpoint on the resumed clone pushes as a fast-forward.
+        std::fs::write(wt.join("a/f.rs"), "again\n").expect("write");
+        let c2 = commit_all(&git, &wt, "turn 2", &Identity::default()).expect("commit").expect("a commit");
+        push_branch(&git, &wt, "grove/j/a").expect("push from a shallow clone");
+        assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c2.clone()));
+        git.run(&mirror, ["fsck", "--no-progress", "--connectivity-only"]).expect("the mirror stays whole");
+        // A redo starts again from a newer base that only the mirror's branches reach.
+        let newer = git
+            .run(&mirror, ["commit-tree", "-p", &base, "-m", "integration", &format!("{base}^{{tree}}")])
+            .expect("commit-tree")
+            .stdout
+            .trim()
+            .to_owned();
+        git.run(&mirror, ["update-ref", "refs/heads/grove/j/integration", &newer]).expect("ref");
+        git.run(&mirror, ["update-ref", "-d", "refs/heads/grove/j/a"]).expect("drop the branch");
+        let how = clone_sparse(&git, &url, &wt, "grove/j/a", &newer, Some(&["a".to_owned()])).expect("redo");
+        assert_eq!(how, Checkout::Fresh);
+        assert_eq!(git.resolve_commit(&wt, "HEAD").expect("head"), newer);
     }
 
     #[test]
