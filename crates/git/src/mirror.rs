@@ -99,6 +99,7 @@ impl Mirror {
             );
         }
         mirror.enable_worktree_config(git)?;
+        mirror.serve_commits_by_id(git)?;
         mirror.fetch(git, source)?;
         Ok(mirror)
     }
