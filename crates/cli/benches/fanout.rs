@@ -8,6 +8,12 @@
 //!    the same work as a serial script of plain git commands (full `git worktree add` per
 //!    module, the regex rewrite, `git commit -am`, then `git checkout integration && git merge
 //!    --no-ff` of every branch in order in one checkout); both final trees must be equal.
+//! 3. The first run on a repository with history (the same modules after `GROVE_BENCH_HISTORY`
+//!    = COMMITSxKIB commits of incompressible files, default 5000x20: about 100 MiB of packs):
+//!    the mirror as `Mirror::ensure` makes it against `git init --bare` + fetch; a pod's
+//!    workspace (`worktree::clone_sparse`) against a full clone; and `grove run` with a new
+//!    home against the fan-out script a person would write (`git worktree add` per module
+//!    with `xargs -P4`, sed, commit, then a merge of each branch in one checkout).
 //!
 //! Run with `cargo bench -p grove-cli --bench fanout`. Every git and grove process runs with a
 //! hermetic environment (temp HOME and GROVE_HOME, no global or system git config): the bench
@@ -55,7 +61,7 @@ fn restart_hermetic() -> Result<ExitCode> {
     let me = std::env::current_exe().context("finding the bench executable")?;
     let mut cmd = Command::new(me);
     cmd.env_clear();
-    for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE"] {
+    for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE", "GROVE_BENCH_HISTORY"] {
         if let Some(v) = std::env::var_os(keep) {
             cmd.env(keep, v);
         }
@@ -167,6 +173,15 @@ fn bench(sandbox: &Path) -> Result<ExitCode> {
         mirror.seeded.copied,
         secs(mirror.fetch)
     );
+    let pod = clone_both_ways(&git, sandbox, &hist, &module)?;
+    println!(
+        "   a pod's workspace of {module} over file://: worktree::clone_sparse {} ({} KiB), \
+         a full git clone {} ({} KiB)",
+        ms(pod.sparse),
+        pod.sparse_kib,
+        ms(pod.full),
+        pod.full_kib
+    );
     let cold = grove_fanout(sandbox, &sandbox.join("grove-home-cold"), &hist, modules)?;
     println!("   grove run -j {CONCURRENCY}, new grove home: {}", secs(cold.wall));
     let fan = script_parallel(sandbox, &hist)?;
@@ -200,6 +215,9 @@ fn bench(sandbox: &Path) -> Result<ExitCode> {
         (&*format!("mirror of a repository with {commits} commits, Mirror::ensure"), secs(mirror.ensure)),
         ("mirror the way before (init --bare + fetch)", secs(mirror.fetch)),
         ("  ratio ensure / fetch", format!("{:.3}x", ratio(mirror.ensure, mirror.fetch))),
+        ("pod workspace, shallow partial sparse clone", ms(pod.sparse)),
+        ("pod workspace, full clone", ms(pod.full)),
+        ("  ratio sparse / full (goal <= 0.1)", format!("{:.3}x", ratio(pod.sparse, pod.full))),
         ("first run, grove run -j 4 with a new home", secs(cold.wall)),
         ("first run, plain-git fan-out script (xargs -P4)", secs(fan.wall)),
         ("  ratio grove / script (goal <= 0.5)", format!("{:.2}x", ratio(cold.wall, fan.wall))),
@@ -302,6 +320,39 @@ fn mirror_both_ways(git: &Git, sandbox: &Path, repo: &Path) -> Result<MirrorTime
     Ok(MirrorTimes { ensure, seeded, fetch })
 }
 
+struct PodTimes {
+    sparse: Duration,
+    sparse_kib: u64,
+    full: Duration,
+    full_kib: u64,
+}
+
+/// One module's workspace as a pod makes it (`worktree::clone_sparse`: shallow at the base,
+/// no blobs but the module's) against a full `git clone`, both of the repository's URL.
+fn clone_both_ways(git: &Git, sandbox: &Path, repo: &Path, module: &str) -> Result<PodTimes> {
+    let dir = sandbox.join("part3-pods");
+    let url = format!("file://{}", repo.display());
+    let base = git.resolve_commit(repo, "main").context("the base")?;
+    let sparse_dir = dir.join("sparse");
+    let t = Instant::now();
+    worktree::clone_sparse(git, &url, &sparse_dir, "bench/pod", &base, Some(&[module.to_owned()]))
+        .context("the pod's clone")?;
+    let sparse = t.elapsed();
+    ensure!(sparse_dir.join(module).join("src/lib.rs").is_file(), "the module is checked out");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let t = Instant::now();
+    plain_git(&dir, &["clone", "--quiet", &url, "full"])?;
+    let full = t.elapsed();
+    Ok(PodTimes { sparse, sparse_kib: disk_kib(&sparse_dir)?, full, full_kib: disk_kib(&dir.join("full"))? })
+}
+
+/// What `du -sk` says a folder takes.
+fn disk_kib(dir: &Path) -> Result<u64> {
+    let out = Command::new("du").arg("-sk").arg(dir).output().context("running du")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next().and_then(|n| n.parse().ok()).context("du's answer")
+}
+
 struct FanOut {
     wall: Duration,
     tree: String,
@@ -323,7 +374,7 @@ xargs -P4 -I{} sh -c '
   m={}; n=$(basename "$m")
   git worktree add -q -b "fan/$n" "$0/wt/$n" "$1"
   cd "$0/wt/$n"
-  git grep -l -w FileId -- "$m" | xargs sed -i -E "s/FileId/SourceFileId/g"
+  git grep -l -w FileId -- "$m" | xargs sed -i -E "s/\bFileId\b/SourceFileId/g"
   git commit -q -am "$n: FileId -> SourceFileId"
 ' "$work" "$base" < "$work/modules"
 git worktree add -q -b fan-integration "$work/integration" "$base"
@@ -340,7 +391,13 @@ git rev-parse 'HEAD^{tree}'
         .output()
         .context("running the fan-out script")?;
     let wall = t.elapsed();
-    ensure!(out.status.success(), "the fan-out script failed: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "the fan-out script failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     let tree = String::from_utf8(out.stdout).context("the script printed UTF-8")?.trim().to_owned();
     Ok(FanOut { wall, tree })
 }
