@@ -429,7 +429,7 @@ impl Coordinator {
         let args = vec!["-c".to_owned(), check.to_owned()];
         let run = async {
             use grove_worker::process::{self, End, Log};
-            let mut log = Log::open(&log_path, 1 << 20).await?;
+            let mut log = Log::open(&log_path, 1 << 20).await?.masking(&self.mask);
             log.note(&format!("integration check `{check}` at {commit}")).await?;
             log.reset_tail();
             let cancel = tokio_util::sync::CancellationToken::new();

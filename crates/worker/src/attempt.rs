@@ -117,6 +117,12 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
         }
         return;
     }
+    // The log (and so its tail) is masked already; a reason may quote anything (a check's
+    // command line, a process's error): masked too, before it leaves this worker.
+    let mut outcome = outcome;
+    let mask = ctx.secrets.mask();
+    outcome.reason = outcome.reason.map(|r| mask.text(&r));
+    outcome.log_tail = mask.text(&outcome.log_tail);
     let event = TaskEvent {
         job: a.job.clone(),
         task: a.task.clone(),
@@ -338,7 +344,7 @@ async fn execute(
     let path = ctx.layout.worktree(&a.job, &a.task);
     let run_dir = ctx.layout.run_dir(&a.job, &a.task);
     let mut log = match Log::open(&ctx.layout.log(&a.job, &a.task), a.log_cap).await {
-        Ok(l) => l,
+        Ok(l) => l.masking(ctx.secrets.mask()),
         Err(e) => return transient(e.to_string(), String::new(), 0),
     };
     let _ = log.note(&format!("attempt {} of {} on worker {}", a.attempt, a.task, ctx.id)).await;
@@ -490,6 +496,10 @@ async fn turns(
             env.push(("GROVE_CONFLICT_PATHS".into(), redo.paths.join("\n")));
             env.push(("GROVE_PREVIOUS_DIFF_FILE".into(), previous_diff_file.display().to_string()));
         }
+        // The agent gets its credentials; the check (below) does not.
+        let mut agent_env = env.clone();
+        let adapter = a.agent.kind.map_or("command", |k| k.as_str());
+        agent_env.extend(ctx.secrets.credentials().for_agent(adapter));
         let turn = Turn {
             agent: &a.agent,
             workdir: &ws.path,
@@ -497,7 +507,7 @@ async fn turns(
             prompt: &a.prompt,
             task: &a.task,
             scope: &scope,
-            env: env.clone(),
+            env: agent_env,
             timeout: a.turn_timeout,
         };
         let finished = match agent::run_turn(&turn, log, cancel).await {
