@@ -357,6 +357,15 @@ async fn execute(
     let ws = match prep {
         Ok(Ok((ws, how))) => {
             let _ = log.note(&format!("workspace {} ({how:?})", path.display())).await;
+            let c = &ws.copied;
+            if !c.files.is_empty() {
+                let _ = log
+                    .note(&format!("copied in as git-ignored (never committed): {}", c.files.join(", ")))
+                    .await;
+            }
+            for (f, why) in &c.refused {
+                let _ = log.note(&format!("ignored file {f} not copied: {why}")).await;
+            }
             ws
         }
         Ok(Err(e)) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
@@ -496,6 +505,15 @@ async fn turns(
             env.push(("GROVE_CONFLICT_PATHS".into(), redo.paths.join("\n")));
             env.push(("GROVE_PREVIOUS_DIFF_FILE".into(), previous_diff_file.display().to_string()));
         }
+        // Where the turn starts: commits the agent makes itself are seen against it.
+        let since = {
+            let (git, dir) = (ctx.git.clone(), ws.path.clone());
+            tokio::task::spawn_blocking(move || git.run(&dir, ["rev-parse", "HEAD"]).ok())
+                .await
+                .ok()
+                .flatten()
+                .map(|o| o.stdout.trim().to_owned())
+        };
         // The agent gets its credentials; the check (below) does not.
         let mut agent_env = env.clone();
         let adapter = a.agent.kind.map_or("command", |k| k.as_str());
@@ -525,11 +543,19 @@ async fn turns(
         );
         // The checkpoint is published (pushed, for a clone) before the turn is reported.
         let commit = {
-            let (git, ws, who) = (ctx.git.clone(), ws.clone(), who.clone());
+            let (git, ws, who, since) = (ctx.git.clone(), ws.clone(), who.clone(), since.clone());
             tokio::task::spawn_blocking(move || {
-                let c = grove_git::worktree::commit_all(&git, &ws.path, &message, &who)
-                    .map_err(|e| e.to_string())?;
-                if c.is_some() {
+                let keep_out = &ws.copied.keep_out;
+                let c = grove_git::worktree::checkpoint(
+                    &git,
+                    &ws.path,
+                    &message,
+                    &who,
+                    keep_out,
+                    since.as_deref(),
+                )
+                .map_err(|e| e.to_string())?;
+                if c.commit.is_some() {
                     ws.publish(&git)?;
                 }
                 Ok::<_, String>(c)
@@ -537,7 +563,26 @@ async fn turns(
             .await
         };
         let commit = match commit {
-            Ok(Ok(c)) => c,
+            Ok(Ok(c)) => {
+                if c.folded > 0 {
+                    let _ = log
+                        .note(&format!(
+                            "the agent's own {} commit(s) this turn had git-ignored files grove copied in: \
+                             folded into the checkpoint without them",
+                            c.folded
+                        ))
+                        .await;
+                }
+                if !c.left_out.is_empty() {
+                    let _ = log
+                        .note(&format!(
+                            "left out of the checkpoint (copied in as git-ignored; never committed): {}",
+                            c.left_out.join(", ")
+                        ))
+                        .await;
+                }
+                c.commit
+            }
             Ok(Err(e)) => {
                 return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
             }
