@@ -35,12 +35,27 @@ pub struct Embedded {
     pub bus: Arc<dyn Bus>,
     pub git: Git,
     pub layout: Layout,
+    /// What this process's workers pass to agents and mask; set with [`Embedded::credentials`].
+    pub secrets: grove_worker::secrets::Secrets,
+    /// grove's own tokens this process knows, masked.
+    tokens: Vec<String>,
 }
 
 impl Embedded {
     /// Open the state under `home` with the in-process bus, or with NATS when `nats` is given
     /// (then workers elsewhere can take the tasks).
     pub async fn open(home: PathBuf, nats: Option<grove_bus::nats::NatsConfig>) -> anyhow::Result<Embedded> {
+        Embedded::open_masking(home, nats, &[]).await
+    }
+
+    /// [`Embedded::open`], masking `tokens` (grove's own, read from files) besides those of
+    /// the environment and the NATS config.
+    pub async fn open_masking(
+        home: PathBuf,
+        nats: Option<grove_bus::nats::NatsConfig>,
+        tokens: &[String],
+    ) -> anyhow::Result<Embedded> {
+        let tokens = crate::secrets::grove_tokens(nats.as_ref(), tokens);
         let git = Git::detect()?;
         let layout = Layout::new(home);
         let single_pool = nats.is_none().then(|| grove_core::placement::LOCAL.to_owned());
@@ -51,8 +66,17 @@ impl Embedded {
         let mut coordinator = Coordinator::new(layout.clone(), bus.clone(), git.clone())
             .with_context(|| format!("opening grove's state in {}", layout.home().display()))?;
         coordinator.single_pool = single_pool;
+        coordinator.mask = grove_worker::secrets::Mask::new(tokens.iter().cloned());
         let coordinator = Arc::new(coordinator);
-        Ok(Embedded { coordinator, bus, git, layout })
+        let secrets = grove_worker::secrets::Secrets::new(Default::default(), tokens.iter().cloned());
+        Ok(Embedded { coordinator, bus, git, layout, secrets, tokens })
+    }
+
+    /// Give this process's workers the agents' credentials `args` and `grove.toml` name
+    /// (and the adapters' own from this environment).
+    pub fn credentials(&mut self, args: &crate::secrets::AgentEnvArgs) -> anyhow::Result<()> {
+        self.secrets = crate::secrets::worker_secrets(self.layout.home(), args, self.tokens.clone())?;
+        Ok(())
     }
 
     /// Start `n` workers on the `local` pool; they stop when `stop` fires.
@@ -72,6 +96,7 @@ impl Embedded {
                 announce_every: std::time::Duration::from_secs(10),
                 // One run on the person's machine: they watch their own disk.
                 disk: grove_worker::disk::Budget::none(),
+                secrets: self.secrets.clone(),
             });
             set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }

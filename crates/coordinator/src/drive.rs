@@ -416,7 +416,7 @@ impl Coordinator {
             let branch = format!("refs/heads/{}", t.branch);
             // Only branches the mirror has: a task whose only push was refused has none.
             if t.head.is_some()
-                && t.merge_state != MergeState::Discarded
+                && !matches!(t.merge_state, MergeState::Discarded | MergeState::Refused)
                 && self.git.ref_target(&mirror.path, &branch).ok().flatten().is_some()
             {
                 branches.push(branch);

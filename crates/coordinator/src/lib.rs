@@ -103,6 +103,9 @@ pub struct Coordinator {
     /// `Some(pool)` when this coordinator's workers serve one pool only (the embedded mode):
     /// `auto` places everything there.
     pub single_pool: Option<String>,
+    /// Secrets masked in what the integration check prints (grove's own tokens: the check
+    /// gets none of them, this is in case it finds one anyway).
+    pub mask: grove_worker::secrets::Mask,
     /// Jobs being cancelled: their conflicts are not redone.
     cancelling: std::sync::Mutex<std::collections::HashSet<JobId>>,
     /// One train moves at a time, whichever path moves it (events, a submit's dispatch, review
@@ -120,6 +123,7 @@ impl Coordinator {
             layout,
             identity: Identity::default(),
             single_pool: None,
+            mask: Default::default(),
             cancelling: Default::default(),
             trains: Default::default(),
         })

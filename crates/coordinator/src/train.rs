@@ -59,6 +59,7 @@ impl Coordinator {
             if row.spec.checks.integration.is_some() { row.spec.batch() as usize } else { usize::MAX };
         let mirror = Path::new(&row.mirror);
         let mut head = self.reconcile(&row, &mut notes)?;
+        let copied: std::collections::HashSet<&str> = row.ignored_files.iter().map(String::as_str).collect();
         // Commits are written in-process (gix), opened at the first merge.
         let mut writer: Option<CommitWriter> = None;
         loop {
@@ -119,6 +120,30 @@ impl Coordinator {
                     Some(w) => w,
                     None => writer.insert(CommitWriter::open(mirror)?),
                 };
+                // Files grove copied in as git-ignored never merge (workers leave them out of
+                // every checkpoint; this holds whatever a worker did).
+                if !copied.is_empty() {
+                    let leaked: Vec<String> = w
+                        .added_files(&base, &task_head)?
+                        .into_iter()
+                        .filter(|p| copied.contains(p.as_str()))
+                        .collect();
+                    if !leaked.is_empty() {
+                        let why = format!(
+                            "refused: its branch adds {}, which grove copied into the workspace as \
+                             git-ignored; such files are never merged or published (the branch stays \
+                             in grove's mirror: `grove discard` it, or `grove retry` the task)",
+                            leaked.join(", ")
+                        );
+                        tracing::warn!(task = %t.slug, "{why}");
+                        let d = MergeDecision {
+                            set_aside: Some(&why),
+                            ..MergeDecision::plain(MergeState::Refused)
+                        };
+                        self.store.set_merge(job, &t.slug, &d, &head)?;
+                        continue;
+                    }
+                }
                 let fast = match self.git.merge_bases(mirror, &tip, &task_head)?.as_slice() {
                     [base] => w.merge_disjoint(base, &tip, &task_head).unwrap_or_else(|e| {
                         tracing::warn!(task = %t.slug, "merging in process failed, git merges instead: {e}");
@@ -429,7 +454,7 @@ impl Coordinator {
         let args = vec!["-c".to_owned(), check.to_owned()];
         let run = async {
             use grove_worker::process::{self, End, Log};
-            let mut log = Log::open(&log_path, 1 << 20).await?;
+            let mut log = Log::open(&log_path, 1 << 20).await?.masking(&self.mask);
             log.note(&format!("integration check `{check}` at {commit}")).await?;
             log.reset_tail();
             let cancel = tokio_util::sync::CancellationToken::new();
@@ -565,6 +590,18 @@ mod tests {
         base: &str,
         tips: &[String],
     ) -> (Coordinator, JobId) {
+        coordinator_copying(home, dir, spec, base, tips, &[])
+    }
+
+    /// With `ignored`: the git-ignored files the job copied into workspaces.
+    fn coordinator_copying(
+        home: &Path,
+        dir: &Path,
+        spec: JobSpec,
+        base: &str,
+        tips: &[String],
+        ignored: &[&str],
+    ) -> (Coordinator, JobId) {
         let git = Git::detect().expect("git");
         let coord =
             Coordinator::new(Layout::new(home), Arc::new(grove_bus::InProcessBus::new()), git.clone())
@@ -587,7 +624,7 @@ mod tests {
             integration_head: base.into(),
             state: "running".into(),
             warnings: vec![],
-            ignored_files: vec![],
+            ignored_files: ignored.iter().map(|f| (*f).to_owned()).collect(),
             train: JobTrain::default(),
             collected_at: None,
         };
@@ -752,5 +789,34 @@ mod tests {
         assert_eq!(after_crash.store.job(job.as_str()).expect("job").integration_head, head);
         let count = git.run(&dir, ["rev-list", "--count", "--first-parent", &format!("{base}..{head}")]);
         assert_eq!(count.expect("rev-list").stdout.trim(), "3", "one merge commit per task");
+    }
+
+    /// A branch that adds a file the job copied in as git-ignored is refused, whatever made
+    /// it: set aside with the reason, never merged, never published; the others merge.
+    #[test]
+    fn a_branch_adding_a_copied_ignored_file_is_refused() {
+        let git = Git::detect().expect("git");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (base, mut tips) = repo(&git, &dir, 3, &[]);
+        git_in(&git, &dir, &["checkout", "--quiet", "--detach", &tips[1]]);
+        std::fs::write(dir.join(".env"), "TOKEN=1\n").expect("write");
+        git_in(&git, &dir, &["add", "-f", ".env"]);
+        git_in(&git, &dir, &["commit", "--quiet", "-m", "leak"]);
+        tips[1] = git_in(&git, &dir, &["rev-parse", "HEAD"]);
+        git_in(&git, &dir, &["checkout", "--quiet", "main"]);
+        let home = tmp.path().join("home");
+        let (coord, job) = coordinator_copying(&home, &dir, spec(), &base, &tips, &[".env", "m0/local.toml"]);
+        coord.advance_train(&job).expect("train");
+        let tasks = coord.store.tasks(&job).expect("tasks");
+        let states: Vec<_> = tasks.iter().map(|t| t.merge_state).collect();
+        assert_eq!(states, [MergeState::Merged, MergeState::Refused, MergeState::Merged]);
+        assert_eq!(tasks[1].state, TaskState::NeedsAttention);
+        let why = tasks[1].reason.as_deref().unwrap_or_default();
+        assert!(why.starts_with("refused: its branch adds .env, which grove copied"), "{why}");
+        let head = coord.store.job(job.as_str()).expect("job").integration_head;
+        let files = git.run(&dir, ["ls-tree", "-r", "--name-only", &head]).expect("ls-tree").stdout;
+        assert!(!files.contains(".env"), "{files}");
     }
 }

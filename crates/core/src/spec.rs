@@ -602,6 +602,21 @@ impl JobSpec {
             }
             self.validate_agent(&v.agent(&self.agent), Some(&v.name), &err)?;
         }
+        // A spec travels in clear (over NATS, in the state): credentials come from the worker.
+        let envs = std::iter::once(("agent.env", &self.agent.env))
+            .chain(self.variants.iter().map(|v| ("variants.env", &v.env)));
+        for (field, env) in envs {
+            if let Some(name) = env.keys().find(|k| crate::env::looks_secret(k)) {
+                return Err(err(
+                    field,
+                    format!(
+                        "{name} looks like a credential, and a job spec is no place for one (it travels \
+                         in clear to the workers): give it to the worker instead, from its environment \
+                         (`--agent-env {name}`) or a file (`--agent-env-file {name}=PATH`)"
+                    ),
+                ));
+            }
+        }
         if self.merge.pick.is_some() && self.variants.is_empty() {
             return Err(err("merge.pick", "picks between variants; the job has none".into()));
         }
@@ -882,5 +897,26 @@ turn_timeout = "5m"
             let e = spec.validate(None).unwrap_err().to_string();
             assert!(e.starts_with("select.include: "), "{e}");
         }
+    }
+
+    /// Credentials never come from a job spec: it travels in clear to the workers.
+    #[test]
+    fn credentials_in_agent_env_are_refused() {
+        let text = GOOD
+            .replace("turn_timeout = \"5m\"", "turn_timeout = \"5m\"\nenv = { ANTHROPIC_API_KEY = \"sk\" }");
+        let spec = JobSpec::from_toml("job.toml", &text).expect("parses");
+        let e = spec.validate(Some(("job.toml", &text))).unwrap_err().to_string();
+        assert!(e.starts_with("job.toml:19: agent.env: ANTHROPIC_API_KEY looks like a credential"), "{e}");
+        assert!(e.contains("--agent-env ANTHROPIC_API_KEY"), "{e}");
+        for name in ["GROVE_NATS_TOKEN", "GROVE_TOKEN", "DEPLOY_TOKEN"] {
+            let mut bad = JobSpec::from_toml("job.toml", GOOD).expect("parses");
+            bad.variants.push(VariantSpec { name: "a".into(), ..VariantSpec::default() });
+            bad.variants[0].env.insert(name.into(), "x".into());
+            let e = bad.validate(None).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("variants.env: {name} looks like a credential")), "{e}");
+        }
+        let mut fine = JobSpec::from_toml("job.toml", GOOD).expect("parses");
+        fine.agent.env.insert("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:1".into());
+        fine.validate(None).expect("not a credential");
     }
 }

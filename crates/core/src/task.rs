@@ -106,6 +106,9 @@ pub enum MergeState {
     CheckFailed,
     /// A person discarded the task's branch (`grove discard`).
     Discarded,
+    /// The branch adds a file grove copied into the workspace as git-ignored (a secret,
+    /// perhaps): set aside, never merged, never published.
+    Refused,
 }
 
 impl MergeState {
@@ -118,6 +121,7 @@ impl MergeState {
             MergeState::Skipped => "skipped",
             MergeState::CheckFailed => "check-failed",
             MergeState::Discarded => "discarded",
+            MergeState::Refused => "refused",
         }
     }
 
@@ -138,6 +142,7 @@ impl FromStr for MergeState {
             MergeState::Skipped,
             MergeState::CheckFailed,
             MergeState::Discarded,
+            MergeState::Refused,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)

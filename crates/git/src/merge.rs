@@ -160,6 +160,41 @@ impl CommitWriter {
         Ok(written.detach().to_hex().to_string())
     }
 
+    /// The files (not folders) `to` has that `from` has not (commit ids): a tree diff, in time
+    /// proportional to the change. Renames count as additions.
+    pub fn added_files(&self, from: &str, to: &str) -> Result<Vec<String>, GitError> {
+        use gix::object::tree::diff::ChangeDetached as Change;
+        let what = || format!("the files {to} adds to {from}");
+        let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+        let tree = |hex: &str| -> Result<gix::Tree<'_>, GitError> {
+            let id = gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e))?;
+            self.repo.find_commit(id).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))
+        };
+        let (a, b) = (tree(from)?, tree(to)?);
+        if a.id == b.id {
+            return Ok(Vec::new());
+        }
+        let changes = self
+            .repo
+            .diff_tree_to_tree(&a, &b, gix::diff::Options::default().with_rewrites(None))
+            .map_err(|e| read(&e))?;
+        Ok(changes
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::Addition { location, entry_mode, .. } if !entry_mode.is_tree() => {
+                    Some(location.to_string())
+                }
+                // A folder become a file (or a link) is a file added too.
+                Change::Modification { location, previous_entry_mode, entry_mode, .. }
+                    if previous_entry_mode.is_tree() && !entry_mode.is_tree() =>
+                {
+                    Some(location.to_string())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The merged tree of `theirs` into `ours` (commit ids), whose one merge base is `base`
     /// (as [`Git::merge_bases`] finds it), when the merge is one git would make without
     /// thinking: every path `theirs` changed is as the base had it in `ours`. Then the result
@@ -317,6 +352,19 @@ mod tests {
                 hunks.contains("<<<<<<<") && hunks.contains("other") && hunks.contains("=== a.txt")
             }
         ));
+    }
+
+    #[test]
+    fn added_files_are_the_files_a_commit_adds() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("a/x.txt", "a\n"), ("b.txt", "b\n")]);
+        let base = git.resolve_commit(&src, "HEAD").expect("head");
+        let head = commit_files(&src, &[("a/x.txt", "changed\n"), (".env", "T=1\n"), ("c/d/e.key", "k\n")]);
+        let w = CommitWriter::open(&src).expect("open");
+        let mut added = w.added_files(&base, &head).expect("diff");
+        added.sort();
+        assert_eq!(added, [".env", "c/d/e.key"]);
+        assert!(w.added_files(&head, &head).expect("diff").is_empty());
     }
 
     /// The in-process merge agrees with `git merge-tree` wherever it answers, and leaves to git

@@ -275,10 +275,66 @@ pub fn commit_all(
     message: &str,
     who: &Identity,
 ) -> Result<Option<String>, GitError> {
+    checkpoint(git, worktree, message, who, &[], None).map(|c| c.commit)
+}
+
+/// What a [`checkpoint`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The new commit; `None` when there was nothing to commit.
+    pub commit: Option<String>,
+    /// Files of `keep_out` that were staged (by `git add --all`, or by the agent) and were
+    /// left out of the commit.
+    pub left_out: Vec<String>,
+    /// How many commits the agent made itself since the turn began that were folded into
+    /// this one, because they had files of `keep_out` in them.
+    pub folded: usize,
+}
+
+/// Commit everything in the worktree but the files of `keep_out` (git-ignored files grove
+/// copied in, whatever rule ignored them and even if the agent staged them with `git add -f`):
+/// they stay in the worktree and never enter a commit. `since`: the commit the turn started
+/// from; commits the agent made itself since then that have a `keep_out` file in them are
+/// undone (`reset --soft`: their changes stay staged) and their work goes into this one
+/// commit, without those files, so no commit on the branch ever has them.
+pub fn checkpoint(
+    git: &Git,
+    worktree: &Path,
+    message: &str,
+    who: &Identity,
+    keep_out: &[String],
+    since: Option<&str>,
+) -> Result<Checkpoint, GitError> {
+    let mut done = Checkpoint::default();
+    let keep: std::collections::HashSet<&str> = keep_out.iter().map(String::as_str).collect();
+    if let Some(since) = since.filter(|_| !keep.is_empty()) {
+        let head = git.run(worktree, ["rev-parse", "HEAD"])?.stdout.trim().to_owned();
+        if head != since {
+            let range = format!("{since}..{head}");
+            let touched =
+                git.run(worktree, ["log", "--format=", "--name-only", "-z", "--no-renames", &range])?;
+            if nul_fields(&touched.stdout).any(|p| keep.contains(p.trim_start_matches('\n'))) {
+                let n = git.run(worktree, ["rev-list", "--count", &range])?;
+                done.folded = n.stdout.trim().parse().unwrap_or(0);
+                git.run(worktree, ["reset", "--quiet", "--soft", since])?;
+            }
+        }
+    }
     git.run(worktree, ["add", "--all"])?;
+    if !keep.is_empty() {
+        // What is staged against HEAD: proportional to the change, not to the list.
+        let staged = git.run(worktree, ["diff", "--cached", "--name-only", "--no-renames", "-z", "HEAD"])?;
+        done.left_out = nul_fields(&staged.stdout).filter(|p| keep.contains(p)).map(str::to_owned).collect();
+        for chunk in done.left_out.chunks(256) {
+            let mut args: Vec<&str> =
+                vec!["--literal-pathspecs", "rm", "--quiet", "--cached", "--ignore-unmatch", "--"];
+            args.extend(chunk.iter().map(String::as_str));
+            git.run(worktree, args)?;
+        }
+    }
     let staged = git.run_allowing(worktree, ["diff", "--cached", "--quiet"], &[1])?;
     if staged.code == 0 {
-        return Ok(None);
+        return Ok(done);
     }
     let mut cmd_args = vec![
         "-c".to_owned(),
@@ -289,7 +345,8 @@ pub fn commit_all(
     cmd_args.extend(["commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message].map(str::to_owned));
     git.run(worktree, &cmd_args)?;
     let head = git.run(worktree, ["rev-parse", "HEAD"])?;
-    Ok(Some(head.stdout.trim().to_owned()))
+    done.commit = Some(head.stdout.trim().to_owned());
+    Ok(done)
 }
 
 /// The git-ignored files of a repository's working tree (not folders), repository-relative.
@@ -381,5 +438,63 @@ mod tests {
         let how = add(&git, &mirror, &wt, "grove/j/a", &base, Some(&["a".to_owned()])).expect("re-add");
         assert_eq!(how, Checkout::Resumed);
         assert_eq!(std::fs::read_to_string(wt.join("a/x/f.rs")).expect("read"), "changed\n");
+    }
+
+    /// Files grove copied in as ignored never enter a checkpoint: not when the worktree does
+    /// not ignore them (`git add --all` stages them), not when the agent forces them in with
+    /// `git add -f`, not when the agent commits them itself.
+    #[test]
+    fn a_checkpoint_leaves_the_copied_files_out() {
+        let git = Git::detect().expect("git");
+        let (dir, src) = repo_with(&[("a/f.rs", "1\n"), ("README", "r\n")]);
+        let mirror = dir.path().join("m.git");
+        git.run(dir.path(), ["clone", "--quiet", "--bare", src.to_str().expect("utf8"), "m.git"])
+            .expect("clone");
+        let base = git.resolve_commit(&mirror, "HEAD").expect("head");
+        let wt = dir.path().join("wt");
+        add(&git, &mirror, &wt, "grove/j/a", &base, None).expect("add");
+        let keep = vec![".env".to_owned(), "a/secret.key".to_owned()];
+        let who = Identity::default();
+        let files = |c: &str| git.run(&wt, ["ls-tree", "-r", "--name-only", c]).expect("ls-tree").stdout;
+
+        // Staged by `git add --all` (nothing ignores them here) and by the agent.
+        std::fs::write(wt.join(".env"), "TOKEN=1\n").expect("write");
+        std::fs::write(wt.join("a/secret.key"), "k\n").expect("write");
+        std::fs::write(wt.join("a/f.rs"), "2\n").expect("write");
+        git.run(&wt, ["add", "-f", ".env"]).expect("add -f");
+        let c = checkpoint(&git, &wt, "turn 1", &who, &keep, Some(&base)).expect("checkpoint");
+        let one = c.commit.clone().expect("a commit");
+        assert_eq!(c.left_out, [".env", "a/secret.key"]);
+        assert_eq!(c.folded, 0);
+        assert_eq!(files(&one), "README\na/f.rs\n");
+        assert!(wt.join(".env").exists(), "the file stays in the workspace");
+
+        // Committed by the agent itself, with other work: folded into the checkpoint.
+        std::fs::write(wt.join("a/f.rs"), "3\n").expect("write");
+        git.run(&wt, ["add", "-f", "--all"]).expect("add");
+        git.run(&wt, ["-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-m", "agent"])
+            .expect("commit");
+        std::fs::write(wt.join("a/g.rs"), "new\n").expect("write");
+        git.run(&wt, ["add", "a/g.rs"]).expect("add");
+        git.run(&wt, ["-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-m", "agent 2"])
+            .expect("commit");
+        let c = checkpoint(&git, &wt, "turn 2", &who, &keep, Some(&one)).expect("checkpoint");
+        let two = c.commit.clone().expect("a commit");
+        assert_eq!(c.folded, 2);
+        assert_eq!(c.left_out, [".env", "a/secret.key"]);
+        assert_eq!(files(&two), "README\na/f.rs\na/g.rs\n");
+        let parents = git.run(&wt, ["rev-parse", &format!("{two}^")]).expect("parent").stdout;
+        assert_eq!(parents.trim(), one, "the agent's commits are gone from the branch");
+        let touched = git.run(&wt, ["log", "--format=", "--name-only", "grove/j/a"]).expect("log").stdout;
+        assert!(!touched.contains(".env") && !touched.contains("secret.key"), "{touched}");
+
+        // The agent's own commits without such files stay as they are.
+        std::fs::write(wt.join("a/f.rs"), "4\n").expect("write");
+        git.run(&wt, ["-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-am", "agent 3"])
+            .expect("commit");
+        let c = checkpoint(&git, &wt, "turn 3", &who, &keep, Some(&two)).expect("checkpoint");
+        assert_eq!((c.commit, c.folded), (None, 0), "nothing but the kept-out files is new");
+        let head = git.run(&wt, ["rev-parse", "HEAD"]).expect("head").stdout;
+        assert_ne!(head.trim(), two, "the agent's commit stays");
     }
 }

@@ -117,6 +117,12 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
         }
         return;
     }
+    // The log (and so its tail) is masked already; a reason may quote anything (a check's
+    // command line, a process's error): masked too, before it leaves this worker.
+    let mut outcome = outcome;
+    let mask = ctx.secrets.mask();
+    outcome.reason = outcome.reason.map(|r| mask.text(&r));
+    outcome.log_tail = mask.text(&outcome.log_tail);
     let event = TaskEvent {
         job: a.job.clone(),
         task: a.task.clone(),
@@ -338,7 +344,7 @@ async fn execute(
     let path = ctx.layout.worktree(&a.job, &a.task);
     let run_dir = ctx.layout.run_dir(&a.job, &a.task);
     let mut log = match Log::open(&ctx.layout.log(&a.job, &a.task), a.log_cap).await {
-        Ok(l) => l,
+        Ok(l) => l.masking(ctx.secrets.mask()),
         Err(e) => return transient(e.to_string(), String::new(), 0),
     };
     let _ = log.note(&format!("attempt {} of {} on worker {}", a.attempt, a.task, ctx.id)).await;
@@ -351,6 +357,15 @@ async fn execute(
     let ws = match prep {
         Ok(Ok((ws, how))) => {
             let _ = log.note(&format!("workspace {} ({how:?})", path.display())).await;
+            let c = &ws.copied;
+            if !c.files.is_empty() {
+                let _ = log
+                    .note(&format!("copied in as git-ignored (never committed): {}", c.files.join(", ")))
+                    .await;
+            }
+            for (f, why) in &c.refused {
+                let _ = log.note(&format!("ignored file {f} not copied: {why}")).await;
+            }
             ws
         }
         Ok(Err(e)) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
@@ -490,6 +505,19 @@ async fn turns(
             env.push(("GROVE_CONFLICT_PATHS".into(), redo.paths.join("\n")));
             env.push(("GROVE_PREVIOUS_DIFF_FILE".into(), previous_diff_file.display().to_string()));
         }
+        // Where the turn starts: commits the agent makes itself are seen against it.
+        let since = {
+            let (git, dir) = (ctx.git.clone(), ws.path.clone());
+            tokio::task::spawn_blocking(move || git.run(&dir, ["rev-parse", "HEAD"]).ok())
+                .await
+                .ok()
+                .flatten()
+                .map(|o| o.stdout.trim().to_owned())
+        };
+        // The agent gets its credentials; the check (below) does not.
+        let mut agent_env = env.clone();
+        let adapter = a.agent.kind.map_or("command", |k| k.as_str());
+        agent_env.extend(ctx.secrets.credentials().for_agent(adapter));
         let turn = Turn {
             agent: &a.agent,
             workdir: &ws.path,
@@ -497,7 +525,7 @@ async fn turns(
             prompt: &a.prompt,
             task: &a.task,
             scope: &scope,
-            env: env.clone(),
+            env: agent_env,
             timeout: a.turn_timeout,
         };
         let finished = match agent::run_turn(&turn, log, cancel).await {
@@ -515,11 +543,19 @@ async fn turns(
         );
         // The checkpoint is published (pushed, for a clone) before the turn is reported.
         let commit = {
-            let (git, ws, who) = (ctx.git.clone(), ws.clone(), who.clone());
+            let (git, ws, who, since) = (ctx.git.clone(), ws.clone(), who.clone(), since.clone());
             tokio::task::spawn_blocking(move || {
-                let c = grove_git::worktree::commit_all(&git, &ws.path, &message, &who)
-                    .map_err(|e| e.to_string())?;
-                if c.is_some() {
+                let keep_out = &ws.copied.keep_out;
+                let c = grove_git::worktree::checkpoint(
+                    &git,
+                    &ws.path,
+                    &message,
+                    &who,
+                    keep_out,
+                    since.as_deref(),
+                )
+                .map_err(|e| e.to_string())?;
+                if c.commit.is_some() {
                     ws.publish(&git)?;
                 }
                 Ok::<_, String>(c)
@@ -527,7 +563,26 @@ async fn turns(
             .await
         };
         let commit = match commit {
-            Ok(Ok(c)) => c,
+            Ok(Ok(c)) => {
+                if c.folded > 0 {
+                    let _ = log
+                        .note(&format!(
+                            "the agent's own {} commit(s) this turn had git-ignored files grove copied in: \
+                             folded into the checkpoint without them",
+                            c.folded
+                        ))
+                        .await;
+                }
+                if !c.left_out.is_empty() {
+                    let _ = log
+                        .note(&format!(
+                            "left out of the checkpoint (copied in as git-ignored; never committed): {}",
+                            c.left_out.join(", ")
+                        ))
+                        .await;
+                }
+                c.commit
+            }
             Ok(Err(e)) => {
                 return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
             }

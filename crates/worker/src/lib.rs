@@ -11,6 +11,7 @@ pub mod disk;
 pub mod limits;
 pub use attempt::lease;
 pub mod process;
+pub mod secrets;
 mod watchdog;
 pub mod workspace;
 
@@ -46,6 +47,8 @@ pub struct WorkerContext {
     pub announce_every: std::time::Duration,
     /// Disk limits checked before each task is taken (`Budget::none()`: none).
     pub disk: disk::Budget,
+    /// The agents' credentials, and what is masked in logs (those, and grove's tokens).
+    pub secrets: secrets::Secrets,
 }
 
 /// How long a worker short of disk waits before it looks again.

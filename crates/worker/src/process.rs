@@ -3,6 +3,11 @@
 //! and kept as a tail; a timeout or a cancellation kills the whole group, and so does the end
 //! of the main process, however it ends (`watchdog`), so no straggler keeps changing the
 //! workspace.
+//!
+//! A process never inherits this one's environment: it gets [`crate::secrets::environment`]
+//! (an allow-list of this environment, and what the caller gives, never grove's own
+//! secrets). What it prints goes through the log's [`Mask`], so no secret the worker knows
+//! reaches the log file, the bus or a failure reason.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -14,6 +19,8 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+
+use crate::secrets::{Mask, MaskStream};
 
 /// How long a group gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -66,6 +73,7 @@ pub struct Log {
     cap: u64,
     tail: VecDeque<String>,
     partial: String,
+    mask: MaskStream,
 }
 
 impl Log {
@@ -83,11 +91,27 @@ impl Log {
             cap,
             tail: VecDeque::new(),
             partial: String::new(),
+            mask: MaskStream::default(),
         })
     }
 
-    /// Append bytes; they also feed the tail.
+    /// Mask these secrets in everything written from now on (a secret split across writes
+    /// included).
+    pub fn masking(mut self, mask: &Mask) -> Log {
+        self.mask = mask.stream();
+        self
+    }
+
+    /// Append bytes (masked); they also feed the tail.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ProcessError> {
+        let masked = self.mask.push(bytes);
+        self.write_masked(&masked).await
+    }
+
+    async fn write_masked(&mut self, bytes: &[u8]) -> Result<(), ProcessError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         self.feed_tail(bytes);
         if self.written >= self.cap {
             return Ok(());
@@ -133,8 +157,11 @@ impl Log {
         lines[skip..].join("\n")
     }
 
-    /// Make sure everything written is in the file (tokio writes on a background thread).
+    /// Make sure everything written is in the file (tokio writes on a background thread),
+    /// including the end of the output the mask held back.
     pub async fn flush(&mut self) -> Result<(), ProcessError> {
+        let held = self.mask.finish();
+        self.write_masked(&held).await?;
         self.file.flush().await.map_err(|source| ProcessError::Log { path: self.path.clone(), source })
     }
 
@@ -159,7 +186,8 @@ pub async fn run(
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_clear()
+        .envs(crate::secrets::environment(env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -295,5 +323,48 @@ mod tests {
             &text[text.len().saturating_sub(200)..]
         );
         assert!(text.len() < 1200, "{}", text.len());
+    }
+
+    /// A process sees the allow-list of this environment and what it was given, never one
+    /// of grove's secrets, even when given.
+    #[tokio::test]
+    async fn the_environment_is_clean() {
+        let d = tempfile::tempdir().expect("tmp");
+        let path = d.path().join("t.log");
+        let mut log = Log::open(&path, 1 << 20).await.expect("log");
+        let env =
+            vec![("GROVE_TASK".to_owned(), "core".to_owned()), ("GROVE_TOKEN".to_owned(), "x".to_owned())];
+        let f = run("env", &[], d.path(), &env, Duration::from_secs(10), &mut log, &CancellationToken::new())
+            .await
+            .expect("runs");
+        assert_eq!(f.end, End::Exited(0));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.lines().any(|l| l == "GROVE_TASK=core"), "{text}");
+        for line in text.lines() {
+            let name = line.split('=').next().unwrap_or_default();
+            assert!(
+                grove_core::env::inherited(name)
+                    || name == "GROVE_TASK"
+                    || name == "PWD"
+                    || name == "SHLVL"
+                    || name == "_",
+                "{name} was inherited: {text}"
+            );
+        }
+    }
+
+    /// Secrets are masked in the file and the tail, also when a write cuts one in two.
+    #[tokio::test]
+    async fn secrets_are_masked_across_writes() {
+        let d = tempfile::tempdir().expect("tmp");
+        let path = d.path().join("t.log");
+        let mask = Mask::new(["sk-live-0123456789".to_owned()]);
+        let mut log = Log::open(&path, 1 << 20).await.expect("log").masking(&mask);
+        log.write(b"key: sk-live-01234").await.expect("write");
+        log.write(b"56789 done\nlast sk-li").await.expect("write");
+        log.flush().await.expect("flush");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, "key: *** done\nlast sk-li");
+        assert_eq!(log.tail(), "key: *** done\nlast sk-li");
     }
 }

@@ -26,6 +26,8 @@ pub struct Workspace {
     /// The mirror, when the workspace is a worktree of it; `None` for a clone.
     mirror: Option<PathBuf>,
     branch: String,
+    /// The ignored files copied in, and those never to be committed.
+    pub copied: Copied,
 }
 
 impl Workspace {
@@ -47,13 +49,15 @@ impl Workspace {
             worktree::clone_sparse(git, &a.remote, path, &a.branch, &a.base, a.sparse.as_deref())
                 .map_err(|e| format!("cloning {}: {e}", a.remote))?
         };
-        if let Some(src) = a.source_dir.as_deref().filter(|s| s.exists()) {
-            copy_ignored(src, path, &a.ignored_files, a.sparse.as_deref())?;
-        }
+        let copied = match a.source_dir.as_deref().filter(|s| s.exists()) {
+            Some(src) => copy_ignored(src, path, &a.ignored_files, a.sparse.as_deref())?,
+            None => Copied::default(),
+        };
         let ws = Workspace {
             path: path.to_path_buf(),
             mirror: local.then(|| a.mirror.clone()),
             branch: a.branch.clone(),
+            copied,
         };
         Ok((ws, how))
     }
@@ -103,32 +107,193 @@ impl Workspace {
     }
 }
 
+/// What copying the ignored files did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// Copied into the workspace.
+    pub files: Vec<String>,
+    /// The listed files the checkout did not bring: never to be committed (those copied, and
+    /// any the agent might make under the same names).
+    pub keep_out: Vec<String>,
+    /// Not copied, and why (a symlink on the way, in the source or in the workspace).
+    pub refused: Vec<(String, String)>,
+}
+
 /// Copy the listed ignored files that fall inside the checkout (top-level files, and files
-/// under the sparse folders). Existing files in the workspace are not overwritten.
-fn copy_ignored(src: &Path, dst: &Path, files: &[String], sparse: Option<&[String]>) -> Result<(), String> {
+/// under the sparse folders). Existing files in the workspace are not overwritten. No symlink
+/// is followed on either side: not one in the source repository (a file, or a folder on its
+/// way, that points elsewhere), not one in the workspace (a folder an earlier attempt's agent
+/// replaced with a link, or a link where the file goes): such a file is not copied.
+pub fn copy_ignored(
+    src: &Path,
+    dst: &Path,
+    files: &[String],
+    sparse: Option<&[String]>,
+) -> Result<Copied, String> {
+    use nofollow::{Found, Walk};
+    let mut done = Copied::default();
+    let src_root = nofollow::open_root(src)?;
+    let dst_root = nofollow::open_root(dst)?;
     for f in files {
         let inside = match sparse {
             None => true,
             Some(dirs) => !f.contains('/') || dirs.iter().any(|d| f.starts_with(&format!("{d}/"))),
         };
-        if !inside {
+        let parts: Vec<&str> = f.split('/').collect();
+        if !inside
+            || grove_core::spec::check_repo_path(f).is_err()
+            || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
             continue;
         }
-        let from = grove_git::worktree::file_path(src, f);
-        let to = grove_git::worktree::file_path(dst, f);
-        if to.exists() {
+        let Some((name, dirs)) = parts.split_last() else { continue };
+        let err = |e: nix::Error| format!("copying ignored file {f}: {e}");
+        // The checkout brought it: the branch's own file, left alone.
+        let to_dir = nofollow::walk(&dst_root, dirs, false).map_err(err)?;
+        if let Walk::Dir(d) = &to_dir
+            && nofollow::exists(d, name).map_err(err)?
+        {
             continue;
         }
-        match std::fs::symlink_metadata(&from) {
-            Ok(m) if m.file_type().is_file() => {}
-            _ => continue,
+        done.keep_out.push(f.clone());
+        if let Walk::Blocked = to_dir {
+            done.refused
+                .push((f.clone(), "a folder on its way in the workspace is a symlink or a file".into()));
+            continue;
         }
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        let from = match nofollow::walk(&src_root, dirs, false).map_err(err)? {
+            Walk::Dir(d) => nofollow::open_file(&d, name).map_err(err)?,
+            Walk::Blocked => Found::Link,
+            Walk::Missing => Found::Nothing,
+        };
+        let from = match from {
+            Found::File(file) => file,
+            // Gone since the job was submitted, or not a regular file.
+            Found::Nothing => continue,
+            Found::Link => {
+                done.refused.push((f.clone(), "a symlink in your repository, or a folder on its way".into()));
+                continue;
+            }
+        };
+        let Walk::Dir(to_dir) = nofollow::walk(&dst_root, dirs, true).map_err(err)? else {
+            done.refused
+                .push((f.clone(), "a folder on its way in the workspace is a symlink or a file".into()));
+            continue;
+        };
+        match nofollow::create_copy(&to_dir, name, from) {
+            Ok(true) => done.files.push(f.clone()),
+            Ok(false) => done.refused.push((f.clone(), "something is already there in the workspace".into())),
+            Err(e) => return Err(format!("copying ignored file {f}: {e}")),
         }
-        std::fs::copy(&from, &to).map_err(|e| format!("copying ignored file {f}: {e}"))?;
     }
-    Ok(())
+    Ok(done)
+}
+
+/// File operations relative to an open folder that never follow a symlink (`openat` with
+/// `O_NOFOLLOW`): a path is walked one folder at a time, so no link anywhere on it is followed.
+mod nofollow {
+    use std::fs::File;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::path::Path;
+
+    use nix::errno::Errno;
+    use nix::fcntl::{AtFlags, OFlag, openat};
+    use nix::sys::stat::{Mode, SFlag, fstat, fstatat, mkdirat};
+
+    const DIR: OFlag =
+        OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+
+    /// Where a walk down some folders ended.
+    pub enum Walk {
+        /// The folder, open.
+        Dir(OwnedFd),
+        /// A folder on the way does not exist.
+        Missing,
+        /// A folder on the way is a symlink, or not a folder.
+        Blocked,
+    }
+
+    /// What is at a file's place.
+    pub enum Found {
+        File(File),
+        Nothing,
+        /// A symlink (or a device, a pipe...: not a regular file).
+        Link,
+    }
+
+    /// A folder to start from, given by the caller (it may itself be reached through links).
+    pub fn open_root(dir: &Path) -> Result<OwnedFd, String> {
+        nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| format!("opening {}: {e}", dir.display()))
+    }
+
+    /// The folder `dirs` below `root`, each a real folder; with `make`, missing ones are made.
+    pub fn walk(root: &OwnedFd, dirs: &[&str], make: bool) -> nix::Result<Walk> {
+        let mut at = root.try_clone().map_err(|_| Errno::EBADF)?;
+        for d in dirs {
+            let next = match openat(at.as_fd(), *d, DIR, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) if make => {
+                    match mkdirat(at.as_fd(), *d, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                    match openat(at.as_fd(), *d, DIR, Mode::empty()) {
+                        Ok(fd) => fd,
+                        Err(Errno::ELOOP | Errno::ENOTDIR) => return Ok(Walk::Blocked),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(Errno::ENOENT) => return Ok(Walk::Missing),
+                // ELOOP: a symlink (O_NOFOLLOW); ENOTDIR: a file.
+                Err(Errno::ELOOP | Errno::ENOTDIR) => return Ok(Walk::Blocked),
+                Err(e) => return Err(e),
+            };
+            at = next;
+        }
+        Ok(Walk::Dir(at))
+    }
+
+    /// Whether anything (a dangling symlink included) is at `name` in `dir`.
+    pub fn exists(dir: &OwnedFd, name: &str) -> nix::Result<bool> {
+        match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The regular file `name` in `dir`, opened for reading.
+    pub fn open_file(dir: &OwnedFd, name: &str) -> nix::Result<Found> {
+        // O_NONBLOCK: a pipe put there does not hang the open.
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let fd = match openat(dir.as_fd(), name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(Found::Nothing),
+            Err(Errno::ELOOP | Errno::ENXIO) => return Ok(Found::Link),
+            Err(e) => return Err(e),
+        };
+        let st = fstat(&fd)?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Ok(Found::Link);
+        }
+        Ok(Found::File(File::from(fd)))
+    }
+
+    /// Create `name` in `dir` (never through a symlink, never over anything) with `from`'s
+    /// contents and permissions. `false`: something is already there.
+    pub fn create_copy(dir: &OwnedFd, name: &str, mut from: File) -> std::io::Result<bool> {
+        let mode = fstat(&from).map(|st| st.st_mode & 0o777).unwrap_or(0o644);
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(mode)) {
+            Ok(fd) => fd,
+            Err(Errno::EEXIST | Errno::ELOOP) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let mut to = File::from(fd);
+        std::io::copy(&mut from, &mut to)?;
+        Ok(true)
+    }
 }
 
 /// The folders of a task as one string, for `{scope}` and GROVE_SCOPE (`.` for everything).
@@ -143,4 +308,81 @@ pub fn scope_string(sparse: Option<&[String]>) -> String {
 /// never inside the worktree, where `git add --all` would commit them.
 pub fn scratch(run_dir: &Path, name: &str) -> PathBuf {
     run_dir.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    fn list(files: &[&str]) -> Vec<String> {
+        files.iter().map(|f| (*f).to_owned()).collect()
+    }
+
+    #[test]
+    fn ignored_files_are_copied_and_kept_out_unless_the_checkout_has_them() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (src, dst) = (d.path().join("src"), d.path().join("ws"));
+        write(&src.join(".env"), "TOKEN=1\n");
+        write(&src.join("a/config/local.toml"), "x\n");
+        write(&src.join("b/other.env"), "y\n");
+        write(&src.join("tracked.txt"), "from the source\n");
+        write(&dst.join("tracked.txt"), "from the checkout\n");
+        std::fs::create_dir_all(&dst).expect("mkdir");
+        let files = list(&[".env", "a/config/local.toml", "b/other.env", "tracked.txt", "gone.txt"]);
+        let sparse = vec!["a".to_owned()];
+        let c = copy_ignored(&src, &dst, &files, Some(&sparse)).expect("copies");
+        assert_eq!(c.files, [".env", "a/config/local.toml"]);
+        assert_eq!(c.keep_out, [".env", "a/config/local.toml", "gone.txt"], "b/ is outside the checkout");
+        assert!(c.refused.is_empty(), "{:?}", c.refused);
+        assert_eq!(std::fs::read_to_string(dst.join(".env")).expect("read"), "TOKEN=1\n");
+        assert_eq!(std::fs::read_to_string(dst.join("tracked.txt")).expect("read"), "from the checkout\n");
+        assert!(!dst.join("b").exists());
+    }
+
+    /// A source file that is a symlink out of the repository, or lies behind a symlinked
+    /// folder, is not copied: its target's contents never reach the workspace.
+    #[test]
+    fn a_symlink_in_the_source_is_never_followed() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (src, dst, outside) = (d.path().join("src"), d.path().join("ws"), d.path().join("outside"));
+        write(&outside.join("id_rsa"), "PRIVATE\n");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::create_dir_all(&dst).expect("mkdir");
+        symlink(outside.join("id_rsa"), src.join(".env")).expect("symlink");
+        symlink(&outside, src.join("conf")).expect("symlink");
+        let c = copy_ignored(&src, &dst, &list(&[".env", "conf/id_rsa"]), None).expect("copies");
+        assert!(c.files.is_empty(), "{c:?}");
+        assert_eq!(c.refused.len(), 2, "{c:?}");
+        assert!(!dst.join(".env").exists() && std::fs::symlink_metadata(dst.join(".env")).is_err());
+        assert!(!dst.join("conf").exists());
+    }
+
+    /// A workspace whose folder an earlier attempt's agent replaced with a symlink (out of
+    /// the workspace), or with a symlink where the file goes: nothing is written through it.
+    #[test]
+    fn a_symlink_in_the_workspace_is_never_followed() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (src, dst, outside) = (d.path().join("src"), d.path().join("ws"), d.path().join("outside"));
+        write(&src.join("conf/.env"), "SECRET=1\n");
+        write(&src.join(".env"), "SECRET=2\n");
+        write(&src.join("deep/a/b/.env"), "SECRET=3\n");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::create_dir_all(dst.join("deep")).expect("mkdir");
+        symlink(&outside, dst.join("conf")).expect("symlink");
+        symlink(outside.join("planted"), dst.join(".env")).expect("dangling symlink");
+        symlink(&outside, dst.join("deep/a")).expect("symlink");
+        let files = list(&["conf/.env", ".env", "deep/a/b/.env"]);
+        let c = copy_ignored(&src, &dst, &files, None).expect("copies");
+        assert!(c.files.is_empty(), "{c:?}");
+        assert_eq!(c.keep_out, ["conf/.env", "deep/a/b/.env"], "the dangling link is the checkout's");
+        assert_eq!(c.refused.len(), 2, "{c:?}");
+        assert_eq!(std::fs::read_dir(&outside).expect("read").count(), 0, "nothing written outside");
+    }
 }

@@ -27,6 +27,7 @@ use crate::specargs::SpecArgs;
   grove run examples/job.toml
   grove run --split cargo --grep FileId --agent replace --pattern '\\bFileId\\b' --replace SourceFileId
   grove run --split dirs --depth 2 --check 'cargo check' --agent command -- claude -p {prompt}
+  grove run job.toml --agent-env ANTHROPIC_API_KEY   # a command agent gets only the credentials named
   grove run job.toml --canary 2        # the first 2 tasks of the order, then ask before the rest
   grove run --failed                   # run the failed tasks of the latest job again, from its base
   grove run --job rename-1a2b --only core --only ide-db
@@ -65,6 +66,10 @@ pub struct RunArgs {
     pub tls: crate::remote::Tls,
     #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
+    /// The credentials of this process's workers' agents (not sent with --coordinator or to
+    /// workers elsewhere: those use their own)
+    #[command(flatten)]
+    pub agent_env: crate::secrets::AgentEnvArgs,
     /// With --coordinator: submit, print the job (its id first) and return; the job goes on
     /// there (follow it with `grove status JOB`, `grove logs -f`)
     #[arg(long, requires = "coordinator", help_heading = "Distributed")]
@@ -121,7 +126,8 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     let prepared = tokio::task::block_in_place(|| {
         grove_coordinator::submit::prepare(&git, &layout, loaded.spec.clone(), file, &loaded.dir)
     })?;
-    let emb = Embedded::open(home, args.nats()?).await?;
+    let mut emb = Embedded::open(home, args.nats()?).await?;
+    emb.credentials(&args.agent_env)?;
     let coord = emb.coordinator.clone();
     let concurrency = args.workers(concurrency);
     let (job, tasks) = tokio::task::block_in_place(|| coord.submit(prepared))?;
@@ -238,7 +244,8 @@ pub(crate) async fn watch_remote(
 
 /// --job / --only / --failed: go on with an existing job.
 async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let emb = Embedded::open(home, args.nats()?).await?;
+    let mut emb = Embedded::open(home, args.nats()?).await?;
+    emb.credentials(&args.agent_env)?;
     let coord = emb.coordinator.clone();
     let job = coord.store.job_or_latest(args.job.as_deref())?;
     let which = if args.failed {

@@ -43,6 +43,9 @@ pub struct UpArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
+    /// Passed on to the workers
+    #[command(flatten)]
+    pub agent_env: crate::secrets::AgentEnvArgs,
 }
 
 pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -78,6 +81,7 @@ pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
         for p in &args.pools {
             extra.extend(["--pool".into(), p.clone()]);
         }
+        extra.extend(args.agent_env.args().into_iter().map(|a| a.to_string_lossy().into_owned()));
         children.push(spawn(&format!("worker {i}"), extra)?);
     }
     eprintln!(

@@ -17,10 +17,17 @@ use tokio_util::sync::CancellationToken;
 /// SIGTERM or Ctrl-C drains: no new tasks; running ones get --drain-timeout to finish, then
 /// are handed back (their checkpoints kept) for another worker. A second signal hands back at
 /// once.
+///
+/// Agents and checks never see this process's environment, only an allow-list of it (PATH,
+/// HOME, locale, proxies, ...; see README) and what the job sets. Agents also get their
+/// credentials: the builtin adapters' own variables (ANTHROPIC_API_KEY for claude, ...) from
+/// this environment, and whatever --agent-env and --agent-env-file name. grove's own tokens
+/// are never passed, and every credential's value is masked in logs.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove worker --nats nats://127.0.0.1:4222 --pool local --capacity 4
   grove worker --nats nats://nats:4222 --pool cloud --clone --id pod-7
+  grove worker --nats nats://nats:4222 --agent-env MY_API_KEY --agent-env-file OPENAI_API_KEY=/run/secrets/openai
   grove worker --nats tls://nats:4222 --nats-ca ca.pem --nats-cert me.pem --nats-key me.key")]
 pub struct WorkerArgs {
     /// The NATS server(s) [env: GROVE_NATS]
@@ -58,6 +65,8 @@ pub struct WorkerArgs {
     pub min_free: u64,
     #[command(flatten)]
     pub nats_tls: NatsTls,
+    #[command(flatten)]
+    pub agent_env: crate::secrets::AgentEnvArgs,
 }
 
 /// TLS to NATS (a server started with `--tls`): the CA that signed its certificate, and a
@@ -132,6 +141,8 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         args.id.clone().unwrap_or_else(|| format!("{}-{}", grove_worker::host_name(), std::process::id()));
     let config = nats_config(&args.nats, args.nats_token_file.as_ref(), args.ack_wait, &args.nats_tls)?;
     let config_ttl = config.worker_ttl;
+    let tokens = crate::secrets::grove_tokens(Some(&config), &[]);
+    let secrets = crate::secrets::worker_secrets(&home, &args.agent_env, tokens)?;
     let bus = NatsBus::connect(config, &id).await?;
     let git = grove_git::Git::detect()?;
     let hand_back = CancellationToken::new();
@@ -152,8 +163,13 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         hand_back: hand_back.clone(),
         announce_every: config_ttl / 3,
         disk: grove_worker::disk::Budget { max_disk: args.max_disk, min_free: args.min_free },
+        secrets,
     });
     eprintln!("worker {id}: pools {}, capacity {}, NATS {}", args.pools.join(","), ctx.capacity, args.nats);
+    let names = ctx.secrets.credentials().names();
+    if !names.is_empty() {
+        eprintln!("worker {id}: agent credentials held (values masked in logs): {}", names.join(", "));
+    }
     let (stop, kill) = (CancellationToken::new(), CancellationToken::new());
     let mut work = tokio::spawn(grove_worker::run(ctx, stop.clone(), kill.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
