@@ -519,9 +519,8 @@ async fn turns(
             tokio::task::spawn_blocking(move || {
                 let c = grove_git::worktree::commit_all(&git, &ws.path, &message, &who)
                     .map_err(|e| e.to_string())?;
-                if c.is_some() {
-                    ws.publish(&git)?;
-                }
+                // Also when grove had nothing to commit: the agent may have committed itself.
+                ws.publish(&git)?;
                 Ok::<_, String>(c)
             })
             .await
