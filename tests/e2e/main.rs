@@ -7,6 +7,7 @@ mod distributed;
 mod faults;
 mod gc;
 mod harness;
+mod hostile;
 mod limits;
 mod refusals;
 mod rerun;

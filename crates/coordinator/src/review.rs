@@ -170,6 +170,10 @@ impl Coordinator {
                 why: format!("{} is not in {} yet", row.integration_branch, dir.display()),
             });
         }
+        if row.source_dir.is_none() {
+            // Pushing from the mirror: its config (ssh command, URL rewrites) as grove keeps it.
+            grove_git::Mirror::protect(&self.git, dir)?;
+        }
         self.git.run(dir, ["push", "--quiet", "--porcelain", "--no-verify", "--", &to, &spec])?;
         Ok(to)
     }
@@ -295,8 +299,20 @@ impl DiffTarget {
 
     /// The changed files with lines added and removed (`None` for a binary file).
     pub fn files(&self, git: &Git) -> Result<Vec<DiffFile>, CoordError> {
-        let out = git
-            .run(self.mirror(), ["diff", "--numstat", "-z", "--no-renames", &self.base, &self.head, "--"])?;
+        let out = git.run(
+            self.mirror(),
+            [
+                "diff",
+                "--numstat",
+                "-z",
+                "--no-renames",
+                "--no-ext-diff",
+                "--no-textconv",
+                &self.base,
+                &self.head,
+                "--",
+            ],
+        )?;
         Ok(out
             .stdout
             .split('\0')
@@ -313,7 +329,8 @@ impl DiffTarget {
     /// the embedded `grove diff` runs them under git's pager, the daemon returns their output.
     /// `color`: `Some` forces git's colors on or off; `None` leaves it to git (a terminal).
     pub fn args(&self, stat_only: bool, color: Option<bool>) -> Vec<String> {
-        let mut args = vec!["diff".to_owned(), "--stat".to_owned()];
+        // Nothing the mirror's config or attributes name (a diff program, textconv) runs.
+        let mut args = ["diff", "--no-ext-diff", "--no-textconv", "--stat"].map(str::to_owned).to_vec();
         if !stat_only {
             args.push("--patch".into());
         }

@@ -58,6 +58,8 @@ impl Coordinator {
         let batch =
             if row.spec.checks.integration.is_some() { row.spec.batch() as usize } else { usize::MAX };
         let mirror = Path::new(&row.mirror);
+        // The mirror's config and attributes as grove keeps them: no merge driver of an agent's.
+        grove_git::Mirror::protect(&self.git, mirror)?;
         let mut head = self.reconcile(&row, &mut notes)?;
         let copied: std::collections::HashSet<&str> = row.ignored_files.iter().map(String::as_str).collect();
         // Commits are written in-process (gix), opened at the first merge.

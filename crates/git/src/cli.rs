@@ -1,6 +1,15 @@
 //! The one wrapper around the git executable. Every git subprocess grove runs is built here:
-//! null stdin, C locale, no terminal prompts, no fsmonitor, none of the caller's `GIT_DIR`-like
-//! variables, stderr captured, failures turned into [`GitError`].
+//! null stdin, C locale, no terminal prompts, none of the caller's `GIT_DIR`-like variables,
+//! stderr captured, failures turned into [`GitError`].
+//!
+//! What a repository could make grove's git run is switched off here, whatever its config says:
+//! hooks (`core.hooksPath=/dev/null`), fsmonitor, submodule recursion and replace refs. Aliases
+//! never apply (git ignores an alias named like a builtin, and grove runs only builtins);
+//! diffs are run with `--no-ext-diff --no-textconv` and commits with `--no-verify
+//! --no-gpg-sign` where they are made. Filters and merge or diff drivers are defined only in
+//! config: grove keeps the config of the repositories it runs git in to a short list of inert
+//! keys ([`sanitize_config`]), and a workspace's git dir is addressed explicitly ([`Repo`]), so
+//! an agent that rewrote its `.git` cannot send grove's git elsewhere.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -34,6 +43,10 @@ pub enum GitError {
     /// gix could not read the repository.
     #[error("reading {what}: {message}")]
     Read { what: String, message: String },
+    /// A workspace's git dir is no longer the folder grove made (replaced by a file or a
+    /// symlink, or turned into a linked worktree pointing elsewhere).
+    #[error("the workspace {path} was tampered with: {what}; grove runs no git there")]
+    Tampered { path: String, what: String },
     /// A file-system operation around git failed.
     #[error("{what}: {source}")]
     Io {
@@ -81,26 +94,71 @@ impl Git {
         Ok(git)
     }
 
-    /// A git command with grove's fixed environment, to be run in `dir`.
+    /// A git command with grove's fixed environment, to be run in `dir`. A `dir` that is itself
+    /// a git dir (a bare mirror: `HEAD`, `objects/` and `refs/` in it) is named with `--git-dir`,
+    /// so a `.git` planted inside it is never discovered; anything else is found by git's
+    /// discovery from `dir` (the person's own repository). Workspaces use [`Git::run_in`].
     pub fn command(&self, dir: &Path) -> Command {
+        let mut cmd = self.base(dir);
+        if is_git_dir(dir) {
+            cmd.arg(flag("--git-dir=", dir));
+        }
+        cmd
+    }
+
+    fn base(&self, dir: &Path) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.current_dir(dir)
-            .args(["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "gc.auto=0"])
+            .args(HARDENING.iter().flat_map(|kv| ["-c", kv]))
             .stdin(Stdio::null())
             .env("LC_ALL", "C")
             .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_OPTIONAL_LOCKS", "0");
-        for var in [
-            "GIT_DIR",
-            "GIT_WORK_TREE",
-            "GIT_INDEX_FILE",
-            "GIT_OBJECT_DIRECTORY",
-            "GIT_COMMON_DIR",
-            "GIT_PREFIX",
-        ] {
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .env("GIT_NO_REPLACE_OBJECTS", "1");
+        for var in CALLER_VARS {
             cmd.env_remove(var);
         }
         cmd
+    }
+
+    /// A git command addressed at `repo` explicitly (`--git-dir`, and `--work-tree` for a
+    /// workspace), run in its top folder. Refuses a workspace whose `.git` is not the folder
+    /// grove made.
+    pub fn command_in(&self, repo: &Repo) -> Result<Command, GitError> {
+        match repo {
+            Repo::Bare(dir) => {
+                let mut cmd = self.base(dir);
+                cmd.arg(flag("--git-dir=", dir));
+                Ok(cmd)
+            }
+            Repo::Workspace(top) => {
+                let top = std::path::absolute(top)
+                    .map_err(|e| GitError::io(format!("resolving {}", top.display()), e))?;
+                let git_dir = workspace_git_dir(&top)?;
+                let mut cmd = self.base(&top);
+                cmd.arg(flag("--git-dir=", &git_dir)).arg(flag("--work-tree=", &top));
+                Ok(cmd)
+            }
+        }
+    }
+
+    /// Run git on `repo`, addressed explicitly; a non-zero exit is an error.
+    pub fn run_in<I, S>(&self, repo: &Repo, args: I) -> Result<GitOutput, GitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run_in_allowing(repo, args, &[])
+    }
+
+    /// Run git on `repo`, addressed explicitly; exit codes in `ok` (besides 0) are returned.
+    pub fn run_in_allowing<I, S>(&self, repo: &Repo, args: I, ok: &[i32]) -> Result<GitOutput, GitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let cmd = self.command_in(repo)?;
+        self.output(cmd, repo.top(), args, ok)
     }
 
     /// Run git in `dir`; a non-zero exit is an error.
@@ -118,10 +176,18 @@ impl Git {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let cmd = self.command(dir);
+        self.output(cmd, dir, args, ok)
+    }
+
+    fn output<I, S>(&self, mut cmd: Command, dir: &Path, args: I, ok: &[i32]) -> Result<GitOutput, GitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let shown = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
         tracing::debug!(dir = %dir.display(), "git {shown}");
-        let mut cmd = self.command(dir);
         cmd.args(&args);
         let Output { status, stdout, stderr } = cmd
             .output()
@@ -198,6 +264,200 @@ impl Git {
         let out = self.run(path, ["rev-parse", "--show-toplevel"]).map_err(|_| not_repo())?;
         Ok(PathBuf::from(out.stdout.trim_end_matches('\n')))
     }
+}
+
+/// `-c` settings on every git command grove runs: they come after every config file, so a
+/// repository's config cannot turn these back on.
+const HARDENING: [&str; 5] = [
+    // No hook of the repository's (or anyone's) runs: grove's commits, checkouts, pushes and
+    // ref updates are its own.
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    // grove never wants submodules checked out or fetched.
+    "submodule.recurse=false",
+    "fetch.recurseSubmodules=false",
+    "gc.auto=0",
+];
+
+/// Variables of the caller's environment that would redirect git (to another repository,
+/// object store, namespace, attribute source or diff program): grove names what it means.
+const CALLER_VARS: [&str; 16] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_PREFIX",
+    "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_GRAFT_FILE",
+    "GIT_SHALLOW_FILE",
+    "GIT_ATTR_SOURCE",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_CONFIG",
+];
+
+/// [`HARDENING`] as arguments for a shell command line (`-c k=v -c …`), for a git that grove
+/// does not spawn itself (the receive-pack of a local remote).
+pub(crate) fn hardening_args() -> String {
+    HARDENING.iter().map(|kv| format!("-c {kv}")).collect::<Vec<_>>().join(" ")
+}
+
+fn flag(name: &str, path: &Path) -> std::ffi::OsString {
+    let mut f = std::ffi::OsString::from(name);
+    f.push(path.as_os_str());
+    f
+}
+
+/// Whether `dir` is itself a git dir (a bare repository), not a work tree.
+pub(crate) fn is_git_dir(dir: &Path) -> bool {
+    dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir()
+}
+
+/// A repository grove addresses explicitly, never by discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repo {
+    /// A bare repository (a mirror), named with `--git-dir`.
+    Bare(PathBuf),
+    /// A workspace grove made: its work tree, whose git dir is the folder `.git` in it.
+    Workspace(PathBuf),
+}
+
+impl Repo {
+    /// The folder git runs in.
+    pub fn top(&self) -> &Path {
+        match self {
+            Repo::Bare(p) | Repo::Workspace(p) => p,
+        }
+    }
+}
+
+/// The git dir of the workspace at `top`, checked: a real folder (not a symlink, not a `.git`
+/// file pointing elsewhere) that is not a linked worktree's (no `commondir`).
+pub fn workspace_git_dir(top: &Path) -> Result<PathBuf, GitError> {
+    let git_dir = top.join(".git");
+    let tampered = |what: &str| GitError::Tampered { path: top.display().to_string(), what: what.to_owned() };
+    match std::fs::symlink_metadata(&git_dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(m) if m.file_type().is_symlink() => return Err(tampered(".git is a symlink")),
+        Ok(_) => return Err(tampered(".git is a file, not grove's folder")),
+        Err(e) => return Err(GitError::io(format!("reading {}", git_dir.display()), e)),
+    }
+    for f in ["commondir", "gitdir"] {
+        if std::fs::symlink_metadata(git_dir.join(f)).is_ok() {
+            return Err(tampered(&format!(".git/{f} makes it a linked worktree of another repository")));
+        }
+    }
+    Ok(git_dir)
+}
+
+/// Keep a repository's config file to `allowed` keys (lower-case `section.key`, or
+/// `section.*.key` for any subsection): every other entry (hooks path, aliases, filter, merge
+/// and diff drivers, `include.path`, `core.sshCommand`, `url.*.insteadOf`, `core.worktree` …)
+/// is dropped and the file rewritten in grove's own layout. git itself reads the file
+/// (`git config --file F --list --no-includes`); the result is written beside it and renamed
+/// over it, so a symlink in its place is replaced, not followed. Returns the keys dropped
+/// (empty when the file was already as grove writes it). A missing file stays missing.
+pub fn sanitize_config(git: &Git, file: &Path, allowed: &[&str]) -> Result<Vec<String>, GitError> {
+    let meta = match std::fs::symlink_metadata(file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(GitError::io(format!("reading {}", file.display()), e)),
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    // Read by git itself (through a symlink too: its allowed values are kept, the link is not).
+    let mut cmd = git.base(dir);
+    cmd.arg("config").arg("--no-includes").arg("--list").arg("-z").arg("--file").arg(file);
+    let out = cmd.output().map_err(|source| GitError::Spawn { program: "git".into(), source })?;
+    let unreadable = !out.status.success();
+    let entries = if unreadable { String::new() } else { String::from_utf8_lossy(&out.stdout).into_owned() };
+    let mut kept: Vec<(String, Option<String>, String, String)> = Vec::new();
+    let mut dropped = Vec::new();
+    if unreadable {
+        dropped.push(format!("(all of {}: not a config file git reads)", file.display()));
+    }
+    for entry in nul_fields(&entries) {
+        let (key, value) = entry.split_once('\n').unwrap_or((entry, "true"));
+        let Some((section, rest)) = key.split_once('.') else { continue };
+        let (sub, name) = match rest.rsplit_once('.') {
+            Some((sub, name)) => (Some(sub.to_owned()), name),
+            None => (None, rest),
+        };
+        let pattern = match &sub {
+            Some(_) => format!("{section}.*.{name}"),
+            None => key.to_owned(),
+        };
+        if allowed.contains(&pattern.as_str()) && !value.contains(['\n', '\0']) {
+            kept.push((section.to_owned(), sub, name.to_owned(), value.to_owned()));
+        } else {
+            dropped.push(key.to_owned());
+        }
+    }
+    let text = render_config(&kept);
+    if meta.is_file() {
+        let now = std::fs::read(file).map_err(|e| GitError::io(format!("reading {}", file.display()), e))?;
+        if now == text.as_bytes() {
+            return Ok(dropped);
+        }
+    }
+    // A name of this process and call: two processes putting one file back at once each
+    // rename their own (identical) text over it.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("config");
+    let tmp = dir.join(format!(".{name}.grove-{}-{seq}", std::process::id()));
+    std::fs::write(&tmp, text.as_bytes())
+        .map_err(|e| GitError::io(format!("writing {}", tmp.display()), e))?;
+    if meta.is_dir() {
+        std::fs::remove_dir_all(file).map_err(|e| GitError::io(format!("removing {}", file.display()), e))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, file) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(GitError::io(format!("replacing {}", file.display()), e));
+    }
+    Ok(dropped)
+}
+
+/// A config file in grove's layout: sections in first-seen order, every value quoted.
+fn render_config(entries: &[(String, Option<String>, String, String)]) -> String {
+    // Values: `\"`, `\\` and `\t` escaped; subsection names: only `\"` and `\\`.
+    let quote = |v: &str, value: bool| {
+        let mut q = String::with_capacity(v.len() + 2);
+        q.push('"');
+        for c in v.chars() {
+            match c {
+                '"' => q.push_str("\\\""),
+                '\\' => q.push_str("\\\\"),
+                '\t' if value => q.push_str("\\t"),
+                c => q.push(c),
+            }
+        }
+        q.push('"');
+        q
+    };
+    type Section<'a> = ((&'a str, Option<&'a str>), Vec<(&'a str, &'a str)>);
+    let mut sections: Vec<Section> = Vec::new();
+    for (section, sub, name, value) in entries {
+        let head = (section.as_str(), sub.as_deref());
+        match sections.iter_mut().find(|(h, _)| *h == head) {
+            Some((_, kv)) => kv.push((name, value)),
+            None => sections.push((head, vec![(name, value)])),
+        }
+    }
+    let mut out = String::new();
+    for ((section, sub), kv) in sections {
+        match sub {
+            Some(s) => out.push_str(&format!("[{section} {}]\n", quote(s, false))),
+            None => out.push_str(&format!("[{section}]\n")),
+        }
+        for (k, v) in kv {
+            out.push_str(&format!("\t{k} = {}\n", quote(v, true)));
+        }
+    }
+    out
 }
 
 /// Split git's `-z` output.

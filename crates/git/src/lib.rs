@@ -5,6 +5,16 @@
 //! fetch, worktrees and sparse checkout, commits that must update a worktree's index,
 //! `merge-tree --write-tree`, ref updates.
 //!
+//! gix opens repositories with [`open_gix`]: the repository's own config only (no system,
+//! global or environment config, no `include.path`). gix runs no hooks, and what grove asks of
+//! it (tree walks, blob reads, tree-to-tree diffs of objects, tree edits, commit writes) runs no
+//! filter, textconv or diff driver: blobs from the object database are diffed as stored.
+//!
+//! Architecture invariant: grove's git never runs what a repository names: no hook, fsmonitor,
+//! filter, diff or merge driver, textconv, alias, `core.sshCommand` or `include.path` from a
+//! mirror's or a workspace's config (see [`cli`]); a workspace is addressed by `--git-dir` and
+//! `--work-tree`, never found by discovery.
+//!
 //! API boundary: nothing here prints or reads `$HOME`; paths come from the caller.
 
 pub mod cli;
@@ -19,8 +29,16 @@ pub use merge::MergeOutcome;
 pub use mirror::{Mirror, Source};
 pub use tree::CommitTree;
 
+/// Open a repository with gix, reading only its own config: not the system's, the user's or
+/// the environment's, and no `include.path`.
+pub fn open_gix(path: &std::path::Path) -> Result<gix::ThreadSafeRepository, gix::Error> {
+    gix::ThreadSafeRepository::open_opts(path, gix::open::Options::isolated())
+}
+
 /// A full object id in hex.
 pub type Oid = String;
 
+#[cfg(test)]
+mod hostile;
 #[cfg(test)]
 mod testutil;

@@ -64,7 +64,10 @@ pub fn conflict_hunks(git: &Git, repo: &Path, tree: &str, paths: &[String], cap:
 
 /// The patch from `from` to `to` (commit ids), at most `cap` bytes.
 pub fn patch(git: &Git, repo: &Path, from: &str, to: &str, cap: usize) -> Result<String, GitError> {
-    let out = git.run(repo, ["diff", "--no-color", "--no-ext-diff", "--end-of-options", from, to, "--"])?;
+    let out = git.run(
+        repo,
+        ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--end-of-options", from, to, "--"],
+    )?;
     Ok(cap_text(out.stdout, cap))
 }
 
@@ -122,7 +125,9 @@ pub struct CommitWriter {
 
 impl CommitWriter {
     pub fn open(repo: &Path) -> Result<CommitWriter, GitError> {
-        let mut r = gix::open(repo).map_err(|e| GitError::read(format!("opening {}", repo.display()), e))?;
+        let mut r = crate::open_gix(repo)
+            .map(gix::Repository::from)
+            .map_err(|e| GitError::read(format!("opening {}", repo.display()), e))?;
         // Trees along the merged paths are read again and again within a train.
         r.object_cache_size_if_unset(8 << 20);
         Ok(CommitWriter { repo: r })

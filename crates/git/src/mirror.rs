@@ -1,10 +1,40 @@
-//! One bare mirror per source repository. Workspaces are worktrees of the mirror, so the
-//! person's working tree and index are never touched; task and integration branches are
-//! made in the mirror and fetched back into a local source repository when published.
+//! One bare mirror per source repository. Workspaces borrow the mirror's objects and push their
+//! branch into it, so the person's working tree and index are never touched; task and
+//! integration branches are made in the mirror and fetched back into a local source repository
+//! when published.
+//!
+//! The mirror's config, hooks and attributes are grove's: [`Mirror::protect`] puts them back as
+//! grove made them (only inert config keys, no hooks, no `info/attributes`, no `commondir`) when
+//! a job is submitted, a workspace prepared, and before merges and pushes.
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Git, GitError};
+use crate::cli::{Git, GitError, sanitize_config};
+
+/// The config keys a mirror may have: format and layout, what clones of it may ask for, git's
+/// gc thresholds, and limits that only make it refuse more of what is pushed to it. Nothing
+/// that names a program, a path to read or a URL.
+const MIRROR_KEYS: [&str; 19] = [
+    "core.repositoryformatversion",
+    "core.filemode",
+    "core.bare",
+    "core.logallrefupdates",
+    "core.symlinks",
+    "core.ignorecase",
+    "core.precomposeunicode",
+    "extensions.worktreeconfig",
+    "extensions.objectformat",
+    "uploadpack.allowfilter",
+    "uploadpack.allowanysha1inwant",
+    "uploadpack.allowreachablesha1inwant",
+    "gc.auto",
+    "gc.autopacklimit",
+    "receive.maxinputsize",
+    "receive.fsckobjects",
+    "receive.denynonfastforwards",
+    "receive.denydeletes",
+    "transfer.fsckobjects",
+];
 
 /// Where a job's repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,12 +112,20 @@ impl Mirror {
         if new {
             std::fs::create_dir_all(dir)
                 .map_err(|e| GitError::io(format!("creating {}", dir.display()), e))?;
+            // No template: no sample hooks, nothing grove did not write.
             git.run(
                 dir,
-                [std::ffi::OsStr::new("init"), "--bare".as_ref(), "--quiet".as_ref(), path.as_os_str()],
+                [
+                    std::ffi::OsStr::new("init"),
+                    "--bare".as_ref(),
+                    "--quiet".as_ref(),
+                    "--template=".as_ref(),
+                    path.as_os_str(),
+                ],
             )?;
         }
         let mirror = Mirror { path };
+        Mirror::protect(git, &mirror.path)?;
         if let (true, Source::Local(repo)) = (new, source) {
             // The fetch below then finds every object there and copies nothing.
             let seeded = mirror.seed_objects(git, repo)?;
@@ -98,10 +136,56 @@ impl Mirror {
                 "mirror seeded from the source's objects"
             );
         }
-        mirror.enable_worktree_config(git)?;
         mirror.serve_commits_by_id(git)?;
         mirror.fetch(git, source)?;
         Ok(mirror)
+    }
+
+    /// Put the mirror's config, hooks and attributes back as grove keeps them, whatever a
+    /// process with access to the folder (an agent running `git config` in a workspace of an
+    /// older grove, or writing files there) changed: config entries outside [`MIRROR_KEYS`]
+    /// dropped, `hooks/` emptied, `info/attributes`, a planted `.git` and a `commondir` removed.
+    /// Returns what was changed (also logged), empty when the mirror was as grove keeps it.
+    /// A `path` that is not a bare repository (no mirror grove made) is left alone.
+    pub fn protect(git: &Git, path: &Path) -> Result<Vec<String>, GitError> {
+        let mut changed = Vec::new();
+        if !crate::cli::is_git_dir(path) {
+            return Ok(changed);
+        }
+        for planted in ["commondir", "gitdir", ".git", "info/attributes"] {
+            if remove_any(&path.join(planted))? {
+                changed.push(format!("removed {planted}"));
+            }
+        }
+        let hooks = path.join("hooks");
+        match std::fs::symlink_metadata(&hooks) {
+            Ok(m) if m.is_dir() => {
+                let entries = std::fs::read_dir(&hooks)
+                    .map_err(|e| GitError::io(format!("reading {}", hooks.display()), e))?;
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    // git's sample hooks (older mirrors were made with them) go quietly.
+                    if remove_any(&e.path())? && !name.ends_with(".sample") {
+                        changed.push(format!("removed hooks/{name}"));
+                    }
+                }
+            }
+            Ok(_) => {
+                remove_any(&hooks)?;
+                changed.push("removed hooks (not a folder)".to_owned());
+            }
+            Err(_) => {}
+        }
+        for file in ["config", "config.worktree"] {
+            for key in sanitize_config(git, &path.join(file), &MIRROR_KEYS)? {
+                changed.push(format!("dropped {key} from {file}"));
+            }
+        }
+        Mirror { path: path.to_path_buf() }.enable_worktree_config(git)?;
+        if !changed.is_empty() {
+            tracing::warn!(mirror = %path.display(), ?changed, "the mirror was changed behind grove's back; put back");
+        }
+        Ok(changed)
     }
 
     /// Sparse checkouts need per-worktree config. git turns it on by itself at the first
@@ -109,8 +193,14 @@ impl Mirror {
     /// at that moment by another task reads a half-moved config ("must be run in a work
     /// tree"). So do the same move once, before any worktree exists.
     fn enable_worktree_config(&self, git: &Git) -> Result<(), GitError> {
-        let on = git.run_allowing(&self.path, ["config", "--get", "extensions.worktreeConfig"], &[1])?;
-        if on.stdout.trim() == "true" {
+        let file = |f: &str| self.path.join(f).into_os_string();
+        let get = |f: &str, key: &str| -> Result<String, GitError> {
+            let args = ["config".into(), "--file".into(), file(f), "--get".into(), key.into()];
+            Ok(git.run_allowing(&self.path, args, &[1])?.stdout.trim().to_owned())
+        };
+        if get("config", "extensions.worktreeConfig")? == "true"
+            && get("config.worktree", "core.bare")? == "true"
+        {
             return Ok(());
         }
         let per_worktree = self.path.join("config.worktree");
@@ -284,14 +374,20 @@ impl Mirror {
     /// repository, force-updating them: they are grove's branches. A branch the person has checked out there is left alone and reported.
     pub fn publish(&self, git: &Git, source: &Source, branches: &[String]) -> Result<Vec<String>, GitError> {
         let Source::Local(repo) = source else { return Ok(Vec::new()) };
+        // The person's repository fetches from the mirror: nothing of the mirror's may run.
+        Mirror::protect(git, &self.path)?;
         let mut skipped = Vec::new();
         let url = self.path.display().to_string();
+        // The mirror's end finds exactly the mirror (`--strict`: not a `.git` planted in it) and
+        // runs with grove's settings (git clears them for the other end of a local transport).
+        let upload = format!("--upload-pack=git {} upload-pack --strict", crate::cli::hardening_args());
         for chunk in branches.chunks(200) {
             let mut args = vec![
                 "fetch".to_owned(),
                 "--quiet".into(),
                 "--no-tags".into(),
                 "--no-write-fetch-head".into(),
+                upload.clone(),
             ];
             args.push("--".into());
             args.push(url.clone());
@@ -304,7 +400,16 @@ impl Mirror {
                     let spec = format!("+{b}:{b}");
                     if let Err(e) = git.run(
                         repo,
-                        ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", &url, &spec],
+                        [
+                            "fetch",
+                            "--quiet",
+                            "--no-tags",
+                            "--no-write-fetch-head",
+                            &upload,
+                            "--",
+                            &url,
+                            &spec,
+                        ],
                     ) {
                         match e {
                             GitError::Failed { stderr, .. } if stderr.contains("checked out") => {
@@ -378,6 +483,18 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<Placed, GitError> {
             Ok(Placed::Copied)
         }
     }
+}
+
+/// Remove whatever is at `path` (file, symlink or folder) without following a symlink.
+/// Returns whether something was there.
+fn remove_any(path: &Path) -> Result<bool, GitError> {
+    let what = || format!("removing {}", path.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(|e| GitError::io(what(), e))?,
+        Ok(_) => std::fs::remove_file(path).map_err(|e| GitError::io(what(), e))?,
+        Err(_) => return Ok(false),
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::cli::GitError;
 /// Renames are not tracked: a renamed file counts as one removed and one added.
 pub fn diff_stat(repo: &Path, from: &str, to: &str) -> Result<DiffStat, GitError> {
     let what = || format!("diff {from}..{to} in {}", repo.display());
-    let repo = gix::open(repo).map_err(|e| GitError::read(what(), e))?;
+    let repo = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| GitError::read(what(), e))?;
     let tree_of = |id: &str| -> Result<gix::Tree<'_>, GitError> {
         let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| GitError::read(what(), e))?;
         repo.find_commit(oid).and_then(|c| c.tree()).map_err(|e| GitError::read(what(), e))
@@ -30,10 +30,13 @@ pub fn diff_stat(repo: &Path, from: &str, to: &str) -> Result<DiffStat, GitError
     Ok(DiffStat { files: stats.files_changed, insertions: stats.lines_added, deletions: stats.lines_removed })
 }
 
-/// The same as [`diff_stat`] through the git CLI: for a partial clone, whose missing blobs
-/// gix does not fetch and git fetches from its promisor remote on demand.
+/// The same as [`diff_stat`] through the git CLI, in the workspace at `repo`: for a partial
+/// clone, whose missing blobs gix does not fetch and git fetches from its promisor remote on
+/// demand.
 pub fn diff_stat_cli(git: &crate::Git, repo: &Path, from: &str, to: &str) -> Result<DiffStat, GitError> {
-    let out = git.run(repo, ["diff", "--numstat", "--no-renames", "--no-ext-diff", from, to])?;
+    let ws = crate::cli::Repo::Workspace(repo.to_path_buf());
+    let out =
+        git.run_in(&ws, ["diff", "--numstat", "--no-renames", "--no-ext-diff", "--no-textconv", from, to])?;
     let mut stat = DiffStat::default();
     for line in out.stdout.lines() {
         let mut cols = line.split('\t');

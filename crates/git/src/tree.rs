@@ -17,7 +17,7 @@ impl CommitTree {
     /// List every file of `commit` in the repository at `repo`.
     pub fn load(repo: &Path, commit: &str) -> Result<CommitTree, GitError> {
         let what = || format!("{commit} in {}", repo.display());
-        let shared = gix::ThreadSafeRepository::open(repo).map_err(|e| GitError::read(what(), e))?;
+        let shared = crate::open_gix(repo).map_err(|e| GitError::read(what(), e))?;
         let local = shared.to_thread_local();
         let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| GitError::read(what(), e))?;
         let tree = local.find_commit(id).and_then(|c| c.tree()).map_err(|e| GitError::read(what(), e))?;

@@ -1,9 +1,16 @@
-//! Task workspaces: linked worktrees of a mirror, sparse where the task's scope allows, and
-//! the per-turn commit.
+//! Task workspaces and the per-turn commit.
+//!
+//! A workspace is a repository of its own at the workspace's folder (its git dir is `.git` in
+//! it), whose objects are borrowed from the mirror (`objects/info/alternates`), sparse where the
+//! task's scope allows; grove pushes its branch into the mirror after each checkpoint. Nothing
+//! in it is shared with another task or with the mirror: what an agent writes into its config,
+//! hooks or attributes stays in its own workspace, and grove's own git there reads only the
+//! inert part of its config ([`protect`]). Workspaces of older grove versions, linked worktrees
+//! of the mirror, are still removed properly.
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Git, GitError, nul_fields};
+use crate::cli::{Git, GitError, Repo, nul_fields, sanitize_config, workspace_git_dir};
 
 /// Who grove's checkpoint commits are by.
 #[derive(Debug, Clone)]
@@ -27,9 +34,82 @@ pub enum Checkout {
     Resumed,
 }
 
-/// Add a worktree of `mirror` at `path` on `branch`, starting at `base` unless the branch
-/// already exists. `sparse`: folders for a cone-mode sparse checkout (top-level files are
-/// always there); `None` checks out everything.
+/// The config keys a workspace keeps when grove's git runs there: format, layout, the sparse
+/// checkout, and its remote (for a clone). Nothing that names a program to run.
+const WORKSPACE_KEYS: [&str; 18] = [
+    "core.repositoryformatversion",
+    "core.filemode",
+    "core.bare",
+    "core.logallrefupdates",
+    "core.symlinks",
+    "core.ignorecase",
+    "core.precomposeunicode",
+    "core.sparsecheckout",
+    "core.sparsecheckoutcone",
+    "extensions.worktreeconfig",
+    "extensions.objectformat",
+    "extensions.partialclone",
+    "index.sparse",
+    "remote.*.url",
+    "remote.*.fetch",
+    "remote.*.promisor",
+    "remote.*.partialclonefilter",
+    "branch.*.merge",
+];
+
+/// Make the workspace's git dir safe for grove's own git, after an agent had it: `.git` must be
+/// the folder grove made (else [`GitError::Tampered`]); its config keeps only
+/// [`WORKSPACE_KEYS`] (an alias, hooks path, filter, diff or merge driver, `core.worktree`,
+/// `include.path`, `url.*.insteadOf` the agent set are dropped) and `info/attributes` is removed.
+/// The agent's own hooks stay (grove never runs hooks). Returns what was changed.
+pub fn protect(git: &Git, top: &Path) -> Result<Vec<String>, GitError> {
+    let git_dir = workspace_git_dir(top)?;
+    let mut changed = Vec::new();
+    for file in ["config", "config.worktree"] {
+        for key in sanitize_config(git, &git_dir.join(file), &WORKSPACE_KEYS)? {
+            changed.push(format!("dropped {key} from .git/{file}"));
+        }
+    }
+    let attributes = git_dir.join("info").join("attributes");
+    if std::fs::symlink_metadata(&attributes).is_ok() {
+        let what = || format!("removing {}", attributes.display());
+        if attributes.is_dir() && !attributes.is_symlink() {
+            std::fs::remove_dir_all(&attributes).map_err(|e| GitError::io(what(), e))?;
+        } else {
+            std::fs::remove_file(&attributes).map_err(|e| GitError::io(what(), e))?;
+        }
+        changed.push("removed .git/info/attributes".to_owned());
+    }
+    if !changed.is_empty() {
+        tracing::info!(workspace = %top.display(), ?changed, "grove's git reads only the inert part of the workspace's config");
+    }
+    Ok(changed)
+}
+
+/// A new, empty repository at `path` (no template: no sample hooks) that borrows the objects of
+/// `mirror`.
+fn init_borrowing(git: &Git, mirror: &Path, path: &Path) -> Result<Repo, GitError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| GitError::io(format!("creating {}", parent.display()), e))?;
+    let args: [&std::ffi::OsStr; 4] =
+        ["init".as_ref(), "--quiet".as_ref(), "--template=".as_ref(), path.as_os_str()];
+    git.run(parent, args)?;
+    let objects = git.run(mirror, ["rev-parse", "--path-format=absolute", "--git-path", "objects"])?;
+    let objects = PathBuf::from(objects.stdout.trim_end_matches('\n'));
+    let info = path.join(".git").join("objects").join("info");
+    std::fs::create_dir_all(&info).map_err(|e| GitError::io(format!("creating {}", info.display()), e))?;
+    let mut line = objects.into_os_string().into_encoded_bytes();
+    line.push(b'\n');
+    std::fs::write(info.join("alternates"), line)
+        .map_err(|e| GitError::io(format!("writing {}", info.display()), e))?;
+    Ok(Repo::Workspace(path.to_path_buf()))
+}
+
+/// Make the workspace of `branch` at `path` from `mirror`: a repository of its own borrowing
+/// the mirror's objects, on `branch` at the mirror's tip of it when it exists (an earlier
+/// attempt's checkpoints), else on a new branch at `base`, which is also made in the mirror.
+/// `sparse`: folders for a cone-mode sparse checkout (top-level files are always there);
+/// `None` checks out everything. The checkpoints reach the mirror through [`push_branch`].
 pub fn add(
     git: &Git,
     mirror: &Path,
@@ -39,34 +119,36 @@ pub fn add(
     sparse: Option<&[String]>,
 ) -> Result<Checkout, GitError> {
     let full = format!("refs/heads/{branch}");
-    // A worktree left by a crashed attempt at the same place is grove's own: drop it first.
-    if path.exists() {
+    // A workspace left by a crashed attempt at the same place is grove's own: drop it first.
+    if std::fs::symlink_metadata(path).is_ok() {
         remove(git, mirror, path)?;
     }
-    let admin = AdminLock::take(mirror)?;
-    git.run(mirror, ["worktree", "prune"])?;
-    let exists = git.ref_target(mirror, &full)?.is_some();
-    let mut args: Vec<std::ffi::OsString> =
-        ["worktree", "add", "--quiet", "--no-checkout"].iter().map(Into::into).collect();
-    if exists {
-        // The branch may still be checked out in the worktree of an attempt that lost its
-        // lease (a killed worker): this attempt holds the lease now, so take the branch over
-        // and leave the stale worktree's files alone.
-        args.push("--force".into());
-    } else {
-        args.extend(["-b".into(), branch.into()]);
-    }
-    args.push(path.into());
-    args.push(if exists { branch } else { base }.into());
-    git.run(mirror, args)?;
-    drop(admin);
+    crate::mirror::Mirror::protect(git, mirror)?;
+    let (how, start) = match git.ref_target(mirror, &full)? {
+        Some(tip) => (Checkout::Resumed, tip),
+        None => {
+            git.update_ref(mirror, &full, base, None)?;
+            (Checkout::Fresh, base.to_owned())
+        }
+    };
+    let ws = init_borrowing(git, mirror, path)?;
+    git.run_in(&ws, ["update-ref", "-m", "grove", &full, &start])?;
+    // What the mirror has, for `push_branch` to tell whether there is anything to push.
+    git.run_in(&ws, ["update-ref", "-m", "grove", &format!("refs/remotes/origin/{branch}"), &start])?;
+    git.run_in(&ws, ["symbolic-ref", "HEAD", &full])?;
+    checkout(git, &ws, sparse)?;
+    Ok(how)
+}
+
+/// Check out HEAD into the empty workspace, sparse to `sparse`.
+fn checkout(git: &Git, ws: &Repo, sparse: Option<&[String]>) -> Result<(), GitError> {
     if let Some(dirs) = sparse {
         let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
         args.extend(dirs.iter().map(String::as_str));
-        git.run(path, args)?;
+        git.run_in(ws, args)?;
     }
-    git.run(path, ["checkout", "--quiet"])?;
-    Ok(if exists { Checkout::Resumed } else { Checkout::Fresh })
+    git.run_in(ws, ["checkout", "--quiet"])?;
+    Ok(())
 }
 
 /// Make a workspace on a machine without the mirror: a shallow, partial, sparse clone of
@@ -85,85 +167,147 @@ pub fn clone_sparse(
     base: &str,
     sparse: Option<&[String]>,
 ) -> Result<Checkout, GitError> {
-    if path.exists() {
+    if std::fs::symlink_metadata(path).is_ok() {
         std::fs::remove_dir_all(path).map_err(|e| GitError::io(format!("removing {}", path.display()), e))?;
     }
     std::fs::create_dir_all(path).map_err(|e| GitError::io(format!("creating {}", path.display()), e))?;
-    git.run(path, ["init", "--quiet", "--initial-branch", branch])?;
+    // No template: no sample hooks, nothing grove did not write.
+    git.run(path, ["init", "--quiet", "--template=", "--initial-branch", branch])?;
+    let ws = Repo::Workspace(path.to_path_buf());
     for (key, value) in [
         ("remote.origin.url", remote),
         ("remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"),
         ("remote.origin.promisor", "true"),
         ("remote.origin.partialclonefilter", "blob:none"),
     ] {
-        git.run(path, ["config", key, value])?;
+        git.run_in(&ws, ["config", key, value])?;
     }
     if let Some(dirs) = sparse {
         let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
         args.extend(dirs.iter().map(String::as_str));
-        git.run(path, args)?;
+        git.run_in(&ws, args)?;
     }
     let remote_branch = format!("refs/remotes/origin/{branch}");
-    let exists = !git
-        .run(path, ["ls-remote", "--heads", "origin", &format!("refs/heads/{branch}")])?
-        .stdout
-        .trim()
-        .is_empty();
+    // The remote's git, when it is on this machine (a `file://` mirror), runs hardened too.
+    let upload_pack = format!("--upload-pack=git {} upload-pack --strict", crate::cli::hardening_args());
+    let heads = format!("refs/heads/{branch}");
+    let exists =
+        !git.run_in(&ws, ["ls-remote", upload_pack.as_str(), "--heads", "origin", &heads])?.stdout.trim().is_empty();
     let branch_spec = format!("+refs/heads/{branch}:{remote_branch}");
-    let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--depth", "1"];
-    args.extend(["--filter=blob:none", "origin", base]);
+    let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", upload_pack.as_str()];
+    args.extend(["--depth", "1", "--filter=blob:none", "origin", base]);
     if exists {
         args.push(&branch_spec);
     }
-    git.run(path, args)?;
+    git.run_in(&ws, args)?;
     let start = if exists { remote_branch.as_str() } else { base };
-    git.run(path, ["checkout", "--quiet", "--no-track", "-B", branch, start])?;
+    git.run_in(&ws, ["checkout", "--quiet", "--no-track", "-B", branch, start])?;
     Ok(if exists { Checkout::Resumed } else { Checkout::Fresh })
 }
 
-/// Push the clone's `branch` to its origin (a fast-forward: grove's branches only move on).
-pub fn push_branch(git: &Git, path: &Path, branch: &str) -> Result<(), GitError> {
-    let spec = format!("refs/heads/{branch}:refs/heads/{branch}");
-    git.run(path, ["push", "--quiet", "--no-verify", "--porcelain", "origin", &spec])?;
-    Ok(())
-}
-
-/// Remove a worktree grove made (its files, uncommitted changes included) and its admin data.
-/// The branch stays.
-pub fn remove(git: &Git, mirror: &Path, path: &Path) -> Result<(), GitError> {
-    let _admin = AdminLock::take(mirror)?;
-    let args: [&std::ffi::OsStr; 5] =
-        ["worktree".as_ref(), "remove".as_ref(), "--force".as_ref(), "--force".as_ref(), path.as_os_str()];
-    if git.run(mirror, args).is_err() && path.exists() {
-        std::fs::remove_dir_all(path).map_err(|e| GitError::io(format!("removing {}", path.display()), e))?;
-    }
-    git.run(mirror, ["worktree", "prune"])?;
-    Ok(())
-}
-
-/// Put grove's own detached worktree of `mirror` at `path` on `commit` (full checkout),
-/// making it when it is missing. For checks on the integration result.
-pub fn detached_at(git: &Git, mirror: &Path, path: &Path, commit: &str) -> Result<(), GitError> {
-    if path.join(".git").exists() {
-        git.run(path, ["checkout", "--quiet", "--force", "--detach", commit])?;
-        git.run(path, ["clean", "--quiet", "-fdx"])?;
+/// Publish the workspace's `branch` into `remote` when it moved since the last time (a
+/// checkpoint, or the agent's own commits): a fast-forward, grove's branches only move on. The
+/// remote is named, not read from the workspace's config, and on success
+/// `refs/remotes/origin/<branch>` records what it accepted.
+///
+/// A `remote` that is a bare repository on this machine (the mirror) fetches the branch from the
+/// workspace, so the ref update happens in a git grove starts on the mirror by `--git-dir` (a
+/// push would let the mirror's receive-pack find its repository by itself: a `.git` planted in
+/// the mirror's folder would take the push elsewhere). Any other remote (a clone's URL) is
+/// pushed to.
+pub fn push_branch(git: &Git, path: &Path, remote: &str, branch: &str) -> Result<(), GitError> {
+    protect(git, path)?;
+    let ws = Repo::Workspace(path.to_path_buf());
+    let full = format!("refs/heads/{branch}");
+    let tip = git.run_in(&ws, ["rev-parse", "--verify", &full])?.stdout.trim().to_owned();
+    if pushed_tip(git, path, branch)?.as_deref() == Some(tip.as_str()) {
         return Ok(());
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| GitError::io(format!("creating {}", parent.display()), e))?;
+    // git clears its `-c` settings for the other end of a local transport (it runs in another
+    // repository): name them again there.
+    let hardened = crate::cli::hardening_args();
+    let mirror = Path::new(remote);
+    if crate::cli::is_git_dir(mirror) {
+        let top = std::path::absolute(path)
+            .map_err(|e| GitError::io(format!("resolving {}", path.display()), e))?;
+        let upload = format!("--upload-pack=git {hardened} upload-pack");
+        let spec = format!("{full}:{full}");
+        let args: Vec<std::ffi::OsString> = vec![
+            "fetch".into(),
+            "--quiet".into(),
+            "--no-tags".into(),
+            "--no-write-fetch-head".into(),
+            upload.into(),
+            "--".into(),
+            top.into(),
+            spec.into(),
+        ];
+        git.run(mirror, args)?;
+        let now = git.ref_target(mirror, &full)?;
+        if now.as_deref() != Some(tip.as_str()) {
+            return Err(GitError::Failed {
+                args: format!("fetch {full} into {remote}"),
+                dir: path.display().to_string(),
+                code: 0,
+                stderr: format!("the mirror's {full} is at {now:?}, not at {tip}"),
+            });
+        }
+    } else {
+        let spec = format!("{tip}:{full}");
+        let receive = format!("--receive-pack=git {hardened} receive-pack");
+        git.run_in(&ws, ["push", "--quiet", "--no-verify", "--porcelain", &receive, "--", remote, &spec])?;
     }
-    let _admin = AdminLock::take(mirror)?;
-    git.run(mirror, ["worktree", "prune"])?;
-    let args: Vec<std::ffi::OsString> = vec![
-        "worktree".into(),
-        "add".into(),
-        "--quiet".into(),
-        "--detach".into(),
-        path.into(),
-        commit.into(),
-    ];
-    git.run(mirror, args)?;
+    let tracking = format!("refs/remotes/origin/{branch}");
+    git.run_in(&ws, ["update-ref", "-m", "grove: pushed", &tracking, &tip])?;
+    Ok(())
+}
+
+/// What the remote last accepted of the workspace's `branch` (see [`push_branch`]).
+pub fn pushed_tip(git: &Git, path: &Path, branch: &str) -> Result<Option<String>, GitError> {
+    let ws = Repo::Workspace(path.to_path_buf());
+    let tracking = format!("refs/remotes/origin/{branch}");
+    let out = git.run_in_allowing(&ws, ["rev-parse", "--verify", "--quiet", &tracking], &[1])?;
+    Ok((out.code == 0).then(|| out.stdout.trim().to_owned()))
+}
+
+/// Remove a workspace grove made (its files, uncommitted changes included). The branch stays.
+/// A linked worktree of the mirror (made by an older grove) is removed through the mirror, so
+/// it forgets it.
+pub fn remove(git: &Git, mirror: &Path, path: &Path) -> Result<(), GitError> {
+    let legacy = std::fs::symlink_metadata(path.join(".git")).is_ok_and(|m| m.is_file());
+    if legacy {
+        let _admin = AdminLock::take(mirror)?;
+        let args: [&std::ffi::OsStr; 5] = [
+            "worktree".as_ref(),
+            "remove".as_ref(),
+            "--force".as_ref(),
+            "--force".as_ref(),
+            path.as_os_str(),
+        ];
+        let _ = git.run(mirror, args);
+        git.run(mirror, ["worktree", "prune"])?;
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        std::fs::remove_dir_all(path).map_err(|e| GitError::io(format!("removing {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Put grove's own detached workspace of `mirror` at `path` on `commit` (full checkout),
+/// making it when it is missing. For checks on the integration result (whose code agents
+/// wrote): a repository of its own, like a task's.
+pub fn detached_at(git: &Git, mirror: &Path, path: &Path, commit: &str) -> Result<(), GitError> {
+    if std::fs::symlink_metadata(path.join(".git")).is_ok_and(|m| m.is_dir()) && protect(git, path).is_ok() {
+        let ws = Repo::Workspace(path.to_path_buf());
+        git.run_in(&ws, ["checkout", "--quiet", "--force", "--detach", commit])?;
+        git.run_in(&ws, ["clean", "--quiet", "-fdx"])?;
+        return Ok(());
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        remove(git, mirror, path)?;
+    }
+    let ws = init_borrowing(git, mirror, path)?;
+    git.run_in(&ws, ["checkout", "--quiet", "--detach", commit])?;
     Ok(())
 }
 
@@ -267,8 +411,9 @@ impl Drop for AdminLock {
     }
 }
 
-/// Commit everything in the worktree (new, changed and deleted files inside its sparse
-/// checkout). Returns the new commit, or `None` when there was nothing to commit.
+/// Commit everything in the workspace (new, changed and deleted files inside its sparse
+/// checkout), after [`protect`]ing it. Returns the new commit, or `None` when there was
+/// nothing to commit.
 pub fn commit_all(
     git: &Git,
     worktree: &Path,
@@ -305,34 +450,36 @@ pub fn checkpoint(
     keep_out: &[String],
     since: Option<&str>,
 ) -> Result<Checkpoint, GitError> {
+    protect(git, worktree)?;
+    let ws = Repo::Workspace(worktree.to_path_buf());
     let mut done = Checkpoint::default();
     let keep: std::collections::HashSet<&str> = keep_out.iter().map(String::as_str).collect();
     if let Some(since) = since.filter(|_| !keep.is_empty()) {
-        let head = git.run(worktree, ["rev-parse", "HEAD"])?.stdout.trim().to_owned();
+        let head = git.run_in(&ws, ["rev-parse", "HEAD"])?.stdout.trim().to_owned();
         if head != since {
             let range = format!("{since}..{head}");
             let touched =
-                git.run(worktree, ["log", "--format=", "--name-only", "-z", "--no-renames", &range])?;
+                git.run_in(&ws, ["log", "--format=", "--name-only", "-z", "--no-renames", &range])?;
             if nul_fields(&touched.stdout).any(|p| keep.contains(p.trim_start_matches('\n'))) {
-                let n = git.run(worktree, ["rev-list", "--count", &range])?;
+                let n = git.run_in(&ws, ["rev-list", "--count", &range])?;
                 done.folded = n.stdout.trim().parse().unwrap_or(0);
-                git.run(worktree, ["reset", "--quiet", "--soft", since])?;
+                git.run_in(&ws, ["reset", "--quiet", "--soft", since])?;
             }
         }
     }
-    git.run(worktree, ["add", "--all"])?;
+    git.run_in(&ws, ["add", "--all"])?;
     if !keep.is_empty() {
         // What is staged against HEAD: proportional to the change, not to the list.
-        let staged = git.run(worktree, ["diff", "--cached", "--name-only", "--no-renames", "-z", "HEAD"])?;
+        let staged = git.run_in(&ws, ["diff", "--cached", "--name-only", "--no-renames", "-z", "HEAD"])?;
         done.left_out = nul_fields(&staged.stdout).filter(|p| keep.contains(p)).map(str::to_owned).collect();
         for chunk in done.left_out.chunks(256) {
             let mut args: Vec<&str> =
                 vec!["--literal-pathspecs", "rm", "--quiet", "--cached", "--ignore-unmatch", "--"];
             args.extend(chunk.iter().map(String::as_str));
-            git.run(worktree, args)?;
+            git.run_in(&ws, args)?;
         }
     }
-    let staged = git.run_allowing(worktree, ["diff", "--cached", "--quiet"], &[1])?;
+    let staged = git.run_in_allowing(&ws, ["diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv"], &[1])?;
     if staged.code == 0 {
         return Ok(done);
     }
@@ -343,8 +490,8 @@ pub fn checkpoint(
         format!("user.email={}", who.email),
     ];
     cmd_args.extend(["commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message].map(str::to_owned));
-    git.run(worktree, &cmd_args)?;
-    let head = git.run(worktree, ["rev-parse", "HEAD"])?;
+    git.run_in(&ws, &cmd_args)?;
+    let head = git.run_in(&ws, ["rev-parse", "HEAD"])?;
     done.commit = Some(head.stdout.trim().to_owned());
     Ok(done)
 }
@@ -380,7 +527,7 @@ mod tests {
         assert!(wt.join("a/f.rs").exists() && !wt.join("b").exists());
         std::fs::write(wt.join("a/f.rs"), "changed\n").expect("write");
         let c = commit_all(&git, &wt, "turn 1", &Identity::default()).expect("commit").expect("a commit");
-        push_branch(&git, &wt, "grove/j/a").expect("push");
+        push_branch(&git, &wt, &url, "grove/j/a").expect("push");
         assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c));
         let how = clone_sparse(&git, &url, &wt, "grove/j/a", &base, Some(&["a".to_owned()])).expect("again");
         assert_eq!(how, Checkout::Resumed);
@@ -426,11 +573,20 @@ mod tests {
         assert!(wt.join("README").exists(), "top-level files come with cone mode");
         assert!(!wt.join("b").exists(), "outside the cone");
 
+        // A repository of its own, borrowing the mirror's objects; the branch is in the mirror.
+        assert!(wt.join(".git").is_dir() && !wt.join(".git/commondir").exists());
+        assert!(wt.join(".git/objects/info/alternates").is_file());
+        assert!(linked(&git, &mirror).expect("linked").is_empty(), "not a linked worktree");
+        assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(base.clone()));
+
         assert_eq!(commit_all(&git, &wt, "nothing", &Identity::default()).expect("commit"), None);
         std::fs::write(wt.join("a/x/f.rs"), "changed\n").expect("write");
         let c = commit_all(&git, &wt, "turn 1", &Identity::default()).expect("commit").expect("a commit");
-        assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c.clone()));
         assert_eq!(git.run(&wt, ["status", "--porcelain"]).expect("status").stdout, "");
+        let at = mirror.display().to_string();
+        push_branch(&git, &wt, &at, "grove/j/a").expect("push");
+        assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c.clone()));
+        assert_eq!(pushed_tip(&git, &wt, "grove/j/a").expect("tip"), Some(c.clone()));
 
         remove(&git, &mirror, &wt).expect("remove");
         assert!(!wt.exists());

@@ -555,9 +555,8 @@ async fn turns(
                     since.as_deref(),
                 )
                 .map_err(|e| e.to_string())?;
-                if c.commit.is_some() {
-                    ws.publish(&git)?;
-                }
+                // Also when grove had nothing to commit: the agent may have committed itself.
+                ws.publish(&git)?;
                 Ok::<_, String>(c)
             })
             .await

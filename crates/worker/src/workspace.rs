@@ -1,6 +1,6 @@
-//! A task's workspace: a (sparse) worktree of the mirror on the task's branch when the mirror
-//! is on this machine, else a partial sparse clone of the mirror's URL that pushes its branch
-//! after every turn. Git-ignored files the job asked for are copied in from the source.
+//! A task's workspace: a (sparse) repository of its own on the task's branch, borrowing the
+//! mirror's objects when the mirror is on this machine, else a partial sparse clone of the
+//! mirror's URL; either pushes its branch into the mirror after every turn. Git-ignored files the job asked for are copied in from the source.
 
 use std::path::{Path, PathBuf};
 
@@ -23,8 +23,10 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Workspace {
     pub path: PathBuf,
-    /// The mirror, when the workspace is a worktree of it; `None` for a clone.
+    /// The mirror, when the workspace borrows its objects; `None` for a clone.
     mirror: Option<PathBuf>,
+    /// Where checkpoints are pushed: the mirror's path, or the URL a clone came from.
+    remote: String,
     branch: String,
     /// The ignored files copied in, and those never to be committed.
     pub copied: Copied,
@@ -56,19 +58,21 @@ impl Workspace {
         let ws = Workspace {
             path: path.to_path_buf(),
             mirror: local.then(|| a.mirror.clone()),
+            remote: if local { a.mirror.display().to_string() } else { a.remote.clone() },
             branch: a.branch.clone(),
             copied,
         };
         Ok((ws, how))
     }
 
-    /// Make a checkpoint visible to the coordinator: a worktree shares the mirror's refs; a
-    /// clone pushes its branch. A refused push fails with git's message.
+    /// Make a checkpoint visible to the coordinator: the branch is pushed into the mirror (by
+    /// path, or to its URL for a clone). A refused push fails with git's message.
     pub fn publish(&self, git: &Git) -> Result<(), String> {
-        if self.mirror.is_some() {
-            return Ok(());
+        if let Some(m) = &self.mirror {
+            grove_git::Mirror::protect(git, m)
+                .map_err(|e| format!("checking the mirror {}: {e}", m.display()))?;
         }
-        worktree::push_branch(git, &self.path, &self.branch)
+        worktree::push_branch(git, &self.path, &self.remote, &self.branch)
             .map_err(|e| format!("pushing {}: {e}", self.branch))
     }
 
@@ -78,9 +82,7 @@ impl Workspace {
     pub fn head(&self, git: &Git) -> Option<String> {
         match &self.mirror {
             Some(mirror) => git.ref_target(mirror, &format!("refs/heads/{}", self.branch)).ok().flatten(),
-            None => {
-                git.ref_target(&self.path, &format!("refs/remotes/origin/{}", self.branch)).ok().flatten()
-            }
+            None => worktree::pushed_tip(git, &self.path, &self.branch).ok().flatten(),
         }
     }
 

@@ -195,6 +195,10 @@ const SPARSE_MAX: usize = 100;
 /// counting reads every selected file.
 const LINE_COUNT_MAX_FILES: usize = 20_000;
 
+/// A selected file larger than this is not read to count its lines (it counts 0, with a
+/// warning): counting holds one file in memory at a time.
+const LINE_COUNT_MAX_BYTES: u64 = 64 << 20;
+
 /// Plan a job: select files, find modules with `split`'s rule, give each module with selected
 /// files a task (cycles merged, big modules split, small ones grouped within the bounds), and
 /// order the tasks dependencies first.
@@ -220,8 +224,21 @@ pub fn plan(tree: &dyn SourceTree, select: &Selection, split: &Split) -> Result<
 
     let lines = if split.max_lines.is_some() || paths.len() <= LINE_COUNT_MAX_FILES {
         let mut lines = Vec::with_capacity(paths.len());
-        for p in &paths {
+        let mut huge = Vec::new();
+        for (k, p) in paths.iter().enumerate() {
+            if files[selected[k]].size > LINE_COUNT_MAX_BYTES {
+                huge.push(*p);
+                lines.push(0);
+                continue;
+            }
             lines.push(tree.read(p)?.map_or(0, |b| count_lines(&b)));
+        }
+        if !huge.is_empty() {
+            warnings.push(format!(
+                "lines not counted in files over {} MiB (counted as 0): {}",
+                LINE_COUNT_MAX_BYTES >> 20,
+                select::list(&huge)
+            ));
         }
         lines
     } else {

@@ -133,10 +133,17 @@ fn includes(text: &str) -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    // Where the last call's arguments ended: an `include` inside them is not a call of its
+    // own (and scanning it again would make a file of `include 'a',` lines quadratic).
+    let mut consumed = 0;
     for m in word.find_iter(text) {
+        if m.start() < consumed {
+            continue;
+        }
         let rest = text[m.end()..].trim_start_matches([' ', '\t']);
-        let args = if let Some(inner) = rest.strip_prefix('(') {
-            inner.split(')').next().unwrap_or("")
+        let rest_at = text.len() - rest.len();
+        let (args, args_at) = if let Some(inner) = rest.strip_prefix('(') {
+            (inner.split(')').next().unwrap_or(""), rest_at + 1)
         } else {
             // Up to the end of the line, and on while lines end with a comma.
             let mut end = 0;
@@ -146,11 +153,12 @@ fn includes(text: &str) -> Vec<String> {
                     break;
                 }
             }
-            &rest[..end]
+            (&rest[..end], rest_at)
         };
         if !args.trim_start().starts_with(['"', '\'']) {
             continue;
         }
+        consumed = args_at + args.len();
         out.extend(quoted.captures_iter(args).map(|q| q[1].to_owned()));
     }
     out

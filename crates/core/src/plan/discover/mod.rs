@@ -213,13 +213,47 @@ pub(crate) fn named<'t>(tree: &'t dyn SourceTree, name: &'t str) -> impl Iterato
     })
 }
 
-/// A file's text; a file that is not UTF-8 gives a warning and `None`.
+/// The largest manifest the planner reads. A bigger one (a hostile or generated file) is not
+/// read: a warning names it and its folder is planned as a plain module. Parsers then hold at
+/// most a few times this in memory; each one also limits nesting by itself (TOML, JSON and
+/// YAML to about 100 levels, a "recursion limit" error), and XML with a DTD is refused (no
+/// entity is ever expanded), so a manifest is a warning at worst, never a panic.
+pub(crate) const MANIFEST_MAX: u64 = 4 << 20;
+
+/// A manifest's text, or `None` with a warning when it is not read: not a regular file (a
+/// symlink is never followed, a submodule has no content here), larger than [`MANIFEST_MAX`],
+/// or not UTF-8. `None` without a warning when the tree has no such file.
 pub(crate) fn read_text(
     tree: &dyn SourceTree,
     path: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Option<String>, TreeError> {
+    let files = tree.files();
+    let Ok(i) = files.binary_search_by(|f| f.path.as_str().cmp(path)) else { return Ok(None) };
+    let not_read = |why: String| format!("{path}: {why}; not read, its folder is planned as a plain module");
+    match files[i].kind {
+        FileKind::Regular | FileKind::Executable => {}
+        FileKind::Symlink => {
+            warnings.push(not_read("a symlink (grove follows no symlink of a repository)".into()));
+            return Ok(None);
+        }
+        FileKind::Submodule => {
+            warnings.push(not_read("a submodule, not a file".into()));
+            return Ok(None);
+        }
+    }
+    let too_big = |size: u64| {
+        not_read(format!("{size} bytes, more than the {} MiB grove reads of a manifest", MANIFEST_MAX >> 20))
+    };
+    if files[i].size > MANIFEST_MAX {
+        warnings.push(too_big(files[i].size));
+        return Ok(None);
+    }
     let Some(bytes) = tree.read(path)? else { return Ok(None) };
+    if bytes.len() as u64 > MANIFEST_MAX {
+        warnings.push(too_big(bytes.len() as u64));
+        return Ok(None);
+    }
     match String::from_utf8(bytes) {
         Ok(s) => Ok(Some(s)),
         Err(e) => {
@@ -227,6 +261,41 @@ pub(crate) fn read_text(
             Ok(None)
         }
     }
+}
+
+/// The byte offset where `[`/`{` nesting first goes deeper than `max`, outside quotes and `#`
+/// comments (YAML's and TOML's rules, near enough for a guard), or `None`.
+pub(crate) fn too_deep(text: &str, max: usize) -> Option<usize> {
+    let (mut depth, mut quote, mut comment, mut escaped) = (0usize, None::<u8>, false, false);
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        if comment {
+            comment = b != b'\n';
+            continue;
+        }
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' && q == b'"' {
+                escaped = true;
+            } else if b == q {
+                quote = None;
+            }
+            continue;
+        }
+        match b {
+            b'"' | b'\'' => quote = Some(b),
+            b'#' => comment = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `path:line: message` for a parser error at byte `offset` of `text`.

@@ -16,6 +16,9 @@ use super::{Modules, SourceTree, TreeError, named, parse_warning, read_text};
 use crate::plan::paths::{is_within, join, parent};
 use crate::spec::SplitRule;
 
+/// The deepest flow nesting (`[`, `{`) read in a pnpm-workspace.yaml (real ones have 1 or 2).
+const YAML_FLOW_MAX: usize = 64;
+
 const DEP_FIELDS: [&str; 4] = ["dependencies", "devDependencies", "peerDependencies", "optionalDependencies"];
 
 struct Package {
@@ -93,6 +96,14 @@ pub(super) fn discover(
     for f in named(tree, "pnpm-workspace.yaml") {
         let dir = parent(&f.path);
         let Some(text) = read_text(tree, &f.path, warnings)? else { continue };
+        // libyaml's scanner slows down with every open flow level (100,000 took most of a
+        // minute), long before serde's recursion limit is reached: refuse deep flow first.
+        if let Some(at) = super::too_deep(&text, YAML_FLOW_MAX) {
+            let why = format!("brackets nested deeper than {YAML_FLOW_MAX}");
+            warnings.push(parse_warning(&f.path, &text, Some(at), &why));
+            plain.push(dir);
+            continue;
+        }
         match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
             Ok(y) => {
                 let pats = y

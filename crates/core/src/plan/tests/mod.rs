@@ -5,6 +5,7 @@ mod cargo;
 mod codeowners;
 mod core;
 mod go;
+mod hostile;
 mod jvm;
 mod npm;
 mod python;
@@ -42,6 +43,25 @@ impl MemTree {
             .map(|(p, c)| TreeFile { path: p.clone(), size: c.len() as u64, kind: kinds[p] })
             .collect();
         MemTree { files, content }
+    }
+}
+
+impl MemTree {
+    /// Replace the content of `path` with raw bytes (not UTF-8, say).
+    pub fn with_bytes(mut self, path: &str, bytes: &[u8]) -> Self {
+        self.content.insert(path.to_owned(), bytes.to_vec());
+        if let Some(f) = self.files.iter_mut().find(|f| f.path == path) {
+            f.size = bytes.len() as u64;
+        }
+        self
+    }
+
+    /// Say `path` is `size` bytes whatever its content (a tree listing sizes it does not hold).
+    pub fn with_size(mut self, path: &str, size: u64) -> Self {
+        if let Some(f) = self.files.iter_mut().find(|f| f.path == path) {
+            f.size = size;
+        }
+        self
     }
 }
 
