@@ -254,9 +254,7 @@ impl NatsBus {
     async fn reject(&self, msg: &Message, why: &str) {
         tracing::warn!(subject = %msg.subject, "rejecting an assignment: {why}");
         let _ = msg.ack_with(AckKind::Term).await;
-        if let Some((job, task, attempt)) = wire::peek_assignment(&msg.payload)
-            && let Ok(job) = JobId::parse(&job)
-        {
+        if let Some((job, task, attempt)) = wire::peek_assignment(&msg.payload) {
             let event = TaskEvent {
                 job,
                 task,
@@ -384,7 +382,6 @@ async fn gave_up(js: &jetstream::Context, seq: u64, max: i64) -> Result<(), Stri
     let stream = js.get_stream(TASKS_STREAM).await.map_err(|e| e.to_string())?;
     let raw = stream.get_raw_message(seq).await.map_err(|e| e.to_string())?;
     let (job, task, attempt) = wire::peek_assignment(&raw.payload).ok_or("unreadable assignment")?;
-    let job = JobId::parse(&job).map_err(|e| e.to_string())?;
     let event = TaskEvent {
         job: job.clone(),
         task: task.clone(),
@@ -494,10 +491,17 @@ impl Bus for NatsBus {
                             continue;
                         }
                     };
+                    // The pool's consumer filters its subject; a message on another subject
+                    // (a consumer someone re-made with a wider filter) is not this pool's.
+                    if msg.subject.as_str() != task_subject(pool) {
+                        let why = format!("it came on {}, not pool {pool}'s subject", msg.subject);
+                        self.reject(&msg, &why).await;
+                        continue;
+                    }
                     match wire::decode_assignment(&msg.payload) {
                         Ok(a) => {
                             let lease = consumer.cached_info().config.ack_wait;
-                            return Ok(Delivery::new(a, Box::new(NatsAcker { msg, lease })));
+                            return Ok(Delivery::new(pool, a, Box::new(NatsAcker { msg, lease })));
                         }
                         Err(e) => self.reject(&msg, &e.to_string()).await,
                     }
@@ -738,11 +742,12 @@ impl NatsBus {
                     Some((j, t)) => (j.to_owned(), Some(t.to_owned())),
                     None => (text, None),
                 };
-                match JobId::parse(&job) {
-                    Ok(job) => {
+                let task_ok = task.as_deref().map_or(Ok(()), grove_core::names::check_task_slug);
+                match (JobId::parse(&job), task_ok) {
+                    (Ok(job), Ok(())) => {
                         let _ = forward.send(Cancel { job, task });
                     }
-                    Err(e) => tracing::warn!("ignoring a malformed cancellation {job:?}: {e}"),
+                    (Err(e), _) | (_, Err(e)) => tracing::warn!("ignoring a malformed cancellation: {e}"),
                 }
             }
         });

@@ -43,7 +43,13 @@ pub async fn cmd_workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             .into_inner()
             .workers
             .into_iter()
-            .map(grove_bus::wire::worker_of)
+            .filter_map(|w| match grove_bus::wire::worker_of(w) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!("ignoring a worker the coordinator listed: {e}");
+                    None
+                }
+            })
             .collect()
     } else if let Some(url) = &args.nats {
         let config =
