@@ -59,7 +59,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn status(e: CoordError) -> Status {
-    match &e {
+    let status = status_of(&e);
+    // A credential in a repository URL is never sent back, whoever put it in the message.
+    Status::new(status.code(), grove_core::urls::redact(status.message()))
+}
+
+fn status_of(e: &CoordError) -> Status {
+    match e {
         CoordError::Spec(_)
         | CoordError::NothingSelected { .. }
         | CoordError::BranchExists { .. }
