@@ -10,6 +10,7 @@ mod faults;
 mod gc;
 mod harness;
 mod limits;
+mod nats_auth;
 mod refusals;
 mod rerun;
 mod run;

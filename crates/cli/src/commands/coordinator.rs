@@ -1,10 +1,10 @@
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use std::os::unix::fs::PermissionsExt;
 
 use grove_coordinator::access::Tokens;
 use grove_coordinator::daemon::Daemon;
