@@ -261,33 +261,24 @@ fn a_coordinator_daemon_runs_jobs_submitted_over_grpc() {
     assert!(bad.stderr.contains("select.grep"), "{}", bad.stderr);
 }
 
-/// On a non-loopback address the API needs the token; without one it refuses to start.
+/// On a non-loopback address the API needs TLS and tokens; without either it refuses to
+/// start, saying which (`access::` runs it with both).
 #[test]
-fn the_api_refuses_calls_without_the_token_off_loopback() {
+fn the_api_refuses_to_listen_off_loopback_without_tls_and_tokens() {
     let env = Env::new();
     let (_nats, url) = nats_server(&env.path().join("nats"));
-    let port = free_port();
-    let open =
-        env.grove(env.path(), &["coordinator", "--nats", &url, "--listen", &format!("0.0.0.0:{port}")]);
+    let listen = format!("0.0.0.0:{}", free_port());
+    let open = env.grove(env.path(), &["coordinator", "--nats", &url, "--listen", &listen]);
     assert_eq!(open.code, 2);
-    assert!(open.stderr.contains("not a loopback address"), "{}", open.stderr);
+    assert!(open.stderr.contains("not a loopback address") && open.stderr.contains("TLS"), "{}", open.stderr);
 
     let token = env.path().join("token");
     std::fs::write(&token, "s3cret\n").expect("token");
-    let _c = coordinator(&env, &url, &format!("0.0.0.0:{port}"), Some(&token));
-    wait_port(port);
-    let api = format!("http://127.0.0.1:{port}");
-    let refused = env.grove(env.path(), &["status", "--coordinator", &api]);
-    assert_eq!(refused.code, 2);
-    assert!(refused.stderr.contains("bearer token"), "{}", refused.stderr);
-    let mut ok = grove_tests::command("grove");
-    let out = ok
-        .args(["status", "--coordinator", &api])
-        .env("GROVE_TOKEN", "s3cret")
-        .env("GROVE_HOME", env.grove_home())
-        .output()
-        .expect("grove status");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = token.to_str().expect("utf-8");
+    let plain =
+        env.grove(env.path(), &["coordinator", "--nats", &url, "--listen", &listen, "--token-file", t]);
+    assert_eq!(plain.code, 2, "tokens in the clear: {}", plain.stderr);
+    assert!(plain.stderr.contains("--tls-cert"), "{}", plain.stderr);
 }
 
 pub(crate) fn daemon(env: &Env, exe: &str, args: &[&str], home: &Path) -> Proc {
@@ -662,7 +653,7 @@ fn review_verbs_work_against_a_coordinator() {
 
 /// A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI, as PEM
 /// files in `dir`. (Not a CA certificate: rustls refuses a CA certificate as a server's.)
-fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::create_dir_all(dir).expect("mkdir");
     let out = Command::new("openssl")
         .current_dir(dir)

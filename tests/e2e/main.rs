@@ -1,14 +1,17 @@
 //! End-to-end tests: the real `grove` binary on real repositories made by the tests.
 //! One test binary; every command gets a hermetic HOME, GROVE_HOME and git config.
 
+mod access;
 mod cancel;
 mod chaos;
+mod credentials;
 mod distributed;
 mod faults;
 mod gc;
 mod harness;
 mod hostile;
 mod limits;
+mod nats_auth;
 mod refusals;
 mod rerun;
 mod run;

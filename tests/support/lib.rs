@@ -81,10 +81,17 @@ pub fn wait_port(port: u16, within: Duration) -> bool {
 /// Start `nats-server` with JetStream on a free loopback port, storing in `dir`, with `extra`
 /// arguments (a config file, say). Returns the process and its URL.
 pub fn nats_server_with(dir: &Path, extra: &[&str]) -> (Proc, u16) {
+    nats_server_env(dir, extra, &[])
+}
+
+/// [`nats_server_with`], with `env` in the server's environment (the passwords a config file
+/// names as `$VARIABLE`s, say).
+pub fn nats_server_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Proc, u16) {
     let port = free_port();
     let child = Command::new("nats-server")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(dir)
         .args(extra)

@@ -35,12 +35,14 @@ pub enum BusError {
 /// without acking and it will be delivered again.
 pub struct Delivery {
     pub assignment: Assignment,
+    /// The pool it was dispatched to (the queue it came from).
+    pub pool: String,
     acker: Box<dyn Acker>,
 }
 
 impl Delivery {
-    pub fn new(assignment: Assignment, acker: Box<dyn Acker>) -> Self {
-        Delivery { assignment, acker }
+    pub fn new(pool: &str, assignment: Assignment, acker: Box<dyn Acker>) -> Self {
+        Delivery { assignment, pool: pool.to_owned(), acker }
     }
     /// The attempt is over (whatever its outcome): do not deliver again.
     pub async fn ack(self) -> Result<(), BusError> {
@@ -241,10 +243,10 @@ impl Bus for InProcessBus {
             if let Some((pool, a)) = self.inner.pop(pools) {
                 let acker = InProcessAcker {
                     queues: self.inner.clone(),
-                    pool,
+                    pool: pool.clone(),
                     pending: std::sync::Mutex::new(Some(a.clone())),
                 };
-                return Ok(Delivery::new(a, Box::new(acker)));
+                return Ok(Delivery::new(&pool, a, Box::new(acker)));
             }
             notified.await;
         }

@@ -10,6 +10,13 @@
 //!   coordinator's durable consumer `coordinator`. An event is acked when the coordinator asks
 //!   for the next one, so an event it had not recorded when it died is delivered again.
 //!
+//! - Roles ([`Role`]): only the coordinator makes streams, the registry and consumers (a pool's
+//!   consumer when it first dispatches to that pool); a worker looks them up (waiting for a
+//!   coordinator to make them) and pulls only from its pools' consumers; a client only reads
+//!   the registry. So each role needs only the NATS permissions `deploy/nats/grove-auth.conf`
+//!   gives it, and each uses an inbox prefix of its own (`_INBOX_<user>`), so no role can
+//!   subscribe to another's replies.
+//!
 //! Every message is protobuf ([`crate::wire`]) with a `Grove-Schema` header. A worker that gets
 //! an assignment it cannot read terminates it (no redelivery) and reports the task failed with
 //! the reason, instead of crashing.
@@ -45,8 +52,21 @@ pub const LOGS_STREAM: &str = "GROVE_LOGS";
 /// The KV bucket of live workers (key: worker id).
 pub const WORKERS_BUCKET: &str = "GROVE_WORKERS";
 
+/// What a process does on NATS, and so what it makes and what it only looks up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Makes the streams, the registry and the pools' consumers; dispatches, reads events.
+    #[default]
+    Coordinator,
+    /// Pulls assignments of its pools, reports events and logs, announces itself; makes
+    /// nothing (it waits for a coordinator to have made the streams and its pools' consumers).
+    Worker,
+    /// Reads the worker registry.
+    Client,
+}
+
 /// How to reach NATS and how deliveries behave.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsConfig {
     /// `nats://host:port`, or several separated by commas.
     pub url: String,
@@ -70,6 +90,30 @@ pub struct NatsConfig {
     pub require_tls: bool,
     /// A NATS credentials file (`.creds`: a user JWT and its nkey seed, as `nsc` makes them).
     pub credentials: Option<PathBuf>,
+    /// A user name and password (the users of `deploy/nats/grove-auth.conf`).
+    pub user: Option<(String, String)>,
+    /// The prefix of this connection's reply subjects; `None`: `_INBOX_<user>` with a user,
+    /// else NATS's `_INBOX`.
+    pub inbox_prefix: Option<String>,
+    /// What this process does on NATS.
+    pub role: Role,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token or the password.
+        f.debug_struct("NatsConfig")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("inbox_prefix", &self.inbox_prefix())
+            .field("role", &self.role)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .field("tls_ca", &self.tls_ca)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NatsConfig {
@@ -86,6 +130,18 @@ impl NatsConfig {
             tls_client: None,
             require_tls: false,
             credentials: None,
+            user: None,
+            inbox_prefix: None,
+            role: Role::Coordinator,
+        }
+    }
+
+    /// The prefix of this connection's reply subjects.
+    pub fn inbox_prefix(&self) -> String {
+        match (&self.inbox_prefix, &self.user) {
+            (Some(p), _) => p.clone(),
+            (None, Some((user, _))) => format!("_INBOX_{}", pool_token(user)),
+            (None, None) => "_INBOX".to_owned(),
         }
     }
 }
@@ -167,6 +223,10 @@ impl NatsBus {
         if let Some(t) = &config.token {
             opts = opts.token(t.clone());
         }
+        if let Some((user, password)) = &config.user {
+            opts = opts.user_and_password(user.clone(), password.clone());
+        }
+        opts = opts.custom_inbox_prefix(config.inbox_prefix());
         if let Some(creds) = &config.credentials {
             opts = opts.credentials_file(creds).await.map_err(|e| NatsError::Connect {
                 url: url.clone(),
@@ -195,7 +255,10 @@ impl NatsBus {
             return Err(NatsError::TooOld { url, found: version });
         }
         let js = jetstream::new(client.clone());
-        let workers = ensure_streams(&js, &config).await?;
+        let workers = match config.role {
+            Role::Coordinator => ensure_streams(&js, &config).await?,
+            Role::Worker | Role::Client => find_streams(&js, config.role, &url).await?,
+        };
         let bus = NatsBus {
             client,
             js,
@@ -214,14 +277,27 @@ impl NatsBus {
         self.client.server_info().version
     }
 
-    async fn pool_consumer(&self, pool: &str) -> Result<PullConsumer, NatsError> {
+    /// The pool's durable consumer: made by a coordinator, looked up by a worker (`None`: no
+    /// coordinator has dispatched to the pool yet).
+    async fn pool_consumer(&self, pool: &str) -> Result<Option<PullConsumer>, NatsError> {
         let mut pools = self.pools.lock().await;
         if let Some((_, c)) = pools.iter().find(|(p, _)| p == pool) {
-            return Ok(c.clone());
+            return Ok(Some(c.clone()));
+        }
+        let durable = format!("pool-{}", pool_token(pool));
+        if self.config.role != Role::Coordinator {
+            let consumer: PullConsumer = match self.js.get_consumer_from_stream(&durable, TASKS_STREAM).await
+            {
+                Ok(c) => c,
+                Err(e) if e.to_string().contains("not found") => return Ok(None),
+                Err(e) => return Err(js_err(format!("looking up consumer {durable}"), e)),
+            };
+            self.check_lease(pool, &consumer);
+            pools.push((pool.to_owned(), consumer.clone()));
+            return Ok(Some(consumer));
         }
         let stream =
             self.js.get_stream(TASKS_STREAM).await.map_err(|e| js_err("opening the tasks stream", e))?;
-        let durable = format!("pool-{}", pool_token(pool));
         let consumer = stream
             .get_or_create_consumer(
                 &durable,
@@ -236,8 +312,14 @@ impl NatsBus {
             )
             .await
             .map_err(|e| js_err(format!("creating consumer {durable}"), e))?;
-        // The consumer may be older than this process and made with another ack wait; the
-        // server's is the lease that counts (workers fence by it).
+        self.check_lease(pool, &consumer);
+        pools.push((pool.to_owned(), consumer.clone()));
+        Ok(Some(consumer))
+    }
+
+    /// The consumer may be older than this process and made with another ack wait; the
+    /// server's is the lease that counts (workers fence by it).
+    fn check_lease(&self, pool: &str, consumer: &PullConsumer) {
         let lease = consumer.cached_info().config.ack_wait;
         if lease != self.config.ack_wait {
             tracing::warn!(
@@ -246,17 +328,13 @@ impl NatsBus {
                 self.config.ack_wait
             );
         }
-        pools.push((pool.to_owned(), consumer.clone()));
-        Ok(consumer)
     }
 
     /// Refuse an assignment that cannot be read: terminate it and report why.
     async fn reject(&self, msg: &Message, why: &str) {
         tracing::warn!(subject = %msg.subject, "rejecting an assignment: {why}");
         let _ = msg.ack_with(AckKind::Term).await;
-        if let Some((job, task, attempt)) = wire::peek_assignment(&msg.payload)
-            && let Ok(job) = JobId::parse(&job)
-        {
+        if let Some((job, task, attempt)) = wire::peek_assignment(&msg.payload) {
             let event = TaskEvent {
                 job,
                 task,
@@ -335,6 +413,36 @@ async fn ensure_streams(
     }
 }
 
+/// A worker's or a client's side of [`ensure_streams`]: look the registry up, and the tasks
+/// stream for a worker; a worker waits for a coordinator to make them, a client says none has.
+async fn find_streams(
+    js: &jetstream::Context,
+    role: Role,
+    url: &str,
+) -> Result<async_nats::jetstream::kv::Store, NatsError> {
+    let mut told = false;
+    loop {
+        let e = match js.get_key_value(WORKERS_BUCKET).await {
+            Ok(kv) if role == Role::Client => return Ok(kv),
+            Ok(kv) => match js.get_stream(TASKS_STREAM).await {
+                Ok(_) => return Ok(kv),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        let missing = e.contains("not found") || e.contains("no responders");
+        if role == Role::Client || !missing {
+            let hint = if missing { " (no coordinator has set up grove on this server yet)" } else { "" };
+            return Err(js_err(format!("looking up grove's streams at {url}"), format!("{e}{hint}")));
+        }
+        if !told {
+            tracing::warn!("waiting for a coordinator to set up grove's streams at {url}");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// KV keys allow letters, digits, `-`, `_`, `/`, `=` and `.`.
 fn registry_key(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=.".contains(c) { c } else { '_' }).collect()
@@ -384,7 +492,6 @@ async fn gave_up(js: &jetstream::Context, seq: u64, max: i64) -> Result<(), Stri
     let stream = js.get_stream(TASKS_STREAM).await.map_err(|e| e.to_string())?;
     let raw = stream.get_raw_message(seq).await.map_err(|e| e.to_string())?;
     let (job, task, attempt) = wire::peek_assignment(&raw.payload).ok_or("unreadable assignment")?;
-    let job = JobId::parse(&job).map_err(|e| e.to_string())?;
     let event = TaskEvent {
         job: job.clone(),
         task: task.clone(),
@@ -461,6 +568,8 @@ impl Acker for NatsAcker {
 #[async_trait]
 impl Bus for NatsBus {
     async fn dispatch(&self, pool: &str, a: Assignment) -> Result<(), BusError> {
+        // The pool's consumer is the coordinator's to make: workers only look it up.
+        self.pool_consumer(pool).await?;
         let id = format!("{}/{}/{}", a.job, a.task, a.attempt);
         let msg = PublishMessage::build()
             .payload(wire::encode_assignment(&a).into())
@@ -477,8 +586,10 @@ impl Bus for NatsBus {
 
     async fn next_task(&self, pools: &[String]) -> Result<Delivery, BusError> {
         loop {
+            let mut pulled = false;
             for pool in pools {
-                let consumer = self.pool_consumer(pool).await?;
+                let Some(consumer) = self.pool_consumer(pool).await? else { continue };
+                pulled = true;
                 let mut batch = consumer
                     .fetch()
                     .max_messages(1)
@@ -494,16 +605,26 @@ impl Bus for NatsBus {
                             continue;
                         }
                     };
+                    // The pool's consumer filters its subject; a message on another subject
+                    // (a consumer someone re-made with a wider filter) is not this pool's.
+                    if msg.subject.as_str() != task_subject(pool) {
+                        let why = format!("it came on {}, not pool {pool}'s subject", msg.subject);
+                        self.reject(&msg, &why).await;
+                        continue;
+                    }
                     match wire::decode_assignment(&msg.payload) {
                         Ok(a) => {
                             let lease = consumer.cached_info().config.ack_wait;
-                            return Ok(Delivery::new(a, Box::new(NatsAcker { msg, lease })));
+                            return Ok(Delivery::new(pool, a, Box::new(NatsAcker { msg, lease })));
                         }
                         Err(e) => self.reject(&msg, &e.to_string()).await,
                     }
                 }
             }
-            if self.client.connection_state() == async_nats::connection::State::Disconnected {
+            if !pulled {
+                // No coordinator has dispatched to these pools yet: look again in a while.
+                tokio::time::sleep(self.config.pull_wait).await;
+            } else if self.client.connection_state() == async_nats::connection::State::Disconnected {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
@@ -606,6 +727,11 @@ impl Bus for NatsBus {
     }
 
     async fn read_log(&self, job: &JobId, task: &str) -> Result<Option<crate::LogStream>, BusError> {
+        if self.config.role == Role::Worker {
+            // Reading the logs stream takes a consumer of it, which workers do not make (nor
+            // may they read other tasks' output): a worker resumes from its own log file.
+            return Ok(None);
+        }
         let stream = self
             .js
             .get_stream(LOGS_STREAM)
@@ -738,11 +864,12 @@ impl NatsBus {
                     Some((j, t)) => (j.to_owned(), Some(t.to_owned())),
                     None => (text, None),
                 };
-                match JobId::parse(&job) {
-                    Ok(job) => {
+                let task_ok = task.as_deref().map_or(Ok(()), grove_core::names::check_task_slug);
+                match (JobId::parse(&job), task_ok) {
+                    (Ok(job), Ok(())) => {
                         let _ = forward.send(Cancel { job, task });
                     }
-                    Err(e) => tracing::warn!("ignoring a malformed cancellation {job:?}: {e}"),
+                    (Err(e), _) | (_, Err(e)) => tracing::warn!("ignoring a malformed cancellation: {e}"),
                 }
             }
         });

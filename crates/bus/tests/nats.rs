@@ -36,10 +36,10 @@ fn assignment(task: &str, attempt: u32) -> Assignment {
         task: task.into(),
         attempt,
         order: 0,
-        mirror: "/m.git".into(),
-        remote: "file:///m.git".into(),
+        mirror: "/home/mirrors/m.git".into(),
+        remote: "file:///home/mirrors/m.git".into(),
         source_dir: None,
-        base: "abc".into(),
+        base: "a".repeat(40),
         branch: format!("grove/job-0001/{task}"),
         sparse: None,
         files: vec![],
@@ -160,6 +160,57 @@ async fn an_assignment_of_a_newer_schema_is_terminated_with_a_reason() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Hostile assignments published straight on a pool's subject are terminated; those whose
+/// job, task and attempt are readable are reported failed with the field that was refused;
+/// the worker takes the next readable one.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_assignments_are_terminated_naming_the_field() {
+    use prost::Message;
+    let s = nats_server();
+    let worker = NatsBus::connect(config(&s), "worker-1").await.expect("connect");
+    let coord = NatsBus::connect(config(&s), "coordinator").await.expect("connect");
+    let client = async_nats::connect(&s.url).await.expect("raw client");
+    let js = async_nats::jetstream::new(client);
+    let valid = || {
+        grove_proto::v1::TaskAssignment::decode(
+            grove_bus::wire::encode_assignment(&assignment("x", 1)).as_slice(),
+        )
+        .expect("decode")
+    };
+    let mut bad_branch = valid();
+    bad_branch.task = "b".into();
+    bad_branch.branch = "main".into();
+    let mut bad_path = valid();
+    bad_path.task = "p".into();
+    bad_path.branch = "grove/job-0001/p".into();
+    bad_path.files = vec!["../../../etc/passwd".into()];
+    let mut bad_task = valid();
+    bad_task.task = "../../x".into();
+    for m in [bad_task, bad_branch, bad_path] {
+        js.publish("grove.tasks.local", m.encode_to_vec().into()).await.expect("publish").await.expect("ack");
+    }
+    js.publish("grove.tasks.local", vec![0xff; 64].into()).await.expect("publish").await.expect("ack");
+    coord.dispatch("local", assignment("y", 1)).await.expect("dispatch");
+
+    let d = worker.next_task(&["local".to_owned()]).await.expect("the readable one");
+    assert_eq!(d.assignment.task, "y");
+    d.ack().await.expect("ack");
+    for (task, field) in [("b", "bad branch"), ("p", "bad files")] {
+        let ev = coord.next_event().await.expect("rejection event");
+        assert_eq!(ev.task, task);
+        match ev.kind {
+            EventKind::Finished(o) => {
+                assert_eq!(o.state, TaskState::Failed);
+                assert!(o.reason.as_deref().unwrap_or("").contains(field), "{:?}", o.reason);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Nothing more: the unidentifiable ones were only terminated.
+    let more = tokio::time::timeout(Duration::from_millis(500), coord.next_event()).await;
+    assert!(more.is_err(), "{more:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

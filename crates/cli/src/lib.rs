@@ -38,12 +38,12 @@ pub fn main(subcommand: Option<&str>) -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "error: {e}");
+            let mut text = format!("error: {e}");
             for cause in e.chain().skip(1) {
-                let _ = write!(err, "\n  caused by: {cause}");
+                text.push_str(&format!("\n  caused by: {cause}"));
             }
-            let _ = writeln!(err);
+            // A credential in a repository URL is never shown, whoever put it in the message.
+            let _ = writeln!(std::io::stderr().lock(), "{}", grove_core::urls::redact(&text));
             ExitCode::from(2)
         }
     }

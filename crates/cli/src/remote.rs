@@ -82,6 +82,12 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 /// not there.
 pub async fn connect(url: &str, tls: &Tls) -> anyhow::Result<Client> {
     let token = std::env::var("GROVE_TOKEN").ok().filter(|t| !t.is_empty());
+    if token.is_some() && url.starts_with("http://") && !is_loopback_url(url) {
+        bail!(
+            "{url} is not https: GROVE_TOKEN is only sent over TLS off this machine \
+             (use the coordinator's https:// URL and --ca-file)"
+        );
+    }
     let auth = match token {
         Some(t) => Some(format!("Bearer {t}").parse().context("GROVE_TOKEN is not a valid header value")?),
         None => None,
@@ -97,6 +103,18 @@ pub async fn connect(url: &str, tls: &Tls) -> anyhow::Result<Client> {
         anyhow::Error::new(e).context(format!("cannot reach the coordinator at {url}{hint}"))
     })?;
     Ok(CoordinatorClient::with_interceptor(channel, Auth(auth)))
+}
+
+/// Whether `url`'s host is this machine (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A gRPC failure as an error a person reads.
@@ -212,4 +230,24 @@ pub fn note(n: &pb::JobNote) -> Option<grove_coordinator::Note> {
         "published" => Note::Published { job, branches: 0, skipped: n.paths.clone() },
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loopback_urls_are_told_apart() {
+        for yes in ["http://127.0.0.1:7070", "http://localhost:1", "http://[::1]:7070/", "http://127.1.2.3"] {
+            assert!(is_loopback_url(yes), "{yes}");
+        }
+        for no in [
+            "http://10.0.0.1:7070",
+            "http://coordinator:7070",
+            "http://127.0.0.1.evil.com:1",
+            "http://[::2]:1",
+        ] {
+            assert!(!is_loopback_url(no), "{no}");
+        }
+    }
 }

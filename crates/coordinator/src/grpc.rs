@@ -14,11 +14,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::CoordError;
+use crate::access::{Caller, Scope, Tokens};
 use crate::daemon::Daemon;
 use crate::drive::Note;
 use crate::store::{JobRow, StoreError, TaskRow};
 
-/// The service; wrap it with [`with_token`] for a listener that needs a token.
+/// The service; [`server`] puts it behind the token check.
 pub struct Api {
     daemon: Arc<Daemon>,
 }
@@ -29,37 +30,116 @@ impl Api {
     }
 }
 
-/// A server for `api` that, when `token` is set, refuses calls without
-/// `authorization: Bearer <token>` (compared in constant time).
+/// The largest request the API reads (a job spec is a few KiB).
+pub const MAX_REQUEST: usize = 2 << 20;
+/// The largest job spec a request may carry.
+pub const MAX_SPEC: usize = 1 << 20;
+/// Tasks one discard may name.
+pub const MAX_DISCARD: usize = 10_000;
+
+/// A server for `api`. With `tokens`, a call without `authorization: Bearer <token>` of one
+/// of them is refused (Unauthenticated), and each method checks the caller's scope
+/// (PermissionDenied naming the scope it needs); without tokens every call is the local
+/// person's (the CLI serves that only on loopback).
 pub fn server(
     api: Api,
-    token: Option<String>,
+    tokens: Tokens,
 ) -> tonic::service::interceptor::InterceptedService<
     CoordinatorServer<Api>,
     impl tonic::service::Interceptor + Clone,
 > {
-    let expected = token.map(|t| format!("Bearer {t}").into_bytes());
-    CoordinatorServer::with_interceptor(api, move |req: Request<()>| {
-        let Some(expected) = &expected else { return Ok(req) };
-        let given = req.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
-        if constant_time_eq(given, expected) {
-            Ok(req)
+    let tokens = Arc::new(tokens);
+    let service = CoordinatorServer::new(api).max_decoding_message_size(MAX_REQUEST);
+    tonic::service::interceptor::InterceptedService::new(service, move |mut req: Request<()>| {
+        let caller = if tokens.is_empty() {
+            Caller::local()
         } else {
-            Err(Status::unauthenticated("a valid bearer token is required (--token-file / GROVE_TOKEN)"))
-        }
+            let given = req.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
+            tokens.caller(given).ok_or_else(|| {
+                Status::unauthenticated("a valid bearer token is required (--token-file / GROVE_TOKEN)")
+            })?
+        };
+        req.extensions_mut().insert(caller);
+        Ok(req)
     })
 }
 
-/// Equal bytes, in time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// The caller of `req` may make `call`, which needs `scope`.
+fn allow<T>(req: &Request<T>, scope: Scope, call: &str) -> Result<Caller, Status> {
+    // No caller: a server built without the interceptor; nobody is trusted then.
+    let caller =
+        req.extensions().get::<Caller>().cloned().unwrap_or(Caller { scope: Scope::Read, name: None });
+    if caller.scope < scope {
+        return Err(Status::permission_denied(format!(
+            "{call} needs a token with the {scope} scope; this one has {}",
+            caller.scope
+        )));
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    Ok(caller)
+}
+
+/// A submit-scoped caller acts on the jobs it submitted; admin on any.
+fn allow_job(store: &crate::store::Store, caller: &Caller, job: &JobId, call: &str) -> Result<(), Status> {
+    if caller.scope >= Scope::Admin {
+        return Ok(());
+    }
+    let owner = store.owner(job).map_err(|e| status(e.into()))?;
+    if owner.is_some() && owner == caller.name {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "{call}: job {job} was not submitted with this token; acting on it needs the admin scope"
+    )))
+}
+
+/// A bad field of a request: InvalidArgument naming it.
+fn bad_field(field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {why}"))
+}
+
+/// A job id as a request gives it: empty (the newest job) or a valid id.
+fn job_field(field: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Ok(());
+    }
+    JobId::parse(id).map(drop).map_err(|e| bad_field(field, e))
+}
+
+/// A task as a request names it: `JOB/TASK` or `TASK`.
+fn task_field(field: &str, name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        return Err(bad_field(field, "name a task: JOB/TASK or TASK"));
+    }
+    grove_core::names::check_task_ref(name).map_err(|e| bad_field(field, e))
+}
+
+/// A job spec and where it is read from, as SubmitJob and PlanJob take them.
+fn spec_fields(r: &pb::SubmitJobRequest) -> Result<(), Status> {
+    if r.spec_toml.len() > MAX_SPEC {
+        return Err(bad_field("spec_toml", format!("{} bytes, more than {MAX_SPEC}", r.spec_toml.len())));
+    }
+    if r.spec_name.len() > 256 || r.spec_name.chars().any(char::is_control) {
+        return Err(bad_field("spec_name", "longer than 256 bytes or with a control character"));
+    }
+    let dir = std::path::Path::new(&r.base_dir);
+    if r.base_dir.len() > 4096
+        || !dir.is_absolute()
+        || r.base_dir.contains('\0')
+        || r.base_dir.split('/').any(|c| c == "..")
+    {
+        return Err(bad_field("base_dir", "not an absolute, plain path of at most 4096 bytes"));
+    }
+    Ok(())
 }
 
 fn status(e: CoordError) -> Status {
-    match &e {
+    let status = status_of(&e);
+    // A credential in a repository URL is never sent back, whoever put it in the message.
+    Status::new(status.code(), grove_core::urls::redact(status.message()))
+}
+
+fn status_of(e: &CoordError) -> Status {
+    match e {
         CoordError::Spec(_)
         | CoordError::NothingSelected { .. }
         | CoordError::BranchExists { .. }
@@ -184,13 +264,12 @@ fn note_pb(n: &Note) -> pb::JobNote {
 
 impl Api {
     fn task(&self, name: &str) -> Result<TaskRow, Status> {
-        if name.is_empty() {
-            return Err(Status::invalid_argument("name a task: JOB/TASK or TASK"));
-        }
+        task_field("task", name)?;
         self.daemon.coord.store.find_task(name).map_err(|e| status(e.into()))
     }
 
     fn job_id(&self, id: &str) -> Result<JobId, Status> {
+        job_field("id", id)?;
         let job = self
             .daemon
             .coord
@@ -201,6 +280,7 @@ impl Api {
     }
 
     fn job(&self, id: &str) -> Result<pb::Job, Status> {
+        job_field("id", id)?;
         let store = &self.daemon.coord.store;
         let job = store.job_or_latest((!id.is_empty()).then_some(id)).map_err(|e| status(e.into()))?;
         let tasks = store.tasks(&job.id).map_err(|e| status(e.into()))?;
@@ -211,15 +291,22 @@ impl Api {
 #[tonic::async_trait]
 impl CoordinatorApi for Api {
     async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = allow(&req, Scope::Submit, "SubmitJob")?;
         let r = req.into_inner();
+        spec_fields(&r)?;
         let name = if r.spec_name.is_empty() { "job spec".to_owned() } else { r.spec_name };
         let job =
             self.daemon.submit(&name, &r.spec_toml, &PathBuf::from(r.base_dir)).await.map_err(status)?;
+        if let Some(owner) = &caller.name {
+            self.daemon.coord.store.set_owner(&job.id, owner).map_err(|e| status(e.into()))?;
+        }
         Ok(Response::new(self.job(job.id.as_str())?))
     }
 
     async fn plan_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::PlanReply>, Status> {
+        allow(&req, Scope::Submit, "PlanJob")?;
         let r = req.into_inner();
+        spec_fields(&r)?;
         let name = if r.spec_name.is_empty() { "job spec".to_owned() } else { r.spec_name };
         let p = self.daemon.plan(&name, &r.spec_toml, &PathBuf::from(r.base_dir)).await.map_err(status)?;
         let pool = p.spec.run.pool.clone().unwrap_or_else(|| grove_core::placement::LOCAL.to_owned());
@@ -249,13 +336,15 @@ impl CoordinatorApi for Api {
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        allow(&req, Scope::Read, "GetJob")?;
         Ok(Response::new(self.job(&req.into_inner().id)?))
     }
 
     async fn list_jobs(
         &self,
-        _: Request<pb::ListJobsRequest>,
+        req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsReply>, Status> {
+        allow(&req, Scope::Read, "ListJobs")?;
         let jobs = self.daemon.coord.store.jobs().map_err(|e| status(e.into()))?;
         Ok(Response::new(pb::ListJobsReply { jobs: jobs.iter().map(|j| job_pb(j, &[])).collect() }))
     }
@@ -266,6 +355,7 @@ impl CoordinatorApi for Api {
         &self,
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        allow(&req, Scope::Read, "WatchJob")?;
         let mut rx = self.daemon.subscribe();
         let r = req.into_inner();
         let job = self.job(&r.id)?;
@@ -325,13 +415,17 @@ impl CoordinatorApi for Api {
     }
 
     async fn cancel_task(&self, req: Request<pb::TaskRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = allow(&req, Scope::Submit, "CancelTask")?;
         let task = self.task(&req.into_inner().task)?;
+        allow_job(&self.daemon.coord.store, &caller, &task.job, "CancelTask")?;
         let job = self.daemon.cancel_task(&task).await.map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
     }
 
     async fn retry_task(&self, req: Request<pb::TaskRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = allow(&req, Scope::Submit, "RetryTask")?;
         let task = self.task(&req.into_inner().task)?;
+        allow_job(&self.daemon.coord.store, &caller, &task.job, "RetryTask")?;
         let job = self.daemon.retry(&task).await.map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
     }
@@ -342,6 +436,7 @@ impl CoordinatorApi for Api {
         &self,
         req: Request<pb::LogRequest>,
     ) -> Result<Response<Self::StreamLogStream>, Status> {
+        allow(&req, Scope::Read, "StreamLog")?;
         let r = req.into_inner();
         let task = self.task(&r.task)?;
         let (tx, out) = tokio::sync::mpsc::channel(64);
@@ -361,8 +456,9 @@ impl CoordinatorApi for Api {
 
     async fn list_workers(
         &self,
-        _: Request<pb::ListWorkersRequest>,
+        req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersReply>, Status> {
+        allow(&req, Scope::Read, "ListWorkers")?;
         let workers = self.daemon.coord.bus.workers().await.map_err(|e| status(e.into()))?;
         Ok(Response::new(pb::ListWorkersReply {
             workers: workers.iter().map(grove_bus::wire::worker_pb).collect(),
@@ -370,6 +466,7 @@ impl CoordinatorApi for Api {
     }
 
     async fn merge_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        allow(&req, Scope::Admin, "MergeJob")?;
         let id = self.job_id(&req.into_inner().id)?;
         let job = self.daemon.merge(&id).map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
@@ -379,7 +476,15 @@ impl CoordinatorApi for Api {
         &self,
         req: Request<pb::DiscardRequest>,
     ) -> Result<Response<pb::DiscardReply>, Status> {
+        allow(&req, Scope::Admin, "DiscardTasks")?;
         let r = req.into_inner();
+        if r.tasks.len() > MAX_DISCARD {
+            return Err(bad_field("tasks", format!("{} tasks, more than {MAX_DISCARD}", r.tasks.len())));
+        }
+        for t in &r.tasks {
+            task_field("tasks", t)?;
+        }
+        job_field("job", &r.job)?;
         let store = &self.daemon.coord.store;
         let job = (!r.job.is_empty()).then_some(r.job.as_str());
         let sel = crate::review::discard_selection(store, &r.tasks, r.failed, r.needs_attention, job)
@@ -404,14 +509,23 @@ impl CoordinatorApi for Api {
     }
 
     async fn pick_variant(&self, req: Request<pb::PickRequest>) -> Result<Response<pb::Job>, Status> {
+        allow(&req, Scope::Admin, "PickVariant")?;
         let r = req.into_inner();
+        task_field("task", &r.task)?;
+        grove_core::names::check_variant(&r.variant).map_err(|e| bad_field("variant", e))?;
         let (job, task, _) = crate::review::variants_of(&self.daemon.coord.store, &r.task).map_err(status)?;
         let job = self.daemon.pick(&job.id, &task, &r.variant).map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
     }
 
     async fn push_job(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushReply>, Status> {
+        allow(&req, Scope::Admin, "PushJob")?;
         let r = req.into_inner();
+        job_field("job", &r.job)?;
+        if let Some(remote) = &r.remote {
+            let (to, _) = grove_core::urls::split_credential(remote);
+            crate::review::check_push_target(&to).map_err(|e| bad_field("remote", e))?;
+        }
         let store = &self.daemon.coord.store;
         let job = store
             .job_or_latest((!r.job.is_empty()).then_some(r.job.as_str()))
@@ -428,7 +542,9 @@ impl CoordinatorApi for Api {
         &self,
         req: Request<pb::TaskRequest>,
     ) -> Result<Response<pb::CompareReply>, Status> {
+        allow(&req, Scope::Read, "CompareTask")?;
         let name = req.into_inner().task;
+        task_field("task", &name)?;
         let (job, task, rows) =
             crate::review::variants_of(&self.daemon.coord.store, &name).map_err(status)?;
         Ok(Response::new(pb::CompareReply {
@@ -440,10 +556,9 @@ impl CoordinatorApi for Api {
     }
 
     async fn diff_task(&self, req: Request<pb::DiffRequest>) -> Result<Response<pb::DiffReply>, Status> {
+        allow(&req, Scope::Read, "DiffTask")?;
         let r = req.into_inner();
-        if r.task.is_empty() {
-            return Err(Status::invalid_argument("name a task: JOB/TASK or TASK"));
-        }
+        task_field("task", &r.task)?;
         let coord = self.daemon.coord.clone();
         let reply = tokio::task::spawn_blocking(move || -> Result<pb::DiffReply, CoordError> {
             let target = crate::review::DiffTarget::find(&coord.store, &coord.git, &r.task)?;
@@ -469,21 +584,11 @@ impl CoordinatorApi for Api {
     }
 
     async fn cancel_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = allow(&req, Scope::Submit, "CancelJob")?;
         let job = self.job(&req.into_inner().id)?;
         let id = JobId::parse(&job.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        allow_job(&self.daemon.coord.store, &caller, &id, "CancelJob")?;
         self.daemon.cancel(&id).await.map_err(status)?;
         Ok(Response::new(self.job(&job.id)?))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(constant_time_eq(b"Bearer abc", b"Bearer abc"));
-        assert!(!constant_time_eq(b"Bearer abd", b"Bearer abc"));
-        assert!(!constant_time_eq(b"Bearer ab", b"Bearer abc"));
     }
 }

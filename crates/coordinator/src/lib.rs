@@ -9,6 +9,7 @@
 //! Architecture invariant: the coordinator never touches a person's working tree or index; it
 //! works in the mirror and publishes grove's branches back with `git fetch`.
 
+pub mod access;
 pub mod daemon;
 pub mod drive;
 pub mod gc;

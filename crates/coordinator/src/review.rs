@@ -174,9 +174,34 @@ impl Coordinator {
             // Pushing from the mirror: its config (ssh command, URL rewrites) as grove keeps it.
             grove_git::Mirror::protect(&self.git, dir)?;
         }
-        self.git.run(dir, ["push", "--quiet", "--porcelain", "--no-verify", "--", &to, &spec])?;
+        // A credential in a URL is used for this push only, and never shown.
+        let (to, credential) = grove_core::urls::split_credential(&to);
+        check_push_target(&to).map_err(|why| CoordError::Refused { task: job.to_string(), why })?;
+        let git = match credential {
+            Some(c) => self.git.with_credential(&to, c),
+            None => self.git.clone(),
+        };
+        git.run(dir, ["push", "--quiet", "--porcelain", "--no-verify", "--", &to, &spec])?;
         Ok(to)
     }
+}
+
+/// Where `grove push` may push: a remote's name, or a URL or scp-like location git reaches
+/// over a network or a path; not an option, not git's `ext::` or `fd::` transports.
+pub fn check_push_target(to: &str) -> Result<(), String> {
+    if to.is_empty() || to.len() > 4096 {
+        return Err("the remote is empty or longer than 4096 bytes".into());
+    }
+    if to.starts_with('-') || to.chars().any(char::is_control) {
+        return Err(format!("{to:?} is not a remote (an option or a control character)"));
+    }
+    if to
+        .split_once("::")
+        .is_some_and(|(t, _)| t.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)))
+    {
+        return Err(format!("{to:?}: git's transport helpers (ext::, fd::) are not used by grove"));
+    }
+    Ok(())
 }
 
 /// Which tasks `grove discard` names: by name, and by state in one job.

@@ -97,6 +97,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job, slug)
 );
+CREATE TABLE IF NOT EXISTS job_owners (
+    job TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(job, state);
 ";
@@ -406,6 +410,26 @@ impl Store {
             Some(id) => self.job(id),
             None => self.jobs()?.pop().ok_or_else(|| StoreError::NoJob("(none yet)".into())),
         }
+    }
+
+    /// Record who submitted a job (the name of an API token).
+    pub fn set_owner(&self, job: &JobId, owner: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO job_owners (job, owner) VALUES (?1, ?2)
+                 ON CONFLICT(job) DO UPDATE SET owner = excluded.owner",
+                params![job.as_str(), owner],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Who submitted a job over the API with a token; `None` for the others.
+    pub fn owner(&self, job: &JobId) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT owner FROM job_owners WHERE job = ?1", params![job.as_str()], |r| r.get(0))
+                .optional()
+        })
     }
 
     /// A job's tasks, in order.

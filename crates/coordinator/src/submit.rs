@@ -21,6 +21,17 @@ pub struct Prepared {
     pub plan: Plan,
     /// A mirror made while preparing (sources given by URL need one to be read).
     mirror: Option<Mirror>,
+    /// What the source URL's userinfo carried, taken out of the spec: used for the fetches of
+    /// this submission, never stored.
+    credential: Option<grove_core::urls::Credential>,
+}
+
+/// git with the source's credential, when its URL carried one.
+fn fetching(git: &Git, source: &Source, credential: Option<&grove_core::urls::Credential>) -> Git {
+    match (credential, source) {
+        (Some(c), Source::Url(url)) => git.with_credential(url, c.clone()),
+        _ => git.clone(),
+    }
 }
 
 /// The file holding extra patterns of ignored files to copy into workspaces.
@@ -32,17 +43,21 @@ pub const WORKTREE_INCLUDE: &str = ".worktreeinclude";
 pub fn prepare(
     git: &Git,
     layout: &Layout,
-    spec: JobSpec,
+    mut spec: JobSpec,
     text: Option<(&str, &str)>,
     cwd: &Path,
 ) -> Result<Prepared, CoordError> {
     spec.validate(text)?;
-    let location = spec.repo.source.as_deref().unwrap_or(".");
-    let source = Source::parse(git, location, cwd)?;
+    // A credential in the URL is taken out here, before anything is stored or shown.
+    let (location, credential) =
+        grove_core::urls::split_credential(spec.repo.source.as_deref().unwrap_or("."));
+    spec.repo.source = Some(location.clone());
+    let source = Source::parse(git, &location, cwd)?;
+    let fetching = fetching(git, &source, credential.as_ref());
     let (base, tree_repo, mirror) = match &source {
         Source::Local(dir) => (git.resolve_commit(dir, spec.base())?, dir.clone(), None),
         Source::Url(_) => {
-            let m = Mirror::ensure(git, &layout.mirrors(), &source)?;
+            let m = Mirror::ensure(&fetching, &layout.mirrors(), &source)?;
             (m.resolve(git, spec.base())?, m.path.clone(), Some(m))
         }
     };
@@ -52,7 +67,7 @@ pub fn prepare(
     if plan.tasks.is_empty() {
         return Err(CoordError::NothingSelected { warnings: plan.warnings });
     }
-    Ok(Prepared { spec, source, base, plan, mirror })
+    Ok(Prepared { spec, source, base, plan, mirror, credential })
 }
 
 impl Coordinator {
@@ -76,11 +91,12 @@ impl Coordinator {
             Source::Local(dir) => self.ignored_files(&p.spec, dir)?,
             Source::Url(_) => Vec::new(),
         };
+        let fetching = fetching(&self.git, &p.source, p.credential.as_ref());
         let mirror = match p.mirror {
             Some(m) => m,
-            None => Mirror::ensure(&self.git, &self.layout.mirrors(), &p.source)?,
+            None => Mirror::ensure(&fetching, &self.layout.mirrors(), &p.source)?,
         };
-        mirror.ensure_commit(&self.git, &p.source, &p.base)?;
+        mirror.ensure_commit(&fetching, &p.source, &p.base)?;
         self.git.update_ref(&mirror.path, &full, &p.base, None)?;
 
         let created_at = std::time::SystemTime::now()

@@ -12,6 +12,7 @@ pub mod placement;
 pub mod plan;
 pub mod spec;
 pub mod task;
+pub mod urls;
 
 pub use names::{JobId, NameError};
 pub use spec::{JobSpec, SpecError};

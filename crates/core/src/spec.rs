@@ -718,16 +718,7 @@ impl JobSpec {
 
 /// Refuse a path or glob that could leave the repository: absolute, `..`, or a drive prefix.
 pub fn check_repo_path(p: &str) -> Result<(), &'static str> {
-    if p.is_empty() {
-        return Err("is empty");
-    }
-    if p.starts_with('/') || p.starts_with('\\') || p.get(1..2) == Some(":") {
-        return Err("is absolute; paths are relative to the repository root");
-    }
-    if p.split(['/', '\\']).any(|c| c == "..") {
-        return Err("leaves the repository ('..')");
-    }
-    Ok(())
+    names::check_repo_path(p)
 }
 
 /// Find the 1-based line of a dotted field (`select.grep`) in TOML text: the key's line inside

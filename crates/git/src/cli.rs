@@ -69,7 +69,22 @@ impl GitError {
 #[derive(Debug, Clone)]
 pub struct Git {
     program: PathBuf,
+    /// A credential for one site, for the fetches and pushes of this `Git` only.
+    credential: Option<std::sync::Arc<SiteCredential>>,
 }
+
+/// A credential git may use for one site (scheme, host and port). git gets it from a credential
+/// helper that reads it from the environment of the git process, so it never appears in a
+/// command line, a config file or a message; a redirect to another site gets nothing.
+#[derive(Debug)]
+struct SiteCredential {
+    site: String,
+    credential: grove_core::urls::Credential,
+}
+
+/// The helper: git runs it with `get` and the request on stdin; it answers with the
+/// credential grove put in the environment.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$GROVE_GIT_USERNAME\" \"$GROVE_GIT_PASSWORD\"; }; f";
 
 /// What a successful git command printed.
 #[derive(Debug)]
@@ -83,7 +98,7 @@ pub struct GitOutput {
 impl Git {
     /// Find `git` on PATH and check its version.
     pub fn detect() -> Result<Git, GitError> {
-        let git = Git { program: PathBuf::from("git") };
+        let git = Git { program: PathBuf::from("git"), credential: None };
         let out = git.run(Path::new("."), ["version"])?;
         let found = out.stdout.trim().trim_start_matches("git version ").to_owned();
         let mut nums = found.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
@@ -92,6 +107,19 @@ impl Git {
             return Err(GitError::TooOld { found });
         }
         Ok(git)
+    }
+
+    /// This git, with `credential` for the site of `url` (`https://host:port`): what a URL's
+    /// userinfo carried, for the fetch or push it was given for.
+    pub fn with_credential(&self, url: &str, credential: grove_core::urls::Credential) -> Git {
+        let site = url
+            .split_once("://")
+            .map(|(scheme, rest)| format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or("")))
+            .unwrap_or_default();
+        Git {
+            program: self.program.clone(),
+            credential: Some(std::sync::Arc::new(SiteCredential { site, credential })),
+        }
     }
 
     /// A git command with grove's fixed environment, to be run in `dir`. A `dir` that is itself
@@ -115,6 +143,14 @@ impl Git {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_OPTIONAL_LOCKS", "0")
             .env("GIT_NO_REPLACE_OBJECTS", "1");
+        if let Some(c) = &self.credential {
+            // Only this helper (an empty value empties git's list), and only for that site.
+            cmd.args(["-c", "credential.helper="])
+                .arg("-c")
+                .arg(format!("credential.{}.helper={CREDENTIAL_HELPER}", c.site))
+                .env("GROVE_GIT_USERNAME", c.credential.user())
+                .env("GROVE_GIT_PASSWORD", c.credential.password());
+        }
         for var in CALLER_VARS {
             cmd.env_remove(var);
         }

@@ -109,6 +109,47 @@ async fn announce(ctx: Arc<WorkerContext>, attempts: Running, refusing: Refusing
     }
 }
 
+/// Whether this worker may act on `delivery`: only what it could have been sent, an
+/// assignment of one of its pools, for a task whose slug is a single safe name (it is joined
+/// into paths under the home), on that task's own branch.
+fn accepts(pools: &[String], delivery: &grove_bus::Delivery) -> Result<(), String> {
+    let a = &delivery.assignment;
+    if !pools.contains(&delivery.pool) {
+        return Err(format!("it is for pool {:?}, which this worker does not serve", delivery.pool));
+    }
+    grove_core::names::check_task_slug(&a.task).map_err(|e| e.to_string())?;
+    let branch = grove_core::names::task_branch(&a.job, &a.task);
+    if a.branch != branch {
+        return Err(format!("its branch {:?} is not the task's branch {branch:?}", a.branch));
+    }
+    Ok(())
+}
+
+/// Report a refused assignment failed (the coordinator's verdict stands) and settle it.
+async fn refuse(ctx: &WorkerContext, delivery: grove_bus::Delivery, why: &str) {
+    let a = &delivery.assignment;
+    let event = grove_core::task::TaskEvent {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+        kind: grove_core::task::EventKind::Finished(grove_core::task::TaskOutcome {
+            state: grove_core::TaskState::Failed,
+            head: None,
+            stat: grove_core::DiffStat::default(),
+            turns: 0,
+            reason: Some(format!("worker {} refused the assignment: {why}", ctx.id)),
+            log_tail: String::new(),
+            retry: grove_core::task::Retry::Final,
+        }),
+    };
+    if let Err(e) = ctx.bus.report(event).await {
+        tracing::warn!(worker = %ctx.id, "cannot report the refusal: {e}");
+    }
+    if let Err(e) = delivery.ack().await {
+        tracing::warn!(worker = %ctx.id, "ack failed: {e}");
+    }
+}
+
 /// Check the disk budget in a blocking thread; `Some(why)` when no task may be taken.
 async fn disk_check(ctx: &Arc<WorkerContext>) -> Option<String> {
     let (git, layout, budget) = (ctx.git.clone(), ctx.layout.clone(), ctx.disk);
@@ -205,6 +246,11 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
             attempt::drop_cancelled(&ctx, delivery).await;
             continue;
         }
+        if let Err(why) = accepts(&ctx.pools, &delivery) {
+            tracing::warn!(worker = %ctx.id, task = %delivery.assignment.task, "refusing an assignment: {why}");
+            refuse(&ctx, delivery, &why).await;
+            continue;
+        }
         tracing::info!(worker = %ctx.id, task = %delivery.assignment.task, attempt = delivery.assignment.attempt, "starting");
         let token = kill.child_token();
         let key = (delivery.assignment.job.clone(), delivery.assignment.task.clone(), token.clone());
@@ -228,5 +274,82 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
     announcer.abort();
     if let Err(e) = ctx.bus.withdraw(&ctx.id).await {
         tracing::debug!(worker = %ctx.id, "withdrawing: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grove_bus::InProcessBus;
+    use grove_core::spec::{AgentSpec, KeepWorktrees};
+    use grove_core::task::{Assignment, EventKind};
+
+    fn assignment(task: &str, branch: &str) -> Assignment {
+        Assignment {
+            job: JobId::new("j", 1),
+            task: task.into(),
+            attempt: 1,
+            order: 0,
+            mirror: "/nowhere/mirrors/m.git".into(),
+            remote: "file:///nowhere/mirrors/m.git".into(),
+            source_dir: None,
+            base: "ab".repeat(20),
+            branch: branch.into(),
+            sparse: None,
+            files: vec![],
+            prompt: String::new(),
+            agent: AgentSpec::default(),
+            turn_timeout: std::time::Duration::from_secs(1),
+            max_turns: 1,
+            check: None,
+            ignored_files: vec![],
+            port_base: 42000,
+            port_count: 1,
+            log_cap: 1024,
+            keep_worktrees: KeepWorktrees::None,
+            redo: None,
+        }
+    }
+
+    /// A worker acts only on what it could have been sent: an assignment on another task's
+    /// branch, or whose slug would leave its home, is refused and reported, and nothing is
+    /// made for it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_worker_refuses_what_it_could_not_have_been_sent() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let bus = Arc::new(InProcessBus::new());
+        let ctx = Arc::new(WorkerContext {
+            id: "w".into(),
+            bus: bus.clone(),
+            git: Git::detect().expect("git"),
+            layout: Layout::new(home.path()),
+            pools: vec!["local".into()],
+            capacity: 1,
+            workspace: workspace::Mode::Auto,
+            heartbeat: std::time::Duration::from_secs(10),
+            hand_back: CancellationToken::new(),
+            announce_every: std::time::Duration::from_secs(10),
+            disk: disk::Budget::none(),
+        });
+        let job = JobId::new("j", 1);
+        for (task, branch) in [
+            ("a", "main".to_owned()),
+            ("b", "grove/j-0001/a".to_owned()),
+            ("..", "grove/j-0001/..".to_owned()),
+        ] {
+            bus.dispatch("local", assignment(task, &branch)).await.expect("dispatch");
+        }
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(run(ctx, stop.clone(), stop.clone()));
+        for task in ["a", "b", ".."] {
+            let ev = bus.next_event().await.expect("event");
+            assert_eq!((ev.job.clone(), ev.task.as_str()), (job.clone(), task));
+            let EventKind::Finished(o) = ev.kind else { panic!("{task}: {:?}", ev.kind) };
+            assert_eq!(o.state, grove_core::TaskState::Failed);
+            assert!(o.reason.as_deref().is_some_and(|r| r.contains("refused")), "{:?}", o.reason);
+        }
+        stop.cancel();
+        worker.await.expect("worker");
+        assert!(!home.path().join("worktrees").exists() && !home.path().join("runs").exists());
     }
 }

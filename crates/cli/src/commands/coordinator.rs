@@ -1,9 +1,12 @@
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+
+use grove_coordinator::access::Tokens;
 use grove_coordinator::daemon::Daemon;
 use grove_coordinator::grpc;
 use grove_coordinator::home::HomeLock;
@@ -15,17 +18,28 @@ use crate::embedded::Embedded;
 /// Run the coordinator daemon: a gRPC API for `grove --coordinator URL ...`, dispatch over
 /// NATS JetStream to `grove worker` processes, state in SQLite under the grove home.
 ///
-/// A listener on an address other than loopback requires a token (--token-file or
-/// GROVE_TOKEN), with TLS or without; clients send it as a bearer token. With --tls-cert and
-/// --tls-key the API is served over TLS (rustls): clients use an https:// URL and trust the
-/// certificate with --ca-file (or GROVE_CA_FILE).
+/// With --tls-cert and --tls-key the API is served over TLS (rustls): clients use an https://
+/// URL and trust the certificate with --ca-file (or GROVE_CA_FILE). A listener on an address
+/// other than loopback requires both TLS and tokens: a token sent in the clear could be read
+/// off the network.
+///
+/// Tokens (--token-file, or GROVE_TOKEN for one admin token) carry a scope: the file has one
+/// `SCOPE TOKEN [NAME]` per line. read: status, logs, watch, diff, compare, workers; submit:
+/// also plan and run jobs, cancel and retry the jobs it submitted; admin: everything (merge,
+/// discard, pick, push, anyone's jobs). A line with a token alone is an admin token. Clients
+/// send theirs in GROVE_TOKEN; a call outside its scope is refused naming the scope it needs.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove coordinator --nats nats://127.0.0.1:4222
   grove coordinator --nats nats://127.0.0.1:4222 --gc-every 6h --gc-older-than 7d
-  grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/token --nats nats://nats:4222
-  grove coordinator --listen 0.0.0.0:7070 --token-file token --tls-cert cert.pem --tls-key key.pem \\
-      --nats tls://nats:4222 --nats-ca nats-ca.pem")]
+  grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/tokens --tls-cert cert.pem \\
+      --tls-key key.pem --nats tls://nats:4222 --nats-ca nats-ca.pem --nats-user grove-coordinator
+
+A token file:
+  # SCOPE   TOKEN                 NAME (jobs are recorded under it)
+  read      r-3f9a0c6e1b2d4f58    dashboards
+  submit    s-8c1d77a0e5f34b21    alice
+  admin     a-77e0b2c9d4e61f03    ops")]
 pub struct CoordinatorArgs {
     /// The address to serve gRPC on
     #[arg(long, default_value = "127.0.0.1:7070")]
@@ -33,7 +47,8 @@ pub struct CoordinatorArgs {
     /// The NATS server(s) [env: GROVE_NATS]
     #[arg(long, env = "GROVE_NATS", value_name = "URL")]
     pub nats: String,
-    /// A file holding the API token [env: GROVE_TOKEN holds the token itself]
+    /// A file of API tokens, one `SCOPE TOKEN [NAME]` per line (scope read, submit or admin;
+    /// a token alone is admin) [env: GROVE_TOKEN holds one admin token itself]
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// How long a task's lease lasts without a heartbeat
@@ -69,27 +84,49 @@ fn server_tls(args: &CoordinatorArgs) -> anyhow::Result<Option<tonic::transport:
     Ok(Some(tonic::transport::ServerTlsConfig::new().identity(identity)))
 }
 
-pub fn token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
-    Ok(match file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading the token {}", f.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => std::env::var("GROVE_TOKEN").ok().filter(|t| !t.is_empty()),
-    })
+/// The API's tokens: from `file` (see [`grove_coordinator::access`]), else one admin token in
+/// GROVE_TOKEN, else none.
+pub fn tokens(file: Option<&PathBuf>) -> anyhow::Result<Tokens> {
+    if let Some(f) = file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading the tokens {}", f.display()))?;
+        if std::fs::metadata(f).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            eprintln!(
+                "grove coordinator: warning: {} can be read by other users (chmod 600 it)",
+                f.display()
+            );
+        }
+        return Tokens::parse(&text).with_context(|| format!("the token file {}", f.display()));
+    }
+    match std::env::var("GROVE_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        Some(t) => Tokens::admin(t.trim()).context("GROVE_TOKEN"),
+        None => Ok(Tokens::none()),
+    }
+}
+
+/// Off loopback the API needs TLS and tokens.
+fn check_exposure(listen: SocketAddr, tls: bool, tokens: &Tokens) -> anyhow::Result<()> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !tls {
+        anyhow::bail!(
+            "{listen} is not a loopback address: serve the API over TLS there (--tls-cert and --tls-key), \
+             so the tokens clients send cannot be read off the network"
+        );
+    }
+    if tokens.is_empty() {
+        anyhow::bail!(
+            "{listen} is not a loopback address: give tokens (--token-file or GROVE_TOKEN) so the API is not open to anyone"
+        );
+    }
+    Ok(())
 }
 
 pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
-    let token = token(args.token_file.as_ref())?;
-    if !args.listen.ip().is_loopback() && token.is_none() {
-        anyhow::bail!(
-            "{} is not a loopback address: give a token (--token-file or GROVE_TOKEN) so the API is not open to anyone",
-            args.listen
-        );
-    }
+    let tokens = tokens(args.token_file.as_ref())?;
     let tls = server_tls(&args)?;
+    check_exposure(args.listen, tls.is_some(), &tokens)?;
     let nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
     // One daemon per home, and no `grove gc` under its feet. A predecessor killed a moment
     // ago may still be exiting: give it a few seconds to let go.
@@ -135,7 +172,7 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
         server = server.tls_config(tls).context("the TLS certificate or key")?;
     }
     let serve = server
-        .add_service(grpc::server(grpc::Api::new(daemon), token))
+        .add_service(grpc::server(grpc::Api::new(daemon), tokens))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown);
     let mut events = events;
     tokio::select! {

@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
   grove worker --nats nats://127.0.0.1:4222 --pool local --capacity 4
   grove worker --nats nats://nats:4222 --pool cloud --clone --id pod-7
   grove worker --nats nats://nats:4222 --agent-env MY_API_KEY --agent-env-file OPENAI_API_KEY=/run/secrets/openai
-  grove worker --nats tls://nats:4222 --nats-ca ca.pem --nats-cert me.pem --nats-key me.key")]
+  grove worker --nats tls://nats:4222 --nats-ca ca.pem --nats-cert me.pem --nats-key me.key
+
+  GROVE_NATS_PASSWORD=... grove worker --nats nats://nats:4222 --pool gpu --nats-user grove-worker-gpu")]
 pub struct WorkerArgs {
     /// The NATS server(s) [env: GROVE_NATS]
     #[arg(long, env = "GROVE_NATS", value_name = "URL")]
@@ -70,7 +72,9 @@ pub struct WorkerArgs {
 }
 
 /// TLS to NATS (a server started with `--tls`): the CA that signed its certificate, and a
-/// client certificate for a server that verifies clients (`--tlsverify`).
+/// client certificate for a server that verifies clients (`--tlsverify`); and who this process
+/// is there (a credentials file, or a user and password such as the roles of
+/// `deploy/nats/grove-auth.conf`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct NatsTls {
     /// The CA certificate (PEM) of a NATS server that uses TLS; TLS is then required
@@ -87,6 +91,17 @@ pub struct NatsTls {
     /// [env: GROVE_NATS_CREDS]
     #[arg(long, env = "GROVE_NATS_CREDS", value_name = "FILE")]
     pub nats_creds: Option<PathBuf>,
+    /// The NATS user to connect as, e.g. grove-worker-local (its password: --nats-password-file
+    /// or GROVE_NATS_PASSWORD) [env: GROVE_NATS_USER]
+    #[arg(long, env = "GROVE_NATS_USER", value_name = "NAME")]
+    pub nats_user: Option<String>,
+    /// A file holding the NATS user's password [env: GROVE_NATS_PASSWORD holds it itself]
+    #[arg(long, value_name = "FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
+    /// The prefix of this process's NATS reply subjects, as the server's permissions allow
+    /// them [default: _INBOX_<user> with --nats-user, else _INBOX] [env: GROVE_NATS_INBOX]
+    #[arg(long, env = "GROVE_NATS_INBOX", value_name = "PREFIX")]
+    pub nats_inbox: Option<String>,
 }
 
 impl NatsTls {
@@ -98,10 +113,17 @@ impl NatsTls {
             ("--nats-cert", &self.nats_cert),
             ("--nats-key", &self.nats_key),
             ("--nats-creds", &self.nats_creds),
+            ("--nats-password-file", &self.nats_password_file),
         ] {
             if let Some(v) = v {
                 out.push(flag.into());
                 out.push(v.clone().into_os_string());
+            }
+        }
+        for (flag, v) in [("--nats-user", &self.nats_user), ("--nats-inbox", &self.nats_inbox)] {
+            if let Some(v) = v {
+                out.push(flag.into());
+                out.push(v.into());
             }
         }
         out
@@ -116,12 +138,26 @@ pub fn nats_config(
 ) -> anyhow::Result<NatsConfig> {
     let mut config = NatsConfig::new(url);
     config.ack_wait = ack_wait;
-    for f in [&tls.nats_ca, &tls.nats_cert, &tls.nats_key, &tls.nats_creds].into_iter().flatten() {
+    for f in [&tls.nats_ca, &tls.nats_cert, &tls.nats_key, &tls.nats_creds, &tls.nats_password_file]
+        .into_iter()
+        .flatten()
+    {
         if !f.is_file() {
             anyhow::bail!("{}: no such file (a --nats-* flag names it)", f.display());
         }
     }
     config.credentials = tls.nats_creds.clone();
+    if let Some(user) = &tls.nats_user {
+        let password = match &tls.nats_password_file {
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("reading the NATS password {}", f.display()))?
+                .trim()
+                .to_owned(),
+            None => std::env::var("GROVE_NATS_PASSWORD").unwrap_or_default(),
+        };
+        config.user = Some((user.clone(), password));
+    }
+    config.inbox_prefix = tls.nats_inbox.clone();
     config.tls_ca = tls.nats_ca.clone();
     config.tls_client = tls.nats_cert.clone().zip(tls.nats_key.clone());
     config.token = match token_file {
@@ -139,7 +175,9 @@ pub fn nats_config(
 pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let id =
         args.id.clone().unwrap_or_else(|| format!("{}-{}", grove_worker::host_name(), std::process::id()));
-    let config = nats_config(&args.nats, args.nats_token_file.as_ref(), args.ack_wait, &args.nats_tls)?;
+    let mut config = nats_config(&args.nats, args.nats_token_file.as_ref(), args.ack_wait, &args.nats_tls)?;
+    // A worker makes nothing on NATS: it waits for a coordinator to have made the streams.
+    config.role = grove_bus::nats::Role::Worker;
     let config_ttl = config.worker_ttl;
     let tokens = crate::secrets::grove_tokens(Some(&config), &[]);
     let secrets = crate::secrets::worker_secrets(&home, &args.agent_env, tokens)?;

@@ -43,11 +43,19 @@ pub async fn cmd_workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             .into_inner()
             .workers
             .into_iter()
-            .map(grove_bus::wire::worker_of)
+            .filter_map(|w| match grove_bus::wire::worker_of(w) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!("ignoring a worker the coordinator listed: {e}");
+                    None
+                }
+            })
             .collect()
     } else if let Some(url) = &args.nats {
-        let config =
+        let mut config =
             super::worker::nats_config(url, None, std::time::Duration::from_secs(60), &args.nats_tls)?;
+        // Only reads the registry.
+        config.role = grove_bus::nats::Role::Client;
         let bus = grove_bus::nats::NatsBus::connect(config, "grove-workers").await?;
         grove_bus::Bus::workers(&bus).await.context("reading the worker registry")?
     } else {
