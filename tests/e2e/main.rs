@@ -15,4 +15,5 @@ mod nats_auth;
 mod refusals;
 mod rerun;
 mod run;
+mod secrets;
 mod train;
