@@ -156,6 +156,15 @@ impl Tokens {
         self.entries.is_empty()
     }
 
+    /// The tokens themselves, for masking them wherever grove writes an agent's output.
+    pub fn values(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.bearer.strip_prefix(b"Bearer "))
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect()
+    }
+
     /// Who sends `authorization` (the header's bytes); `None`: nobody this listener knows.
     /// Every token is compared, each in time that depends only on the lengths.
     pub fn caller(&self, authorization: &[u8]) -> Option<Caller> {

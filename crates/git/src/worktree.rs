@@ -541,7 +541,7 @@ mod tests {
         // A second checkpoint on the resumed clone pushes as a fast-forward.
         std::fs::write(wt.join("a/f.rs"), "again\n").expect("write");
         let c2 = commit_all(&git, &wt, "turn 2", &Identity::default()).expect("commit").expect("a commit");
-        push_branch(&git, &wt, "grove/j/a").expect("push from a shallow clone");
+        push_branch(&git, &wt, &url, "grove/j/a").expect("push from a shallow clone");
         assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c2.clone()));
         git.run(&mirror, ["fsck", "--no-progress", "--connectivity-only"]).expect("the mirror stays whole");
         // A redo starts again from a newer base that only the mirror's branches reach.

@@ -330,6 +330,7 @@ mod tests {
             hand_back: CancellationToken::new(),
             announce_every: std::time::Duration::from_secs(10),
             disk: disk::Budget::none(),
+            secrets: secrets::Secrets::default(),
         });
         let job = JobId::new("j", 1);
         for (task, branch) in [

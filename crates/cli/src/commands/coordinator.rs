@@ -134,7 +134,7 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     let _home_lock = tokio::task::block_in_place(|| {
         HomeLock::take(&layout, "grove coordinator", std::time::Duration::from_secs(5))
     })?;
-    let emb = Embedded::open_masking(home.clone(), Some(nats), token.as_slice()).await?;
+    let emb = Embedded::open_masking(home.clone(), Some(nats), &tokens.values()).await?;
     let daemon = Daemon::new(emb.coordinator.clone());
     let stop = CancellationToken::new();
     let events = tokio::spawn(daemon.clone().run(stop.clone()));
