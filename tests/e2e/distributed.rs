@@ -367,18 +367,28 @@ fn a_fleet_places_tasks_by_policy_merges_them_all_and_streams_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn grove watch");
-    let workers = env.grove(env.path(), &["workers", "--coordinator", &api, "--json"]);
-    assert_eq!(workers.code, 0, "{}", workers.stderr);
-    let listed: Vec<(String, String)> = workers
-        .json()
-        .as_array()
-        .expect("workers")
-        .iter()
-        .map(|w| (w["id"].as_str().expect("id").to_owned(), w["pools"][0].as_str().expect("pool").to_owned()))
-        .collect();
+    // Workers announce themselves once they found grove's streams on NATS, each in its time.
     let expected =
         [("c1", "cloud"), ("l1", "local"), ("l2", "local")].map(|(a, b)| (a.to_owned(), b.to_owned()));
-    assert_eq!(listed, expected);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let workers = env.grove(env.path(), &["workers", "--coordinator", &api, "--json"]);
+        assert_eq!(workers.code, 0, "{}", workers.stderr);
+        let listed: Vec<(String, String)> = workers
+            .json()
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| {
+                (w["id"].as_str().expect("id").to_owned(), w["pools"][0].as_str().expect("pool").to_owned())
+            })
+            .collect();
+        if listed == expected {
+            break;
+        }
+        assert!(Instant::now() < until, "the fleet is {listed:?}, not {expected:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let out = run.wait_with_output().expect("grove run");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -835,7 +845,20 @@ fn a_worker_cut_off_from_nats_stops_its_agent_before_the_lease_lapses() {
     );
     let mut run = grove_tests::command("grove");
     run.current_dir(&repo)
-        .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", &script])
+        .args([
+            "run",
+            "--nats",
+            &url,
+            "--ack-wait",
+            "8s",
+            "--split",
+            "dirs",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
         .env("HOME", env.path().join("home"))
         .env("GROVE_HOME", env.grove_home())
         .env("GIT_CONFIG_GLOBAL", "/dev/null")

@@ -164,6 +164,19 @@ fn a_worker_short_of_disk_refuses_work_then_resumes() {
     let foreign = home.join("worktrees").join("not-groves.bin");
     std::fs::create_dir_all(foreign.parent().expect("parent")).expect("mkdir");
     std::fs::write(&foreign, vec![0u8; 2 << 20]).expect("write");
+    // `grove run --nats` sets grove up on NATS and dispatches the task; the worker, which
+    // waits for that, finds itself over budget and takes nothing.
+    let repo = env.repo("r", &[("a/f.txt".to_owned(), "a\n".to_owned())]);
+    let mut run = grove_tests::command("grove");
+    run.current_dir(&repo)
+        .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", "echo x >> a/f.txt"])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = run.spawn().expect("spawn grove run");
     let mut cmd = grove_tests::command("grove");
     cmd.args(["worker", "--nats", &url, "--id", "w1", "--max-disk", "1MiB", "--min-free", "0"])
         .env("HOME", env.path().join("home"))
@@ -187,18 +200,6 @@ fn a_worker_short_of_disk_refuses_work_then_resumes() {
     };
     assert!(refusing.starts_with("disk budget: workspaces take 2 MiB"), "{refusing}");
 
-    let repo = env.repo("r", &[("a/f.txt".to_owned(), "a\n".to_owned())]);
-    let mut run = grove_tests::command("grove");
-    run.current_dir(&repo)
-        .args(["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", "echo x >> a/f.txt"])
-        .env("HOME", env.path().join("home"))
-        .env("GROVE_HOME", env.grove_home())
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = run.spawn().expect("spawn grove run");
-    std::thread::sleep(Duration::from_secs(2));
     assert!(!home.join("runs").exists(), "a refusing worker took a task");
     std::fs::remove_file(&foreign).expect("make room");
     let out = child.wait_with_output().expect("wait grove run");

@@ -18,16 +18,101 @@ fn config() -> ProptestConfig {
 
 /// Pieces of TOML, JSON, YAML, XML, go.mod, Gradle and CODEOWNERS, to be strung together.
 const TOKENS: &[&str] = &[
-    "[", "]", "{", "}", "[[", "]]", "(", ")", "<", ">", "/>", "\"", "'", "'''", "\"\"\"", "=", ":", ",", ".",
-    "\n", " ", "\t", "#", "//", "/*", "*/", "\\", "\\u", "!", "*", "**", "../", "./", "@", "&a", "*a", "-",
-    "=>", "0", "1.5", "true", "1979-05-27", "\u{0}", "\u{feff}", "é", "name", "version", "members",
-    "exclude", "workspace", "package", "dependencies", "path", "[workspace]", "[package]", "[project]",
-    "[tool.poetry]", "[patch.crates-io]", "\"crates/*\"", "workspaces", "packages", "\"packages/*\"",
-    "workspace:*", "file:../a", "<project>", "</project>", "<modules>", "<module>", "</module>",
-    "<artifactId>", "</artifactId>", "<!DOCTYPE x [<!ENTITY e \"e\">]>", "&e;", "<![CDATA[", "module",
-    "require", "replace", "go 1.22", "include", "include(", "project(", "\":a\"", "':b'", "projectDir",
-    "rootProject.name", "projects.a", "@org/team", "@bob", "/docs/", "*.rs", "[metadata]",
-    "install_requires", "dependency-groups", "sources", "setup(",
+    "[",
+    "]",
+    "{",
+    "}",
+    "[[",
+    "]]",
+    "(",
+    ")",
+    "<",
+    ">",
+    "/>",
+    "\"",
+    "'",
+    "'''",
+    "\"\"\"",
+    "=",
+    ":",
+    ",",
+    ".",
+    "\n",
+    " ",
+    "\t",
+    "#",
+    "//",
+    "/*",
+    "*/",
+    "\\",
+    "\\u",
+    "!",
+    "*",
+    "**",
+    "../",
+    "./",
+    "@",
+    "&a",
+    "*a",
+    "-",
+    "=>",
+    "0",
+    "1.5",
+    "true",
+    "1979-05-27",
+    "\u{0}",
+    "\u{feff}",
+    "é",
+    "name",
+    "version",
+    "members",
+    "exclude",
+    "workspace",
+    "package",
+    "dependencies",
+    "path",
+    "[workspace]",
+    "[package]",
+    "[project]",
+    "[tool.poetry]",
+    "[patch.crates-io]",
+    "\"crates/*\"",
+    "workspaces",
+    "packages",
+    "\"packages/*\"",
+    "workspace:*",
+    "file:../a",
+    "<project>",
+    "</project>",
+    "<modules>",
+    "<module>",
+    "</module>",
+    "<artifactId>",
+    "</artifactId>",
+    "<!DOCTYPE x [<!ENTITY e \"e\">]>",
+    "&e;",
+    "<![CDATA[",
+    "module",
+    "require",
+    "replace",
+    "go 1.22",
+    "include",
+    "include(",
+    "project(",
+    "\":a\"",
+    "':b'",
+    "projectDir",
+    "rootProject.name",
+    "projects.a",
+    "@org/team",
+    "@bob",
+    "/docs/",
+    "*.rs",
+    "[metadata]",
+    "install_requires",
+    "dependency-groups",
+    "sources",
+    "setup(",
 ];
 
 fn soup() -> impl Strategy<Value = Vec<u8>> {
@@ -178,7 +263,9 @@ fn text() -> impl Strategy<Value = String> {
     prop_oneof![any::<String>(), "[a-z0-9*/._-]{1,12}"]
 }
 
-fn opt<T: std::fmt::Debug + Clone + 'static>(s: impl Strategy<Value = T> + 'static) -> impl Strategy<Value = Option<T>> {
+fn opt<T: std::fmt::Debug + Clone + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+) -> impl Strategy<Value = Option<T>> {
     prop::option::of(s)
 }
 
@@ -217,21 +304,46 @@ fn specs() -> impl Strategy<Value = JobSpec> {
         opt(text()),
         opt(text()),
     );
-    let variants = prop::collection::vec(("[a-z0-9-]{1,8}", opt(text()), prop::collection::vec(text(), 0..2)), 0..3);
-    (top, select, split, agent, run, merge, variants).prop_map(|(top, select, split, agent, run, merge, variants)| {
-        let mut s = JobSpec::default();
-        (s.name, s.prompt, s.repo.source, s.repo.base) = top;
-        (s.select.include, s.select.exclude, s.select.grep) = select;
-        (s.split.rule, s.split.depth, s.split.max_files, s.split.max_lines, s.split.max_tasks) = split;
-        (s.agent.kind, s.agent.pattern, s.agent.replace, s.agent.command, s.agent.env, s.agent.turn_timeout, s.agent.max_turns) = agent;
-        (s.run.concurrency, s.run.include_ignored, s.run.port_base, s.run.keep_worktrees, s.run.deadline, s.run.retry_backoff, s.run.pool) = run;
-        let (branch, mode, on_conflict, max_redos, pick, task_check, integration_check) = merge;
-        (s.merge.branch, s.merge.mode, s.merge.on_conflict, s.merge.max_redos, s.merge.pick) = (branch, mode, on_conflict, max_redos, pick);
-        (s.checks.task, s.checks.integration) = (task_check, integration_check);
-        s.variants = variants
-            .into_iter()
-            .map(|(name, prompt, command)| VariantSpec { name, prompt, command, ..VariantSpec::default() })
-            .collect();
-        s
-    })
+    let variants =
+        prop::collection::vec(("[a-z0-9-]{1,8}", opt(text()), prop::collection::vec(text(), 0..2)), 0..3);
+    (top, select, split, agent, run, merge, variants).prop_map(
+        |(top, select, split, agent, run, merge, variants)| {
+            let mut s = JobSpec::default();
+            (s.name, s.prompt, s.repo.source, s.repo.base) = top;
+            (s.select.include, s.select.exclude, s.select.grep) = select;
+            (s.split.rule, s.split.depth, s.split.max_files, s.split.max_lines, s.split.max_tasks) = split;
+            (
+                s.agent.kind,
+                s.agent.pattern,
+                s.agent.replace,
+                s.agent.command,
+                s.agent.env,
+                s.agent.turn_timeout,
+                s.agent.max_turns,
+            ) = agent;
+            (
+                s.run.concurrency,
+                s.run.include_ignored,
+                s.run.port_base,
+                s.run.keep_worktrees,
+                s.run.deadline,
+                s.run.retry_backoff,
+                s.run.pool,
+            ) = run;
+            let (branch, mode, on_conflict, max_redos, pick, task_check, integration_check) = merge;
+            (s.merge.branch, s.merge.mode, s.merge.on_conflict, s.merge.max_redos, s.merge.pick) =
+                (branch, mode, on_conflict, max_redos, pick);
+            (s.checks.task, s.checks.integration) = (task_check, integration_check);
+            s.variants = variants
+                .into_iter()
+                .map(|(name, prompt, command)| VariantSpec {
+                    name,
+                    prompt,
+                    command,
+                    ..VariantSpec::default()
+                })
+                .collect();
+            s
+        },
+    )
 }

@@ -191,8 +191,11 @@ pub fn clone_sparse(
     // The remote's git, when it is on this machine (a `file://` mirror), runs hardened too.
     let upload_pack = format!("--upload-pack=git {} upload-pack --strict", crate::cli::hardening_args());
     let heads = format!("refs/heads/{branch}");
-    let exists =
-        !git.run_in(&ws, ["ls-remote", upload_pack.as_str(), "--heads", "origin", &heads])?.stdout.trim().is_empty();
+    let exists = !git
+        .run_in(&ws, ["ls-remote", upload_pack.as_str(), "--heads", "origin", &heads])?
+        .stdout
+        .trim()
+        .is_empty();
     let branch_spec = format!("+refs/heads/{branch}:{remote_branch}");
     let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", upload_pack.as_str()];
     args.extend(["--depth", "1", "--filter=blob:none", "origin", base]);
@@ -479,7 +482,8 @@ pub fn checkpoint(
             git.run_in(&ws, args)?;
         }
     }
-    let staged = git.run_in_allowing(&ws, ["diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv"], &[1])?;
+    let staged =
+        git.run_in_allowing(&ws, ["diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv"], &[1])?;
     if staged.code == 0 {
         return Ok(done);
     }

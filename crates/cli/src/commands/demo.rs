@@ -71,6 +71,7 @@ pub async fn cmd_demo(home: PathBuf, args: DemoArgs) -> anyhow::Result<ExitCode>
             canary: None,
             yes: false,
             nats: None,
+            ack_wait: std::time::Duration::from_secs(60),
             local_workers: None,
             coordinator: None,
             tls: Default::default(),

@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// [env: GROVE_NATS]
     #[arg(long, env = "GROVE_NATS", value_name = "URL", help_heading = "Distributed")]
     pub nats: Option<String>,
+    /// With --nats: the lease of a task on a worker without a heartbeat (the pools' consumers
+    /// this coordinator makes keep it; workers heartbeat and fence by it)
+    #[arg(long, value_parser = grove_core::spec::parse_duration, default_value = "60s", requires = "nats", help_heading = "Distributed")]
+    pub ack_wait: std::time::Duration,
     /// Submit to a coordinator daemon instead of running here (see `grove coordinator`)
     /// [env: GROVE_COORDINATOR]
     #[arg(long, env = "GROVE_COORDINATOR", value_name = "URL", help_heading = "Distributed", conflicts_with_all = ["nats", "job", "only", "failed", "canary"])]
@@ -83,9 +87,7 @@ impl RunArgs {
     fn nats(&self) -> anyhow::Result<Option<grove_bus::nats::NatsConfig>> {
         self.nats
             .as_deref()
-            .map(|url| {
-                super::worker::nats_config(url, None, std::time::Duration::from_secs(60), &self.nats_tls)
-            })
+            .map(|url| super::worker::nats_config(url, None, self.ack_wait, &self.nats_tls))
             .transpose()
     }
 
