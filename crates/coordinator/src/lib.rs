@@ -12,8 +12,10 @@
 pub mod daemon;
 pub mod drive;
 pub mod gc;
+pub mod githttp;
 pub mod grpc;
 pub mod home;
+pub mod launch;
 pub mod logs;
 pub mod rerun;
 pub mod review;
@@ -32,7 +34,7 @@ use grove_core::spec::SpecError;
 use grove_git::{Git, GitError, worktree::Identity};
 
 pub use drive::Note;
-pub use store::{JobRow, JobTrain, Store, StoreError, TaskRow, TaskTrain};
+pub use store::{JobRow, JobTrain, PoolLoad, Store, StoreError, TaskRow, TaskTrain};
 
 /// Why the coordinator could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,10 @@ pub struct Coordinator {
     /// `Some(pool)` when this coordinator's workers serve one pool only (the embedded mode):
     /// `auto` places everything there.
     pub single_pool: Option<String>,
+    /// The base URL of this coordinator's git endpoint as workers reach it
+    /// (`--git-url`, e.g. `https://grove.example:7070/git`): assignments then name a mirror
+    /// by its URL there instead of a `file://` path, so a worker needs no path of this machine.
+    pub git_url: Option<String>,
     /// Jobs being cancelled: their conflicts are not redone.
     cancelling: std::sync::Mutex<std::collections::HashSet<JobId>>,
     /// One train moves at a time, whichever path moves it (events, a submit's dispatch, review
@@ -120,6 +126,7 @@ impl Coordinator {
             layout,
             identity: Identity::default(),
             single_pool: None,
+            git_url: None,
             cancelling: Default::default(),
             trains: Default::default(),
         })
