@@ -7,6 +7,7 @@ mod distributed;
 mod faults;
 mod gc;
 mod harness;
+mod kube;
 mod limits;
 mod refusals;
 mod rerun;

@@ -41,6 +41,15 @@ impl Embedded {
     /// Open the state under `home` with the in-process bus, or with NATS when `nats` is given
     /// (then workers elsewhere can take the tasks).
     pub async fn open(home: PathBuf, nats: Option<grove_bus::nats::NatsConfig>) -> anyhow::Result<Embedded> {
+        Self::open_with(home, nats, None).await
+    }
+
+    /// [`Embedded::open`], with the git endpoint's URL as workers elsewhere reach it.
+    pub async fn open_with(
+        home: PathBuf,
+        nats: Option<grove_bus::nats::NatsConfig>,
+        git_url: Option<String>,
+    ) -> anyhow::Result<Embedded> {
         let git = Git::detect()?;
         let layout = Layout::new(home);
         let single_pool = nats.is_none().then(|| grove_core::placement::LOCAL.to_owned());
@@ -51,6 +60,7 @@ impl Embedded {
         let mut coordinator = Coordinator::new(layout.clone(), bus.clone(), git.clone())
             .with_context(|| format!("opening grove's state in {}", layout.home().display()))?;
         coordinator.single_pool = single_pool;
+        coordinator.git_url = git_url;
         let coordinator = Arc::new(coordinator);
         Ok(Embedded { coordinator, bus, git, layout })
     }
@@ -72,6 +82,7 @@ impl Embedded {
                 announce_every: std::time::Duration::from_secs(10),
                 // One run on the person's machine: they watch their own disk.
                 disk: grove_worker::disk::Budget::none(),
+                idle_exit: None,
             });
             set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }

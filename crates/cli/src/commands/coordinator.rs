@@ -1,10 +1,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use grove_coordinator::daemon::Daemon;
+use grove_coordinator::githttp::{self, GitAccess, WorkerTokens};
 use grove_coordinator::grpc;
 use grove_coordinator::home::HomeLock;
 use grove_core::spec::parse_duration;
@@ -25,7 +27,9 @@ use crate::embedded::Embedded;
   grove coordinator --nats nats://127.0.0.1:4222 --gc-every 6h --gc-older-than 7d
   grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/token --nats nats://nats:4222
   grove coordinator --listen 0.0.0.0:7070 --token-file token --tls-cert cert.pem --tls-key key.pem \\
-      --nats tls://nats:4222 --nats-ca nats-ca.pem")]
+      --nats tls://nats:4222 --nats-ca nats-ca.pem
+  grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/token --nats nats://nats:4222 \\
+      --git-url http://grove:7070/git --kube --kube-image ghcr.io/example/grove-worker:0.1.0")]
 pub struct CoordinatorArgs {
     /// The address to serve gRPC on
     #[arg(long, default_value = "127.0.0.1:7070")]
@@ -53,8 +57,14 @@ pub struct CoordinatorArgs {
     /// With --gc-every: how long ago a job must have ended to be collected
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "7d", requires = "gc_every")]
     pub gc_older_than: std::time::Duration,
+    /// The mirrors' URL as workers elsewhere reach this coordinator, e.g.
+    /// https://grove.example:7070/git (served on --listen under /git) [env: GROVE_GIT_URL]
+    #[arg(long, env = "GROVE_GIT_URL", value_name = "URL")]
+    pub git_url: Option<String>,
     #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
+    #[command(flatten)]
+    pub kube: crate::launcher::KubeArgs,
 }
 
 /// The server's TLS identity, when a certificate was given.
@@ -90,6 +100,16 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
         );
     }
     let tls = server_tls(&args)?;
+    if let Some(u) = &args.git_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        anyhow::bail!("--git-url {u:?}: an http:// or https:// URL (this coordinator's address, then /git)");
+    }
+    // The launcher's configuration is checked before anything starts.
+    let kube_layers = crate::launcher::layers(&home, &args.kube, args.git_url.as_deref())?;
+    if kube_layers.enabled() {
+        kube_layers.validate().context("the pod launcher's configuration ([kube])")?;
+    }
     let nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
     // One daemon per home, and no `grove gc` under its feet. A predecessor killed a moment
     // ago may still be exiting: give it a few seconds to let go.
@@ -97,10 +117,18 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     let _home_lock = tokio::task::block_in_place(|| {
         HomeLock::take(&layout, "grove coordinator", std::time::Duration::from_secs(5))
     })?;
-    let emb = Embedded::open(home.clone(), Some(nats)).await?;
+    let emb = Embedded::open_with(home.clone(), Some(nats), args.git_url.clone()).await?;
     let daemon = Daemon::new(emb.coordinator.clone());
     let stop = CancellationToken::new();
     let events = tokio::spawn(daemon.clone().run(stop.clone()));
+    let tokens = Arc::new(tokio::task::block_in_place(|| WorkerTokens::open(&layout))?);
+    crate::launcher::start(&kube_layers, &daemon, tokens.clone(), &args.nats, stop.clone()).await?;
+    let git = Arc::new(GitAccess {
+        git: emb.git.clone(),
+        mirrors: layout.mirrors(),
+        api_token: token.clone(),
+        tokens,
+    });
     if let Some(every) = args.gc_every {
         let policy = grove_coordinator::gc::Policy { older_than: args.gc_older_than, ..Default::default() };
         tokio::spawn(collect_every(daemon.clone(), every, policy, stop.clone()));
@@ -111,7 +139,8 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "grove coordinator: gRPC on {scheme}://{addr}, NATS {}, state in {}",
+        "grove coordinator: gRPC on {scheme}://{addr}, mirrors on {scheme}://{addr}{}, NATS {}, state in {}",
+        githttp::PREFIX,
         args.nats,
         home.display()
     );
@@ -130,12 +159,15 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
             stop.cancel();
         }
     };
-    let mut server = tonic::transport::Server::builder();
+    // HTTP/1.1 too: git's smart HTTP speaks it (over TLS curl negotiates HTTP/2).
+    let mut server = tonic::transport::Server::builder().accept_http1(true);
     if let Some(tls) = tls {
         server = server.tls_config(tls).context("the TLS certificate or key")?;
     }
+    let routes = tonic::service::Routes::from(githttp::router(git))
+        .add_service(grpc::server(grpc::Api::new(daemon), token));
     let serve = server
-        .add_service(grpc::server(grpc::Api::new(daemon), token))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown);
     let mut events = events;
     tokio::select! {
