@@ -61,10 +61,88 @@ pub struct CoordinatorArgs {
     /// https://grove.example:7070/git (served on --listen under /git) [env: GROVE_GIT_URL]
     #[arg(long, env = "GROVE_GIT_URL", value_name = "URL")]
     pub git_url: Option<String>,
+    /// Check the flags, the token, TLS files and the launcher's configuration, print the
+    /// coordinator's settings and the worker Job the launcher would make for each of its pools,
+    /// and exit without starting
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON on stdout (with --dry-run)
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
     #[command(flatten)]
     pub kube: crate::launcher::KubeArgs,
+}
+
+/// `--dry-run`: what the coordinator would run with, and the Jobs its launcher would make
+/// (slot 0 of each pool, with no task's deadline), without opening its state or connecting.
+fn dry_run(
+    home: &std::path::Path,
+    args: &CoordinatorArgs,
+    tls: bool,
+    kube: &grove_kube::config::Layers,
+) -> anyhow::Result<ExitCode> {
+    let launcher = if kube.enabled() {
+        let s = kube.validate().context("the pod launcher's configuration ([kube])")?;
+        let nats_url = s.nats_url.clone().unwrap_or_else(|| args.nats.clone());
+        let jobs: Vec<_> = s
+            .pools
+            .iter()
+            .map(|pool| {
+                grove_kube::job::job(&grove_kube::job::JobParams {
+                    settings: &s,
+                    pool,
+                    slot: 0,
+                    nats_url: &nats_url,
+                    deadline: s.max_lifetime,
+                })
+            })
+            .collect();
+        Some(serde_json::json!({
+            "namespace": s.namespace,
+            "instance": s.instance,
+            "image": s.image,
+            "pools": s.pools.iter().map(|p| serde_json::json!({"pool": p.name, "max_pods": p.max_pods})).collect::<Vec<_>>(),
+            "jobs": jobs,
+        }))
+    } else {
+        None
+    };
+    let v = serde_json::json!({
+        "home": home,
+        "listen": args.listen.to_string(),
+        "nats": args.nats,
+        "tls": tls,
+        "git_url": args.git_url,
+        "ack_wait_secs": args.ack_wait.as_secs_f64(),
+        "gc_every_secs": args.gc_every.map(|d| d.as_secs_f64()),
+        "kube": launcher,
+    });
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        let pools = launcher.as_ref().and_then(|l| l["pools"].as_array().cloned()).map(|p| {
+            p.iter()
+                .map(|p| format!("{} (at most {})", p["pool"].as_str().unwrap_or_default(), p["max_pods"]))
+                .collect::<Vec<_>>()
+        });
+        writeln!(
+            out,
+            "coordinator: {} on {}, NATS {}, state in {}, {}",
+            if tls { "https" } else { "http" },
+            args.listen,
+            args.nats,
+            home.display(),
+            match pools {
+                Some(p) => format!("launching worker pods for {}", p.join(", ")),
+                None => "no pod launcher".to_owned(),
+            }
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The server's TLS identity, when a certificate was given.
@@ -111,6 +189,9 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
         kube_layers.validate().context("the pod launcher's configuration ([kube])")?;
     }
     let nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
+    if args.dry_run {
+        return dry_run(&home, &args, tls.is_some(), &kube_layers);
+    }
     // One daemon per home, and no `grove gc` under its feet. A predecessor killed a moment
     // ago may still be exiting: give it a few seconds to let go.
     let layout = grove_core::layout::Layout::new(home.clone());
