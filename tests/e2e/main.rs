@@ -3,6 +3,7 @@
 
 mod cancel;
 mod chaos;
+mod chart;
 mod distributed;
 mod faults;
 mod gc;
