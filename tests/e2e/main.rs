@@ -4,12 +4,14 @@
 mod access;
 mod cancel;
 mod chaos;
+mod chart;
 mod credentials;
 mod distributed;
 mod faults;
 mod gc;
 mod harness;
 mod hostile;
+mod kube;
 mod limits;
 mod nats_auth;
 mod refusals;

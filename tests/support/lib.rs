@@ -2,6 +2,8 @@
 //! suite runs the binaries of this very checkout), free loopback ports, a `nats-server` of
 //! the test's own, and processes that are killed when the test ends.
 
+pub mod kube;
+
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,20 @@ fn build_bins() -> Vec<(String, PathBuf)> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/cli/Cargo.toml");
     let mut cmd = Command::new(cargo);
+    // Not the variables cargo set for this test binary (CARGO_PKG_NAME=grove-tests, ...):
+    // build scripts that watch them (ring's does) would see them change between this build
+    // and the one that built the tests, and every crate above them would be built again,
+    // each time, in both.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || k.starts_with("CARGO_BIN_")
+            || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&k.as_ref())
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
     cmd.args(["build", "--quiet", "--bins", "--message-format=json-render-diagnostics", "--manifest-path"])
         .arg(&manifest)
         .stdout(Stdio::piped())

@@ -45,14 +45,16 @@ impl Embedded {
     /// Open the state under `home` with the in-process bus, or with NATS when `nats` is given
     /// (then workers elsewhere can take the tasks).
     pub async fn open(home: PathBuf, nats: Option<grove_bus::nats::NatsConfig>) -> anyhow::Result<Embedded> {
-        Embedded::open_masking(home, nats, &[]).await
+        Embedded::open_with(home, nats, None, &[]).await
     }
 
-    /// [`Embedded::open`], masking `tokens` (grove's own, read from files) besides those of
-    /// the environment and the NATS config.
-    pub async fn open_masking(
+    /// [`Embedded::open`], with the git endpoint's URL as workers elsewhere reach it, masking
+    /// `tokens` (grove's own, read from files) besides those of the environment and the NATS
+    /// config.
+    pub async fn open_with(
         home: PathBuf,
         nats: Option<grove_bus::nats::NatsConfig>,
+        git_url: Option<String>,
         tokens: &[String],
     ) -> anyhow::Result<Embedded> {
         let tokens = crate::secrets::grove_tokens(nats.as_ref(), tokens);
@@ -67,6 +69,7 @@ impl Embedded {
             .with_context(|| format!("opening grove's state in {}", layout.home().display()))?;
         coordinator.single_pool = single_pool;
         coordinator.mask = grove_worker::secrets::Mask::new(tokens.iter().cloned());
+        coordinator.git_url = git_url;
         let coordinator = Arc::new(coordinator);
         let secrets = grove_worker::secrets::Secrets::new(Default::default(), tokens.iter().cloned());
         Ok(Embedded { coordinator, bus, git, layout, secrets, tokens })
@@ -97,6 +100,7 @@ impl Embedded {
                 // One run on the person's machine: they watch their own disk.
                 disk: grove_worker::disk::Budget::none(),
                 secrets: self.secrets.clone(),
+                idle_exit: None,
             });
             set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }

@@ -4,6 +4,7 @@
 
 mod commands;
 mod embedded;
+mod launcher;
 mod output;
 mod progress;
 mod remote;

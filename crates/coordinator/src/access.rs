@@ -82,6 +82,7 @@ pub enum TokenError {
     Empty,
 }
 
+#[derive(Clone)]
 struct Entry {
     /// `Bearer <token>`, as the header carries it.
     bearer: Vec<u8>,
@@ -89,7 +90,7 @@ struct Entry {
 }
 
 /// The tokens a listener accepts.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Tokens {
     entries: Vec<Entry>,
 }

@@ -23,6 +23,8 @@ const CANCEL_GRACE: Duration = Duration::from_secs(15);
 
 pub struct Daemon {
     pub coord: Arc<Coordinator>,
+    /// What a pod launcher reports about its pools (empty without one).
+    pub board: Arc<crate::launch::Board>,
     notes: mpsc::UnboundedSender<Note>,
     watch: broadcast::Sender<Note>,
     /// Jobs being cancelled, and when their grace ends.
@@ -47,6 +49,7 @@ impl Daemon {
         });
         Arc::new(Daemon {
             coord,
+            board: Arc::default(),
             notes,
             watch,
             cancelling: Default::default(),

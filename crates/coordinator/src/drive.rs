@@ -177,7 +177,7 @@ impl Coordinator {
                 local_in_flight += 1;
             }
             self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
-            self.bus.dispatch(&placed.pool, assignment(&row, t, attempt)).await?;
+            self.bus.dispatch(&placed.pool, self.assignment(&row, t, attempt)).await?;
             self.store.set_on_bus(job, &t.slug, attempt)?;
             dispatched.insert(t.slug.clone());
             let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
@@ -217,7 +217,7 @@ impl Coordinator {
         let row = self.store.job(job.as_str())?;
         for t in self.store.tasks(job)?.iter().filter(|t| slugs.contains(&t.slug)) {
             let pool = t.placed.clone().unwrap_or_else(|| t.pool.clone());
-            self.bus.dispatch(&pool, assignment(&row, t, t.attempt)).await?;
+            self.bus.dispatch(&pool, self.assignment(&row, t, t.attempt)).await?;
             self.store.set_on_bus(job, &t.slug, t.attempt)?;
         }
         Ok(slugs)
@@ -348,7 +348,9 @@ impl Coordinator {
                     let attempt = t.attempt;
                     let placed = self.place(&row, &self.store.tasks(job)?, &t, None);
                     self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
-                    crate::train::block_on(self.bus.dispatch(&placed.pool, assignment(&row, &t, attempt)))??;
+                    crate::train::block_on(
+                        self.bus.dispatch(&placed.pool, self.assignment(&row, &t, attempt)),
+                    )??;
                     self.store.set_on_bus(job, &t.slug, attempt)?;
                     let _ = notes.send(n.clone());
                     let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
@@ -430,6 +432,17 @@ impl Coordinator {
             skipped,
         });
         Ok(())
+    }
+}
+
+impl Coordinator {
+    /// Attempt `attempt` of `t`, as a worker gets it.
+    pub(crate) fn assignment(&self, job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
+        let mut a = assignment(job, t, attempt);
+        if let Some(base) = &self.git_url {
+            a.remote = crate::githttp::mirror_url(base, std::path::Path::new(&job.mirror));
+        }
+        a
     }
 }
 

@@ -177,6 +177,33 @@ pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
     }
 }
 
+fn pod_pb(p: &crate::launch::PodReport) -> pb::LaunchedPod {
+    pb::LaunchedPod {
+        name: p.name.clone(),
+        pod: p.pod.clone(),
+        phase: p.phase.clone(),
+        reason: p.reason.clone(),
+        message: p.message.clone(),
+        created_at: p.created_at,
+        stuck: p.stuck,
+    }
+}
+
+/// A launcher's pool as on the wire.
+pub fn pool_pb(p: &crate::launch::PoolReport) -> pb::LaunchedPool {
+    pb::LaunchedPool {
+        pool: p.pool.clone(),
+        backend: p.backend.clone(),
+        wanted: p.wanted,
+        max: p.max,
+        pods: p.pods.iter().map(pod_pb).collect(),
+        failures: p.failures.iter().map(pod_pb).collect(),
+        held: p.held.clone(),
+        error: p.error.clone(),
+        updated_at: p.updated_at,
+    }
+}
+
 /// One task as on the wire, with what the merge train knows about it.
 pub fn task_pb(t: &TaskRow) -> pb::Task {
     pb::Task {
@@ -462,6 +489,7 @@ impl CoordinatorApi for Api {
         let workers = self.daemon.coord.bus.workers().await.map_err(|e| status(e.into()))?;
         Ok(Response::new(pb::ListWorkersReply {
             workers: workers.iter().map(grove_bus::wire::worker_pb).collect(),
+            pools: self.daemon.board.pools().iter().map(pool_pb).collect(),
         }))
     }
 

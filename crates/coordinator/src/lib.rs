@@ -13,8 +13,10 @@ pub mod access;
 pub mod daemon;
 pub mod drive;
 pub mod gc;
+pub mod githttp;
 pub mod grpc;
 pub mod home;
+pub mod launch;
 pub mod logs;
 pub mod rerun;
 pub mod review;
@@ -33,7 +35,7 @@ use grove_core::spec::SpecError;
 use grove_git::{Git, GitError, worktree::Identity};
 
 pub use drive::Note;
-pub use store::{JobRow, JobTrain, Store, StoreError, TaskRow, TaskTrain};
+pub use store::{JobRow, JobTrain, PoolLoad, Store, StoreError, TaskRow, TaskTrain};
 
 /// Why the coordinator could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,10 @@ pub struct Coordinator {
     /// Secrets masked in what the integration check prints (grove's own tokens: the check
     /// gets none of them, this is in case it finds one anyway).
     pub mask: grove_worker::secrets::Mask,
+    /// The base URL of this coordinator's git endpoint as workers reach it
+    /// (`--git-url`, e.g. `https://grove.example:7070/git`): assignments then name a mirror
+    /// by its URL there instead of a `file://` path, so a worker needs no path of this machine.
+    pub git_url: Option<String>,
     /// Jobs being cancelled: their conflicts are not redone.
     cancelling: std::sync::Mutex<std::collections::HashSet<JobId>>,
     /// One train moves at a time, whichever path moves it (events, a submit's dispatch, review
@@ -125,6 +131,7 @@ impl Coordinator {
             identity: Identity::default(),
             single_pool: None,
             mask: Default::default(),
+            git_url: None,
             cancelling: Default::default(),
             trains: Default::default(),
         })

@@ -105,6 +105,17 @@ CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(job, state);
 ";
 
+/// What a pool's tasks ask of it (see [`Store::pool_load`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolLoad {
+    /// On the bus, not taken by a worker yet.
+    pub queued: u32,
+    /// Being prepared, run or checked by a worker.
+    pub running: u32,
+    /// The longest any of them may still run, when their jobs have a deadline.
+    pub deadline: Option<std::time::Duration>,
+}
+
 /// A job as stored.
 #[derive(Debug, Clone)]
 pub struct JobRow {
@@ -794,6 +805,46 @@ impl Store {
         })
     }
 
+    /// What the tasks placed on `pool` ask of it now (`now`: unix seconds), for a pod
+    /// launcher: tasks on the bus waiting for a worker, tasks a worker is on, and the longest
+    /// time one of them may still run (`run.deadline` counted from its first dispatch).
+    /// Tasks waiting out a backoff or parked are not on the bus and ask for nothing.
+    pub fn pool_load(&self, pool: &str, now: i64) -> Result<PoolLoad, StoreError> {
+        let rows: Vec<(String, String, Option<i64>)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT t.job, t.state, t.first_dispatched_at FROM tasks t JOIN jobs j ON j.id = t.job
+                 WHERE j.state = 'running' AND t.placed = ?1 AND t.on_bus = 1
+                   AND t.state IN ('queued', 'preparing', 'running', 'checking')
+                   AND (t.state != 'queued' OR t.retry_at IS NULL)",
+            )?;
+            st.query_map([pool], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+        })?;
+        let mut load = PoolLoad::default();
+        let mut deadlines: std::collections::HashMap<String, Option<std::time::Duration>> =
+            Default::default();
+        for (job, state, first) in rows {
+            if state == "queued" {
+                load.queued += 1;
+            } else {
+                load.running += 1;
+            }
+            let deadline = match deadlines.get(&job) {
+                Some(d) => *d,
+                None => {
+                    let d = self.job(&job)?.spec.run.deadline;
+                    deadlines.insert(job.clone(), d);
+                    d
+                }
+            };
+            if let Some(d) = deadline {
+                let spent = first.map_or(0, |f| (now - f).max(0)) as u64;
+                let left = d.saturating_sub(std::time::Duration::from_secs(spent));
+                load.deadline = Some(load.deadline.map_or(left, |l: std::time::Duration| l.max(left)));
+            }
+        }
+        Ok(load)
+    }
+
     /// The integration branch is at `head` (found in the mirror after a restart).
     pub fn set_integration_head(&self, job: &JobId, head: &str) -> Result<(), StoreError> {
         self.with(|c| {
@@ -997,5 +1048,54 @@ mod tests {
         assert_eq!(store.job("j-0001").expect("job").collected_at, None, "running again: not collected");
         drop(store);
         Store::open(&path).expect("opens again at version 4");
+    }
+
+    /// A pod launcher's view of a pool: tasks on the bus, tasks being worked on, and the
+    /// longest deadline left; other pools, ended jobs and tasks waiting out a backoff count
+    /// for nothing.
+    #[test]
+    fn pool_load_counts_what_needs_a_worker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("grove.db")).expect("open");
+        store
+            .with(|c| {
+                for (id, state, spec) in
+                    [("j-0001", "running", r#"{"run":{"deadline":"2h"}}"#), ("j-0002", "done", "{}"), ("j-0003", "running", "{}")]
+                {
+                    c.execute(
+                        "INSERT INTO jobs (id, created_at, spec, source, mirror, base, integration_branch, integration_head,
+                           state, warnings, ignored_files) VALUES (?1, 1, ?3, 's', 'm', 'b', 'i', 'b', ?2, '[]', '[]')",
+                        params![id, state, spec],
+                    )?;
+                }
+                type Row<'a> = (&'a str, &'a str, &'a str, &'a str, i64, Option<i64>, Option<i64>);
+                let tasks: [Row; 8] = [
+                    ("j-0001", "a", "cloud", "queued", 1, None, Some(1000)),
+                    ("j-0001", "b", "cloud", "running", 1, None, Some(400)),
+                    ("j-0001", "c", "cloud", "queued", 1, Some(5000), Some(100)), // backing off
+                    ("j-0001", "d", "local", "queued", 1, None, Some(1000)),
+                    ("j-0001", "e", "cloud", "succeeded", 1, None, Some(1000)),
+                    ("j-0001", "f", "cloud", "queued", 0, None, Some(1000)), // not confirmed on the bus
+                    ("j-0002", "a", "cloud", "queued", 1, None, Some(1000)), // its job ended
+                    ("j-0003", "a", "cloud", "checking", 1, None, Some(1000)),
+                ];
+                for (job, slug, pool, state, on_bus, retry_at, first) in tasks {
+                    c.execute(
+                        "INSERT INTO tasks (job, slug, ord, level, title, files, lines, depends_on, branch, pool,
+                           state, merge_state, updated_at, placed, on_bus, retry_at, first_dispatched_at)
+                         VALUES (?1, ?2, 0, 0, 't', '[]', 0, '[]', 'b', ?3, ?4, 'pending', 0, ?3, ?5, ?6, ?7)",
+                        params![job, slug, pool, state, on_bus, retry_at, first],
+                    )?;
+                }
+                Ok(())
+            })
+            .expect("rows");
+        let load = store.pool_load("cloud", 1000).expect("load");
+        assert_eq!((load.queued, load.running), (1, 2));
+        // j-0001's deadline is 2h: `a` was first dispatched just now (2h left), `b` 600s ago.
+        assert_eq!(load.deadline, Some(std::time::Duration::from_secs(7200)));
+        let later = store.pool_load("cloud", 1000 + 3600).expect("load");
+        assert_eq!(later.deadline, Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(store.pool_load("gpu", 1000).expect("load"), PoolLoad::default());
     }
 }

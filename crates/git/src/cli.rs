@@ -71,6 +71,8 @@ pub struct Git {
     program: PathBuf,
     /// A credential for one site, for the fetches and pushes of this `Git` only.
     credential: Option<std::sync::Arc<SiteCredential>>,
+    /// `-c key=value` given to every command (a credential helper, say).
+    config: Vec<String>,
 }
 
 /// A credential git may use for one site (scheme, host and port). git gets it from a credential
@@ -98,7 +100,7 @@ pub struct GitOutput {
 impl Git {
     /// Find `git` on PATH and check its version.
     pub fn detect() -> Result<Git, GitError> {
-        let git = Git { program: PathBuf::from("git"), credential: None };
+        let git = Git { program: PathBuf::from("git"), credential: None, config: Vec::new() };
         let out = git.run(Path::new("."), ["version"])?;
         let found = out.stdout.trim().trim_start_matches("git version ").to_owned();
         let mut nums = found.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
@@ -119,7 +121,22 @@ impl Git {
         Git {
             program: self.program.clone(),
             credential: Some(std::sync::Arc::new(SiteCredential { site, credential })),
+            config: self.config.clone(),
         }
+    }
+
+    /// This git, answering a remote's password prompt with the token in `file`, read afresh
+    /// at every request (so a token rewritten in place, as a mounted Kubernetes Secret is,
+    /// takes effect at once). The token never appears on a command line or in a repository's
+    /// config.
+    pub fn with_token_file(mut self, file: &Path) -> Git {
+        let quoted = format!("'{}'", file.display().to_string().replace('\'', "'\\''"));
+        // An empty value first: no other helper (a developer's keychain) answers instead.
+        self.config.push("credential.helper=".into());
+        self.config.push(format!(
+            "credential.helper=!f() {{ test \"$1\" = get || exit 0; echo username=grove; printf 'password=%s\\n' \"$(cat {quoted})\"; }}; f"
+        ));
+        self
     }
 
     /// A git command with grove's fixed environment, to be run in `dir`. A `dir` that is itself
@@ -150,6 +167,9 @@ impl Git {
                 .arg(format!("credential.{}.helper={CREDENTIAL_HELPER}", c.site))
                 .env("GROVE_GIT_USERNAME", c.credential.user())
                 .env("GROVE_GIT_PASSWORD", c.credential.password());
+        }
+        for c in &self.config {
+            cmd.arg("-c").arg(c);
         }
         for var in CALLER_VARS {
             cmd.env_remove(var);
@@ -504,6 +524,37 @@ pub(crate) fn nul_fields(s: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The helper answers `get` with the file's content at that moment, and nothing else.
+    #[test]
+    fn the_token_file_answers_credential_requests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("it's a token");
+        std::fs::write(&file, "first\n").expect("token");
+        let git = Git::detect().expect("git").with_token_file(&file);
+        let ask = |git: &Git| {
+            let mut cmd = git.command(dir.path());
+            cmd.args(["credential", "fill"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().expect("git credential");
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"protocol=http\nhost=grove:7070\npath=git/r.git\n\n")
+                .expect("write");
+            let out = child.wait_with_output().expect("wait");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let out = ask(&git);
+        assert!(out.contains("username=grove\n") && out.contains("password=first\n"), "{out}");
+        std::fs::write(&file, "second\n").expect("rewritten in place");
+        assert!(ask(&git).contains("password=second\n"));
+    }
 
     #[test]
     fn failures_carry_git_message() {

@@ -49,6 +49,9 @@ pub struct WorkerContext {
     pub disk: disk::Budget,
     /// The agents' credentials, and what is masked in logs (those, and grove's tokens).
     pub secrets: secrets::Secrets,
+    /// Stop after this long with no attempt running and none delivered (an ephemeral
+    /// worker: a pod that exits when the pool's queue is empty); `None`: run until stopped.
+    pub idle_exit: Option<std::time::Duration>,
 }
 
 /// How long a worker short of disk waits before it looks again.
@@ -150,6 +153,25 @@ async fn refuse(ctx: &WorkerContext, delivery: grove_bus::Delivery, why: &str) {
     }
 }
 
+/// Resolves once the worker has had no attempt and no delivery for `ctx.idle_exit` (never
+/// without one). Looked at often, so an attempt that ends while the worker waits for the next
+/// task starts the idle clock then.
+async fn idle_for(
+    ctx: &WorkerContext,
+    attempts: &Running,
+    last_busy: &std::sync::Mutex<std::time::Instant>,
+) -> std::time::Duration {
+    let Some(limit) = ctx.idle_exit else { return std::future::pending().await };
+    loop {
+        tokio::time::sleep(limit.min(std::time::Duration::from_millis(250))).await;
+        let idle = attempts.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let since = last_busy.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        if idle && since >= limit {
+            return since;
+        }
+    }
+}
+
 /// Check the disk budget in a blocking thread; `Some(why)` when no task may be taken.
 async fn disk_check(ctx: &Arc<WorkerContext>) -> Option<String> {
     let (git, layout, budget) = (ctx.git.clone(), ctx.layout.clone(), ctx.disk);
@@ -165,6 +187,8 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
     // Running attempts by job and task, so a cancellation from the coordinator reaches them.
     let attempts: Running = Arc::default();
     let refusing: Refusing = Arc::default();
+    // When the worker last had something to do, for `idle_exit`.
+    let last_busy = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
     let announcer = tokio::spawn(announce(ctx.clone(), attempts.clone(), refusing.clone()));
     // Cancellations seen lately: an assignment that was still queued when its job or task was
     // cancelled is dropped when it arrives instead of run.
@@ -226,6 +250,10 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
         }
         let delivery = tokio::select! {
             () = stop.cancelled() => break,
+            idle = idle_for(&ctx, &attempts, &last_busy) => {
+                tracing::info!(worker = %ctx.id, "nothing to do for {idle:?}: exiting");
+                break;
+            }
             d = ctx.bus.next_task(&ctx.pools) => match d {
                 Ok(d) => d,
                 Err(grove_bus::BusError::Closed) => { tracing::info!(worker = %ctx.id, "bus closed"); break }
@@ -237,6 +265,7 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
                 }
             },
         };
+        *last_busy.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         let dropped = {
             let a = &delivery.assignment;
             recent.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(c, _)| c.matches(&a.job, &a.task))
@@ -255,10 +284,11 @@ pub async fn run(ctx: Arc<WorkerContext>, stop: CancellationToken, kill: Cancell
         let token = kill.child_token();
         let key = (delivery.assignment.job.clone(), delivery.assignment.task.clone(), token.clone());
         attempts.lock().unwrap_or_else(|p| p.into_inner()).push(key);
-        let (ctx2, attempts2) = (ctx.clone(), attempts.clone());
+        let (ctx2, attempts2, busy2) = (ctx.clone(), attempts.clone(), last_busy.clone());
         running.spawn(async move {
             let (job, task) = (delivery.assignment.job.clone(), delivery.assignment.task.clone());
             attempt::run(ctx2, delivery, token).await;
+            *busy2.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
             attempts2
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -331,6 +361,7 @@ mod tests {
             announce_every: std::time::Duration::from_secs(10),
             disk: disk::Budget::none(),
             secrets: secrets::Secrets::default(),
+            idle_exit: None,
         });
         let job = JobId::new("j", 1);
         for (task, branch) in [

@@ -51,9 +51,20 @@ impl Workspace {
             worktree::clone_sparse(git, &a.remote, path, &a.branch, &a.base, a.sparse.as_deref())
                 .map_err(|e| format!("cloning {}: {e}", a.remote))?
         };
-        let copied = match a.source_dir.as_deref().filter(|s| s.exists()) {
+        // A clone is what a worker elsewhere makes: it reads no path of the coordinator's
+        // machine, so the ignored files (read from the source's working tree) are not copied.
+        let copied = match a.source_dir.as_deref().filter(|s| local && s.exists()) {
             Some(src) => copy_ignored(src, path, &a.ignored_files, a.sparse.as_deref())?,
-            None => Copied::default(),
+            None => {
+                if !a.ignored_files.is_empty() {
+                    tracing::warn!(
+                        task = %a.task,
+                        "{} ignored file(s) not copied: a clone gets only committed files",
+                        a.ignored_files.len()
+                    );
+                }
+                Copied::default()
+            }
         };
         let ws = Workspace {
             path: path.to_path_buf(),

@@ -2,12 +2,14 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 
 use grove_coordinator::access::Tokens;
 use grove_coordinator::daemon::Daemon;
+use grove_coordinator::githttp::{self, GitAccess, WorkerTokens};
 use grove_coordinator::grpc;
 use grove_coordinator::home::HomeLock;
 use grove_core::spec::parse_duration;
@@ -34,6 +36,9 @@ use crate::embedded::Embedded;
   grove coordinator --nats nats://127.0.0.1:4222 --gc-every 6h --gc-older-than 7d
   grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/tokens --tls-cert cert.pem \\
       --tls-key key.pem --nats tls://nats:4222 --nats-ca nats-ca.pem --nats-user grove-coordinator
+  grove coordinator --listen 0.0.0.0:7070 --token-file /etc/grove/tokens --tls-cert cert.pem \\
+      --tls-key key.pem --nats nats://nats:4222 --git-url https://grove:7070/git \\
+      --kube --kube-image ghcr.io/example/grove-worker:0.1.0
 
 A token file:
   # SCOPE   TOKEN                 NAME (jobs are recorded under it)
@@ -68,8 +73,92 @@ pub struct CoordinatorArgs {
     /// With --gc-every: how long ago a job must have ended to be collected
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "7d", requires = "gc_every")]
     pub gc_older_than: std::time::Duration,
+    /// The mirrors' URL as workers elsewhere reach this coordinator, e.g.
+    /// https://grove.example:7070/git (served on --listen under /git) [env: GROVE_GIT_URL]
+    #[arg(long, env = "GROVE_GIT_URL", value_name = "URL")]
+    pub git_url: Option<String>,
+    /// Check the flags, the token, TLS files and the launcher's configuration, print the
+    /// coordinator's settings and the worker Job the launcher would make for each of its pools,
+    /// and exit without starting
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON on stdout (with --dry-run)
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
+    #[command(flatten)]
+    pub kube: crate::launcher::KubeArgs,
+}
+
+/// `--dry-run`: what the coordinator would run with, and the Jobs its launcher would make
+/// (slot 0 of each pool, with no task's deadline), without opening its state or connecting.
+fn dry_run(
+    home: &std::path::Path,
+    args: &CoordinatorArgs,
+    tls: bool,
+    kube: &grove_kube::config::Layers,
+) -> anyhow::Result<ExitCode> {
+    let launcher = if kube.enabled() {
+        let s = kube.validate().context("the pod launcher's configuration ([kube])")?;
+        let nats_url = s.nats_url.clone().unwrap_or_else(|| args.nats.clone());
+        let jobs: Vec<_> = s
+            .pools
+            .iter()
+            .map(|pool| {
+                grove_kube::job::job(&grove_kube::job::JobParams {
+                    settings: &s,
+                    pool,
+                    slot: 0,
+                    nats_url: &nats_url,
+                    deadline: s.max_lifetime,
+                })
+            })
+            .collect();
+        Some(serde_json::json!({
+            "namespace": s.namespace,
+            "instance": s.instance,
+            "image": s.image,
+            "pools": s.pools.iter().map(|p| serde_json::json!({"pool": p.name, "max_pods": p.max_pods})).collect::<Vec<_>>(),
+            "jobs": jobs,
+        }))
+    } else {
+        None
+    };
+    let v = serde_json::json!({
+        "home": home,
+        "listen": args.listen.to_string(),
+        "nats": args.nats,
+        "tls": tls,
+        "git_url": args.git_url,
+        "ack_wait_secs": args.ack_wait.as_secs_f64(),
+        "gc_every_secs": args.gc_every.map(|d| d.as_secs_f64()),
+        "kube": launcher,
+    });
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        let pools = launcher.as_ref().and_then(|l| l["pools"].as_array().cloned()).map(|p| {
+            p.iter()
+                .map(|p| format!("{} (at most {})", p["pool"].as_str().unwrap_or_default(), p["max_pods"]))
+                .collect::<Vec<_>>()
+        });
+        writeln!(
+            out,
+            "coordinator: {} on {}, NATS {}, state in {}, {}",
+            if tls { "https" } else { "http" },
+            args.listen,
+            args.nats,
+            home.display(),
+            match pools {
+                Some(p) => format!("launching worker pods for {}", p.join(", ")),
+                None => "no pod launcher".to_owned(),
+            }
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The server's TLS identity, when a certificate was given.
@@ -127,17 +216,38 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     let tokens = tokens(args.token_file.as_ref())?;
     let tls = server_tls(&args)?;
     check_exposure(args.listen, tls.is_some(), &tokens)?;
+    if let Some(u) = &args.git_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        anyhow::bail!("--git-url {u:?}: an http:// or https:// URL (this coordinator's address, then /git)");
+    }
+    // The launcher's configuration is checked before anything starts.
+    let kube_layers = crate::launcher::layers(&home, &args.kube, args.git_url.as_deref())?;
+    if kube_layers.enabled() {
+        kube_layers.validate().context("the pod launcher's configuration ([kube])")?;
+    }
     let nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
+    if args.dry_run {
+        return dry_run(&home, &args, tls.is_some(), &kube_layers);
+    }
     // One daemon per home, and no `grove gc` under its feet. A predecessor killed a moment
     // ago may still be exiting: give it a few seconds to let go.
     let layout = grove_core::layout::Layout::new(home.clone());
     let _home_lock = tokio::task::block_in_place(|| {
         HomeLock::take(&layout, "grove coordinator", std::time::Duration::from_secs(5))
     })?;
-    let emb = Embedded::open_masking(home.clone(), Some(nats), &tokens.values()).await?;
+    let emb = Embedded::open_with(home.clone(), Some(nats), args.git_url.clone(), &tokens.values()).await?;
     let daemon = Daemon::new(emb.coordinator.clone());
     let stop = CancellationToken::new();
     let events = tokio::spawn(daemon.clone().run(stop.clone()));
+    let worker_tokens = Arc::new(tokio::task::block_in_place(|| WorkerTokens::open(&layout))?);
+    crate::launcher::start(&kube_layers, &daemon, worker_tokens.clone(), &args.nats, stop.clone()).await?;
+    let git = Arc::new(GitAccess {
+        git: emb.git.clone(),
+        mirrors: layout.mirrors(),
+        api_tokens: tokens.clone(),
+        tokens: worker_tokens,
+    });
     if let Some(every) = args.gc_every {
         let policy = grove_coordinator::gc::Policy { older_than: args.gc_older_than, ..Default::default() };
         tokio::spawn(collect_every(daemon.clone(), every, policy, stop.clone()));
@@ -148,7 +258,8 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "grove coordinator: gRPC on {scheme}://{addr}, NATS {}, state in {}",
+        "grove coordinator: gRPC on {scheme}://{addr}, mirrors on {scheme}://{addr}{}, NATS {}, state in {}",
+        githttp::PREFIX,
         args.nats,
         home.display()
     );
@@ -167,12 +278,15 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
             stop.cancel();
         }
     };
-    let mut server = tonic::transport::Server::builder();
+    // HTTP/1.1 too: git's smart HTTP speaks it (over TLS curl negotiates HTTP/2).
+    let mut server = tonic::transport::Server::builder().accept_http1(true);
     if let Some(tls) = tls {
         server = server.tls_config(tls).context("the TLS certificate or key")?;
     }
+    let routes = tonic::service::Routes::from(githttp::router(git))
+        .add_service(grpc::server(grpc::Api::new(daemon), tokens));
     let serve = server
-        .add_service(grpc::server(grpc::Api::new(daemon), tokens))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown);
     let mut events = events;
     tokio::select! {

@@ -60,6 +60,16 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
                 print_jobs(&jobs, args.json)?
             }
         }
+        if !args.json {
+            // A pool whose pods cannot start or keep failing says so, with the reason.
+            let pools = client
+                .list_workers(grove_proto::v1::ListWorkersRequest {})
+                .await
+                .map_err(|s| crate::remote::status(url, s))?
+                .into_inner()
+                .pools;
+            print_pool_problems(&pools)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&Layout::new(home).db())?;
@@ -79,6 +89,26 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per launched pool that is held back or erring, and its latest failure.
+fn print_pool_problems(pools: &[grove_proto::v1::LaunchedPool]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for p in pools {
+        let mut problems: Vec<String> = p.error.iter().chain(&p.held).cloned().collect();
+        if let Some(f) = p.failures.last() {
+            problems.push(format!(
+                "last failed pod {}: {}",
+                f.pod.as_deref().unwrap_or(&f.name),
+                f.reason.as_deref().unwrap_or("no reason given")
+            ));
+        }
+        for why in problems {
+            writeln!(out, "pool {} ({}): {why}", p.pool, p.backend)?;
+        }
+    }
+    Ok(())
 }
 
 fn print_jobs(jobs: &[(JobRow, Vec<TaskRow>)], json: bool) -> anyhow::Result<()> {

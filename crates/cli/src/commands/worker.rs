@@ -23,13 +23,18 @@ use tokio_util::sync::CancellationToken;
 /// credentials: the builtin adapters' own variables (ANTHROPIC_API_KEY for claude, ...) from
 /// this environment, and whatever --agent-env and --agent-env-file name. grove's own tokens
 /// are never passed, and every credential's value is masked in logs.
+///
+/// A worker on another machine (a pod) clones from the coordinator's git endpoint
+/// (`grove coordinator --git-url`) with the token in --git-token-file; with --exit-when-idle
+/// it exits once the pool has had nothing for it that long, as the launcher's pods do.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove worker --nats nats://127.0.0.1:4222 --pool local --capacity 4
   grove worker --nats nats://nats:4222 --pool cloud --clone --id pod-7
   grove worker --nats nats://nats:4222 --agent-env MY_API_KEY --agent-env-file OPENAI_API_KEY=/run/secrets/openai
   grove worker --nats tls://nats:4222 --nats-ca ca.pem --nats-cert me.pem --nats-key me.key
-
+  grove worker --nats nats://nats:4222 --pool cloud --capacity 1 --clone --exit-when-idle 60s \\
+      --git-token-file /var/run/grove/git/token
   GROVE_NATS_PASSWORD=... grove worker --nats nats://nats:4222 --pool gpu --nats-user grove-worker-gpu")]
 pub struct WorkerArgs {
     /// The NATS server(s) [env: GROVE_NATS]
@@ -65,6 +70,20 @@ pub struct WorkerArgs {
     /// workspaces, then takes no task until there is room (0: no floor)
     #[arg(long, value_name = "SIZE", value_parser = grove_worker::disk::parse_size, default_value = "2GiB")]
     pub min_free: u64,
+    /// Exit (status 0) after DURATION with no task running and none delivered
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub exit_when_idle: Option<Duration>,
+    /// A file holding the token for the coordinator's git endpoint, read at every fetch and
+    /// push (so it may be replaced while the worker runs) [env: GROVE_GIT_TOKEN_FILE]
+    #[arg(long, env = "GROVE_GIT_TOKEN_FILE", value_name = "FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// Check the flags and environment, print the worker's settings and exit, without
+    /// connecting (files the flags name need not exist yet)
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON on stdout (with --dry-run)
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     #[command(flatten)]
     pub nats_tls: NatsTls,
     #[command(flatten)]
@@ -175,6 +194,14 @@ pub fn nats_config(
 pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let id =
         args.id.clone().unwrap_or_else(|| format!("{}-{}", grove_worker::host_name(), std::process::id()));
+    if args.dry_run {
+        return dry_run(&home, &id, &args);
+    }
+    if let Some(f) = &args.git_token_file
+        && !f.is_file()
+    {
+        anyhow::bail!("{}: no such file (--git-token-file / GROVE_GIT_TOKEN_FILE names it)", f.display());
+    }
     let mut config = nats_config(&args.nats, args.nats_token_file.as_ref(), args.ack_wait, &args.nats_tls)?;
     // A worker makes nothing on NATS: it waits for a coordinator to have made the streams.
     config.role = grove_bus::nats::Role::Worker;
@@ -182,7 +209,10 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
     let tokens = crate::secrets::grove_tokens(Some(&config), &[]);
     let secrets = crate::secrets::worker_secrets(&home, &args.agent_env, tokens)?;
     let bus = NatsBus::connect(config, &id).await?;
-    let git = grove_git::Git::detect()?;
+    let mut git = grove_git::Git::detect()?;
+    if let Some(f) = &args.git_token_file {
+        git = git.with_token_file(f);
+    }
     let hand_back = CancellationToken::new();
     let ctx = Arc::new(grove_worker::WorkerContext {
         id: id.clone(),
@@ -202,6 +232,7 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         announce_every: config_ttl / 3,
         disk: grove_worker::disk::Budget { max_disk: args.max_disk, min_free: args.min_free },
         secrets,
+        idle_exit: args.exit_when_idle,
     });
     eprintln!("worker {id}: pools {}, capacity {}, NATS {}", args.pools.join(","), ctx.capacity, args.nats);
     let names = ctx.secrets.credentials().names();
@@ -236,5 +267,42 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
     hand_back.cancel();
     kill.cancel();
     work.await.context("the worker loop")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--dry-run`: what the worker would run with, without connecting.
+fn dry_run(home: &std::path::Path, id: &str, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    let secs = |d: Duration| d.as_secs_f64();
+    let v = serde_json::json!({
+        "id": id,
+        "home": home,
+        "nats": args.nats,
+        "pools": args.pools,
+        "capacity": args.capacity.max(1),
+        "workspace": if args.clone { "clone" } else { "auto" },
+        "ack_wait_secs": secs(args.ack_wait),
+        "drain_timeout_secs": secs(args.drain_timeout),
+        "exit_when_idle_secs": args.exit_when_idle.map(secs),
+        "git_token_file": args.git_token_file,
+        "nats_token_file": args.nats_token_file,
+        "max_disk": args.max_disk,
+        "min_free": args.min_free,
+    });
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        writeln!(
+            out,
+            "worker {id}: pools {}, capacity {}, NATS {}, workspaces by {}, home {}{}",
+            args.pools.join(","),
+            args.capacity.max(1),
+            args.nats,
+            if args.clone { "clone" } else { "worktree or clone" },
+            home.display(),
+            args.exit_when_idle.map(|d| format!(", exits after {d:?} idle")).unwrap_or_default()
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
