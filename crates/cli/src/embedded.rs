@@ -72,6 +72,7 @@ impl Embedded {
                 announce_every: std::time::Duration::from_secs(10),
                 // One run on the person's machine: they watch their own disk.
                 disk: grove_worker::disk::Budget::none(),
+                agent_home: grove_worker::agent_home_vars(|k| std::env::var(k).ok()),
             });
             set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }

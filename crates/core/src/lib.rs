@@ -11,6 +11,7 @@ pub mod placement;
 pub mod plan;
 pub mod spec;
 pub mod task;
+pub mod usage;
 
 pub use names::{JobId, NameError};
 pub use spec::{JobSpec, SpecError};

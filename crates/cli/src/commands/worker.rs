@@ -152,6 +152,7 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         hand_back: hand_back.clone(),
         announce_every: config_ttl / 3,
         disk: grove_worker::disk::Budget { max_disk: args.max_disk, min_free: args.min_free },
+        agent_home: grove_worker::agent_home_vars(|k| std::env::var(k).ok()),
     });
     eprintln!("worker {id}: pools {}, capacity {}, NATS {}", args.pools.join(","), ctx.capacity, args.nats);
     let (stop, kill) = (CancellationToken::new(), CancellationToken::new());
