@@ -488,6 +488,17 @@ impl ModelServer {
         .collect()
     }
 
+    /// [`Self::claude_env`] signed in as a claude.ai subscriber (`CLAUDE_CODE_OAUTH_TOKEN`
+    /// instead of an API key): only then does Claude Code read the unified rate-limit
+    /// headers of [`Reply::anthropic_usage_limit`] into a `rate_limit_event` and its "You've
+    /// hit your … limit · resets …" text.
+    pub fn claude_oauth_env(&self, home: &std::path::Path) -> Vec<(String, String)> {
+        let mut env: Vec<_> =
+            self.claude_env(home).into_iter().filter(|(k, _)| k != "ANTHROPIC_API_KEY").collect();
+        env.push(("CLAUDE_CODE_OAUTH_TOKEN".to_owned(), "sk-ant-oat01-test".to_owned()));
+        env
+    }
+
     /// The environment for Codex: its API key and a `CODEX_HOME` under `home` (made here:
     /// Codex refuses a missing one). The provider itself is in [`Self::codex_provider_args`].
     pub fn codex_env(&self, home: &std::path::Path) -> Vec<(String, String)> {
