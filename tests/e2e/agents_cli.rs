@@ -160,6 +160,73 @@ fn codex_runs_its_shell_tool_in_four_worktrees_and_they_merge() {
     }
 }
 
+/// `gemini -p` in four worktrees at once: each CLI's real `write_file` tool writes a file in
+/// its task's folder (approval mode yolo, so nothing asks), the branches merge, and the
+/// requests carry the prompt and Gemini CLI's tools.
+#[test]
+fn gemini_writes_files_in_four_worktrees_and_they_merge() {
+    let env = Env::new();
+    let repo = four_dirs(&env);
+    let server = ModelServer::start();
+    server.respond(|req, n| {
+        let task = task_of(&req.workdir().unwrap_or_default());
+        match n {
+            0 => Reply::write(&format!("{task}/gemini.txt"), &format!("written by gemini in {task}\n")),
+            _ => Reply::text(format!("Wrote {task}/gemini.txt.")),
+        }
+        .usage(1000, 30)
+    });
+    let gemini = grove_tests::agent_cli("gemini");
+    let run = env.grove_with(
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "-j",
+            "4",
+            "--prompt",
+            "Leave a note in your folder",
+            "--json",
+            "--",
+            gemini.to_str().expect("utf-8 path"),
+            "-p",
+            "{prompt} (task {task})",
+            "-o",
+            "stream-json",
+            "--approval-mode",
+            "yolo",
+            "--skip-trust",
+        ],
+        &server.gemini_env(&env.path().join("home")),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let job = run.json();
+    let ib = job["integration_branch"].as_str().expect("integration branch");
+    for t in ["a", "b", "c", "d"] {
+        assert_eq!(task(&job, t)["shown"], "merged", "{:#}", task(&job, t));
+        assert_eq!(
+            env.git(&repo, &["show", &format!("{ib}:{t}/gemini.txt")]),
+            format!("written by gemini in {t}")
+        );
+    }
+    let asked = server.model_requests();
+    assert_eq!(asked.len(), 8, "two model requests per task");
+    for t in ["a", "b", "c", "d"] {
+        let mine: Vec<_> = asked.iter().filter(|r| r.workdir().is_some_and(|w| task_of(&w) == t)).collect();
+        assert_eq!(mine.len(), 2, "task {t}");
+        assert_eq!(mine[0].api(), Some(Api::Gemini));
+        assert!(mine[0].text().contains(&format!("Leave a note in your folder (task {t})")), "the prompt");
+        assert!(mine[0].tool_names().iter().any(|n| n == "write_file"), "{:?}", mine[0].tool_names());
+        assert_eq!(mine[0].header("x-goog-api-key"), Some("gemini-test-key"));
+        assert!(
+            mine[1].tool_results().iter().any(|r| r.contains("gemini.txt")),
+            "{:?}",
+            mine[1].tool_results()
+        );
+    }
+}
+
 /// Run `cli args` in a fresh folder of `env` with `vars` (and PATH), stdin closed:
 /// (exit code, stdout, stderr).
 fn run_cli(env: &Env, cli: &str, args: &[&str], vars: &[(String, String)]) -> (i32, String, String) {

@@ -43,6 +43,8 @@ pub enum Api {
     Anthropic,
     /// OpenAI's Responses API (`POST /v1/responses`).
     OpenAi,
+    /// Google's Gemini API (`POST /v1beta/models/MODEL:streamGenerateContent`).
+    Gemini,
 }
 
 /// One HTTP request the server received.
@@ -78,6 +80,9 @@ impl Request {
         match self.route() {
             "/v1/messages" => Some(Api::Anthropic),
             "/v1/responses" => Some(Api::OpenAi),
+            r if r.starts_with("/v1beta/models/") && r.ends_with(":streamGenerateContent") => {
+                Some(Api::Gemini)
+            }
             _ => None,
         }
     }
@@ -88,9 +93,12 @@ impl Request {
         self.json.as_ref().unwrap_or(&NULL)
     }
 
-    /// The model asked for.
+    /// The model asked for (in the body, or in Gemini's path).
     pub fn model(&self) -> Option<&str> {
-        self.body_json()["model"].as_str()
+        self.body_json()["model"].as_str().or_else(|| {
+            let rest = self.route().strip_prefix("/v1beta/models/")?;
+            rest.split(':').next()
+        })
     }
 
     /// The conversation this request belongs to: the CLI's session id, else the workspace.
@@ -117,6 +125,7 @@ impl Request {
         let mut out = String::new();
         collect_strings(&b["system"], &mut out);
         collect_strings(&b["instructions"], &mut out);
+        collect_strings(&b["systemInstruction"], &mut out);
         for m in b["messages"].as_array().into_iter().chain(b["input"].as_array()).flatten() {
             if matches!(m["role"].as_str(), Some("system" | "developer")) {
                 collect_strings(&m["content"], &mut out);
@@ -127,12 +136,9 @@ impl Request {
 
     /// The names of the tools offered to the model.
     pub fn tool_names(&self) -> Vec<String> {
-        self.body_json()["tools"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["name"].as_str().map(str::to_owned))
-            .collect()
+        let tools = self.body_json()["tools"].as_array().into_iter().flatten();
+        let gemini = tools.clone().flat_map(|t| t["functionDeclarations"].as_array().into_iter().flatten());
+        tools.chain(gemini).filter_map(|t| t["name"].as_str().map(str::to_owned)).collect()
     }
 
     /// The tool results sent back in this request (Anthropic `tool_result` blocks, OpenAI
@@ -149,6 +155,14 @@ impl Request {
                 }
             }
         }
+        let parts = b["contents"].as_array().into_iter().flatten();
+        for part in parts.flat_map(|c| c["parts"].as_array().into_iter().flatten()) {
+            if part.get("functionResponse").is_some() {
+                let mut s = String::new();
+                collect_strings(&part["functionResponse"]["response"], &mut s);
+                out.push(s);
+            }
+        }
         for item in b["input"].as_array().into_iter().flatten() {
             if item["type"] == "function_call_output" || item["type"] == "custom_tool_call_output" {
                 let mut s = String::new();
@@ -160,12 +174,14 @@ impl Request {
     }
 
     /// The directory the CLI says it works in: Claude Code's "Primary working directory: "
-    /// line, or Codex's `<cwd>` element.
+    /// line, Codex's `<cwd>` element, or the first of Gemini CLI's "Workspace Directories".
     pub fn workdir(&self) -> Option<String> {
         let text = self.text();
-        if let Some(i) = text.find("Primary working directory: ") {
-            let rest = &text[i + "Primary working directory: ".len()..];
-            return Some(rest.lines().next().unwrap_or("").trim().to_owned());
+        for marker in ["Primary working directory: ", "**Workspace Directories:**\n  - "] {
+            if let Some(i) = text.find(marker) {
+                let rest = &text[i + marker.len()..];
+                return Some(rest.lines().next().unwrap_or("").trim().to_owned());
+            }
         }
         let i = text.find("<cwd>")?;
         let rest = &text[i + "<cwd>".len()..];
@@ -217,8 +233,15 @@ enum Kind {
         name: String,
         input: Value,
     },
-    /// Codex's shell tool with `cmd`.
+    /// The CLI's shell tool: Claude Code's `Bash`, Codex's `exec_command`, Gemini CLI's
+    /// `run_shell_command`.
     Exec(String),
+    /// The CLI's file-writing tool: Claude Code's `Write`, Gemini CLI's `write_file`; Codex
+    /// (whose edits are patches) gets a shell command writing the file.
+    Write {
+        path: String,
+        content: String,
+    },
     Status {
         status: u16,
         headers: Vec<(String, String)>,
@@ -239,9 +262,13 @@ impl Reply {
         Reply { kind: Kind::Tool { name: name.into(), input }, usage: Usage::default() }
     }
 
-    /// Claude Code's `Write` tool: `path` relative to the workspace (or absolute).
+    /// Write `content` to `path` (relative to the workspace, or absolute) with the CLI's own
+    /// tool: Claude Code's `Write`, Gemini CLI's `write_file`, for Codex its shell tool.
     pub fn write(path: &str, content: &str) -> Reply {
-        Reply::tool("Write", json!({ "file_path": in_cwd(path), "content": content }))
+        Reply {
+            kind: Kind::Write { path: in_cwd(path), content: content.to_owned() },
+            usage: Usage::default(),
+        }
     }
 
     /// Claude Code's `Edit` tool: replace `old` by `new` in `path` (the file must have been
@@ -258,12 +285,9 @@ impl Reply {
         Reply::tool("Read", json!({ "file_path": in_cwd(path) }))
     }
 
-    /// Claude Code's `Bash` tool.
-    pub fn bash(command: &str) -> Reply {
-        Reply::tool("Bash", json!({ "command": command, "description": "run a command" }))
-    }
-
-    /// Codex's shell tool (`exec_command`), run in the turn's working directory.
+    /// Run `cmd` with the CLI's shell tool, in the turn's working directory: Claude Code's
+    /// `Bash` (it needs `--allowedTools Bash` or a permission mode that allows it), Codex's
+    /// `exec_command`, Gemini CLI's `run_shell_command`.
     pub fn exec(cmd: &str) -> Reply {
         Reply { kind: Kind::Exec(cmd.to_owned()), usage: Usage::default() }
     }
@@ -510,6 +534,25 @@ impl ModelServer {
         ]
     }
 
+    /// The environment for Gemini CLI: this server as its API (`GOOGLE_GEMINI_BASE_URL`), an
+    /// API key, and `home/.gemini/settings.json` (made here) choosing API-key auth with
+    /// telemetry, usage statistics and update checks off.
+    pub fn gemini_env(&self, home: &std::path::Path) -> Vec<(String, String)> {
+        let dir = home.join(".gemini");
+        std::fs::create_dir_all(&dir).expect("make ~/.gemini");
+        let settings = json!({
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "telemetry": {"enabled": false},
+            "privacy": {"usageStatisticsEnabled": false},
+            "general": {"disableAutoUpdate": true, "disableUpdateNag": true},
+        });
+        std::fs::write(dir.join("settings.json"), settings.to_string()).expect("write Gemini CLI settings");
+        vec![
+            ("GOOGLE_GEMINI_BASE_URL".to_owned(), format!("http://127.0.0.1:{}", self.port)),
+            ("GEMINI_API_KEY".to_owned(), "gemini-test-key".to_owned()),
+        ]
+    }
+
     /// Every conversation plays `replies` in order from its start; past their end it gets
     /// "done".
     pub fn script(&self, replies: Vec<Reply>) {
@@ -674,6 +717,7 @@ fn answer(shared: &Shared, req: Request) -> Vec<u8> {
             http(*status, "application/json", headers, body.as_bytes())
         }
         (Some(Api::Anthropic), _) => sse(&anthropic_events(&reply, &cwd, id, req.model())),
+        (Some(Api::Gemini), _) => sse_data(&gemini_events(&reply, &cwd, req.model())),
         (_, _) => sse(&openai_events(&reply, &cwd, id)),
     }
 }
@@ -686,6 +730,16 @@ fn side_answer(method: &str, route: &str) -> Vec<u8> {
         }
         ("GET", "/v1/models") => {
             http(200, "application/json", &[], br#"{"object":"list","data":[],"has_more":false}"#)
+        }
+        // Gemini CLI's model router (a one-shot classifier of the prompt): a low score.
+        ("POST", r) if r.starts_with("/v1beta/models/") && r.ends_with(":generateContent") => http(
+            200,
+            "application/json",
+            &[],
+            br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"{\"complexity_reasoning\":\"scripted\",\"complexity_score\":10}"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1,"totalTokenCount":2}}"#,
+        ),
+        ("POST", r) if r.starts_with("/v1beta/models/") && r.ends_with(":countTokens") => {
+            http(200, "application/json", &[], br#"{"totalTokens":1000}"#)
         }
         ("HEAD", _) => http(404, "application/json", &[], b""),
         _ => http(
@@ -718,6 +772,12 @@ fn http(status: u16, content_type: &str, headers: &[(String, String)], body: &[u
     let mut out = out.into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// Server-sent events with data lines only (Gemini's `alt=sse`).
+fn sse_data(events: &[Value]) -> Vec<u8> {
+    let body: String = events.iter().map(|d| format!("data: {d}\r\n\r\n")).collect();
+    http(200, "text/event-stream", &[], body.as_bytes())
 }
 
 fn sse(events: &[(&str, Value)]) -> Vec<u8> {
@@ -768,16 +828,23 @@ fn anthropic_events(reply: &Reply, cwd: &str, id: u64, model: Option<&str>) -> V
             ));
             "tool_use"
         }
-        Kind::Exec(cmd) => {
+        Kind::Exec(_) | Kind::Write { .. } => {
+            let (name, input) = match &reply.kind {
+                Kind::Write { path, content } => {
+                    ("Write", json!({"file_path": path.replace("{cwd}", cwd), "content": content}))
+                }
+                Kind::Exec(cmd) => ("Bash", json!({"command": cmd, "description": "run a command"})),
+                _ => ("Bash", json!({})),
+            };
             events.push((
                 "content_block_start",
                 json!({"type": "content_block_start", "index": 0,
-                       "content_block": {"type": "tool_use", "id": format!("toolu_{id:04}"), "name": "Bash", "input": {}}}),
+                       "content_block": {"type": "tool_use", "id": format!("toolu_{id:04}"), "name": name, "input": {}}}),
             ));
             events.push((
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 0,
-                       "delta": {"type": "input_json_delta", "partial_json": json!({"command": cmd}).to_string()}}),
+                       "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
             ));
             "tool_use"
         }
@@ -815,6 +882,17 @@ fn openai_events(reply: &Reply, cwd: &str, id: u64) -> Vec<(&'static str, Value)
             "type": "function_call", "id": format!("fc_{id:04}"), "call_id": format!("call_{id:04}"),
             "name": "exec_command", "arguments": json!({"cmd": cmd}).to_string(), "status": "completed",
         }),
+        Kind::Write { path, content } => {
+            let cmd = format!(
+                "printf '%s' {} > {}",
+                shell_quote(content),
+                shell_quote(&path.replace("{cwd}", cwd))
+            );
+            json!({
+                "type": "function_call", "id": format!("fc_{id:04}"), "call_id": format!("call_{id:04}"),
+                "name": "exec_command", "arguments": json!({"cmd": cmd}).to_string(), "status": "completed",
+            })
+        }
         Kind::Text(text) => json!({
             "type": "message", "id": format!("msg_{id:04}"), "role": "assistant", "status": "completed",
             "content": [{"type": "output_text", "text": text, "annotations": []}],
@@ -852,4 +930,30 @@ fn openai_events(reply: &Reply, cwd: &str, id: u64) -> Vec<(&'static str, Value)
             }}),
         ),
     ]
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn gemini_events(reply: &Reply, cwd: &str, model: Option<&str>) -> Vec<Value> {
+    let u = reply.usage;
+    let part = match &reply.kind {
+        Kind::Text(text) => json!({"text": text}),
+        Kind::Tool { name, input } => json!({"functionCall": {"name": name, "args": fill_cwd(input, cwd)}}),
+        Kind::Exec(cmd) => json!({"functionCall": {"name": "run_shell_command", "args": {"command": cmd}}}),
+        Kind::Write { path, content } => json!({"functionCall": {"name": "write_file",
+            "args": {"file_path": path.replace("{cwd}", cwd), "content": content}}}),
+        Kind::Status { .. } | Kind::Hold => json!({"text": "done"}),
+    };
+    vec![json!({
+        "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {
+            "promptTokenCount": u.input + u.cache_read,
+            "cachedContentTokenCount": u.cache_read,
+            "candidatesTokenCount": u.output,
+            "totalTokenCount": u.input + u.cache_read + u.output,
+        },
+        "modelVersion": model.unwrap_or("gemini-test"),
+    })]
 }
