@@ -227,6 +227,69 @@ fn gemini_writes_files_in_four_worktrees_and_they_merge() {
     }
 }
 
+/// `opencode run` in four worktrees at once, its `anthropic` provider pointed at the server:
+/// each CLI's real `write` tool writes a file in its task's folder and the branches merge.
+/// OpenCode's helper call (a session title, without tools) does not move the script.
+#[test]
+fn opencode_writes_files_in_four_worktrees_and_they_merge() {
+    let env = Env::new();
+    let repo = four_dirs(&env);
+    let server = ModelServer::start();
+    server.respond(|req, n| {
+        let task = task_of(&req.workdir().unwrap_or_default());
+        match n {
+            0 => Reply::write(&format!("{task}/opencode.txt"), &format!("written by opencode in {task}\n")),
+            _ => Reply::text(format!("Wrote {task}/opencode.txt.")),
+        }
+        .usage(1000, 30)
+    });
+    let opencode = grove_tests::agent_cli("opencode");
+    let run = env.grove_with(
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "-j",
+            "4",
+            "--prompt",
+            "Leave a note in your folder",
+            "--json",
+            "--",
+            opencode.to_str().expect("utf-8 path"),
+            "run",
+            "--format",
+            "json",
+            "-m",
+            "anthropic/claude-sonnet-4-5",
+            "{prompt} (task {task})",
+        ],
+        &server.opencode_env(&env.path().join("home")),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let job = run.json();
+    let ib = job["integration_branch"].as_str().expect("integration branch");
+    for t in ["a", "b", "c", "d"] {
+        assert_eq!(task(&job, t)["shown"], "merged", "{:#}", task(&job, t));
+        let note = env.git(&repo, &["show", &format!("{ib}:{t}/opencode.txt")]);
+        assert_eq!(note, format!("written by opencode in {t}"));
+    }
+    let turns: Vec<_> = server.model_requests().into_iter().filter(|r| !r.tool_names().is_empty()).collect();
+    assert_eq!(turns.len(), 8, "two turns per task");
+    for t in ["a", "b", "c", "d"] {
+        let mine: Vec<_> = turns.iter().filter(|r| r.workdir().is_some_and(|w| task_of(&w) == t)).collect();
+        assert_eq!(mine.len(), 2, "task {t}");
+        assert!(mine[0].text().contains(&format!("Leave a note in your folder (task {t})")), "the prompt");
+        assert_eq!(mine[0].model(), Some("claude-sonnet-4-5"));
+        assert!(
+            mine[1]
+                .tool_results()
+                .iter()
+                .any(|r| r.contains("opencode.txt") || r.contains("success") || !r.is_empty())
+        );
+    }
+}
+
 /// Run `cli args` in a fresh folder of `env` with `vars` (and PATH), stdin closed:
 /// (exit code, stdout, stderr).
 fn run_cli(env: &Env, cli: &str, args: &[&str], vars: &[(String, String)]) -> (i32, String, String) {

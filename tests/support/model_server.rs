@@ -177,7 +177,9 @@ impl Request {
     /// line, Codex's `<cwd>` element, or the first of Gemini CLI's "Workspace Directories".
     pub fn workdir(&self) -> Option<String> {
         let text = self.text();
-        for marker in ["Primary working directory: ", "**Workspace Directories:**\n  - "] {
+        let markers =
+            ["Primary working directory: ", "**Workspace Directories:**\n  - ", "  Working directory: "];
+        for marker in markers {
             if let Some(i) = text.find(marker) {
                 let rest = &text[i + marker.len()..];
                 return Some(rest.lines().next().unwrap_or("").trim().to_owned());
@@ -553,6 +555,30 @@ impl ModelServer {
         ]
     }
 
+    /// The environment for OpenCode: `home/.config/opencode/opencode.json` (made here) points
+    /// its `anthropic` provider at this server, with sharing, updates and the model list
+    /// fetch off. Run it as `opencode run --format json -m anthropic/MODEL PROMPT`.
+    pub fn opencode_env(&self, home: &std::path::Path) -> Vec<(String, String)> {
+        let dir = home.join(".config/opencode");
+        std::fs::create_dir_all(&dir).expect("make OpenCode's config dir");
+        let config = json!({
+            "$schema": "https://opencode.ai/config.json",
+            "provider": {"anthropic": {"options": {"baseURL": format!("{}/v1", self.anthropic_url()), "apiKey": "sk-ant-test"}}},
+            "autoupdate": false,
+            "share": "disabled",
+        });
+        std::fs::write(dir.join("opencode.json"), config.to_string()).expect("write opencode.json");
+        [
+            ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
+            ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
+            ("OPENCODE_DISABLE_SHARE", "1"),
+            ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
     /// Every conversation plays `replies` in order from its start; past their end it gets
     /// "done".
     pub fn script(&self, replies: Vec<Reply>) {
@@ -681,6 +707,9 @@ fn answer(shared: &Shared, req: Request) -> Vec<u8> {
         let id = st.ids;
         let reply = match api {
             None => None,
+            // A helper call without tools (OpenCode's title for the session, say): a short
+            // text that does not move the conversation's script.
+            Some(_) if req.tool_names().is_empty() => Some(Reply::text("Scripted session")),
             Some(_) => {
                 let key = req.conversation();
                 let n = *st.turns.get(&key).unwrap_or(&0);
@@ -716,7 +745,11 @@ fn answer(shared: &Shared, req: Request) -> Vec<u8> {
         (_, Kind::Status { status, headers, body }) => {
             http(*status, "application/json", headers, body.as_bytes())
         }
-        (Some(Api::Anthropic), _) => sse(&anthropic_events(&reply, &cwd, id, req.model())),
+        (Some(Api::Anthropic), _) => {
+            // OpenCode speaks this API too, with its own tool names.
+            let opencode = req.tool_names().iter().any(|n| n == "write");
+            sse(&anthropic_events(&reply, &cwd, id, req.model(), opencode))
+        }
         (Some(Api::Gemini), _) => sse_data(&gemini_events(&reply, &cwd, req.model())),
         (_, _) => sse(&openai_events(&reply, &cwd, id)),
     }
@@ -798,7 +831,13 @@ fn fill_cwd(v: &Value, cwd: &str) -> Value {
     }
 }
 
-fn anthropic_events(reply: &Reply, cwd: &str, id: u64, model: Option<&str>) -> Vec<(&'static str, Value)> {
+fn anthropic_events(
+    reply: &Reply,
+    cwd: &str,
+    id: u64,
+    model: Option<&str>,
+    opencode: bool,
+) -> Vec<(&'static str, Value)> {
     let u = reply.usage;
     let start = json!({
         "type": "message_start",
@@ -830,8 +869,14 @@ fn anthropic_events(reply: &Reply, cwd: &str, id: u64, model: Option<&str>) -> V
         }
         Kind::Exec(_) | Kind::Write { .. } => {
             let (name, input) = match &reply.kind {
+                Kind::Write { path, content } if opencode => {
+                    ("write", json!({"filePath": path.replace("{cwd}", cwd), "content": content}))
+                }
                 Kind::Write { path, content } => {
                     ("Write", json!({"file_path": path.replace("{cwd}", cwd), "content": content}))
+                }
+                Kind::Exec(cmd) if opencode => {
+                    ("bash", json!({"command": cmd, "description": "run a command"}))
                 }
                 Kind::Exec(cmd) => ("Bash", json!({"command": cmd, "description": "run a command"})),
                 _ => ("Bash", json!({})),
