@@ -281,12 +281,7 @@ fn opencode_writes_files_in_four_worktrees_and_they_merge() {
         assert_eq!(mine.len(), 2, "task {t}");
         assert!(mine[0].text().contains(&format!("Leave a note in your folder (task {t})")), "the prompt");
         assert_eq!(mine[0].model(), Some("claude-sonnet-4-5"));
-        assert!(
-            mine[1]
-                .tool_results()
-                .iter()
-                .any(|r| r.contains("opencode.txt") || r.contains("success") || !r.is_empty())
-        );
+        assert_eq!(mine[1].tool_results().len(), 1, "the write tool's result came back");
     }
 }
 
