@@ -72,14 +72,17 @@ impl Usage {
     }
 }
 
-/// `$1.23`, `$0.0121` (four significant decimals below a dollar), `$0`.
+/// `$1.23`, `$0.50`, `$0.0121` (up to four decimals below a dollar), `$0`.
 pub fn dollars(c: f64) -> String {
     if c == 0.0 {
         "$0".into()
     } else if c >= 1.0 {
         format!("${c:.2}")
     } else {
-        format!("${c:.4}")
+        let s = format!("{c:.4}");
+        let s = s.trim_end_matches('0');
+        let s = if s.len() < 4 { format!("{s:0<4}") } else { s.to_owned() };
+        format!("${s}")
     }
 }
 
@@ -357,10 +360,13 @@ mod tests {
         assert_eq!(s.tokens(), 19);
         assert_eq!(s.cost_usd, None);
         assert_eq!(s.known_cost(), 0.5);
-        assert_eq!(s.cost_text(), "≥$0.5000");
+        assert_eq!(s.cost_text(), "≥$0.50");
         assert_eq!(Usage::zero().add(&a).cost_usd, Some(0.5));
         assert_eq!(Usage::default().cost_text(), "unknown");
         assert_eq!(dollars(1.234), "$1.23");
+        assert_eq!(dollars(0.5), "$0.50");
+        assert_eq!(dollars(0.0121), "$0.0121");
+        assert_eq!(dollars(0.01), "$0.01");
         assert_eq!(tokens_text(12_345), "12.3k");
     }
 
