@@ -136,6 +136,10 @@ pub async fn run_cli_turn(
         )
         .await?
     };
+    if let Some(why) = &over {
+        // Said in the log: the turn was cut short by grove, not ended by the CLI.
+        log.note(&format!("{why}: the agent was stopped mid-turn")).await?;
+    }
     let mut report = parser.finish(&finished.end, &finished.tail, unix_now());
     if over.is_none() && !budget.is_empty() {
         // The turn's last figures (the CLI's own cost at its end) may put it over, too.

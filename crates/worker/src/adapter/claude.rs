@@ -60,7 +60,9 @@ pub fn invocation(plan: &Plan<'_>) -> Invocation {
     }
     if let Some(usd) = plan.usd_left {
         // A second line of defence: grove stops the turn itself when the stream shows it over.
-        args.extend(["--max-budget-usd".into(), format!("{:.4}", usd.max(0.0001))]);
+        let usd = format!("{:.4}", usd.max(0.0001));
+        notes.push(format!("claude: --max-budget-usd {usd} (what the budget has left)"));
+        args.extend(["--max-budget-usd".into(), usd]);
     }
     if let Some(p) = plan.persona.filter(|p| !p.instructions.trim().is_empty()) {
         args.extend(["--append-system-prompt".into(), p.instructions.clone()]);
