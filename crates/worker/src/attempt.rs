@@ -465,14 +465,13 @@ async fn turns(
     let who = Identity::default();
     // A CLI adapter keeps its session from turn to turn, and across attempts.
     let cli = a.agent.kind.filter(|k| k.is_cli());
-    let mut session =
-        cli.and_then(|k| a.session.clone().filter(|s| s.agent == k.as_str() && !s.id.is_empty()));
+    let mut session = match cli {
+        Some(kind) => restore_session(ctx, a, ws, run_dir, kind, resume.is_some(), log).await,
+        None => None,
+    };
     let mut spent = Usage::zero();
     let prices = adapter::Prices::new(&a.prices);
     let mut next_prompt = first_prompt(a, &prompt, session.is_some(), resume);
-    if let (Some(kind), Some(s)) = (cli, &session) {
-        restore_session(ctx, a, ws, run_dir, kind, s, log).await;
-    }
     let mut turn_no = 0;
     loop {
         turn_no += 1;
@@ -762,10 +761,20 @@ fn session_files(
     s: &SessionRef,
 ) -> Option<Vec<(String, Vec<u8>)>> {
     let dirs = agent_dirs(ctx, a);
+    let t = &s.total;
     let record = serde_json::json!({
         "agent": s.agent,
         "id": s.id,
+        "attempt": a.attempt,
         "workdir": ws.path.display().to_string(),
+        "total": {
+            "input_tokens": t.input_tokens,
+            "output_tokens": t.output_tokens,
+            "cache_read_tokens": t.cache_read_tokens,
+            "cache_write_tokens": t.cache_write_tokens,
+            "cost_usd": t.cost_usd,
+            "known_cost_usd": t.known_cost_usd,
+        },
     });
     let mut files = vec![("session.json".to_owned(), record.to_string().into_bytes())];
     for (name, path) in adapter::session::collect(kind, &s.id, &ws.path, run_dir, &dirs) {
@@ -777,39 +786,73 @@ fn session_files(
     Some(files)
 }
 
-/// Put the session's transcript where the CLI looks for it from this workspace, from the
-/// task's side ref, unless this machine has it already (a newer copy: the attempt before ran
-/// here).
+/// A session as `session.json` on the side ref records it, with the attempt that saved it.
+fn saved_session(bytes: &[u8]) -> Option<(SessionRef, u32)> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let t = &v["total"];
+    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+    let cost = t["cost_usd"].as_f64();
+    let total = Usage {
+        cost_usd: cost,
+        known_cost_usd: t["known_cost_usd"].as_f64().or(cost).unwrap_or(0.0),
+        ..Usage::new(
+            n("input_tokens"),
+            n("output_tokens"),
+            n("cache_read_tokens"),
+            n("cache_write_tokens"),
+            cost,
+        )
+    };
+    let s = SessionRef { agent: v["agent"].as_str()?.to_owned(), id: v["id"].as_str()?.to_owned(), total };
+    Some((s, v["attempt"].as_u64().unwrap_or(0) as u32))
+}
+
+/// The session the attempt resumes, with its transcript put where the CLI looks for it from
+/// this workspace (unless this machine has it already: a newer copy, from an attempt here).
+///
+/// The coordinator names the session (`Assignment::session`, from the turns it recorded); a
+/// redelivered attempt (its worker was lost) resumes the one it saved itself on the task's
+/// side ref, which the coordinator may not have heard of yet.
 async fn restore_session(
     ctx: &Arc<WorkerContext>,
     a: &Assignment,
     ws: &Workspace,
     run_dir: &std::path::Path,
     kind: grove_core::spec::AgentKind,
-    s: &SessionRef,
+    redelivered: bool,
     log: &mut Log,
-) {
-    let dirs = agent_dirs(ctx, a);
+) -> Option<SessionRef> {
+    let wanted = a.session.clone().filter(|s| s.agent == kind.as_str() && !s.id.is_empty());
+    if wanted.is_none() && !redelivered {
+        return None;
+    }
     let (git, ws2, side) = (ctx.git.clone(), ws.clone(), session_ref(a));
-    let files = tokio::task::spawn_blocking(move || ws2.load_files(&git, &side)).await;
-    let files = match files {
-        Ok(Ok(Some(f))) => f,
-        Ok(Ok(None)) => {
-            let _ =
-                log.note(&format!("resuming {} session {} (no transcript was saved)", s.agent, s.id)).await;
-            return;
-        }
+    let files = match tokio::task::spawn_blocking(move || ws2.load_files(&git, &side)).await {
+        Ok(Ok(f)) => f.unwrap_or_default(),
         Ok(Err(e)) => {
             let _ = log.note(&format!("reading the saved session: {e}")).await;
-            return;
+            Vec::new()
         }
         Err(e) => {
             let _ = log.note(&format!("reading the saved session: {e}")).await;
-            return;
+            Vec::new()
         }
     };
+    let saved = files.iter().find(|(n, _)| n == "session.json").and_then(|(_, b)| saved_session(b));
+    let chosen = match (saved, wanted) {
+        // This very attempt saved it before its worker was lost.
+        (Some((s, attempt)), _) if redelivered && attempt == a.attempt && s.agent == kind.as_str() => s,
+        (_, Some(w)) => w,
+        _ => return None,
+    };
+    let ours = files
+        .iter()
+        .find(|(n, _)| n == "session.json")
+        .and_then(|(_, b)| saved_session(b))
+        .is_some_and(|(s, _)| s.id == chosen.id);
+    let dirs = agent_dirs(ctx, a);
     let mut put = 0;
-    for (name, bytes) in files {
+    for (name, bytes) in files.into_iter().filter(|_| ours) {
         let Some(rel) = name.strip_prefix("files/") else { continue };
         let Some(to) = adapter::session::restore_path(kind, rel, &ws.path, run_dir, &dirs) else { continue };
         if to.exists() {
@@ -829,9 +872,10 @@ async fn restore_session(
     let _ = log
         .note(&format!(
             "resuming {} session {} ({put} transcript file(s) restored for this workspace)",
-            s.agent, s.id
+            chosen.agent, chosen.id
         ))
         .await;
+    Some(chosen)
 }
 
 /// A line in the log about what the turn produced.
