@@ -49,9 +49,14 @@ impl Env {
 
     /// Run `grove args` in `cwd`.
     pub fn grove(&self, cwd: &Path, args: &[&str]) -> Run {
+        self.grove_with(cwd, args, &[])
+    }
+
+    /// Run `grove args` in `cwd` with `env` added (what its workers and agents inherit).
+    pub fn grove_with(&self, cwd: &Path, args: &[&str], env: &[(String, String)]) -> Run {
         let mut cmd = grove_tests::command("grove");
         self.hermetic(&mut cmd);
-        cmd.current_dir(cwd).args(args);
+        cmd.current_dir(cwd).args(args).envs(env.iter().map(|(k, v)| (k, v)));
         let Output { status, stdout, stderr } = cmd.output().expect("run grove");
         Run {
             code: status.code().unwrap_or(-1),

@@ -2,6 +2,7 @@
 //! One test binary; every command gets a hermetic HOME, GROVE_HOME and git config.
 
 mod access;
+mod agents_cli;
 mod cancel;
 mod chaos;
 mod chart;

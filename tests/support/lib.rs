@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod model_server;
+
 /// The path of one of grove-cli's binaries (`grove`, `grove-coordinator`, `grove-worker`),
 /// built on first use by `cargo build -p grove-cli --bins` in the profile this test was built
 /// in. Cargo answers from its cache when they are up to date.
@@ -144,4 +146,16 @@ pub fn hermetic(cmd: &mut Command) -> &mut Command {
         .env("NO_COLOR", "1")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+}
+
+/// The path of an agent CLI (`claude`, `codex`, ...) as `scripts/test` installs it: in
+/// `.tools/npm/node_modules/.bin` or `.tools/venv/bin` of this checkout, else on `PATH`.
+/// Panics, naming the fix, when it is nowhere.
+pub fn agent_cli(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs = vec![root.join(".tools/npm/node_modules/.bin"), root.join(".tools/venv/bin")];
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!("the {name} CLI is not installed: `scripts/test` installs it into .tools/ (npm or PyPI)")
+    })
 }

@@ -43,6 +43,10 @@ fn assignment(job: &JobId, i: usize) -> Assignment {
         log_cap: 1 << 20,
         keep_worktrees: KeepWorktrees::Failed,
         redo: None,
+        budget: Default::default(),
+        session: None,
+        reply: None,
+        prices: Default::default(),
     }
 }
 

@@ -324,6 +324,10 @@ mod tests {
             log_cap: 1,
             keep_worktrees: KeepWorktrees::Failed,
             redo: None,
+            budget: Default::default(),
+            session: None,
+            reply: None,
+            prices: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use grove_core::names::{self, NameError};
 use grove_core::spec::{AgentKind, AgentSpec, KeepWorktrees};
 use grove_core::task::{Assignment, EventKind, LogChunk, Redo, Retry, TaskEvent, TaskOutcome, WorkerInfo};
+use grove_core::usage::{Budget, Cap, Price, SessionRef, TurnOutcome, TurnReport, Usage};
 use grove_core::{DiffStat, JobId, TaskState};
 use grove_proto::SCHEMA_VERSION;
 use grove_proto::v1 as pb;
@@ -254,6 +255,9 @@ pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
             replace: a.agent.replace.clone(),
             command: a.agent.command.clone(),
             env: a.agent.env.clone().into_iter().collect(),
+            model: a.agent.model.clone(),
+            args: a.agent.args.clone(),
+            program: a.agent.program.clone(),
         }),
         turn_timeout_ms: a.turn_timeout.as_millis() as u64,
         max_turns: a.max_turns,
@@ -272,8 +276,89 @@ pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
         redo_paths: a.redo.as_ref().map(|r| r.paths.clone()).unwrap_or_default(),
         redo_hunks: a.redo.as_ref().map(|r| r.hunks.clone()),
         redo_previous_diff: a.redo.as_ref().map(|r| r.previous_diff.clone()),
+        budget: (!a.budget.is_empty()).then(|| budget_pb(&a.budget)),
+        session: a.session.as_ref().map(|s| pb::Session {
+            agent: s.agent.clone(),
+            id: s.id.clone(),
+            total: Some(usage_pb(&s.total)),
+        }),
+        reply: a.reply.clone(),
+        prices: a.prices.iter().map(|(m, p)| (m.clone(), price_pb(p))).collect(),
     }
     .encode_to_vec()
+}
+
+/// Usage on the wire (also what the gRPC API sends).
+pub fn usage_pb(u: &Usage) -> pb::Usage {
+    pb::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+        cost_usd: u.cost_usd,
+        known_cost_usd: u.known_cost_usd,
+    }
+}
+
+/// Usage from the wire.
+pub fn usage_of(u: &pb::Usage) -> Usage {
+    Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+        cost_usd: u.cost_usd,
+        known_cost_usd: u.cost_usd.unwrap_or(u.known_cost_usd),
+    }
+}
+
+fn budget_pb(b: &Budget) -> pb::Budget {
+    pb::Budget {
+        task_usd: b.task_usd.map(|c| pb::CapUsd { limit: c.limit, spent: c.spent }),
+        job_usd: b.job_usd.map(|c| pb::CapUsd { limit: c.limit, spent: c.spent }),
+        task_tokens: b.task_tokens.map(|c| pb::CapTokens { limit: c.limit, spent: c.spent }),
+    }
+}
+
+fn budget_of(b: pb::Budget) -> Budget {
+    Budget {
+        task_usd: b.task_usd.map(|c| Cap { limit: c.limit, spent: c.spent }),
+        job_usd: b.job_usd.map(|c| Cap { limit: c.limit, spent: c.spent }),
+        task_tokens: b.task_tokens.map(|c| Cap { limit: c.limit, spent: c.spent }),
+    }
+}
+
+fn price_pb(p: &Price) -> pb::Price {
+    pb::Price { input: p.input, output: p.output, cache_read: p.cache_read, cache_write: p.cache_write }
+}
+
+fn report_pb(r: &TurnReport) -> pb::TurnReport {
+    pb::TurnReport {
+        agent: r.agent.clone(),
+        model: r.model.clone(),
+        outcome: r.outcome.as_str().to_owned(),
+        message: r.outcome.message().map(str::to_owned),
+        reset: match r.outcome {
+            TurnOutcome::UsageLimit { reset, .. } => reset,
+            _ => None,
+        },
+        summary: r.summary.clone(),
+        usage: Some(usage_pb(&r.usage)),
+        session: r.session.clone(),
+        question: r.question.clone(),
+    }
+}
+
+fn report_of(r: pb::TurnReport) -> Result<TurnReport, String> {
+    Ok(TurnReport {
+        outcome: TurnOutcome::from_parts(&r.outcome, r.message, r.reset)?,
+        agent: r.agent,
+        model: r.model,
+        summary: r.summary.map(|t| cut(t, limits::REASON)),
+        usage: r.usage.as_ref().map(usage_of).unwrap_or_default(),
+        session: r.session.map(|t| cut(t, limits::ENV_NAME)),
+        question: r.question.map(|t| cut(t, limits::REASON)),
+    })
 }
 
 /// The identity of an assignment that could not be read in full (to report its rejection):
@@ -415,6 +500,9 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
             pattern: agent.pattern,
             replace: agent.replace,
             command: agent.command,
+            model: agent.model,
+            args: agent.args,
+            program: agent.program,
             env: agent.env.into_iter().collect(),
             turn_timeout: None,
             max_turns: None,
@@ -428,6 +516,27 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
         log_cap: m.log_cap,
         keep_worktrees,
         redo,
+        budget: m.budget.map(budget_of).unwrap_or_default(),
+        session: match m.session {
+            Some(s) => {
+                c.text("session.agent", &s.agent, limits::ENV_NAME)?;
+                c.text("session.id", &s.id, limits::ENV_NAME)?;
+                Some(SessionRef { agent: s.agent, id: s.id, total: s.total.as_ref().map(usage_of).unwrap_or_default() })
+            }
+            None => None,
+        },
+        reply: m.reply.map(|r| cut(r, limits::PROMPT)),
+        prices: m
+            .prices
+            .into_iter()
+            .take(limits::ENV_VARS)
+            .map(|(model, p)| {
+                (
+                    cut(model, limits::ENV_NAME),
+                    Price { input: p.input, output: p.output, cache_read: p.cache_read, cache_write: p.cache_write },
+                )
+            })
+            .collect(),
     })
 }
 
@@ -445,11 +554,14 @@ pub fn encode_event(e: &TaskEvent) -> Vec<u8> {
         EventKind::State { state, turn } => {
             pb::task_event::Kind::State(pb::StateChange { state: state.as_str().to_owned(), turn: *turn })
         }
-        EventKind::Checkpoint { turn, commit, stat } => pb::task_event::Kind::Checkpoint(pb::Checkpoint {
-            turn: *turn,
-            commit: commit.clone(),
-            stat: stat_pb(*stat),
-        }),
+        EventKind::Checkpoint { turn, commit, stat, report } => {
+            pb::task_event::Kind::Checkpoint(pb::Checkpoint {
+                turn: *turn,
+                commit: commit.clone(),
+                stat: stat_pb(*stat),
+                report: report.as_ref().map(report_pb),
+            })
+        }
         EventKind::Finished(o) => pb::task_event::Kind::Finished(pb::Outcome {
             state: o.state.as_str().to_owned(),
             head: o.head.clone(),
@@ -496,7 +608,12 @@ pub fn decode_event(bytes: &[u8]) -> Result<TaskEvent, WireError> {
             if let Some(commit) = &cp.commit {
                 c.commit("commit", commit)?;
             }
-            EventKind::Checkpoint { turn: cp.turn, commit: cp.commit, stat: stat_of(cp.stat) }
+            EventKind::Checkpoint {
+                turn: cp.turn,
+                commit: cp.commit,
+                stat: stat_of(cp.stat),
+                report: cp.report.map(report_of).transpose().map_err(|e| field(W, "report", e))?,
+            }
         }
         pb::task_event::Kind::Finished(o) => {
             let st = state(&o.state)?;
@@ -677,6 +794,23 @@ pub(crate) mod tests {
                 hunks: "<<<<<<< ours".into(),
                 previous_diff: "diff --git".into(),
             }),
+            budget: Budget {
+                task_usd: Some(Cap { limit: 2.0, spent: 0.5 }),
+                job_usd: None,
+                task_tokens: Some(Cap { limit: 10_000, spent: 12 }),
+            },
+            session: Some(SessionRef {
+                agent: "codex".into(),
+                id: "0199a213".into(),
+                total: Usage::new(100, 10, 5, 0, None),
+            }),
+            reply: Some("use the new API".into()),
+            prices: [(
+                "gpt-5".to_owned(),
+                Price { input: 1.0, output: 2.0, cache_read: None, cache_write: Some(1.5) },
+            )]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -703,6 +837,24 @@ pub(crate) mod tests {
         assert_eq!(decode_assignment(&encode_assignment(&a)).expect("decode"), a);
         let e = finished();
         assert_eq!(decode_event(&encode_event(&e)).expect("decode"), e);
+        let checkpoint = TaskEvent {
+            kind: EventKind::Checkpoint {
+                turn: 1,
+                commit: Some("c".into()),
+                stat: DiffStat::default(),
+                report: Some(TurnReport {
+                    agent: "claude".into(),
+                    model: Some("claude-sonnet-4-6".into()),
+                    outcome: TurnOutcome::UsageLimit { reset: Some(1_764_000_000), message: "limit".into() },
+                    summary: Some("did it".into()),
+                    usage: Usage::new(1, 2, 3, 4, Some(0.01)),
+                    session: Some("s".into()),
+                    question: Some("which one?".into()),
+                }),
+            },
+            ..e.clone()
+        };
+        assert_eq!(decode_event(&encode_event(&checkpoint)).expect("decode"), checkpoint);
         for retry in [Retry::Transient, Retry::Parked { until: 1_764_000_000 }] {
             let mut e = e.clone();
             if let EventKind::Finished(o) = &mut e.kind {

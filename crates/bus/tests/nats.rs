@@ -54,6 +54,10 @@ fn assignment(task: &str, attempt: u32) -> Assignment {
         log_cap: 1024,
         keep_worktrees: KeepWorktrees::Failed,
         redo: None,
+        budget: Default::default(),
+        session: None,
+        reply: None,
+        prices: Default::default(),
     }
 }
 

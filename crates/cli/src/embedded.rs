@@ -101,6 +101,7 @@ impl Embedded {
                 disk: grove_worker::disk::Budget::none(),
                 secrets: self.secrets.clone(),
                 idle_exit: None,
+                agent_home: grove_worker::agent_home_vars(|k| std::env::var(k).ok()),
             });
             set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }

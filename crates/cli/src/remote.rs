@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use grove_coordinator::{JobRow, JobTrain, TaskRow, TaskTrain};
+use grove_coordinator::{JobRow, JobTrain, TaskAgent, TaskRow, TaskTrain};
 use grove_core::spec::{JobSpec, MergeMode, Pick};
 use grove_core::task::MergeState;
 use grove_core::{DiffStat, JobId, TaskState};
@@ -173,6 +173,13 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
                     first_dispatched_at: t.first_dispatched_at,
                     retry_at: t.retry_at,
                 },
+                agent: TaskAgent {
+                    usage: t.usage.as_ref().map(grove_bus::wire::usage_of),
+                    session: t.session.clone(),
+                    question: t.question.clone(),
+                    held: t.held.clone(),
+                    ..TaskAgent::default()
+                },
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -180,6 +187,7 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
     // An older coordinator sends neither: the defaults.
     spec.merge.mode = j.merge_mode.parse::<MergeMode>().ok();
     spec.merge.pick = j.pick.parse::<Pick>().ok();
+    spec.budget.job_usd = j.budget_job_usd;
     let job = JobRow {
         id,
         created_at: j.created_at,

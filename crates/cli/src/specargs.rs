@@ -59,9 +59,16 @@ pub struct SpecArgs {
     #[arg(long, help_heading = "Split")]
     pub max_tasks: Option<u32>,
 
-    /// The agent: replace (builtin regex rewrite) or command (any program) [agent.kind]
+    /// The agent: replace (builtin regex rewrite), command (any program), or an agent CLI:
+    /// claude, codex, copilot, gemini, aider, opencode [agent.kind]
     #[arg(long, value_name = "KIND", help_heading = "Agent")]
     pub agent: Option<AgentKind>,
+    /// For an agent CLI: the model, as the CLI names it [agent.model]
+    #[arg(long, value_name = "MODEL", help_heading = "Agent")]
+    pub model: Option<String>,
+    /// For an agent CLI: its executable, when not the usual name on PATH [agent.program]
+    #[arg(long, value_name = "PATH", help_heading = "Agent")]
+    pub agent_program: Option<String>,
     /// For --agent replace: the regex to find [agent.pattern]
     #[arg(long, value_name = "REGEX", help_heading = "Agent")]
     pub pattern: Option<String>,
@@ -74,10 +81,22 @@ pub struct SpecArgs {
     /// Turns per task while its check fails [agent.max_turns; default 1]
     #[arg(long, help_heading = "Agent")]
     pub max_turns: Option<u32>,
-    /// For --agent command: the program and its arguments, after `--`; {prompt}, {scope} and
-    /// {task} are filled in [agent.command]
+    /// For --agent command: the program and its arguments, after `--`; for an agent CLI: extra
+    /// arguments for it. {prompt}, {scope} and {task} are filled in [agent.command, agent.args]
     #[arg(last = true, value_name = "COMMAND", help_heading = "Agent")]
     pub command: Vec<String>,
+
+    /// Dollars one task may spend on its agent, over all its turns; over it the task is
+    /// stopped, its work committed, and failed [budget.task_usd]
+    #[arg(long, value_name = "USD", help_heading = "Budget")]
+    pub max_task_cost: Option<f64>,
+    /// Dollars the whole job may spend; over it nothing more is dispatched (raise it with
+    /// `grove run --job JOB --max-job-cost USD`) [budget.job_usd]
+    #[arg(long, value_name = "USD", help_heading = "Budget")]
+    pub max_job_cost: Option<f64>,
+    /// Tokens one task may use, of every kind [budget.task_tokens]
+    #[arg(long, value_name = "N", help_heading = "Budget")]
+    pub max_task_tokens: Option<u64>,
 
     /// Tasks at once [run.concurrency; default 4]
     #[arg(long, short = 'j', help_heading = "Run")]
@@ -167,6 +186,13 @@ pub struct Loaded {
 }
 
 impl SpecArgs {
+    /// The budget flags given, over `spec`'s `[budget]`.
+    pub fn apply_budget(&self, spec: &mut JobSpec) {
+        spec.budget.task_usd = self.max_task_cost.or(spec.budget.task_usd);
+        spec.budget.job_usd = self.max_job_cost.or(spec.budget.job_usd);
+        spec.budget.task_tokens = self.max_task_tokens.or(spec.budget.task_tokens);
+    }
+
     pub fn load(&self, cwd: &Path) -> anyhow::Result<Loaded> {
         let (mut spec, file, dir) = match &self.spec {
             Some(path) => {
@@ -230,10 +256,18 @@ impl SpecArgs {
         }
         set(&mut spec.agent.pattern, &self.pattern);
         set(&mut spec.agent.replace, &self.replace);
+        set(&mut spec.agent.model, &self.model);
+        set(&mut spec.agent.program, &self.agent_program);
         if !self.command.is_empty() {
-            spec.agent.command.clone_from(&self.command);
-            spec.agent.kind.get_or_insert(AgentKind::Command);
+            // After `--`: an agent CLI's extra arguments, else the command to run.
+            if spec.agent.kind.is_some_and(AgentKind::is_cli) {
+                spec.agent.args.clone_from(&self.command);
+            } else {
+                spec.agent.command.clone_from(&self.command);
+                spec.agent.kind.get_or_insert(AgentKind::Command);
+            }
         }
+        self.apply_budget(&mut spec);
         spec.agent.turn_timeout = self.turn_timeout.or(spec.agent.turn_timeout);
         spec.agent.max_turns = self.max_turns.or(spec.agent.max_turns);
         spec.run.concurrency = self.concurrency.or(spec.run.concurrency);

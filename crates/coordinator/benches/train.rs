@@ -191,5 +191,6 @@ fn task_row(job: &JobId, i: usize, tip: &str) -> TaskRow {
         merge_commit: None,
         conflict_paths: Vec::new(),
         train: TaskTrain::default(),
+        agent: Default::default(),
     }
 }

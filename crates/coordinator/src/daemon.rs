@@ -155,6 +155,18 @@ impl Daemon {
         Ok(self.coord.store.job(task.job.as_str())?)
     }
 
+    /// `grove reply`: answer the question of a task that needs attention; its session resumes
+    /// with the answer as a new attempt (see [`Coordinator::reply`]).
+    pub async fn reply(&self, task: &TaskRow, answer: &str) -> Result<JobRow, CoordError> {
+        {
+            let _train = self.train_guard();
+            self.coord.reply(&task.job, &task.slug, answer)?;
+        }
+        let only: BTreeSet<String> = [task.slug.clone()].into_iter().collect();
+        self.coord.dispatch_pending(&task.job, Some(&only), &self.notes).await?;
+        Ok(self.coord.store.job(task.job.as_str())?)
+    }
+
     /// `grove merge`: a manual job's checked branches merge now, in order; a job whose merging
     /// stopped goes on. Redos the train queues are dispatched; the job ends (and publishes)
     /// when they are over.
@@ -215,7 +227,8 @@ impl Daemon {
     }
 
     fn conclude_if_over(&self, job: &JobId) -> Result<(), CoordError> {
-        if self.coord.store.all_terminal(job)? && self.coord.store.job(job.as_str())?.state == "running" {
+        if self.coord.store.nothing_in_flight(job)? && self.coord.store.job(job.as_str())?.state == "running"
+        {
             let cancelled = self.lock().remove(job).is_some();
             self.coord.conclude(job, cancelled, &self.notes)?;
         }

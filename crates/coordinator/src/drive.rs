@@ -94,12 +94,13 @@ impl Coordinator {
         self.dispatch_pending(job, only, &notes).await?;
         let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
         // What is still to end: dispatched now, or queued again by the train (a redo).
+        // Tasks held back by the job's budget are not waited for: the job pauses without them.
         let unfinished = || -> Result<BTreeSet<String>, CoordError> {
             Ok(self
                 .store
                 .tasks(job)?
                 .into_iter()
-                .filter(|t| !t.state.is_terminal() && chosen(&t.slug))
+                .filter(|t| !t.state.is_terminal() && t.agent.held.is_none() && chosen(&t.slug))
                 .map(|t| t.slug)
                 .collect())
         };
@@ -170,6 +171,15 @@ impl Coordinator {
         // Tasks of this job already placed local and still going, which `auto` counts against
         // `placement.local_max`; the ones placed here are added as they go.
         let mut local_in_flight = local_in_flight(&tasks, |t| !chosen(&t.slug));
+        let job_spent = self.job_spent(job)?;
+        if let Some(why) = over_budget(&row, job_spent) {
+            // Nothing more goes out; `grove run --job JOB --max-job-cost N` raises the budget.
+            for t in to_dispatch {
+                self.store.set_held(job, &t.slug, Some(&why))?;
+            }
+            self.train(job, notes)?;
+            return Ok(dispatched);
+        }
         for t in to_dispatch {
             let attempt = t.attempt + 1;
             let placed = self.place(&row, &[], t, Some(local_in_flight));
@@ -177,7 +187,7 @@ impl Coordinator {
                 local_in_flight += 1;
             }
             self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
-            self.bus.dispatch(&placed.pool, self.assignment(&row, t, attempt)).await?;
+            self.bus.dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent)).await?;
             self.store.set_on_bus(job, &t.slug, attempt)?;
             dispatched.insert(t.slug.clone());
             let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
@@ -215,9 +225,10 @@ impl Coordinator {
             return Ok(slugs);
         }
         let row = self.store.job(job.as_str())?;
+        let job_spent = self.job_spent(job)?;
         for t in self.store.tasks(job)?.iter().filter(|t| slugs.contains(&t.slug)) {
             let pool = t.placed.clone().unwrap_or_else(|| t.pool.clone());
-            self.bus.dispatch(&pool, self.assignment(&row, t, t.attempt)).await?;
+            self.bus.dispatch(&pool, self.assignment(&row, t, t.attempt, job_spent)).await?;
             self.store.set_on_bus(job, &t.slug, t.attempt)?;
         }
         Ok(slugs)
@@ -348,8 +359,9 @@ impl Coordinator {
                     let attempt = t.attempt;
                     let placed = self.place(&row, &self.store.tasks(job)?, &t, None);
                     self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
+                    let job_spent = self.job_spent(job)?;
                     crate::train::block_on(
-                        self.bus.dispatch(&placed.pool, self.assignment(&row, &t, attempt)),
+                        self.bus.dispatch(&placed.pool, self.assignment(&row, &t, attempt, job_spent)),
                     )??;
                     self.store.set_on_bus(job, &t.slug, attempt)?;
                     let _ = notes.send(n.clone());
@@ -379,8 +391,11 @@ impl Coordinator {
                 let _ = notes.send(Note::State { job, task: slug, state: *state, turn: *turn });
                 Ok(None)
             }
-            EventKind::Checkpoint { turn, commit, stat } => {
+            EventKind::Checkpoint { turn, commit, stat, report } => {
                 self.store.set_progress(&job, &slug, commit.as_deref(), *stat)?;
+                if let Some(r) = report {
+                    self.store.record_turn(&job, &slug, ev.attempt, *turn, r)?;
+                }
                 let _ = notes.send(Note::Checkpoint { job, task: slug, turn: *turn, stat: *stat });
                 Ok(None)
             }
@@ -436,17 +451,37 @@ impl Coordinator {
 }
 
 impl Coordinator {
-    /// Attempt `attempt` of `t`, as a worker gets it.
-    pub(crate) fn assignment(&self, job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
-        let mut a = assignment(job, t, attempt);
+    /// Attempt `attempt` of `t`, as a worker gets it; `job_spent` is what the job's agents
+    /// spent so far.
+    pub(crate) fn assignment(&self, job: &JobRow, t: &TaskRow, attempt: u32, job_spent: f64) -> Assignment {
+        let mut a = assignment(job, t, attempt, job_spent);
         if let Some(base) = &self.git_url {
             a.remote = crate::githttp::mirror_url(base, std::path::Path::new(&job.mirror));
         }
         a
     }
+
+    /// The dollars the job's agents are known to have spent.
+    pub(crate) fn job_spent(&self, job: &JobId) -> Result<f64, CoordError> {
+        Ok(self.store.job_usage(job)?.map_or(0.0, |u| u.known_cost()))
+    }
 }
 
-pub(crate) fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment {
+/// Why the job may dispatch nothing more: its `budget.job_usd` is spent.
+pub fn over_budget(job: &JobRow, spent: f64) -> Option<String> {
+    let limit = job.spec.budget.job_usd?;
+    (spent >= limit).then(|| {
+        format!(
+            "job budget: {} of {} spent; nothing more is dispatched (raise it: grove run --job {} --max-job-cost USD)",
+            grove_core::usage::dollars(spent),
+            grove_core::usage::dollars(limit),
+            job.id
+        )
+    })
+}
+
+/// What attempt `attempt` of `t` is given; `job_spent` is what the job's agents spent so far.
+pub(crate) fn assignment(job: &JobRow, t: &TaskRow, attempt: u32, job_spent: f64) -> Assignment {
     let spec = &job.spec;
     let per = spec.run.ports_per_task.unwrap_or(defaults::PORTS_PER_TASK);
     let base = spec.run.port_base.unwrap_or(defaults::PORT_BASE);
@@ -490,6 +525,26 @@ pub(crate) fn assignment(job: &JobRow, t: &TaskRow, attempt: u32) -> Assignment 
         log_cap: spec.run.log_cap.unwrap_or(defaults::LOG_CAP),
         keep_worktrees: spec.run.keep_worktrees.unwrap_or(KeepWorktrees::Failed),
         redo: t.train.redo.clone(),
+        budget: budget(&spec.budget, t, job_spent),
+        session: t
+            .agent
+            .session
+            .clone()
+            .zip(t.agent.session_agent.clone())
+            .map(|(id, agent)| grove_core::usage::SessionRef { agent, id, total: t.agent.session_total }),
+        reply: t.agent.reply.clone(),
+        prices: spec.prices.clone(),
+    }
+}
+
+/// The job's limits with what was spent against each.
+fn budget(b: &grove_core::usage::BudgetSpec, t: &TaskRow, job_spent: f64) -> grove_core::usage::Budget {
+    use grove_core::usage::Cap;
+    let task = t.agent.usage.unwrap_or_default();
+    grove_core::usage::Budget {
+        task_usd: b.task_usd.map(|limit| Cap { limit, spent: task.known_cost() }),
+        job_usd: b.job_usd.map(|limit| Cap { limit, spent: job_spent }),
+        task_tokens: b.task_tokens.map(|limit| Cap { limit, spent: task.tokens() }),
     }
 }
 

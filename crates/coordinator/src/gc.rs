@@ -651,6 +651,7 @@ mod tests {
             merge_commit: None,
             conflict_paths: vec![],
             train: TaskTrain::default(),
+            agent: Default::default(),
         }
     }
 

@@ -160,7 +160,12 @@ fn stat(s: grove_core::DiffStat) -> Option<pb::DiffStat> {
 }
 
 pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
+    let usage = tasks.iter().filter_map(|t| t.agent.usage).reduce(|a, b| a.add(&b));
+    let spent = usage.map_or(0.0, |u| u.known_cost());
     pb::Job {
+        usage: usage.as_ref().map(grove_bus::wire::usage_pb),
+        budget_stopped: crate::drive::over_budget(j, spent),
+        budget_job_usd: j.spec.budget.job_usd,
         id: j.id.to_string(),
         state: j.state.clone(),
         source: j.source.clone(),
@@ -239,6 +244,10 @@ pub fn task_pb(t: &TaskRow) -> pb::Task {
         failures: t.train.failures,
         first_dispatched_at: t.train.first_dispatched_at,
         retry_at: t.train.retry_at,
+        usage: t.agent.usage.as_ref().map(grove_bus::wire::usage_pb),
+        question: t.agent.question.clone(),
+        session: t.agent.session.clone(),
+        held: t.agent.held.clone(),
     }
 }
 
@@ -446,6 +455,13 @@ impl CoordinatorApi for Api {
         let task = self.task(&req.into_inner().task)?;
         allow_job(&self.daemon.coord.store, &caller, &task.job, "CancelTask")?;
         let job = self.daemon.cancel_task(&task).await.map_err(status)?;
+        Ok(Response::new(self.job(job.id.as_str())?))
+    }
+
+    async fn reply_task(&self, req: Request<pb::ReplyRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = req.into_inner();
+        let task = self.task(&r.task)?;
+        let job = self.daemon.reply(&task, &r.answer).await.map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
     }
 

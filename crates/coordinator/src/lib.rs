@@ -35,7 +35,7 @@ use grove_core::spec::SpecError;
 use grove_git::{Git, GitError, worktree::Identity};
 
 pub use drive::Note;
-pub use store::{JobRow, JobTrain, PoolLoad, Store, StoreError, TaskRow, TaskTrain};
+pub use store::{JobRow, JobTrain, PoolLoad, Store, StoreError, TaskAgent, TaskRow, TaskTrain, TurnRow};
 
 /// Why the coordinator could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -67,3 +67,26 @@ impl Coordinator {
         Ok(chosen.iter().map(|t| t.slug.clone()).collect())
     }
 }
+
+impl Coordinator {
+    /// A person answers the question a task's agent asked (`grove reply`): the task, which
+    /// needs attention, is queued again as a new attempt that resumes the agent's session with
+    /// `answer` as its first turn. Its branch and checkpoints stay. Refused for a task whose
+    /// agent asked nothing or kept no session.
+    pub fn reply(&self, job: &JobId, slug: &str, answer: &str) -> Result<(), CoordError> {
+        let name = format!("{job}/{slug}");
+        let t = self.store.task(job, slug)?.ok_or_else(|| StoreError::NoTask(name.clone()))?;
+        let refuse = |why: String| Err(CoordError::Refused { task: name.clone(), why });
+        if t.state != TaskState::NeedsAttention || t.agent.question.is_none() {
+            return refuse(format!("its agent asked nothing (it is {}); see `grove status`", t.state));
+        }
+        if t.agent.session.is_none() {
+            return refuse("its agent kept no session to resume; run it again with `grove retry`".into());
+        }
+        if answer.trim().is_empty() {
+            return refuse("the answer is empty".into());
+        }
+        self.store.set_reply(job, slug, answer)?;
+        Ok(())
+    }
+}

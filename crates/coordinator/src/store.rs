@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use grove_core::spec::JobSpec;
 use grove_core::task::{MergeState, TaskOutcome};
+use grove_core::usage::{TurnOutcome, TurnReport, Usage};
 use grove_core::{DiffStat, JobId, TaskState};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -33,8 +34,19 @@ pub enum StoreError {
     Ambiguous { name: String, jobs: String },
 }
 
-/// 4 added `jobs.collected_at` (`grove gc`); a version 3 file is migrated in place.
-const SCHEMA_VERSION: i64 = 4;
+/// 4 added `jobs.collected_at` (`grove gc`); 5 added the `turns` table (what each agent turn
+/// spent) and the tasks' agent session, question, reply and budget hold. Version 3 and 4
+/// files are migrated in place.
+const SCHEMA_VERSION: i64 = 5;
+
+/// What version 5 adds to a version 4 file.
+const MIGRATE_4_TO_5: &str = "
+ALTER TABLE tasks ADD COLUMN session TEXT;
+ALTER TABLE tasks ADD COLUMN session_agent TEXT;
+ALTER TABLE tasks ADD COLUMN question TEXT;
+ALTER TABLE tasks ADD COLUMN reply TEXT;
+ALTER TABLE tasks ADD COLUMN held TEXT;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -95,6 +107,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     first_dispatched_at INTEGER,
     retry_at INTEGER,
     updated_at INTEGER NOT NULL,
+    session TEXT,
+    session_agent TEXT,
+    question TEXT,
+    reply TEXT,
+    held TEXT,
     PRIMARY KEY (job, slug)
 );
 CREATE TABLE IF NOT EXISTS job_owners (
@@ -103,6 +120,27 @@ CREATE TABLE IF NOT EXISTS job_owners (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(job, state);
+CREATE TABLE IF NOT EXISTS turns (
+    job TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    turn INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    model TEXT,
+    outcome TEXT NOT NULL,
+    message TEXT,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cost_usd REAL,
+    known_cost_usd REAL NOT NULL,
+    session TEXT,
+    summary TEXT,
+    question TEXT,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (job, slug, attempt, turn)
+);
 ";
 
 /// What a pool's tasks ask of it (see [`Store::pool_load`]).
@@ -232,6 +270,34 @@ pub struct TaskRow {
     pub merge_commit: Option<String>,
     pub conflict_paths: Vec<String>,
     pub train: TaskTrain,
+    pub agent: TaskAgent,
+}
+
+/// What a task's agent spent and where its session stands (builtin CLI adapters).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskAgent {
+    /// The sum of its turns' usage; `None`: its agent reported none.
+    pub usage: Option<Usage>,
+    /// The agent's session id and adapter (the next attempt resumes it).
+    pub session: Option<String>,
+    pub session_agent: Option<String>,
+    /// What that session had spent by its last recorded turn.
+    pub session_total: Usage,
+    /// The question the agent ended its turn with (the task needs a person).
+    pub question: Option<String>,
+    /// A person's answer, for the next attempt (`grove reply`).
+    pub reply: Option<String>,
+    /// Why the task is not dispatched: the job is over its budget.
+    pub held: Option<String>,
+}
+
+/// One recorded agent turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRow {
+    pub attempt: u32,
+    pub turn: u32,
+    pub report: TurnReport,
+    pub at: i64,
 }
 
 impl TaskRow {
@@ -269,9 +335,14 @@ impl Store {
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'", [], |r| r.get::<_, i64>(0))
             .map_err(err)?
             > 0;
-        if has_jobs && version == 3 {
-            // The only migration so far: a column, added in one statement.
-            conn.execute_batch("ALTER TABLE jobs ADD COLUMN collected_at INTEGER").map_err(err)?;
+        if has_jobs && (version == 3 || version == 4) {
+            // Columns added, each migration in one transaction.
+            let mut steps = Vec::new();
+            if version == 3 {
+                steps.push("ALTER TABLE jobs ADD COLUMN collected_at INTEGER;");
+            }
+            steps.push(MIGRATE_4_TO_5);
+            conn.execute_batch(&format!("BEGIN; {} COMMIT;", steps.concat())).map_err(err)?;
         } else if has_jobs && version < SCHEMA_VERSION {
             return Err(StoreError::Corrupt {
                 path: p,
@@ -467,18 +538,37 @@ impl Store {
         Ok(any == 0)
     }
 
+    /// Whether nothing of the job is in flight: every task ended, or is held back by the job's
+    /// budget.
+    pub fn nothing_in_flight(&self, job: &JobId) -> Result<bool, StoreError> {
+        Ok(self.tasks(job)?.iter().all(|t| t.state.is_terminal() || t.agent.held.is_some()))
+    }
+
     fn select_tasks(&self, job: &JobId, slug: Option<&str>) -> Result<Vec<TaskRow>, StoreError> {
         let raw = self.with(|c| {
             const COLUMNS: &str =
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
                    conflict_paths, task_base, redos, redo, merge_seq, variant, variant_of, picked, finished_seq,
-                   started_at, finished_at, placed, placed_why, failures, first_dispatched_at, retry_at
-                 FROM tasks WHERE job = ?1";
+                   started_at, finished_at, placed, placed_why, failures, first_dispatched_at, retry_at,
+                   session, session_agent, question, reply, held,
+                   u.n, u.i, u.o, u.cr, u.cw, u.cost, u.priced, u.known,
+                   s.n, s.i, s.o, s.cr, s.cw, s.cost, s.priced, s.known
+                 FROM tasks
+                 LEFT JOIN (SELECT slug AS us, COUNT(*) AS n, SUM(input_tokens) AS i, SUM(output_tokens) AS o,
+                     SUM(cache_read_tokens) AS cr, SUM(cache_write_tokens) AS cw, SUM(cost_usd) AS cost,
+                     COUNT(cost_usd) AS priced, SUM(known_cost_usd) AS known
+                   FROM turns WHERE job = ?1 GROUP BY slug) u ON u.us = tasks.slug
+                 LEFT JOIN (SELECT slug AS ss, session AS sid, COUNT(*) AS n, SUM(input_tokens) AS i,
+                     SUM(output_tokens) AS o, SUM(cache_read_tokens) AS cr, SUM(cache_write_tokens) AS cw,
+                     SUM(cost_usd) AS cost, COUNT(cost_usd) AS priced, SUM(known_cost_usd) AS known
+                   FROM turns WHERE job = ?1 AND session IS NOT NULL GROUP BY slug, session) s
+                   ON s.ss = tasks.slug AND s.sid = tasks.session
+                 WHERE job = ?1";
             // Two statements, so the one-task lookup is a primary-key lookup.
             let mut st = match slug {
-                Some(_) => c.prepare_cached(&format!("{COLUMNS} AND slug = ?2"))?,
-                None => c.prepare_cached(&format!("{COLUMNS} AND ?2 IS NULL ORDER BY ord, slug"))?,
+                Some(_) => c.prepare_cached(&format!("{COLUMNS} AND tasks.slug = ?2"))?,
+                None => c.prepare_cached(&format!("{COLUMNS} AND ?2 IS NULL ORDER BY ord, tasks.slug"))?,
             };
             st.query_map(params![job.as_str(), slug], |r| {
                 Ok(RawTask {
@@ -517,6 +607,13 @@ impl Store {
                     failures: r.get(34)?,
                     first_dispatched_at: r.get(35)?,
                     retry_at: r.get(36)?,
+                    session: r.get(37)?,
+                    session_agent: r.get(38)?,
+                    question: r.get(39)?,
+                    reply: r.get(40)?,
+                    held: r.get(41)?,
+                    usage: usage_at(r, 42)?,
+                    session_total: usage_at(r, 50)?.map(|u| u.1),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -570,6 +667,7 @@ impl Store {
                    insertions = 0, deletions = 0, reason = NULL, log_tail = NULL, merge_commit = NULL,
                    conflict_paths = NULL, turns = 0, task_base = NULL, redos = 0, redo = NULL, merge_seq = NULL,
                    failures = 0, first_dispatched_at = NULL, retry_at = NULL,
+                   session = NULL, session_agent = NULL, question = NULL, reply = NULL, held = NULL,
                    updated_at = ?3 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, now()],
             )
@@ -590,7 +688,7 @@ impl Store {
             c.execute(
                 "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4, started_at = NULL,
                    finished_at = NULL, finished_seq = NULL, placed = ?5, placed_why = ?6, on_bus = 0,
-                   retry_at = NULL, first_dispatched_at = COALESCE(first_dispatched_at, ?4)
+                   retry_at = NULL, first_dispatched_at = COALESCE(first_dispatched_at, ?4), held = NULL
                  WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, attempt, now(), pool, why],
             )
@@ -743,10 +841,161 @@ impl Store {
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = ?5, log_tail = NULL, merge_commit = NULL,
                    conflict_paths = ?6, turns = 0, task_base = ?3, redos = redos + 1, redo = ?4,
-                   attempt = attempt + 1, on_bus = 0, updated_at = ?7 WHERE job = ?1 AND slug = ?2",
+                   attempt = attempt + 1, on_bus = 0, question = NULL, updated_at = ?7 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, base, text, why, json(&redo.paths), now()],
             )
         })?;
+        Ok(())
+    }
+
+    /// Record what one agent turn produced (the turn's checkpoint carried it): its usage, and
+    /// the task's session and question. A person's answer is used once a turn took it.
+    pub fn record_turn(
+        &self,
+        job: &JobId,
+        slug: &str,
+        attempt: u32,
+        turn: u32,
+        r: &TurnReport,
+    ) -> Result<(), StoreError> {
+        let u = &r.usage;
+        let message = r.outcome.message().map(str::to_owned);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO turns (job, slug, attempt, turn, agent, model, outcome, message,
+                   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, known_cost_usd,
+                   session, summary, question, at)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+                params![
+                    job.as_str(),
+                    slug,
+                    attempt,
+                    turn,
+                    r.agent,
+                    r.model,
+                    r.outcome.as_str(),
+                    message,
+                    u.input_tokens as i64,
+                    u.output_tokens as i64,
+                    u.cache_read_tokens as i64,
+                    u.cache_write_tokens as i64,
+                    u.cost_usd,
+                    u.known_cost(),
+                    r.session,
+                    r.summary,
+                    r.question,
+                    now(),
+                ],
+            )?;
+            tx.execute(
+                "UPDATE tasks SET session = COALESCE(?3, session), session_agent = CASE WHEN ?3 IS NULL
+                   THEN session_agent ELSE ?4 END, question = ?5, reply = NULL, updated_at = ?6
+                 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, r.session, r.agent, r.question, now()],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// A task's recorded turns, oldest first.
+    pub fn turns(&self, job: &JobId, slug: &str) -> Result<Vec<TurnRow>, StoreError> {
+        let rows = self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT attempt, turn, agent, model, outcome, message, input_tokens, output_tokens, cache_read_tokens,
+                   cache_write_tokens, cost_usd, known_cost_usd, session, summary, question, at
+                 FROM turns WHERE job = ?1 AND slug = ?2 ORDER BY attempt, turn",
+            )?;
+            st.query_map(params![job.as_str(), slug], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    [r.get::<_, i64>(6)?, r.get(7)?, r.get(8)?, r.get(9)?],
+                    (r.get::<_, Option<f64>>(10)?, r.get::<_, f64>(11)?),
+                    [r.get::<_, Option<String>>(12)?, r.get(13)?, r.get(14)?],
+                    r.get::<_, i64>(15)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(
+                |(
+                    attempt,
+                    turn,
+                    agent,
+                    model,
+                    outcome,
+                    message,
+                    t,
+                    (cost, known),
+                    [session, summary, question],
+                    at,
+                )| {
+                    let outcome = TurnOutcome::from_parts(&outcome, message, None)
+                        .map_err(|e| self.corrupt("turn outcome", e))?;
+                    let usage = Usage {
+                        input_tokens: t[0] as u64,
+                        output_tokens: t[1] as u64,
+                        cache_read_tokens: t[2] as u64,
+                        cache_write_tokens: t[3] as u64,
+                        cost_usd: cost,
+                        known_cost_usd: known,
+                    };
+                    let report = TurnReport { agent, model, outcome, summary, usage, session, question };
+                    Ok(TurnRow { attempt, turn, report, at })
+                },
+            )
+            .collect()
+    }
+
+    /// What a job's agents spent: the sum of its tasks' turns; `None` when no agent reported.
+    pub fn job_usage(&self, job: &JobId) -> Result<Option<Usage>, StoreError> {
+        let usage = self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
+                   SUM(cache_write_tokens), SUM(cost_usd), COUNT(cost_usd), SUM(known_cost_usd)
+                 FROM turns WHERE job = ?1",
+                [job.as_str()],
+                |r| usage_at(r, 0),
+            )
+        })?;
+        Ok(usage.map(|(_, u)| u))
+    }
+
+    /// A person answered the question of a task that needs attention: it goes again as a new
+    /// attempt that resumes its agent's session with `answer`; its branch is kept.
+    pub fn set_reply(&self, job: &JobId, slug: &str, answer: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET state = 'queued', merge_state = 'pending', reason = NULL, merge_commit = NULL,
+                   merge_seq = NULL, question = NULL, reply = ?3, retry_at = NULL, held = NULL, on_bus = 0,
+                   updated_at = ?4 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, answer, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A task is not dispatched because the job is over its budget (`None`: it may go again).
+    pub fn set_held(&self, job: &JobId, slug: &str, why: Option<&str>) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET held = ?3, updated_at = ?4 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, why, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The job's spec changed (its budget was raised by `grove run --job JOB --max-job-cost`).
+    pub fn set_spec(&self, job: &JobId, spec: &JobSpec) -> Result<(), StoreError> {
+        let text = serde_json::to_string(spec).map_err(|e| self.corrupt("spec", e))?;
+        self.with(|c| c.execute("UPDATE jobs SET spec = ?2 WHERE id = ?1", params![job.as_str(), text]))?;
         Ok(())
     }
 
@@ -934,6 +1183,34 @@ struct RawTask {
     failures: u32,
     first_dispatched_at: Option<i64>,
     retry_at: Option<i64>,
+    session: Option<String>,
+    session_agent: Option<String>,
+    question: Option<String>,
+    reply: Option<String>,
+    held: Option<String>,
+    usage: Option<(i64, Usage)>,
+    session_total: Option<Usage>,
+}
+
+/// A sum of turns read from column `at` on: their count, tokens, cost (unknown unless every
+/// turn was priced), count of priced turns and known cost. `None` when no turn was recorded.
+fn usage_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<(i64, Usage)>> {
+    let Some(n) = r.get::<_, Option<i64>>(at)?.filter(|n| *n > 0) else { return Ok(None) };
+    let int = |i: usize| -> rusqlite::Result<u64> {
+        Ok(r.get::<_, Option<i64>>(at + i)?.unwrap_or(0).max(0) as u64)
+    };
+    let cost: Option<f64> = r.get(at + 5)?;
+    let priced: i64 = r.get::<_, Option<i64>>(at + 6)?.unwrap_or(0);
+    let known: f64 = r.get::<_, Option<f64>>(at + 7)?.unwrap_or(0.0);
+    let u = Usage {
+        input_tokens: int(1)?,
+        output_tokens: int(2)?,
+        cache_read_tokens: int(3)?,
+        cache_write_tokens: int(4)?,
+        cost_usd: if priced == n { Some(cost.unwrap_or(0.0)) } else { None },
+        known_cost_usd: known,
+    };
+    Ok(Some((n, u)))
 }
 
 impl RawTask {
@@ -991,6 +1268,15 @@ impl RawTask {
                 first_dispatched_at: self.first_dispatched_at,
                 retry_at: self.retry_at,
             },
+            agent: TaskAgent {
+                usage: self.usage.map(|(_, u)| u),
+                session: self.session,
+                session_agent: self.session_agent,
+                session_total: self.session_total.unwrap_or_else(Usage::zero),
+                question: self.question,
+                reply: self.reply,
+                held: self.held,
+            },
         })
     }
 }
@@ -1025,9 +1311,9 @@ mod tests {
         let path = dir.path().join("grove.db");
         {
             let conn = Connection::open(&path).expect("open");
-            let old = SCHEMA
+            let old = version_4_schema()
                 .replace("    merge_stopped TEXT,\n    collected_at INTEGER\n", "    merge_stopped TEXT\n");
-            assert_ne!(old, SCHEMA);
+            assert_ne!(old, version_4_schema());
             conn.execute_batch(&old).expect("old schema");
             conn.execute(
                 "INSERT INTO jobs (id, created_at, spec, source, mirror, base, integration_branch, integration_head,
@@ -1047,7 +1333,75 @@ mod tests {
         store.set_job_state(&id, "running").expect("retried");
         assert_eq!(store.job("j-0001").expect("job").collected_at, None, "running again: not collected");
         drop(store);
-        Store::open(&path).expect("opens again at version 4");
+        Store::open(&path).expect("opens again at version 5");
+    }
+
+    /// The schema as version 4 had it: without the turns table and the tasks' agent columns.
+    fn version_4_schema() -> String {
+        let cut = SCHEMA.find("CREATE TABLE IF NOT EXISTS turns").expect("the turns table");
+        SCHEMA[..cut].replace(
+            "    session TEXT,\n    session_agent TEXT,\n    question TEXT,\n    reply TEXT,\n    held TEXT,\n",
+            "",
+        )
+    }
+
+    /// A version 4 file opens at version 5: its tasks get agent columns, turns are recorded
+    /// and summed per task and job.
+    #[test]
+    fn a_version_4_file_is_migrated_and_records_turns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("grove.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            let old = version_4_schema();
+            assert!(!old.contains("session_agent"));
+            conn.execute_batch(&old).expect("old schema");
+            conn.execute(
+                "INSERT INTO jobs (id, created_at, spec, source, mirror, base, integration_branch, integration_head,
+                   state, warnings, ignored_files) VALUES ('j-0001', 1, '{}', 's', 'm', 'b', 'i', 'b', 'running', '[]', '[]')",
+                [],
+            )
+            .expect("a job");
+            for slug in ["a", "b"] {
+                conn.execute(
+                    "INSERT INTO tasks (job, slug, ord, level, title, files, lines, depends_on, branch, pool, state,
+                       merge_state, updated_at) VALUES ('j-0001', ?1, 0, 0, ?1, '[]', 0, '[]', 'b', 'local', 'running', 'pending', 1)",
+                    [slug],
+                )
+                .expect("a task");
+            }
+            conn.pragma_update(None, "user_version", 4).expect("version");
+        }
+        let store = Store::open(&path).expect("migrated");
+        let id = JobId::parse("j-0001").expect("id");
+        let report = |session: &str, cost: Option<f64>| TurnReport {
+            agent: "codex".into(),
+            model: Some("gpt-5".into()),
+            outcome: TurnOutcome::Success,
+            summary: Some("done".into()),
+            usage: Usage::new(100, 10, 50, 0, cost),
+            session: Some(session.into()),
+            question: None,
+        };
+        store.record_turn(&id, "a", 1, 1, &report("s1", Some(0.25))).expect("turn");
+        store.record_turn(&id, "a", 1, 2, &report("s1", Some(0.5))).expect("turn");
+        store.record_turn(&id, "b", 1, 1, &report("s2", None)).expect("turn");
+        let a = store.task(&id, "a").expect("read").expect("a");
+        let u = a.agent.usage.expect("usage");
+        assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_tokens), (200, 20, 100));
+        assert_eq!(u.cost_usd, Some(0.75));
+        assert_eq!(a.agent.session.as_deref(), Some("s1"));
+        assert_eq!(a.agent.session_agent.as_deref(), Some("codex"));
+        assert_eq!(a.agent.session_total.input_tokens, 200);
+        let b = store.task(&id, "b").expect("read").expect("b");
+        assert_eq!(b.agent.usage.expect("usage").cost_usd, None, "a turn without a price: unknown");
+        let job = store.job_usage(&id).expect("job usage").expect("some");
+        assert_eq!(job.tokens(), 480);
+        assert_eq!(job.cost_usd, None);
+        assert_eq!(job.known_cost(), 0.75);
+        assert_eq!(store.turns(&id, "a").expect("turns").len(), 2);
+        store.set_held(&id, "b", Some("job budget")).expect("hold");
+        assert!(!store.nothing_in_flight(&id).expect("in flight"), "a is still running");
     }
 
     /// A pod launcher's view of a pool: tasks on the bus, tasks being worked on, and the

@@ -273,6 +273,7 @@ fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask, pool: &str
         merge_commit: None,
         conflict_paths: Vec::new(),
         train: Default::default(),
+        agent: Default::default(),
     }
 }
 

@@ -110,6 +110,8 @@ impl Coordinator {
         let deadline = row.spec.run.deadline;
         let tasks = self.store.tasks(job)?;
         let mut ended = false;
+        let job_spent = self.job_spent(job)?;
+        let over = crate::drive::over_budget(&row, job_spent);
         for t in tasks.iter().filter(|t| !t.state.is_terminal()) {
             if let (Some(d), Some(first)) = (deadline, t.train.first_dispatched_at)
                 && now >= first.saturating_add(d.as_secs() as i64)
@@ -140,11 +142,21 @@ impl Coordinator {
                 ended = true;
                 continue;
             }
-            if t.train.retry_at.is_some_and(|at| at <= now) {
+            if t.train.retry_at.is_some_and(|at| at <= now) && t.agent.held.is_none() {
+                if let Some(why) = &over {
+                    // The job spent its budget while this task waited: it waits for a raise.
+                    self.store.set_held(job, &t.slug, Some(why))?;
+                    ended = true;
+                    continue;
+                }
                 let attempt = t.attempt + 1;
                 let placed = self.place(&row, &tasks, t, None);
                 self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
-                if let Err(e) = self.bus.dispatch(&placed.pool, self.assignment(&row, t, attempt)).await {
+                if let Err(e) = self
+                    .bus
+                    .dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent))
+                    .await
+                {
                     tracing::warn!(task = %t.slug, attempt, "dispatching again: {e}; the next tick sends it");
                     continue;
                 }

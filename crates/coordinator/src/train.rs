@@ -659,6 +659,7 @@ mod tests {
                 merge_commit: None,
                 conflict_paths: vec![],
                 train: TaskTrain::default(),
+                agent: Default::default(),
             })
             .collect();
         coord.store.insert_job(&row, &tasks).expect("insert");

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod spec;
 pub mod task;
 pub mod urls;
+pub mod usage;
 
 pub use names::{JobId, NameError};
 pub use spec::{JobSpec, SpecError};

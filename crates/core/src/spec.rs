@@ -50,6 +50,13 @@ pub struct JobSpec {
     pub merge: MergeSpec,
     #[serde(default)]
     pub placement: crate::placement::PlacementSpec,
+    /// What tasks and the job may spend on agents.
+    #[serde(default, skip_serializing_if = "crate::usage::BudgetSpec::is_empty")]
+    pub budget: crate::usage::BudgetSpec,
+    /// Prices (USD per million tokens) by model name prefix, over the builtin table, for CLIs
+    /// that report tokens but no cost.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, crate::usage::Price>,
     /// Several agents or prompts for every task: each variant runs as its own attempt on its
     /// own branch (`grove/<job>/<task>.<variant>`), and `merge.pick` keeps one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -73,6 +80,11 @@ pub struct VariantSpec {
     /// Instead of `agent.command` (command).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// Instead of `agent.model` (the builtin CLI adapters).
+    pub model: Option<String>,
+    /// Instead of `agent.args` (the builtin CLI adapters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// Added to `agent.env`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -94,6 +106,12 @@ impl VariantSpec {
         if !self.command.is_empty() {
             a.command.clone_from(&self.command);
             a.kind.get_or_insert(AgentKind::Command);
+        }
+        if self.model.is_some() {
+            a.model.clone_from(&self.model);
+        }
+        if !self.args.is_empty() {
+            a.args.clone_from(&self.args);
         }
         a.env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         a
@@ -266,7 +284,8 @@ impl std::str::FromStr for SplitRule {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
-    /// `replace` (builtin regex rewrite) or `command` (any program).
+    /// `replace` (builtin regex rewrite), `command` (any program), or a builtin CLI adapter:
+    /// `claude`, `codex`, `copilot`, `gemini`, `aider`, `opencode`.
     pub kind: Option<AgentKind>,
     /// For `replace`: the regex (Rust syntax) to find.
     pub pattern: Option<String>,
@@ -275,6 +294,14 @@ pub struct AgentSpec {
     /// For `command`: the program and its arguments; `{prompt}`, `{scope}`, `{task}` are filled in.
     #[serde(default)]
     pub command: Vec<String>,
+    /// For a CLI adapter: the model, as the CLI names it (`--model`).
+    pub model: Option<String>,
+    /// For a CLI adapter: extra arguments, after grove's own (`{prompt}`, `{scope}`, `{task}`
+    /// are filled in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// For a CLI adapter: the executable (default: the CLI's usual name on PATH).
+    pub program: Option<String>,
     /// Extra environment for the agent.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -287,30 +314,63 @@ pub struct AgentSpec {
 }
 
 /// The kinds of agent grove runs.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
     Replace,
     Command,
+    /// Claude Code (`claude -p`).
+    Claude,
+    /// OpenAI Codex CLI (`codex exec`).
+    Codex,
+    /// GitHub Copilot CLI (`copilot -p`).
+    Copilot,
+    /// Gemini CLI (`gemini -p`).
+    Gemini,
+    /// aider (`aider --message`).
+    Aider,
+    /// OpenCode (`opencode run`).
+    Opencode,
 }
 
 impl AgentKind {
+    pub const ALL: [AgentKind; 8] = [
+        AgentKind::Replace,
+        AgentKind::Command,
+        AgentKind::Claude,
+        AgentKind::Codex,
+        AgentKind::Copilot,
+        AgentKind::Gemini,
+        AgentKind::Aider,
+        AgentKind::Opencode,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AgentKind::Replace => "replace",
             AgentKind::Command => "command",
+            AgentKind::Claude => "claude",
+            AgentKind::Codex => "codex",
+            AgentKind::Copilot => "copilot",
+            AgentKind::Gemini => "gemini",
+            AgentKind::Aider => "aider",
+            AgentKind::Opencode => "opencode",
         }
+    }
+
+    /// A builtin adapter of an agent CLI (not `replace` or `command`).
+    pub fn is_cli(self) -> bool {
+        !matches!(self, AgentKind::Replace | AgentKind::Command)
     }
 }
 
 impl std::str::FromStr for AgentKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "replace" => Ok(AgentKind::Replace),
-            "command" => Ok(AgentKind::Command),
-            _ => Err(format!("unknown agent {s:?} (expected replace or command)")),
-        }
+        AgentKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = AgentKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown agent {s:?} (expected one of: {})", names.join(", "))
+        })
     }
 }
 
@@ -653,6 +713,24 @@ impl JobSpec {
             check_repo_path(p.trim_end_matches('/'))
                 .map_err(|m| err("run.include_ignored", format!("{p:?} {m}")))?;
         }
+        for (field, v) in [("budget.task_usd", self.budget.task_usd), ("budget.job_usd", self.budget.job_usd)]
+        {
+            if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                return Err(err(field, "must be a positive number of dollars".into()));
+            }
+        }
+        if self.budget.task_tokens == Some(0) {
+            return Err(err("budget.task_tokens", "must be at least 1".into()));
+        }
+        for (model, p) in &self.prices {
+            let all = [Some(p.input), Some(p.output), p.cache_read, p.cache_write];
+            if model.trim().is_empty() || all.iter().flatten().any(|v| !(*v >= 0.0 && v.is_finite())) {
+                return Err(err(
+                    "prices",
+                    format!("{model:?}: prices are USD per million tokens, 0 or more"),
+                ));
+            }
+        }
         if self.merge.batch == Some(0) {
             return Err(err("merge.batch", "must be at least 1".into()));
         }
@@ -708,6 +786,24 @@ impl JobSpec {
                     return Err(err(
                         &field("command"),
                         format!("{who}the command agent needs a program to run"),
+                    ));
+                }
+                Ok(())
+            }
+            Some(kind) => {
+                if agent.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+                    return Err(err(&field("model"), format!("{who}is empty")));
+                }
+                if agent.program.as_deref().is_some_and(|m| m.trim().is_empty()) {
+                    return Err(err(&field("program"), format!("{who}is empty")));
+                }
+                if !agent.command.is_empty() {
+                    return Err(err(
+                        &field("command"),
+                        format!(
+                            "{who}the {} agent builds its own command line: give extra arguments in agent.args",
+                            kind.as_str()
+                        ),
                     ));
                 }
                 Ok(())

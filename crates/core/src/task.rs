@@ -226,6 +226,15 @@ pub struct Assignment {
     /// Set when this attempt redoes the task after its branch conflicted with the integration
     /// branch: `base` is then the integration head and the branch starts there.
     pub redo: Option<Redo>,
+    /// What the attempt may still spend (`[budget]`, less what was spent before).
+    pub budget: crate::usage::Budget,
+    /// The agent session the attempt resumes (a builtin CLI adapter's earlier turn).
+    pub session: Option<crate::usage::SessionRef>,
+    /// A person's answer to the question the agent asked (`grove reply`): the first turn's
+    /// prompt, in the resumed session.
+    pub reply: Option<String>,
+    /// The job's prices over the builtin table, by model name prefix.
+    pub prices: std::collections::BTreeMap<String, crate::usage::Price>,
 }
 
 /// What an agent redoing a conflicting task is told (in GROVE_CONFLICT_FILE and friends).
@@ -253,8 +262,9 @@ pub struct TaskEvent {
 pub enum EventKind {
     /// The attempt moved to a non-terminal state (`turn` is set while running).
     State { state: TaskState, turn: Option<u32> },
-    /// A turn ended with a checkpoint commit (or none, when nothing changed).
-    Checkpoint { turn: u32, commit: Option<String>, stat: DiffStat },
+    /// A turn ended with a checkpoint commit (or none, when nothing changed), and what a
+    /// builtin agent adapter read from the CLI about the turn.
+    Checkpoint { turn: u32, commit: Option<String>, stat: DiffStat, report: Option<crate::usage::TurnReport> },
     /// The attempt is over.
     Finished(TaskOutcome),
 }
@@ -262,7 +272,7 @@ pub enum EventKind {
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOutcome {
-    /// Succeeded, Failed or Cancelled.
+    /// Succeeded, Failed, Cancelled, or NeedsAttention (the agent asked a question).
     pub state: TaskState,
     /// The branch's tip at the end.
     pub head: Option<String>,

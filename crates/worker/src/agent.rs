@@ -1,14 +1,18 @@
 //! Agents: what runs in a task's workspace for one turn. `replace` is builtin (a regex rewrite
 //! of the task's files, deterministic, for codemods and tests); `command` runs any program,
-//! its arguments filled in from the task.
+//! its arguments filled in from the task; the CLI kinds (`claude`, `codex`...) run an agent CLI
+//! through its adapter ([`crate::adapter`]), whose output is read as it streams
+//! ([`run_cli_turn`]).
 
 use std::path::Path;
 use std::time::Instant;
 
 use grove_core::spec::{AgentKind, AgentSpec};
+use grove_core::usage::{Budget, TurnOutcome, TurnReport, Usage};
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{self, End, Finished, Log, ProcessError};
+use crate::adapter::{self, Plan, Prices};
+use crate::process::{self, End, Finished, Log, ProcessError, Stream};
 
 /// What one turn is given.
 pub struct Turn<'a> {
@@ -46,7 +50,121 @@ pub async fn run_turn(
             process::run(program, args, turn.workdir, &env, turn.timeout, log, cancel).await
         }
         Some(AgentKind::Replace) | None => replace(turn, log).await,
+        Some(kind) => {
+            // The CLI kinds run through `run_cli_turn`; this is their bare form, without a
+            // session or a budget (a prompt as given, output to the log).
+            let plan = Plan {
+                kind,
+                program: turn.agent.program.as_deref(),
+                model: turn.agent.model.as_deref(),
+                args: &fill_all(&turn.agent.args, turn),
+                prompt: turn.prompt,
+                resume: None,
+                workdir: turn.workdir,
+                run_dir: turn.workdir,
+                usd_left: None,
+                as_root: running_as_root(),
+                persona: None,
+            };
+            let cli = run_cli_turn(
+                turn,
+                &plan,
+                &Budget::default(),
+                &Usage::zero(),
+                Prices::new(&Default::default()),
+                log,
+                cancel,
+            )
+            .await?;
+            Ok(cli.finished)
+        }
     }
+}
+
+/// What one turn of a CLI adapter did.
+pub struct CliTurn {
+    pub finished: Finished,
+    /// What the adapter read from the CLI's output.
+    pub report: TurnReport,
+    /// The CLI could not find the session it was told to resume.
+    pub resume_failed: bool,
+}
+
+/// Run one turn of a CLI adapter: its command line, its output read line by line as it
+/// streams. When what the stream shows (with `spent`, what the attempt spent before this turn)
+/// goes over `budget`, the CLI is stopped at once and the turn ends as a budget failure.
+#[allow(clippy::too_many_arguments)] // the turn, its plan, its money, its output, its stop
+pub async fn run_cli_turn(
+    turn: &Turn<'_>,
+    plan: &Plan<'_>,
+    budget: &Budget,
+    spent: &Usage,
+    prices: Prices,
+    log: &mut Log,
+    cancel: &CancellationToken,
+) -> Result<CliTurn, ProcessError> {
+    let inv = adapter::invocation(plan);
+    for n in &inv.notes {
+        log.note(n).await?;
+    }
+    let mut parser = adapter::parser(plan, prices);
+    let stop = cancel.child_token();
+    let mut over: Option<String> = None;
+    let mut env = turn.env.clone();
+    env.extend(turn.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(inv.env.iter().cloned());
+    let finished = {
+        let mut hook = |s: Stream, line: &str| {
+            parser.line(s, line);
+            if over.is_none()
+                && !budget.is_empty()
+                && let Some(why) = budget.exceeded(&spent.add(&parser.spent()))
+            {
+                over = Some(why);
+                stop.cancel();
+            }
+        };
+        process::run_streaming(
+            &inv.program,
+            &inv.args,
+            turn.workdir,
+            &env,
+            turn.timeout,
+            log,
+            &stop,
+            Some(&mut hook),
+        )
+        .await?
+    };
+    if let Some(why) = &over {
+        // Said in the log: the turn was cut short by grove, not ended by the CLI.
+        log.note(&format!("{why}: the agent was stopped mid-turn")).await?;
+    }
+    let mut report = parser.finish(&finished.end, &finished.tail, unix_now());
+    if over.is_none() && !budget.is_empty() {
+        // The turn's last figures (the CLI's own cost at its end) may put it over, too.
+        over = budget.exceeded(&spent.add(&report.usage));
+    }
+    let resume_failed = parser.resume_failed();
+    if let Some(why) = over {
+        report.outcome = TurnOutcome::Budget(why);
+    }
+    Ok(CliTurn { finished, report, resume_failed })
+}
+
+/// Whether this process runs as root (Claude Code refuses to skip its permission prompts then).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Every argument with `{prompt}`, `{scope}` and `{task}` filled in.
+pub fn fill_all(args: &[String], turn: &Turn<'_>) -> Vec<String> {
+    args.iter().map(|a| fill(a, turn)).collect()
 }
 
 /// Fill `{prompt}`, `{scope}` and `{task}` into one argument.

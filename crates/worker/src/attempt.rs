@@ -10,7 +10,10 @@ use grove_core::{DiffStat, TaskState, spec::KeepWorktrees};
 use grove_git::worktree::Identity;
 use tokio_util::sync::CancellationToken;
 
+use grove_core::usage::{SessionRef, TurnOutcome, Usage};
+
 use crate::WorkerContext;
+use crate::adapter;
 use crate::agent::{self, Turn};
 use crate::process::{self, End, Log};
 use crate::workspace::{self, Workspace};
@@ -475,6 +478,15 @@ async fn turns(
         let _ = tokio::fs::remove_file(&previous_diff_file).await;
     }
     let who = Identity::default();
+    // A CLI adapter keeps its session from turn to turn, and across attempts.
+    let cli = a.agent.kind.filter(|k| k.is_cli());
+    let mut session = match cli {
+        Some(kind) => restore_session(ctx, a, ws, run_dir, kind, resume.is_some(), log).await,
+        None => None,
+    };
+    let mut spent = Usage::zero();
+    let prices = adapter::Prices::new(&a.prices);
+    let mut next_prompt = first_prompt(a, &prompt, session.is_some(), resume);
     let mut turn_no = 0;
     loop {
         turn_no += 1;
@@ -528,9 +540,60 @@ async fn turns(
             env: agent_env,
             timeout: a.turn_timeout,
         };
-        let finished = match agent::run_turn(&turn, log, cancel).await {
-            Ok(f) => f,
-            Err(e) => return failed(format!("turn {turn_no}: {e}"), log.tail(), turn_no),
+        let (finished, turn_report) = match cli {
+            None => match agent::run_turn(&turn, log, cancel).await {
+                Ok(f) => (f, None),
+                Err(e) => return failed(format!("turn {turn_no}: {e}"), log.tail(), turn_no),
+            },
+            Some(kind) => {
+                if let Some(why) = a.budget.exceeded(&spent) {
+                    let _ = log.note(&why).await;
+                    return failed(why, log.tail(), turn_no - 1);
+                }
+                let args = agent::fill_all(&a.agent.args, &turn);
+                let plan = adapter::Plan {
+                    kind,
+                    program: a.agent.program.as_deref(),
+                    model: a.agent.model.as_deref(),
+                    args: &args,
+                    prompt: &next_prompt,
+                    resume: session.as_ref(),
+                    workdir: &ws.path,
+                    run_dir,
+                    usd_left: a.budget.usd_left().map(|l| (l - spent.known_cost()).max(0.0)),
+                    as_root: agent::running_as_root(),
+                    persona: None,
+                };
+                let t =
+                    match agent::run_cli_turn(&turn, &plan, &a.budget, &spent, prices.clone(), log, cancel)
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(e) => return failed(format!("turn {turn_no}: {e}"), log.tail(), turn_no),
+                    };
+                if t.resume_failed && session.is_some() && !cancel.is_cancelled() {
+                    // The CLI lost the session (its transcript did not travel): start a new one.
+                    let _ = log
+                        .note(&format!("{kind:?}: the session to resume was not found; starting a new one"))
+                        .await;
+                    session = None;
+                    next_prompt = first_prompt(a, &prompt, false, resume);
+                    turn_no -= 1;
+                    continue;
+                }
+                spent = spent.add(&t.report.usage);
+                note_turn(log, turn_no, &t.report).await;
+                if let Some(id) = &t.report.session {
+                    let before =
+                        session.as_ref().filter(|s| &s.id == id).map_or_else(Usage::zero, |s| s.total);
+                    session = Some(SessionRef {
+                        agent: kind.as_str().into(),
+                        id: id.clone(),
+                        total: before.add(&t.report.usage),
+                    });
+                }
+                (t.finished, Some(t.report))
+            }
         };
         if fence.is_cancelled() {
             // The lease may have lapsed: no checkpoint, another worker may be on the branch.
@@ -541,9 +604,15 @@ async fn turns(
             "grove: {} {} turn {turn_no}\n\nGrove-Job: {}\nGrove-Task: {}\nGrove-Attempt: {}\nGrove-Turn: {turn_no}",
             a.job, a.task, a.job, a.task, a.attempt
         );
-        // The checkpoint is published (pushed, for a clone) before the turn is reported.
+        let transcript = match (cli, &session) {
+            (Some(kind), Some(s)) => session_files(ctx, a, ws, run_dir, kind, s),
+            _ => None,
+        };
+        // The checkpoint is published (pushed, for a clone) before the turn is reported, and
+        // the session's transcript with it.
         let commit = {
             let (git, ws, who, since) = (ctx.git.clone(), ws.clone(), who.clone(), since.clone());
+            let side = session_ref(a);
             tokio::task::spawn_blocking(move || {
                 let keep_out = &ws.copied.keep_out;
                 let c = grove_git::worktree::checkpoint(
@@ -557,6 +626,12 @@ async fn turns(
                 .map_err(|e| e.to_string())?;
                 // Also when grove had nothing to commit: the agent may have committed itself.
                 ws.publish(&git)?;
+                if let Some(files) = transcript
+                    && let Err(e) = ws.save_files(&git, &side, &files, "grove: agent session", &who)
+                {
+                    // The session stays on this machine; elsewhere the next attempt starts one.
+                    tracing::warn!("saving the agent's session: {e}");
+                }
                 Ok::<_, String>(c)
             })
             .await
@@ -591,20 +666,18 @@ async fn turns(
             Some(c) => ws.stat(&ctx.git, &a.base, c).unwrap_or_default(),
             None => DiffStat::default(),
         };
-        report(&ctx.bus, a, EventKind::Checkpoint { turn: turn_no, commit: commit.clone(), stat }).await;
+        report(
+            &ctx.bus,
+            a,
+            EventKind::Checkpoint {
+                turn: turn_no,
+                commit: commit.clone(),
+                stat,
+                report: turn_report.clone(),
+            },
+        )
+        .await;
         match finished.end {
-            End::Exited(0) => {}
-            End::Exited(code) => {
-                let why = format!("the agent exited with code {code} in turn {turn_no}");
-                let mut outcome = failed(why.clone(), log.tail(), turn_no);
-                // A usage or rate limit is not the agent's verdict: park until it resets.
-                if let Some(until) = crate::limits::usage_limit(&outcome.log_tail, unix_now()) {
-                    let _ = log.note(&format!("usage limit: parked until unix time {until}")).await;
-                    outcome.reason = Some(format!("{why}: the agent hit a usage limit"));
-                    outcome.retry = Retry::Parked { until };
-                }
-                return outcome;
-            }
             End::TimedOut(t) => {
                 return failed(
                     format!("turn {turn_no} timed out after {}", humanize(t)),
@@ -612,7 +685,7 @@ async fn turns(
                     turn_no,
                 );
             }
-            End::Cancelled => {
+            End::Cancelled if cancel.is_cancelled() => {
                 return TaskOutcome {
                     state: TaskState::Cancelled,
                     head: None,
@@ -622,6 +695,32 @@ async fn turns(
                     log_tail: log.tail(),
                     retry: grove_core::task::Retry::Final,
                 };
+            }
+            _ => {}
+        }
+        if let (Some(kind), Some(r)) = (cli, &turn_report) {
+            if let Some(outcome) =
+                cli_verdict(kind, r, turn_no, commit.is_some(), &a.budget, &spent, log).await
+            {
+                return outcome;
+            }
+        } else {
+            match finished.end {
+                End::Exited(0) => {}
+                End::Exited(code) => {
+                    let why = format!("the agent exited with code {code} in turn {turn_no}");
+                    let mut outcome = failed(why.clone(), log.tail(), turn_no);
+                    // A usage or rate limit is not the agent's verdict: park until it resets.
+                    if let Some(until) = crate::limits::usage_limit(&outcome.log_tail, unix_now()) {
+                        let _ = log.note(&format!("usage limit: parked until unix time {until}")).await;
+                        outcome.reason = Some(format!("{why}: the agent hit a usage limit"));
+                        outcome.retry = Retry::Parked { until };
+                    }
+                    return outcome;
+                }
+                End::TimedOut(_) | End::Cancelled => {
+                    return failed(format!("turn {turn_no} was stopped"), log.tail(), turn_no);
+                }
             }
         }
         let Some(check) = &a.check else {
@@ -652,13 +751,278 @@ async fn turns(
             End::Exited(code) => format!("the check `{check}` failed (exit {code}) after turn {turn_no}"),
             End::TimedOut(t) => format!("the check `{check}` timed out after {}", humanize(t)),
         };
-        if turn_no >= a.max_turns || commit.is_none() {
+        if turn_no >= a.max_turns || (commit.is_none() && session.is_none()) {
             return failed(why, log.tail(), turn_no);
         }
         let feedback = format!("{why}. Its output ended with:\n\n{}\n", log.tail());
-        if let Err(e) = tokio::fs::write(&feedback_file, feedback).await {
+        if let Err(e) = tokio::fs::write(&feedback_file, &feedback).await {
             return failed(format!("writing the feedback file: {e}"), log.tail(), turn_no);
         }
+        // A resumed session has the task in its context: the feedback is the whole prompt.
+        next_prompt = if session.is_some() {
+            format!("{feedback}\nFix it, in this workspace.")
+        } else {
+            format!("{prompt}\n{feedback}")
+        };
+    }
+}
+
+/// What the first turn of an attempt says to a CLI adapter: the whole task, or, to a session
+/// that already has the task in its context, only what is new (a person's answer, a conflict
+/// to redo, an interruption).
+fn first_prompt(a: &Assignment, full: &str, resumed: bool, resume: Option<&Resume>) -> String {
+    if !resumed {
+        return full.to_owned();
+    }
+    if let Some(answer) = &a.reply {
+        return answer.clone();
+    }
+    if a.redo.is_some() {
+        // The redo paragraph of the full prompt, which names the conflict's files.
+        if let Some(i) = full.find("\nThis is a redo:") {
+            return full[i + 1..].to_owned();
+        }
+    }
+    let mut p = String::from(
+        "Go on with the task where you left off. The workspace has the work committed so far (the last \
+         turn may not have finished).",
+    );
+    if let Some(r) = resume {
+        p.push_str(&format!(" The end of the earlier output is in {}.", r.previous_log.display()));
+    }
+    p
+}
+
+/// The task's side ref for its agent session.
+fn session_ref(a: &Assignment) -> String {
+    format!("refs/grove/sessions/{}/{}", a.job, a.task)
+}
+
+/// The agent's environment as the CLI's folders (the job's `agent.env`, then the worker's).
+fn agent_dirs(ctx: &WorkerContext, a: &Assignment) -> adapter::session::Dirs {
+    adapter::session::Dirs::from_env(|k| {
+        a.agent.env.get(k).cloned().or_else(|| ctx.agent_home.get(k).cloned())
+    })
+}
+
+/// The session's record and transcript, as files for its side ref.
+fn session_files(
+    ctx: &WorkerContext,
+    a: &Assignment,
+    ws: &Workspace,
+    run_dir: &std::path::Path,
+    kind: grove_core::spec::AgentKind,
+    s: &SessionRef,
+) -> Option<Vec<(String, Vec<u8>)>> {
+    let dirs = agent_dirs(ctx, a);
+    let t = &s.total;
+    let record = serde_json::json!({
+        "agent": s.agent,
+        "id": s.id,
+        "attempt": a.attempt,
+        "workdir": ws.path.display().to_string(),
+        "total": {
+            "input_tokens": t.input_tokens,
+            "output_tokens": t.output_tokens,
+            "cache_read_tokens": t.cache_read_tokens,
+            "cache_write_tokens": t.cache_write_tokens,
+            "cost_usd": t.cost_usd,
+            "known_cost_usd": t.known_cost_usd,
+        },
+    });
+    let mut files = vec![("session.json".to_owned(), record.to_string().into_bytes())];
+    for (name, path) in adapter::session::collect(kind, &s.id, &ws.path, run_dir, &dirs) {
+        match std::fs::read(&path) {
+            Ok(bytes) => files.push((format!("files/{name}"), bytes)),
+            Err(e) => tracing::warn!(task = %a.task, "reading {}: {e}", path.display()),
+        }
+    }
+    Some(files)
+}
+
+/// A session as `session.json` on the side ref records it, with the attempt that saved it.
+fn saved_session(bytes: &[u8]) -> Option<(SessionRef, u32)> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let t = &v["total"];
+    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+    let cost = t["cost_usd"].as_f64();
+    let total = Usage {
+        cost_usd: cost,
+        known_cost_usd: t["known_cost_usd"].as_f64().or(cost).unwrap_or(0.0),
+        ..Usage::new(
+            n("input_tokens"),
+            n("output_tokens"),
+            n("cache_read_tokens"),
+            n("cache_write_tokens"),
+            cost,
+        )
+    };
+    let s = SessionRef { agent: v["agent"].as_str()?.to_owned(), id: v["id"].as_str()?.to_owned(), total };
+    Some((s, v["attempt"].as_u64().unwrap_or(0) as u32))
+}
+
+/// The session the attempt resumes, with its transcript put where the CLI looks for it from
+/// this workspace (unless this machine has it already: a newer copy, from an attempt here).
+///
+/// The coordinator names the session (`Assignment::session`, from the turns it recorded); a
+/// redelivered attempt (its worker was lost) resumes the one it saved itself on the task's
+/// side ref, which the coordinator may not have heard of yet.
+async fn restore_session(
+    ctx: &Arc<WorkerContext>,
+    a: &Assignment,
+    ws: &Workspace,
+    run_dir: &std::path::Path,
+    kind: grove_core::spec::AgentKind,
+    redelivered: bool,
+    log: &mut Log,
+) -> Option<SessionRef> {
+    let wanted = a.session.clone().filter(|s| s.agent == kind.as_str() && !s.id.is_empty());
+    if wanted.is_none() && !redelivered {
+        return None;
+    }
+    let (git, ws2, side) = (ctx.git.clone(), ws.clone(), session_ref(a));
+    let files = match tokio::task::spawn_blocking(move || ws2.load_files(&git, &side)).await {
+        Ok(Ok(f)) => f.unwrap_or_default(),
+        Ok(Err(e)) => {
+            let _ = log.note(&format!("reading the saved session: {e}")).await;
+            Vec::new()
+        }
+        Err(e) => {
+            let _ = log.note(&format!("reading the saved session: {e}")).await;
+            Vec::new()
+        }
+    };
+    let saved = files.iter().find(|(n, _)| n == "session.json").and_then(|(_, b)| saved_session(b));
+    let chosen = match (saved, wanted) {
+        // This very attempt saved it before its worker was lost.
+        (Some((s, attempt)), _) if redelivered && attempt == a.attempt && s.agent == kind.as_str() => s,
+        (_, Some(w)) => w,
+        _ => return None,
+    };
+    let ours = files
+        .iter()
+        .find(|(n, _)| n == "session.json")
+        .and_then(|(_, b)| saved_session(b))
+        .is_some_and(|(s, _)| s.id == chosen.id);
+    let dirs = agent_dirs(ctx, a);
+    let mut put = 0;
+    for (name, bytes) in files.into_iter().filter(|_| ours) {
+        let Some(rel) = name.strip_prefix("files/") else { continue };
+        let Some(to) = adapter::session::restore_path(kind, rel, &ws.path, run_dir, &dirs) else { continue };
+        if to.exists() {
+            continue;
+        }
+        if let Some(dir) = to.parent()
+            && let Err(e) = tokio::fs::create_dir_all(dir).await
+        {
+            tracing::warn!(task = %a.task, "making {}: {e}", dir.display());
+            continue;
+        }
+        match tokio::fs::write(&to, bytes).await {
+            Ok(()) => put += 1,
+            Err(e) => tracing::warn!(task = %a.task, "writing {}: {e}", to.display()),
+        }
+    }
+    let _ = log
+        .note(&format!(
+            "resuming {} session {} ({put} transcript file(s) restored for this workspace)",
+            chosen.agent, chosen.id
+        ))
+        .await;
+    Some(chosen)
+}
+
+/// A line in the log about what the turn produced.
+async fn note_turn(log: &mut Log, turn_no: u32, r: &grove_core::usage::TurnReport) {
+    let u = &r.usage;
+    let tokens = format!(
+        "{} in, {} out, {} cache read, {} cache write",
+        grove_core::usage::tokens_text(u.input_tokens),
+        grove_core::usage::tokens_text(u.output_tokens),
+        grove_core::usage::tokens_text(u.cache_read_tokens),
+        grove_core::usage::tokens_text(u.cache_write_tokens)
+    );
+    let session = r.session.as_deref().map(|s| format!(", session {s}")).unwrap_or_default();
+    let _ = log.note(&format!("turn {turn_no}: {} · {tokens} · {}{session}", r.outcome, u.cost_text())).await;
+    if let Some(q) = &r.question {
+        let _ = log.note(&format!("the agent asks: {q}")).await;
+    }
+}
+
+/// What a CLI adapter's turn means for the attempt: `Some` ends it (a failure, a park, a
+/// question), `None` goes on to the check.
+async fn cli_verdict(
+    kind: grove_core::spec::AgentKind,
+    r: &grove_core::usage::TurnReport,
+    turn_no: u32,
+    committed: bool,
+    budget: &grove_core::usage::Budget,
+    spent: &Usage,
+    log: &mut Log,
+) -> Option<TaskOutcome> {
+    let tail = log.tail();
+    match &r.outcome {
+        TurnOutcome::Success => {
+            // A question ends the turn for a person: explicit (an ask tool, denied
+            // permissions), or a final message asking one when the turn changed nothing.
+            let asked = r
+                .question
+                .clone()
+                .or_else(|| r.summary.as_deref().filter(|_| !committed).and_then(adapter::asks_a_question));
+            let q = asked?;
+            if r.question.is_none() {
+                let _ = log.note(&format!("the agent asks: {q}")).await;
+            }
+            Some(TaskOutcome {
+                state: TaskState::NeedsAttention,
+                reason: Some(format!("question: {}", one_line(&q))),
+                ..failed(String::new(), tail, turn_no)
+            })
+        }
+        TurnOutcome::Budget(m) => {
+            Some(failed(budget.exceeded(spent).unwrap_or_else(|| m.clone()), tail, turn_no))
+        }
+        TurnOutcome::MaxTurns => {
+            Some(failed(format!("the agent stopped at its own turn limit in turn {turn_no}"), tail, turn_no))
+        }
+        TurnOutcome::UsageLimit { reset, message } => {
+            let until = reset.unwrap_or_else(|| unix_now() + crate::limits::DEFAULT_PARK);
+            let _ = log.note(&format!("usage limit: parked until unix time {until}")).await;
+            let mut o = failed(
+                format!("the agent hit a usage limit in turn {turn_no}: {}", one_line(message)),
+                tail,
+                turn_no,
+            );
+            o.retry = Retry::Parked { until };
+            Some(o)
+        }
+        TurnOutcome::Auth(m) => {
+            let why = format!(
+                "{} could not authenticate: {} ({})",
+                kind.as_str(),
+                one_line(m),
+                adapter::auth_hint(kind)
+            );
+            let _ = log.note(&why).await;
+            Some(failed(why, tail, turn_no))
+        }
+        TurnOutcome::Network(m) => Some(transient(
+            format!("{} could not reach its provider in turn {turn_no}: {}", kind.as_str(), one_line(m)),
+            tail,
+            turn_no,
+        )),
+        TurnOutcome::Error(m) => {
+            Some(failed(format!("the agent failed in turn {turn_no}: {}", one_line(m)), tail, turn_no))
+        }
+    }
+}
+
+/// The first line of `text`, at most 300 characters.
+fn one_line(text: &str) -> String {
+    let line = text.trim().lines().next().unwrap_or_default();
+    match line.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_owned(),
     }
 }
 

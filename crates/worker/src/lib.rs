@@ -5,6 +5,7 @@
 //! wrapper in [`process`]) each ending in a checkpoint commit, the task's check, then a
 //! report. The worker never prints; everything it does is reported as events or traced.
 
+pub mod adapter;
 pub mod agent;
 mod attempt;
 pub mod disk;
@@ -52,6 +53,20 @@ pub struct WorkerContext {
     /// Stop after this long with no attempt running and none delivered (an ephemeral
     /// worker: a pod that exits when the pool's queue is empty); `None`: run until stopped.
     pub idle_exit: Option<std::time::Duration>,
+    /// The worker's variables that say where agent CLIs keep their sessions (`HOME`,
+    /// `CLAUDE_CONFIG_DIR`, `CODEX_HOME`, `COPILOT_HOME`), so a session's transcript can be
+    /// saved with the task and put back where the CLI looks. See [`agent_home_vars`].
+    pub agent_home: std::collections::BTreeMap<String, String>,
+}
+
+/// The variables [`WorkerContext::agent_home`] holds.
+pub const AGENT_HOME_VARS: [&str; 4] = ["HOME", "CLAUDE_CONFIG_DIR", "CODEX_HOME", "COPILOT_HOME"];
+
+/// [`WorkerContext::agent_home`] from a lookup of the worker's environment.
+pub fn agent_home_vars(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> std::collections::BTreeMap<String, String> {
+    AGENT_HOME_VARS.iter().filter_map(|k| lookup(k).map(|v| ((*k).to_owned(), v))).collect()
 }
 
 /// How long a worker short of disk waits before it looks again.

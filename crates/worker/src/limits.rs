@@ -6,7 +6,14 @@
 //!   `5-hour limit reached ∙ resets 3pm`, `... resets Oct 6, 1pm`, `... will reset at 3pm (UTC)`.
 //! - Codex CLI: `You've hit your usage limit. ... try again in 4 days 23 hours 1 minute.` or
 //!   `... try again at 3:04 PM.`
+//! - Copilot CLI: `... Please try again in 2 hours.`, `... wait for your limit to reset on April
+//!   20, 2026 at 2:00 AM ...`, `Please retry after 2733 seconds.`
+//! - Gemini CLI: `... Resets in 87h35m9s.`
 //! - HTTP 429 / "rate limit" messages with `retry after 30s`, `Retry-After: 30`.
+//!
+//! The builtin CLI adapters ([`crate::adapter`]) read a CLI's structured limit event first
+//! (Claude's `rate_limit_event` with its `resetsAt`), and come here for the text only when
+//! there is none.
 //!
 //! A time of day ("3pm") is read in the zone the message names, as an offset (`UTC+2`, `UTC`)
 //! or a tz database name (`(America/New_York)`), else in the worker's local zone (`TZ`, else
@@ -24,8 +31,14 @@ pub const DEFAULT_PARK: i64 = 5 * 60;
 
 /// Something in the output says a limit was hit.
 static LIMIT: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"(?i)usage limit|limit reached|rate[ -]limit|too many requests|\b429\b|hit your limit").ok()
+    Regex::new(
+        r"(?i)usage limit|limit reached|rate[ -]limit|too many requests|\b429\b|hit your (?:[\w-]+ )?limit|exhausted your|session limits|quota",
+    )
+    .ok()
 });
+/// Gemini's compact `Resets in 87h35m9s`.
+static COMPACT: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?i)resets? in ((?:\d+[dhms])+)\b").ok());
 /// Claude Code's machine-readable form.
 static CLAUDE_EPOCH: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?i)usage limit reached\|(\d{9,13})").ok());
@@ -43,7 +56,7 @@ static AMOUNT: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// `reset at 15:00 (UTC+2)`, `resets 3pm (UTC)`.
 static CLOCK: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)(?:resets?|try again)\s+(?:at\s+)?(?:([a-z]{3})[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(?:(\d{4}),?\s+)?(?:at\s+)?)?(\d{1,2})(?::(\d{2}))?\s*([ap]\.?m\.?)?(?:\s*\(?(UTC|GMT)(?:([+-]\d{1,2})(?::?(\d{2}))?)?\)?)?",
+        r"(?i)(?:resets?|try again)\s+(?:at\s+|on\s+)?(?:([a-z]{3})[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(?:(\d{4}),?\s+)?(?:at\s+)?)?(\d{1,2})(?::(\d{2}))?\s*([ap]\.?m\.?)?(?:\s*\(?(UTC|GMT)(?:([+-]\d{1,2})(?::?(\d{2}))?)?\)?)?",
     )
     .ok()
 });
@@ -82,6 +95,27 @@ fn reset_in(text: &str, now: i64, local: &jiff::tz::TimeZone) -> Option<i64> {
         let n: i64 = c[1].parse().ok()?;
         // Milliseconds, from a CLI that prints them.
         return Some(if n > 100_000_000_000 { n / 1000 } else { n });
+    }
+    if let Some(c) = COMPACT.as_ref()?.captures(text) {
+        let mut secs = 0i64;
+        let mut n = 0i64;
+        for ch in c[1].chars() {
+            match ch.to_digit(10) {
+                Some(d) => n = n * 10 + i64::from(d),
+                None => {
+                    secs += n * match ch.to_ascii_lowercase() {
+                        'd' => 86400,
+                        'h' => 3600,
+                        'm' => 60,
+                        _ => 1,
+                    };
+                    n = 0;
+                }
+            }
+        }
+        if secs > 0 {
+            return Some(now + secs);
+        }
     }
     if let Some(c) = RELATIVE.as_ref()?.captures(text) {
         let mut secs = 0f64;
@@ -229,6 +263,49 @@ mod tests {
             usage_limit("You've hit your usage limit. Upgrade to Plus or try again at 3:04 PM.", NOW),
             Some(NOW + 5 * 3600 + 4 * 60)
         );
+    }
+
+    #[test]
+    fn newer_claude_code_texts() {
+        // 2.1.x, as printed in `result.result` (verified with Claude Code 2.1.328).
+        assert_eq!(
+            usage_limit("You've hit your 5-hour limit · resets 3:30pm (UTC)", NOW),
+            Some(NOW + 5 * 3600 + 1800)
+        );
+        assert_eq!(
+            usage_limit("You've hit your weekly limit · resets Nov 27, 2am (UTC)", NOW),
+            Some(NOW + 2 * 86400 - 8 * 3600)
+        );
+        assert_eq!(
+            usage_limit("You've hit your session limit · resets Nov 25 at 7pm", NOW),
+            Some(NOW + 9 * 3600)
+        );
+    }
+
+    #[test]
+    fn codex_newer_texts() {
+        // U+2019 in "You’ve", as Codex 0.169 prints it.
+        let out = "You’ve hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit \
+                   https://chatgpt.com/settings/usage to purchase more credits or try again at 6:12 AM.";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 20 * 3600 + 12 * 60));
+        let out = "You've hit your usage limit. Try again at Nov 26th, 2026 7:10 AM.";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 86400 - 3 * 3600 + 10 * 60));
+    }
+
+    #[test]
+    fn copilot_and_gemini_limits() {
+        let out = "Sorry, you've hit a rate limit that restricts the number of Copilot model requests you can \
+                   make within a specific time period. Please try again in 2 hours. (Request ID: X)";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 2 * 3600));
+        let out = "You've reached your weekly rate limit. Please wait for your limit to reset on November 27, \
+                   2026 at 2:00 AM or switch to auto model to continue.";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 2 * 86400 - 8 * 3600));
+        let out = "Sorry, you've exceeded your 5 hour session limits. Please retry after 2733 seconds.";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 2733));
+        let out = "RESOURCE_EXHAUSTED (code 429): Individual quota reached. Resets in 87h35m9s.";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + 87 * 3600 + 35 * 60 + 9));
+        let out = "You have exhausted your daily quota on this model.";
+        assert_eq!(usage_limit(out, NOW), Some(NOW + DEFAULT_PARK));
     }
 
     #[test]

@@ -26,6 +26,19 @@ use crate::secrets::{Mask, MaskStream};
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Lines of output kept as the tail.
 const TAIL_LINES: usize = 40;
+/// The longest line a line hook sees; the rest of a longer line is dropped (the log keeps it).
+pub const LINE_CAP: usize = 4 << 20;
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Called with each line of output as it comes, without its newline (a last line without one
+/// comes when the stream ends), for callers that read a CLI's machine output as it streams.
+pub type OnLine<'a> = &'a mut (dyn FnMut(Stream, &str) + Send);
 
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +195,21 @@ pub async fn run(
     log: &mut Log,
     cancel: &CancellationToken,
 ) -> Result<Finished, ProcessError> {
+    run_streaming(program, args, dir, env, timeout, log, cancel, None).await
+}
+
+/// [`run`], with `on_line` called for every line of output as it comes (see [`OnLine`]).
+#[allow(clippy::too_many_arguments)] // `run`'s arguments and the hook
+pub async fn run_streaming(
+    program: &str,
+    args: &[String],
+    dir: &Path,
+    env: &[(String, String)],
+    timeout: Duration,
+    log: &mut Log,
+    cancel: &CancellationToken,
+    mut on_line: Option<OnLine<'_>>,
+) -> Result<Finished, ProcessError> {
     let started = Instant::now();
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -200,18 +228,20 @@ pub async fn run(
     // Should this process die before the group ends, the watchdog ends the group.
     let _watched = child.id().map(crate::watchdog::Watched::new);
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
-    let pump = |r: Option<Box<dyn AsyncRead + Unpin + Send>>, tx: tokio::sync::mpsc::Sender<Vec<u8>>| async move {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Stream, Vec<u8>)>(64);
+    type Sender = tokio::sync::mpsc::Sender<(Stream, Vec<u8>)>;
+    let pump = |r: Option<Box<dyn AsyncRead + Unpin + Send>>, which: Stream, tx: Sender| async move {
         let Some(mut r) = r else { return };
         let mut buf = vec![0u8; 16 * 1024];
         while let Ok(n) = r.read(&mut buf).await {
-            if n == 0 || tx.send(buf[..n].to_vec()).await.is_err() {
+            if n == 0 || tx.send((which, buf[..n].to_vec())).await.is_err() {
                 break;
             }
         }
     };
-    let out_task = tokio::spawn(pump(out.take().map(|o| Box::new(o) as _), tx.clone()));
-    let err_task = tokio::spawn(pump(err.take().map(|e| Box::new(e) as _), tx));
+    let out_task = tokio::spawn(pump(out.take().map(|o| Box::new(o) as _), Stream::Stdout, tx.clone()));
+    let err_task = tokio::spawn(pump(err.take().map(|e| Box::new(e) as _), Stream::Stderr, tx));
+    let mut lines = [Lines::default(), Lines::default()];
 
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -220,7 +250,12 @@ pub async fn run(
     while end.is_none() || streams_open {
         tokio::select! {
             chunk = rx.recv(), if streams_open => match chunk {
-                Some(bytes) => log.write(&bytes).await?,
+                Some((which, bytes)) => {
+                    log.write(&bytes).await?;
+                    if let Some(f) = on_line.as_mut() {
+                        lines[which as usize].feed(&bytes, |l| f(which, l));
+                    }
+                }
                 None => streams_open = false,
             },
             status = child.wait(), if end.is_none() => {
@@ -243,9 +278,54 @@ pub async fn run(
         }
     }
     let _ = tokio::join!(out_task, err_task);
+    if let Some(f) = on_line.as_mut() {
+        for (which, l) in [Stream::Stdout, Stream::Stderr].into_iter().zip(&mut lines) {
+            l.finish(|line| f(which, line));
+        }
+    }
     log.flush().await?;
     let end = end.unwrap_or(End::Exited(-1));
     Ok(Finished { end, tail: log.tail(), duration: started.elapsed() })
+}
+
+/// Splits one stream's bytes into lines for a line hook, at most [`LINE_CAP`] bytes each.
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+    /// The current line passed the cap: the rest of it is dropped.
+    overflow: bool,
+}
+
+impl Lines {
+    fn feed(&mut self, mut bytes: &[u8], mut f: impl FnMut(&str)) {
+        while let Some(i) = bytes.iter().position(|b| *b == b'\n') {
+            self.push(&bytes[..i]);
+            self.emit(&mut f);
+            bytes = &bytes[i + 1..];
+        }
+        self.push(bytes);
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = LINE_CAP.saturating_sub(self.partial.len());
+        if bytes.len() > room {
+            self.overflow = true;
+        }
+        self.partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn emit(&mut self, f: &mut impl FnMut(&str)) {
+        let line = String::from_utf8_lossy(&self.partial);
+        f(line.trim_end_matches('\r'));
+        self.partial.clear();
+        self.overflow = false;
+    }
+
+    fn finish(&mut self, mut f: impl FnMut(&str)) {
+        if !self.partial.is_empty() {
+            self.emit(&mut f);
+        }
+    }
 }
 
 /// SIGTERM the group, then SIGKILL it after a grace period if the leader is still there.
@@ -306,6 +386,42 @@ mod tests {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = state.rsplit(')').next().unwrap_or("").trim_start().chars().next();
         assert!(matches!(state, None | Some('Z') | Some('X')), "grandchild {pid} survived: {state:?}");
+    }
+
+    #[tokio::test]
+    async fn a_line_hook_sees_each_stream_line_by_line() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut log = Log::open(&d.path().join("t.log"), 1 << 20).await.expect("log");
+        let mut seen: Vec<(Stream, String)> = Vec::new();
+        let mut hook = |s: Stream, l: &str| seen.push((s, l.to_owned()));
+        let script = "printf '{\"a\":1}\\n{\"b\"'; sleep 0.1; printf ':2}\\nlast'; echo oops >&2";
+        let f = run_streaming(
+            "sh",
+            &["-c".into(), script.into()],
+            d.path(),
+            &[],
+            Duration::from_secs(10),
+            &mut log,
+            &CancellationToken::new(),
+            Some(&mut hook),
+        )
+        .await
+        .expect("runs");
+        assert_eq!(f.end, End::Exited(0));
+        let out: Vec<&str> =
+            seen.iter().filter(|(s, _)| *s == Stream::Stdout).map(|(_, l)| l.as_str()).collect();
+        assert_eq!(out, [r#"{"a":1}"#, r#"{"b":2}"#, "last"]);
+        assert!(seen.contains(&(Stream::Stderr, "oops".to_owned())), "{seen:?}");
+    }
+
+    #[test]
+    fn lines_past_the_cap_are_cut() {
+        let mut l = Lines::default();
+        let mut got = Vec::new();
+        let long = vec![b'x'; LINE_CAP + 10];
+        l.feed(&long, |s| got.push(s.len()));
+        l.feed(b"\nshort\n", |s| got.push(s.len()));
+        assert_eq!(got, [LINE_CAP, 5]);
     }
 
     #[tokio::test]

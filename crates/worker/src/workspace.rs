@@ -87,6 +87,35 @@ impl Workspace {
             .map_err(|e| format!("pushing {}: {e}", self.branch))
     }
 
+    /// Keep `files` on the side ref `full_ref` where the coordinator sees it: in the mirror's
+    /// refs for a worktree; pushed for a clone.
+    pub fn save_files(
+        &self,
+        git: &Git,
+        full_ref: &str,
+        files: &[(String, Vec<u8>)],
+        message: &str,
+        who: &worktree::Identity,
+    ) -> Result<(), String> {
+        grove_git::sideref::write(git, &self.path, full_ref, files, message, who)
+            .map_err(|e| e.to_string())?;
+        if self.mirror.is_none() {
+            grove_git::sideref::push(git, &self.path, full_ref)
+                .map_err(|e| format!("pushing {full_ref}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The files on the side ref `full_ref` (fetched first, for a clone), or `None`.
+    pub fn load_files(&self, git: &Git, full_ref: &str) -> Result<Option<grove_git::sideref::Files>, String> {
+        if self.mirror.is_none()
+            && !grove_git::sideref::fetch(git, &self.path, full_ref).map_err(|e| e.to_string())?
+        {
+            return Ok(None);
+        }
+        grove_git::sideref::read(git, &self.path, full_ref).map_err(|e| e.to_string())
+    }
+
     /// The branch's tip as the coordinator sees it: in the mirror for a worktree; for a clone,
     /// what its remote last accepted (`git push` moves `refs/remotes/origin/<branch>` only when
     /// the push succeeds), so a refused push never reports a commit the mirror lacks.

@@ -12,8 +12,9 @@ use crate::output::{color_enabled_stdout, paint, shown_state, state_color, table
 
 /// Show a task's variants side by side: checks, files and lines changed, duration, turns.
 ///
-/// Tokens and cost are shown where the agent reported them (none of grove's agent adapters
-/// reads them yet, so `-`). Pick one with `grove pick TASK VARIANT`.
+/// Tokens and cost are what each variant's agent reported (the builtin CLI adapters read them
+/// from the CLI; `-` for an agent that reports nothing, `unknown` for tokens without a price).
+/// Pick one with `grove pick TASK VARIANT`.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove compare core
@@ -72,8 +73,9 @@ fn print(job: &str, pick: &str, task: &str, rows: &[TaskRow], json: bool) -> any
                     "duration_secs": duration(t),
                     "turns": t.turns,
                     "attempt": t.attempt,
-                    "tokens": null,
-                    "cost": null,
+                    "tokens": t.agent.usage.map(|u| u.tokens()),
+                    "cost_usd": t.agent.usage.and_then(|u| u.cost_usd),
+                    "usage": super::status::usage_json(t.agent.usage.as_ref()),
                     "picked": t.train.picked,
                     "reason": t.reason,
                 })
@@ -101,7 +103,8 @@ fn print(job: &str, pick: &str, task: &str, rows: &[TaskRow], json: bool) -> any
                 format!("+{} -{}", t.stat.insertions, t.stat.deletions),
                 duration(t).map_or_else(|| "-".into(), |d| format!("{d}s")),
                 t.turns.to_string(),
-                "-".into(),
+                t.agent.usage.map_or_else(|| "-".into(), |u| grove_core::usage::tokens_text(u.tokens())),
+                super::status::cost_cell(t.agent.usage.as_ref()),
                 if t.train.picked { "picked".into() } else { String::new() },
             ]
         })
@@ -109,7 +112,10 @@ fn print(job: &str, pick: &str, task: &str, rows: &[TaskRow], json: bool) -> any
     write!(
         out,
         "{}",
-        table(&["VARIANT", "STATE", "CHECKS", "FILES", "LINES", "TIME", "TURNS", "TOKENS", ""], &table_rows)
+        table(
+            &["VARIANT", "STATE", "CHECKS", "FILES", "LINES", "TIME", "TURNS", "TOKENS", "COST", ""],
+            &table_rows
+        )
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ mod merge;
 mod pick;
 mod plan;
 mod push;
+mod reply;
 mod retry;
 mod run;
 mod status;
@@ -67,6 +68,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     Cancel(cancel::CancelArgs),
     Retry(retry::RetryArgs),
+    Reply(reply::ReplyArgs),
     Workers(workers::WorkersArgs),
     Worker(worker::WorkerArgs),
     Coordinator(coordinator::CoordinatorArgs),
@@ -93,6 +95,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Coordinator(a) => coordinator::cmd_coordinator(home, a).await,
         Command::Cancel(a) => cancel::cmd_cancel(a).await,
         Command::Retry(a) => retry::cmd_retry(home, a).await,
+        Command::Reply(a) => reply::cmd_reply(home, a).await,
         Command::Workers(a) => workers::cmd_workers(a).await,
         Command::Up(a) => up::cmd_up(home, a).await,
         Command::Watch(a) => watch::cmd_watch(home, a).await,

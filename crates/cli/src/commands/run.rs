@@ -32,6 +32,9 @@ use crate::specargs::SpecArgs;
   grove run --failed                   # run the failed tasks of the latest job again, from its base
   grove run --job rename-1a2b --only core --only ide-db
   grove run --job rename-1a2b          # go on with a job that was cancelled or paused
+  grove run --agent claude --model sonnet --max-task-cost 2 --check 'cargo check' --max-turns 3
+  grove run --agent codex --split cargo --prompt 'Rename FileId to SourceFileId' -- -c model_reasoning_effort=high
+  grove run --job rename-1a2b --max-job-cost 50   # raise a spent job budget; the job goes on
   grove run job.toml --coordinator http://coord:7070 --detach --json | jq -r .id")]
 pub struct RunArgs {
     #[command(flatten)]
@@ -249,7 +252,24 @@ async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut emb = Embedded::open(home, args.nats()?).await?;
     emb.credentials(&args.agent_env)?;
     let coord = emb.coordinator.clone();
-    let job = coord.store.job_or_latest(args.job.as_deref())?;
+    let mut job = coord.store.job_or_latest(args.job.as_deref())?;
+    // Budget flags change the job's budget (raising a spent one lets it go on).
+    let mut spec = job.spec.clone();
+    args.spec.apply_budget(&mut spec);
+    if spec.budget != job.spec.budget {
+        spec.validate(None)?;
+        coord.store.set_spec(&job.id, &spec)?;
+        let b = &spec.budget;
+        let show = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), grove_core::usage::dollars);
+        eprintln!(
+            "job {}: budget now {} per task, {} for the job{}",
+            job.id,
+            show(b.task_usd),
+            show(b.job_usd),
+            b.task_tokens.map(|t| format!(", {t} tokens per task")).unwrap_or_default()
+        );
+        job = coord.store.job(job.id.as_str())?;
+    }
     let which = if args.failed {
         Some(Rerun::Failed)
     } else if !args.only.is_empty() {

@@ -8,6 +8,7 @@ use grove_core::TaskState;
 use grove_core::layout::Layout;
 use grove_core::spec::{MergeMode, Pick};
 use grove_core::task::MergeState;
+use grove_core::usage::Usage;
 
 use crate::output::{color_enabled_stdout, paint, shown_state, state_color, table};
 
@@ -131,13 +132,14 @@ fn print_jobs(jobs: &[(JobRow, Vec<TaskRow>)], json: bool) -> anyhow::Result<()>
             tasks.len().to_string(),
             (count("merged") + count("no-change")).to_string(),
             (count("failed") + count("needs-attention") + count("cancelled")).to_string(),
+            cost_cell(job_usage(tasks).as_ref()),
             j.integration_branch.clone(),
         ]);
     }
     write!(
         out,
         "{}",
-        table(&["JOB", "STATE", "TASKS", "MERGED", "NOT MERGED", "INTEGRATION BRANCH"], &rows)
+        table(&["JOB", "STATE", "TASKS", "MERGED", "NOT MERGED", "COST", "INTEGRATION BRANCH"], &rows)
     )?;
     Ok(())
 }
@@ -161,6 +163,38 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
     if job.spec.merge_mode() == MergeMode::Manual && !job.train.approved {
         writeln!(out, "merge mode manual: branches wait for `grove merge {}`", job.id)?;
     }
+    let usage = job_usage(tasks);
+    if let Some(u) = &usage {
+        let limit = job
+            .spec
+            .budget
+            .job_usd
+            .map(|l| format!(" of {}", grove_core::usage::dollars(l)))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "agents spent {}{limit}: {} tokens in, {} out, {} cache read, {} cache write",
+            u.cost_text(),
+            grove_core::usage::tokens_text(u.input_tokens),
+            grove_core::usage::tokens_text(u.output_tokens),
+            grove_core::usage::tokens_text(u.cache_read_tokens),
+            grove_core::usage::tokens_text(u.cache_write_tokens)
+        )?;
+    }
+    if let Some(over) = grove_coordinator::drive::over_budget(job, usage.map_or(0.0, |u| u.known_cost())) {
+        writeln!(out, "{over}")?;
+    }
+    let asking = tasks.iter().filter(|t| t.state == TaskState::NeedsAttention && t.agent.question.is_some());
+    for t in asking {
+        writeln!(
+            out,
+            "{} asks: {} (answer: grove reply {}/{} \"...\")",
+            t.slug,
+            t.agent.question.as_deref().unwrap_or_default().trim(),
+            job.id,
+            t.slug
+        )?;
+    }
     writeln!(out)?;
     let rows: Vec<Vec<String>> = tasks
         .iter()
@@ -175,6 +209,7 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
                 if t.stat.is_empty() { "-".into() } else { t.stat.to_string() },
                 t.train.merge_seq.map_or_else(|| "-".into(), |n| format!("#{n}")),
                 attempts(t),
+                cost_cell(t.agent.usage.as_ref()),
                 why(job, tasks, t),
             ]
         })
@@ -182,9 +217,34 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
     write!(
         out,
         "{}",
-        table(&["#", "TASK", "STATE", "POOL", "FILES", "CHANGED", "MERGED", "ATTEMPTS", "NOTE"], &rows)
+        table(
+            &["#", "TASK", "STATE", "POOL", "FILES", "CHANGED", "MERGED", "ATTEMPTS", "COST", "NOTE"],
+            &rows
+        )
     )?;
     Ok(())
+}
+
+/// What a job's agents spent: the sum of its tasks' (none when no agent reported).
+pub fn job_usage(tasks: &[TaskRow]) -> Option<Usage> {
+    tasks.iter().filter_map(|t| t.agent.usage).reduce(|a, b| a.add(&b))
+}
+
+/// `$0.0121`, `unknown` (tokens without a price), `-` (the agent reports nothing).
+pub fn cost_cell(u: Option<&Usage>) -> String {
+    u.map_or_else(|| "-".into(), Usage::cost_text)
+}
+
+/// The `usage` object of `--json`.
+pub fn usage_json(u: Option<&Usage>) -> serde_json::Value {
+    let u = u.copied().unwrap_or_default();
+    serde_json::json!({
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_read_tokens": u.cache_read_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "cost_usd": u.cost_usd,
+    })
 }
 
 /// `2`, or `3 (1 redo)`.
@@ -230,6 +290,9 @@ pub fn why(job: &JobRow, tasks: &[TaskRow], t: &TaskRow) -> String {
     if !t.conflict_paths.is_empty() && t.state == TaskState::NeedsAttention {
         return t.reason.clone().unwrap_or_else(|| format!("conflict in {}", t.conflict_paths.join(", ")));
     }
+    if let Some(held) = &t.agent.held {
+        return held.clone();
+    }
     // Otherwise where it runs and why, when the job left that to the placement policy.
     t.reason
         .clone()
@@ -242,7 +305,15 @@ fn short(id: &str) -> &str {
 }
 
 fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
-    serde_json::json!({
+    let usage = job_usage(tasks);
+    let spent = usage.map_or(0.0, |u| u.known_cost());
+    let budget = serde_json::json!({
+        "task_usd": job.spec.budget.task_usd,
+        "job_usd": job.spec.budget.job_usd,
+        "task_tokens": job.spec.budget.task_tokens,
+        "over": grove_coordinator::drive::over_budget(job, spent),
+    });
+    let mut v = serde_json::json!({
         "id": job.id.as_str(),
         "state": job.state,
         "created_at": job.created_at,
@@ -291,8 +362,19 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
                 let parked = (t.state == TaskState::Parked).then_some(t.train.retry_at).flatten();
                 o.insert("parked_until".into(), parked.into());
                 o.insert("retry_at".into(), t.train.retry_at.into());
+                // What its agent spent, what it asked, its session, and a budget hold.
+                o.insert("usage".into(), usage_json(t.agent.usage.as_ref()));
+                o.insert("question".into(), t.agent.question.clone().into());
+                o.insert("session".into(), t.agent.session.clone().into());
+                o.insert("held".into(), t.agent.held.clone().into());
             }
             v
         }).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(o) = v.as_object_mut() {
+        // What the job's agents spent, and its budget.
+        o.insert("usage".into(), usage_json(usage.as_ref()));
+        o.insert("budget".into(), budget);
+    }
+    v
 }

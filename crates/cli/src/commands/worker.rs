@@ -233,6 +233,7 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         disk: grove_worker::disk::Budget { max_disk: args.max_disk, min_free: args.min_free },
         secrets,
         idle_exit: args.exit_when_idle,
+        agent_home: grove_worker::agent_home_vars(|k| std::env::var(k).ok()),
     });
     eprintln!("worker {id}: pools {}, capacity {}, NATS {}", args.pools.join(","), ctx.capacity, args.nats);
     let names = ctx.secrets.credentials().names();
