@@ -59,7 +59,7 @@ fn claude_writes_files_in_four_worktrees_and_they_merge() {
             "--permission-mode",
             "acceptEdits",
         ],
-        &server.claude_env(&env.path().join("home")),
+        &listed(server.claude_env(&env.path().join("home"))),
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let job = run.json();
@@ -133,7 +133,7 @@ fn codex_runs_its_shell_tool_in_four_worktrees_and_they_merge() {
     args.extend(server.codex_provider_args());
     args.push("{prompt} (task {task})".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = env.grove_with(&repo, &args, &server.codex_env(&env.path().join("home")));
+    let run = env.grove_with(&repo, &args, &listed(server.codex_env(&env.path().join("home"))));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let job = run.json();
     let ib = job["integration_branch"].as_str().expect("integration branch");
@@ -198,7 +198,7 @@ fn gemini_writes_files_in_four_worktrees_and_they_merge() {
             "yolo",
             "--skip-trust",
         ],
-        &server.gemini_env(&env.path().join("home")),
+        &listed(server.gemini_env(&env.path().join("home"))),
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let job = run.json();
@@ -264,7 +264,7 @@ fn opencode_writes_files_in_four_worktrees_and_they_merge() {
             "anthropic/claude-sonnet-4-5",
             "{prompt} (task {task})",
         ],
-        &server.opencode_env(&env.path().join("home")),
+        &listed(server.opencode_env(&env.path().join("home"))),
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let job = run.json();
@@ -287,6 +287,14 @@ fn opencode_writes_files_in_four_worktrees_and_they_merge() {
 
 /// Run `cli args` in a fresh folder of `env` with `vars` (and PATH), stdin closed:
 /// (exit code, stdout, stderr).
+/// `vars` for grove, with `GROVE_AGENT_ENV` naming them all: a `command` agent gets only the
+/// variables it is told to (its environment is otherwise grove's allow-list).
+fn listed(mut vars: Vec<(String, String)>) -> Vec<(String, String)> {
+    let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
+    vars.push(("GROVE_AGENT_ENV".to_owned(), names.join(",")));
+    vars
+}
+
 fn run_cli(env: &Env, cli: &str, args: &[&str], vars: &[(String, String)]) -> (i32, String, String) {
     let ws = env.path().join("ws");
     std::fs::create_dir_all(&ws).expect("mkdir ws");

@@ -103,6 +103,45 @@ pub fn adapter_credentials(adapter: &str) -> &'static [&'static str] {
     }
 }
 
+/// The settings (not credentials) each builtin adapter's CLI reads from its environment:
+/// where its API is (a gateway or proxy the worker's operator set up), where it keeps its
+/// state, what it may send home. A worker passes those it has to that adapter's agents, not
+/// masked; a `command` agent gets them only when listed (`--agent-env`).
+pub fn adapter_settings(adapter: &str) -> &'static [&'static str] {
+    match adapter {
+        "claude" => &[
+            "ANTHROPIC_BASE_URL",
+            "ANTHROPIC_MODEL",
+            "ANTHROPIC_SMALL_FAST_MODEL",
+            "CLAUDE_CONFIG_DIR",
+            "CLAUDE_CODE_USE_BEDROCK",
+            "CLAUDE_CODE_USE_VERTEX",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+            "DISABLE_AUTOUPDATER",
+            "DISABLE_TELEMETRY",
+            "DISABLE_ERROR_REPORTING",
+        ],
+        "codex" => &["CODEX_HOME", "OPENAI_BASE_URL"],
+        "copilot" => &["COPILOT_HOME"],
+        "gemini" => &["GOOGLE_GEMINI_BASE_URL", "GEMINI_MODEL", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"],
+        "aider" => &["OPENAI_API_BASE", "ANTHROPIC_BASE_URL", "AIDER_MODEL"],
+        "opencode" => &["OPENCODE_CONFIG", "OPENCODE_CONFIG_DIR"],
+        _ => &[],
+    }
+}
+
+/// Every adapter's setting names, once each.
+pub fn known_settings() -> Vec<&'static str> {
+    let mut all: Vec<&str> = ["claude", "codex", "copilot", "gemini", "aider", "opencode"]
+        .into_iter()
+        .flat_map(adapter_settings)
+        .copied()
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 /// Every adapter's credential names, once each.
 pub fn known_credentials() -> Vec<&'static str> {
     let mut all: Vec<&str> = ["claude", "codex", "copilot", "gemini", "aider", "opencode"]

@@ -529,6 +529,15 @@ async fn turns(
         // The agent gets its credentials; the check (below) does not.
         let mut agent_env = env.clone();
         let adapter = a.agent.kind.map_or("command", |k| k.as_str());
+        // A builtin adapter's settings the worker has (its API's address, its state folder),
+        // unless the job set them; then its credentials.
+        for name in grove_core::env::adapter_settings(adapter) {
+            if let Some(v) = ctx.agent_home.get(*name)
+                && !agent_env.iter().any(|(k, _)| k == name)
+            {
+                agent_env.push(((*name).to_owned(), v.clone()));
+            }
+        }
         agent_env.extend(ctx.secrets.credentials().for_agent(adapter));
         let turn = Turn {
             agent: &a.agent,

@@ -59,14 +59,22 @@ pub struct WorkerContext {
     pub agent_home: std::collections::BTreeMap<String, String>,
 }
 
-/// The variables [`WorkerContext::agent_home`] holds.
+/// The variables that say where agent CLIs keep their sessions; [`agent_home_vars`] also reads
+/// the builtin adapters' settings.
 pub const AGENT_HOME_VARS: [&str; 4] = ["HOME", "CLAUDE_CONFIG_DIR", "CODEX_HOME", "COPILOT_HOME"];
 
-/// [`WorkerContext::agent_home`] from a lookup of the worker's environment.
+/// [`WorkerContext::agent_home`] from a lookup of the worker's environment: the
+/// [`AGENT_HOME_VARS`] and every builtin adapter's settings (`grove_core::env::adapter_settings`),
+/// which pass to that adapter's agents.
 pub fn agent_home_vars(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> std::collections::BTreeMap<String, String> {
-    AGENT_HOME_VARS.iter().filter_map(|k| lookup(k).map(|v| ((*k).to_owned(), v))).collect()
+    AGENT_HOME_VARS
+        .iter()
+        .copied()
+        .chain(grove_core::env::known_settings())
+        .filter_map(|k| lookup(k).map(|v| (k.to_owned(), v)))
+        .collect()
 }
 
 /// How long a worker short of disk waits before it looks again.
