@@ -140,14 +140,3 @@ pub(crate) fn job_salt() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64 >> 10)
 }
-
-pub(crate) fn job_id(name: &str, store: &Store) -> Result<JobId, CoordError> {
-    let mut salt = job_salt();
-    loop {
-        let id = JobId::new(name, salt);
-        if !store.job_exists(id.as_str())? {
-            return Ok(id);
-        }
-        salt = salt.wrapping_add(1);
-    }
-}

@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(job, state);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
 ";
 
 /// A job as stored.
@@ -339,14 +340,41 @@ impl Store {
         })
     }
 
+    /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        self.select_jobs("ORDER BY created_at, rowid", &[])
+    }
+
+    /// The jobs in `state` (`running`, say), oldest first: an index lookup, not a scan.
+    pub fn jobs_in(&self, state: &str) -> Result<Vec<JobRow>, StoreError> {
+        self.select_jobs("WHERE state = ?1 ORDER BY created_at, rowid", &[state])
+    }
+
+    /// Up to `limit` jobs created after the job `after` (in the order of [`Store::jobs`]), for
+    /// a listing in pages. Returns them and whether more follow.
+    pub fn jobs_page(&self, after: Option<&str>, limit: usize) -> Result<(Vec<JobRow>, bool), StoreError> {
+        let limit = limit.max(1);
+        let take = (limit + 1).to_string();
+        let mut jobs = match after {
+            None => self.select_jobs("ORDER BY created_at, rowid LIMIT ?1", &[&take])?,
+            Some(id) => self.select_jobs(
+                "WHERE (created_at, rowid) > (SELECT created_at, rowid FROM jobs WHERE id = ?1)
+                 ORDER BY created_at, rowid LIMIT ?2",
+                &[id, &take],
+            )?,
+        };
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        Ok((jobs, more))
+    }
+
+    fn select_jobs(&self, tail: &str, args: &[&str]) -> Result<Vec<JobRow>, StoreError> {
         let rows = self.with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT id, created_at, spec, source, source_dir, mirror, base, integration_branch, integration_head,
-                   state, warnings, ignored_files, merge_approved, merge_stopped, collected_at FROM jobs
-                 ORDER BY created_at, rowid",
-            )?;
-            st.query_map([], |r| {
+                   state, warnings, ignored_files, merge_approved, merge_stopped, collected_at FROM jobs {tail}"
+            ))?;
+            st.query_map(rusqlite::params_from_iter(args), |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
@@ -396,15 +424,19 @@ impl Store {
             .collect()
     }
 
+    /// One job, by its key.
     pub fn job(&self, id: &str) -> Result<JobRow, StoreError> {
-        self.jobs()?.into_iter().find(|j| j.id.as_str() == id).ok_or_else(|| StoreError::NoJob(id.to_owned()))
+        self.select_jobs("WHERE id = ?1", &[id])?.pop().ok_or_else(|| StoreError::NoJob(id.to_owned()))
     }
 
     /// The job `id`, or the newest job when `None`.
     pub fn job_or_latest(&self, id: Option<&str>) -> Result<JobRow, StoreError> {
         match id {
             Some(id) => self.job(id),
-            None => self.jobs()?.pop().ok_or_else(|| StoreError::NoJob("(none yet)".into())),
+            None => self
+                .select_jobs("ORDER BY created_at DESC, rowid DESC LIMIT 1", &[])?
+                .pop()
+                .ok_or_else(|| StoreError::NoJob("(none yet)".into())),
         }
     }
 
