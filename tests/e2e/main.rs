@@ -3,6 +3,7 @@
 
 mod cancel;
 mod chaos;
+mod daemon;
 mod distributed;
 mod faults;
 mod gc;

@@ -154,6 +154,8 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
                     failures: t.failures,
                     first_dispatched_at: t.first_dispatched_at,
                     retry_at: t.retry_at,
+                    parks: t.parks,
+                    parked_secs: t.parked_secs,
                 },
             })
         })

@@ -132,6 +132,8 @@ pub fn task_pb(t: &TaskRow) -> pb::Task {
         failures: t.train.failures,
         first_dispatched_at: t.train.first_dispatched_at,
         retry_at: t.train.retry_at,
+        parks: t.train.parks,
+        parked_secs: t.train.parked_secs,
     }
 }
 

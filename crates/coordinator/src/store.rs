@@ -33,8 +33,20 @@ pub enum StoreError {
     Ambiguous { name: String, jobs: String },
 }
 
-/// 4 added `jobs.collected_at` (`grove gc`); a version 3 file is migrated in place.
-const SCHEMA_VERSION: i64 = 4;
+/// 4 added `jobs.collected_at` (`grove gc`); 5 added `tasks.parks` and `tasks.parked_secs`
+/// (parking is capped) and the `notes` journal (followers resume from it). Versions 3 and 4
+/// are migrated in place.
+const SCHEMA_VERSION: i64 = 5;
+
+/// What each older version needs to become the current one, in order.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (3, "ALTER TABLE jobs ADD COLUMN collected_at INTEGER;"),
+    (
+        4,
+        "ALTER TABLE tasks ADD COLUMN parks INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE tasks ADD COLUMN parked_secs INTEGER NOT NULL DEFAULT 0;",
+    ),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -94,8 +106,17 @@ CREATE TABLE IF NOT EXISTS tasks (
     failures INTEGER NOT NULL DEFAULT 0,
     first_dispatched_at INTEGER,
     retry_at INTEGER,
+    parks INTEGER NOT NULL DEFAULT 0,
+    parked_secs INTEGER NOT NULL DEFAULT 0,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job, slug)
+);
+CREATE TABLE IF NOT EXISTS notes (
+    job TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (job, seq)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(job, state);
@@ -166,6 +187,19 @@ pub struct TaskTrain {
     /// A task waiting to go again (after a transient failure's backoff, or parked on a usage
     /// limit) is dispatched at this time (seconds since the epoch).
     pub retry_at: Option<i64>,
+    /// Times the task was parked on a usage limit (capped by `run.max_parks`).
+    pub parks: u32,
+    /// Seconds it was parked for, in all (capped by `run.max_parked`).
+    pub parked_secs: i64,
+}
+
+/// Why a task waits to go again ([`Store::set_waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// After a transient failure.
+    Retry,
+    /// Parked on a usage limit for this many seconds.
+    Park { secs: i64 },
 }
 
 /// What the merge train decided about one task.
@@ -255,9 +289,13 @@ impl Store {
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'", [], |r| r.get::<_, i64>(0))
             .map_err(err)?
             > 0;
-        if has_jobs && version == 3 {
-            // The only migration so far: a column, added in one statement.
-            conn.execute_batch("ALTER TABLE jobs ADD COLUMN collected_at INTEGER").map_err(err)?;
+        if has_jobs && version >= MIGRATIONS[0].0 && version < SCHEMA_VERSION {
+            // Columns added, each version's in one transaction with the version it reaches.
+            for (from, sql) in MIGRATIONS.iter().filter(|(v, _)| *v >= version) {
+                let to = from + 1;
+                conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {to}; COMMIT;"))
+                    .map_err(err)?;
+            }
         } else if has_jobs && version < SCHEMA_VERSION {
             return Err(StoreError::Corrupt {
                 path: p,
@@ -470,7 +508,8 @@ impl Store {
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
                    conflict_paths, task_base, redos, redo, merge_seq, variant, variant_of, picked, finished_seq,
-                   started_at, finished_at, placed, placed_why, failures, first_dispatched_at, retry_at
+                   started_at, finished_at, placed, placed_why, failures, first_dispatched_at, retry_at,
+                   parks, parked_secs
                  FROM tasks WHERE job = ?1";
             // Two statements, so the one-task lookup is a primary-key lookup.
             let mut st = match slug {
@@ -514,6 +553,8 @@ impl Store {
                     failures: r.get(34)?,
                     first_dispatched_at: r.get(35)?,
                     retry_at: r.get(36)?,
+                    parks: r.get(37)?,
+                    parked_secs: r.get(38)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -566,7 +607,7 @@ impl Store {
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = NULL, log_tail = NULL, merge_commit = NULL,
                    conflict_paths = NULL, turns = 0, task_base = NULL, redos = 0, redo = NULL, merge_seq = NULL,
-                   failures = 0, first_dispatched_at = NULL, retry_at = NULL,
+                   failures = 0, first_dispatched_at = NULL, retry_at = NULL, parks = 0, parked_secs = 0,
                    updated_at = ?3 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, now()],
             )
@@ -639,23 +680,27 @@ impl Store {
         Ok(())
     }
 
-    /// An attempt ended without settling the task: it waits in `state` (queued after a
-    /// transient failure, parked on a usage limit) until `retry_at`, then goes again. `failed`
-    /// counts the attempt against `run.max_attempts`.
+    /// An attempt ended without settling the task: it waits until `retry_at`, then goes
+    /// again: queued after a transient failure (counted against `run.max_attempts`), or parked
+    /// on a usage limit (counted against `run.max_parks` and `run.max_parked`).
     pub fn set_waiting(
         &self,
         job: &JobId,
         slug: &str,
         o: &TaskOutcome,
-        state: TaskState,
+        wait: Wait,
         retry_at: i64,
-        failed: bool,
     ) -> Result<(), StoreError> {
+        let (state, failed, parked) = match wait {
+            Wait::Retry => (TaskState::Queued, 1, None),
+            Wait::Park { secs } => (TaskState::Parked, 0, Some(secs)),
+        };
         self.with(|c| {
             c.execute(
                 "UPDATE tasks SET state = ?3, head = COALESCE(?4, head), files_changed = ?5, insertions = ?6,
                    deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11, finished_at = ?11,
-                   retry_at = ?12, failures = failures + ?13
+                   retry_at = ?12, failures = failures + ?13, parks = parks + (?14 IS NOT NULL),
+                   parked_secs = parked_secs + COALESCE(?14, 0)
                  WHERE job = ?1 AND slug = ?2",
                 params![
                     job.as_str(),
@@ -670,7 +715,8 @@ impl Store {
                     o.log_tail,
                     now(),
                     retry_at,
-                    i64::from(failed),
+                    failed,
+                    parked,
                 ],
             )
         })?;
@@ -891,6 +937,8 @@ struct RawTask {
     failures: u32,
     first_dispatched_at: Option<i64>,
     retry_at: Option<i64>,
+    parks: u32,
+    parked_secs: i64,
 }
 
 impl RawTask {
@@ -947,6 +995,8 @@ impl RawTask {
                 failures: self.failures,
                 first_dispatched_at: self.first_dispatched_at,
                 retry_at: self.retry_at,
+                parks: self.parks,
+                parked_secs: self.parked_secs,
             },
         })
     }
@@ -977,21 +1027,34 @@ mod tests {
 
     /// A version 3 file (before `collected_at`) opens, migrated, with its jobs.
     #[test]
-    fn a_version_3_file_is_migrated_in_place() {
+    fn a_version_3_file_is_migrated_in_place_to_the_current_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("grove.db");
         {
             let conn = Connection::open(&path).expect("open");
+            // Version 3: no `collected_at`, no parking counts, no notes journal.
             let old = SCHEMA
-                .replace("    merge_stopped TEXT,\n    collected_at INTEGER\n", "    merge_stopped TEXT\n");
-            assert_ne!(old, SCHEMA);
-            conn.execute_batch(&old).expect("old schema");
+                .replace("    merge_stopped TEXT,\n    collected_at INTEGER\n", "    merge_stopped TEXT\n")
+                .replace(
+                    "    parks INTEGER NOT NULL DEFAULT 0,\n    parked_secs INTEGER NOT NULL DEFAULT 0,\n",
+                    "",
+                );
+            let old = &old[..old.find("CREATE TABLE IF NOT EXISTS notes").expect("notes")];
+            assert!(!old.contains("collected_at") && !old.contains("parks"), "{old}");
+            conn.execute_batch(old).expect("old schema");
             conn.execute(
                 "INSERT INTO jobs (id, created_at, spec, source, mirror, base, integration_branch, integration_head,
                    state, warnings, ignored_files) VALUES ('j-0001', 1, '{}', 's', 'm', 'b', 'i', 'b', 'done', '[]', '[]')",
                 [],
             )
             .expect("a job");
+            conn.execute(
+                "INSERT INTO tasks (job, slug, ord, level, title, files, lines, depends_on, branch, pool, state,
+                   merge_state, updated_at) VALUES ('j-0001', 't', 0, 0, 't', '[]', 0, '[]', 'b', 'local', 'parked',
+                   'pending', 1)",
+                [],
+            )
+            .expect("a task");
             conn.pragma_update(None, "user_version", 3).expect("version");
         }
         let store = Store::open(&path).expect("migrated");
@@ -1003,7 +1066,12 @@ mod tests {
         assert_eq!(store.last_activity(&id).expect("activity"), 1);
         store.set_job_state(&id, "running").expect("retried");
         assert_eq!(store.job("j-0001").expect("job").collected_at, None, "running again: not collected");
+        let t = store.task(&id, "t").expect("task").expect("t");
+        assert_eq!((t.train.parks, t.train.parked_secs), (0, 0));
         drop(store);
-        Store::open(&path).expect("opens again at version 4");
+        let again = Store::open(&path).expect("opens again at version 5");
+        let version: i64 =
+            again.with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0))).expect("v");
+        assert_eq!(version, SCHEMA_VERSION);
     }
 }

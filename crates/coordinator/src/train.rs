@@ -512,7 +512,7 @@ fn merge_message(job: &JobRow, t: &TaskRow, mode: MergeMode) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
@@ -525,7 +525,7 @@ mod tests {
     use crate::store::{JobRow, TaskRow};
     use crate::{Coordinator, JobTrain, TaskTrain};
 
-    fn git_in(git: &Git, dir: &Path, args: &[&str]) -> String {
+    pub(crate) fn git_in(git: &Git, dir: &Path, args: &[&str]) -> String {
         let mut all = vec!["-c", "user.name=t", "-c", "user.email=t@example.invalid"];
         all.extend_from_slice(args);
         git.run(dir, &all).expect("git").stdout.trim().to_owned()
@@ -533,7 +533,7 @@ mod tests {
 
     /// A repository with folders `m0..mN`, and a branch per folder changing it; `broken`
     /// branches also add a `BROKEN` file. Returns the base and the tips.
-    fn repo(git: &Git, dir: &Path, n: usize, broken: &[usize]) -> (String, Vec<String>) {
+    pub(crate) fn repo(git: &Git, dir: &Path, n: usize, broken: &[usize]) -> (String, Vec<String>) {
         for m in 0..n {
             std::fs::create_dir_all(dir.join(format!("m{m}"))).expect("mkdir");
             std::fs::write(dir.join(format!("m{m}/f")), "x\n").expect("write");
@@ -558,7 +558,7 @@ mod tests {
         (base, tips)
     }
 
-    fn coordinator(
+    pub(crate) fn coordinator(
         home: &Path,
         dir: &Path,
         spec: JobSpec,
@@ -629,7 +629,7 @@ mod tests {
         (coord, job)
     }
 
-    fn spec() -> JobSpec {
+    pub(crate) fn spec() -> JobSpec {
         let mut s = JobSpec::default();
         s.agent.kind = Some(AgentKind::Command);
         s

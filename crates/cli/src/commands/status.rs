@@ -261,6 +261,8 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
                 let parked = (t.state == TaskState::Parked).then_some(t.train.retry_at).flatten();
                 o.insert("parked_until".into(), parked.into());
                 o.insert("retry_at".into(), t.train.retry_at.into());
+                o.insert("parks".into(), t.train.parks.into());
+                o.insert("parked_secs".into(), t.train.parked_secs.into());
             }
             v
         }).collect::<Vec<_>>(),
