@@ -35,12 +35,29 @@ pub struct Embedded {
     pub bus: Arc<dyn Bus>,
     pub git: Git,
     pub layout: Layout,
+    /// The home's lock, shared with other local commands; `None` for the daemon's own.
+    _home: Option<grove_coordinator::home::HomeLock>,
 }
 
 impl Embedded {
     /// Open the state under `home` with the in-process bus, or with NATS when `nats` is given
-    /// (then workers elsewhere can take the tasks).
+    /// (then workers elsewhere can take the tasks), for a local command that changes jobs:
+    /// refused while a coordinator daemon serves the home (go through it with --coordinator).
     pub async fn open(home: PathBuf, nats: Option<grove_bus::nats::NatsConfig>) -> anyhow::Result<Embedded> {
+        let lock = tokio::task::block_in_place(|| {
+            grove_coordinator::home::HomeLock::share(&Layout::new(&home), true)
+        })?;
+        let mut emb = Self::unlocked(home, nats).await?;
+        emb._home = Some(lock);
+        Ok(emb)
+    }
+
+    /// [`Embedded::open`] without the home's lock: for the coordinator daemon, which holds it
+    /// alone, and for verbs that change no job (`grove push`).
+    pub async fn unlocked(
+        home: PathBuf,
+        nats: Option<grove_bus::nats::NatsConfig>,
+    ) -> anyhow::Result<Embedded> {
         let git = Git::detect()?;
         let layout = Layout::new(home);
         let single_pool = nats.is_none().then(|| grove_core::placement::LOCAL.to_owned());
@@ -52,7 +69,7 @@ impl Embedded {
             .with_context(|| format!("opening grove's state in {}", layout.home().display()))?;
         coordinator.single_pool = single_pool;
         let coordinator = Arc::new(coordinator);
-        Ok(Embedded { coordinator, bus, git, layout })
+        Ok(Embedded { coordinator, bus, git, layout, _home: None })
     }
 
     /// Start `n` workers on the `local` pool; they stop when `stop` fires.

@@ -43,6 +43,10 @@ pub fn main(subcommand: Option<&str>) -> ExitCode {
                 let _ = write!(err, "\n  caused by: {cause}");
             }
             let _ = writeln!(err);
+            // A follower that lost its coordinator is not bad input: the job goes on there.
+            if e.chain().any(|c| c.downcast_ref::<remote::Lost>().is_some()) {
+                return ExitCode::from(remote::LOST);
+            }
             ExitCode::from(2)
         }
     }

@@ -894,6 +894,49 @@ impl Store {
         .ok_or_else(|| StoreError::NoJob(job.to_string()))
     }
 
+    /// Journal a note of `job` (its JSON, see [`crate::journal`]); returns its sequence number
+    /// in the job's journal (1, 2, ...).
+    pub fn append_note(&self, job: &JobId, note: &str) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "INSERT INTO notes (job, seq, note, at)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notes WHERE job = ?1), ?2, ?3)
+                 RETURNING seq",
+                params![job.as_str(), note, now()],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|s| s as u64)
+    }
+
+    /// Up to `limit` journaled notes of `job` after sequence number `after`, in order.
+    pub fn notes_after(
+        &self,
+        job: &JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, note FROM notes WHERE job = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            st.query_map(params![job.as_str(), after as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })?
+            .collect()
+        })
+    }
+
+    /// The sequence number of `job`'s newest journaled note (0: none yet).
+    pub fn last_note(&self, job: &JobId) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM notes WHERE job = ?1", [job.as_str()], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|s| s as u64)
+    }
+
     /// The job id `id` is free.
     pub fn job_exists(&self, id: &str) -> Result<bool, StoreError> {
         self.with(|c| c.query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(())).optional())

@@ -115,7 +115,7 @@ impl Coordinator {
 
     /// Run the job's clocks once: fail and stop tasks past their deadline, and dispatch the
     /// tasks whose wait (backoff or parking) is over. Returns whether a task ended, so the
-    /// caller looks again at what it waits for.
+    /// caller moves the train and looks again at what it waits for.
     pub async fn tick(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<bool, CoordError> {
         if self.is_cancelling(job) {
             return Ok(false);
@@ -176,9 +176,6 @@ impl Coordinator {
                 self.store.set_on_bus(job, &t.slug, attempt)?;
                 let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
             }
-        }
-        if ended {
-            self.train(job, notes)?;
         }
         Ok(ended)
     }

@@ -427,16 +427,25 @@ impl Coordinator {
             ("GROVE_COMMIT".to_owned(), commit.to_owned()),
         ];
         let args = vec!["-c".to_owned(), check.to_owned()];
+        // A cancellation of the job, or the coordinator stopping, ends the check's process
+        // group: the batch is not merged, and nothing is recorded of it.
+        let cancel = self.check_token(&row.id);
+        if cancel.is_cancelled() {
+            return Err(CoordError::Stopped { job: row.id.to_string() });
+        }
         let run = async {
-            use grove_worker::process::{self, End, Log};
+            use grove_worker::process::{self, Log};
             let mut log = Log::open(&log_path, 1 << 20).await?;
             log.note(&format!("integration check `{check}` at {commit}")).await?;
             log.reset_tail();
-            let cancel = tokio_util::sync::CancellationToken::new();
             let f = process::run("sh", &args, &path, &env, timeout, &mut log, &cancel).await?;
-            Ok::<_, process::ProcessError>((f.end == End::Exited(0), log.tail()))
+            Ok::<_, process::ProcessError>((f.end, log.tail()))
         };
-        let (ok, tail) = block_on(run)?.map_err(|e| CoordError::Check(e.to_string()))?;
+        let (end, tail) = block_on(run)?.map_err(|e| CoordError::Check(e.to_string()))?;
+        if end == grove_worker::process::End::Cancelled {
+            return Err(CoordError::Stopped { job: row.id.to_string() });
+        }
+        let ok = end == grove_worker::process::End::Exited(0);
         tracing::info!(job = %row.id, %commit, ok, "integration check");
         Ok((ok, tail))
     }
