@@ -207,11 +207,11 @@ impl Daemon {
     /// `grove merge`: a manual job's checked branches merge now, in order; a job whose merging
     /// stopped goes on. Returns at once: the train moves (and the job publishes) in the
     /// background, its notes reach watchers.
-    pub fn merge(self: &Arc<Self>, job: &JobId) -> Result<JobRow, CoordError> {
+    pub async fn merge(self: &Arc<Self>, job: &JobId) -> Result<JobRow, CoordError> {
         self.coord.approve_merge(job)?;
         self.coord.resume_checks(job);
         self.coord.clear_cancelling(job);
-        self.after_verb(job)
+        self.after_verb(job).await
     }
 
     /// `grove pick`: that variant merges in its place; the others are discarded.
@@ -224,7 +224,7 @@ impl Daemon {
         let (task, variant) = (task.to_owned(), variant.to_owned());
         self.with_job(job, move |c, job| c.pick(job, &task, &variant)).await?;
         self.coord.resume_checks(job);
-        self.after_verb(job)
+        self.after_verb(job).await
     }
 
     /// `grove discard`: see [`Coordinator::discard`]; under the job's lock.
@@ -235,7 +235,7 @@ impl Daemon {
     ) -> Result<Vec<crate::review::Discard>, CoordError> {
         let slugs = slugs.to_vec();
         let done = self.with_job(job, move |c, job| c.discard(job, &slugs)).await?;
-        self.after_verb(job)?;
+        self.after_verb(job).await?;
         Ok(done)
     }
 
@@ -283,14 +283,21 @@ impl Daemon {
     }
 
     /// After a review verb changed what the train may do: an ended job runs again until its
-    /// train has moved (so its followers follow that), then goes back to its state and
-    /// publishes; the mover does both.
-    fn after_verb(self: &Arc<Self>, job: &JobId) -> Result<JobRow, CoordError> {
-        let row = self.coord.store.job(job.as_str())?;
-        if row.state != "running" {
-            held(&self.republish).entry(job.clone()).or_insert(row.state.clone());
-            self.coord.store.set_job_state(job, "running")?;
-        }
+    /// train has moved (so its followers follow that), then publishes and goes back to its
+    /// state; the mover does both. Looked at under the job's lock: a mover ending the job
+    /// (publishing, then going back to its state) is done first, so a job about to end is
+    /// seen ended and runs again, not left ended with the verb's merges undone.
+    async fn after_verb(self: &Arc<Self>, job: &JobId) -> Result<JobRow, CoordError> {
+        let me = self.clone();
+        self.with_job(job, move |c, job| {
+            let row = c.store.job(job.as_str())?;
+            if row.state != "running" {
+                held(&me.republish).entry(job.clone()).or_insert(row.state.clone());
+                c.store.set_job_state(job, "running")?;
+            }
+            Ok(())
+        })
+        .await?;
         self.kick(job);
         Ok(self.coord.store.job(job.as_str())?)
     }
@@ -350,14 +357,19 @@ impl Daemon {
         if row.state != "running" || !c.store.all_terminal(job)? {
             return Ok(());
         }
-        let before = held(&self.republish).remove(job);
+        let before = held(&self.republish).get(job).cloned();
         if let Some(state) = before {
-            // An ended job a review verb changed: as it was, published again.
-            c.store.set_job_state(job, &state)?;
+            // An ended job a review verb changed: published again, then as it was (a
+            // follower that sees it over finds the branches published; one that fails to
+            // publish is ended as it was by `end_stopped`).
             c.publish(job, &self.notes)?;
+            held(&self.republish).remove(job);
+            c.store.set_job_state(job, &state)?;
         } else {
-            let cancelling = held(&self.cancelling).remove(job).is_some();
+            // Still in `cancelling` should it fail: `end_stopped` ends it cancelled.
+            let cancelling = held(&self.cancelling).contains_key(job);
             c.conclude_held(job, cancelling, &self.notes)?;
+            held(&self.cancelling).remove(job);
         }
         if let Err(e) = crate::train::block_on(c.bus.unfollow(std::slice::from_ref(job)))? {
             tracing::debug!(%job, "no longer following the job's events: {e}");

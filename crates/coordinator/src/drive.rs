@@ -350,7 +350,6 @@ impl Coordinator {
         } else {
             "paused"
         };
-        self.store.set_job_state(job, state)?;
         // The integration checks' worktree is grove's own; the branch it checked stays.
         let checks = self.layout.worktree(job, ".integration");
         if checks.exists() {
@@ -359,7 +358,10 @@ impl Coordinator {
                 tracing::warn!("removing the integration check worktree: {e}");
             }
         }
+        // Published before the job is recorded as over: a follower that sees it over (it
+        // looks at the state, not only at the notes) finds its branches in the repository.
         self.publish(job, notes)?;
+        self.store.set_job_state(job, state)?;
         Ok(self.store.job(job.as_str())?)
     }
 

@@ -593,7 +593,7 @@ impl CoordinatorApi for Api {
 
     async fn merge_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         let id = self.job_id(&req.into_inner().id)?;
-        let job = self.daemon.merge(&id).map_err(status)?;
+        let job = self.daemon.merge(&id).await.map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
     }
 
