@@ -534,3 +534,50 @@ fn local_verbs_refuse_a_home_a_daemon_serves() {
     let jobs = env.grove(env.path(), &["status", "--coordinator", &api, "--json"]);
     assert_eq!(jobs.json().as_array().map(Vec::len), Some(0), "nothing was recorded: {}", jobs.stdout);
 }
+
+/// `grove run --nats` outlives a restart of its NATS server mid-job (scope 1): its job's
+/// events come again from the restarted server (JetStream keeps them on disk) and it ends 0
+/// with every task merged.
+#[test]
+fn a_run_on_nats_outlives_a_nats_restart() {
+    let env = Env::new();
+    let store = env.path().join("nats");
+    let (nats, port) = grove_tests::nats_server_with(&store, &[]);
+    let url = format!("nats://127.0.0.1:{port}");
+    let _w = worker(&env, &url, "w1", "local", false);
+    let repo = dirs_repo(&env, "r", 4);
+    let (gate, started) = (env.path().join("gate"), env.path().join("started"));
+    std::fs::create_dir_all(&started).expect("mkdir");
+    let script = format!(
+        r#"touch {s}/$GROVE_TASK; while [ ! -e {g} ]; do sleep 0.05; done; echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt""#,
+        s = started.display(),
+        g = gate.display()
+    );
+    let run = spawn_grove(
+        &env,
+        &repo,
+        &["run", "--nats", &url, "--split", "dirs", "--json", "--", "sh", "-c", &script],
+    );
+    until(Duration::from_secs(60), "an agent starts", || {
+        (std::fs::read_dir(&started).ok()?.count() > 0).then_some(())
+    });
+    drop(nats);
+    let again = std::process::Command::new("nats-server")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server again");
+    let _nats = Proc(again);
+    wait_port(port);
+    std::fs::write(&gate, "").expect("open the gate");
+    let (code, out, err) = finish(run, Duration::from_secs(600), "grove run --nats");
+    assert_eq!(code, 0, "{err}\n{out}");
+    let job: serde_json::Value = serde_json::from_str(&out).expect("json");
+    for t in ["d00", "d01", "d02", "d03"] {
+        assert_eq!(task(&job, t)["shown"], "merged", "{job:#}");
+    }
+}
