@@ -183,7 +183,10 @@ fn cancelling_reaches_remote_workers_agents() {
         .stderr(Stdio::piped());
     let run = run.spawn().expect("spawn grove run");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_dir(&pids).expect("read_dir").count() < 2 {
+    // Both pids written, not only their files made (a SIGINT between the two would leave
+    // an empty file, read below as /proc//stat).
+    let written = |t: &str| std::fs::read_to_string(pids.join(t)).is_ok_and(|p| p.ends_with('\n'));
+    while !(written("d00") && written("d01")) {
         assert!(Instant::now() < deadline, "agents did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -467,7 +470,10 @@ fn grove_cancel_stops_one_task_then_the_job() {
         .stderr(Stdio::piped());
     let run = run.spawn().expect("spawn grove run");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_dir(&pids).expect("read_dir").count() < 2 {
+    // Both pids written, not only their files made (a SIGINT between the two would leave
+    // an empty file, read below as /proc//stat).
+    let written = |t: &str| std::fs::read_to_string(pids.join(t)).is_ok_and(|p| p.ends_with('\n'));
+    while !(written("d00") && written("d01")) {
         assert!(Instant::now() < deadline, "agents did not start");
         std::thread::sleep(Duration::from_millis(20));
     }

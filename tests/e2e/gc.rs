@@ -221,7 +221,8 @@ fn gc_refuses_under_a_daemon_which_collects_by_itself() {
     let refused = env.grove(env.path(), &["gc", "--dry-run"]);
     assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
     assert!(
-        refused.stderr.contains("grove coordinator (pid") && refused.stderr.contains("holds the grove home"),
+        refused.stderr.contains(&format!("grove coordinator at http://127.0.0.1:{port} (pid"))
+            && refused.stderr.contains("holds the grove home"),
         "{}",
         refused.stderr
     );

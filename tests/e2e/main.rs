@@ -7,6 +7,7 @@ mod cancel;
 mod chaos;
 mod chart;
 mod credentials;
+mod daemon;
 mod distributed;
 mod faults;
 mod gc;

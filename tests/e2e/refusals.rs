@@ -11,6 +11,8 @@ fn bad_input_is_refused_before_anything_is_created() {
     std::os::unix::fs::symlink("/etc", repo.join("out")).expect("symlink");
     env.git(&repo, &["add", "out"]);
     env.git(&repo, &["commit", "--quiet", "-m", "a symlink out"]);
+    // A branch of the person's that a job names as its integration branch.
+    env.git(&repo, &["branch", "theirs"]);
     let branches_before = env.git(&repo, &["branch", "--list"]);
 
     let spec = env.path().join("job.toml");
@@ -27,17 +29,22 @@ fn bad_input_is_refused_before_anything_is_created() {
         (vec!["--branch", "bad..name"], &["merge.branch", "not a valid git branch name"]),
         (vec!["--grep", "File(Id"], &["select.grep", "invalid regex"]),
         (vec!["--grep", "NoSuchWord"], &["nothing to do"]),
+        (vec!["--branch", "theirs"], &["branch \"theirs\" already exists", "merge.branch"]),
+        (vec!["--include-ignored", "[oops"], &["run.include_ignored", "[oops"]),
     ];
-    for (extra, expected) in cases {
-        let mut args = vec!["run"];
-        args.extend(&extra);
-        if !extra.first().is_some_and(|a| a.ends_with(".toml")) {
-            args.extend(agent);
-        }
-        let run = env.grove(&repo, &args);
-        assert_eq!(run.code, 2, "{args:?} should be refused: {}", run.stderr);
-        for e in expected {
-            assert!(run.stderr.contains(e), "{args:?}: expected {e:?} in: {}", run.stderr);
+    // `grove plan` refuses what `grove run` refuses: both go through `submit::prepare`.
+    for verb in ["plan", "run"] {
+        for (extra, expected) in &cases {
+            let mut args = vec![verb];
+            args.extend(extra);
+            if !extra.first().is_some_and(|a| a.ends_with(".toml")) {
+                args.extend(agent);
+            }
+            let run = env.grove(&repo, &args);
+            assert_eq!(run.code, 2, "{args:?} should be refused: {}", run.stderr);
+            for e in *expected {
+                assert!(run.stderr.contains(e), "{args:?}: expected {e:?} in: {}", run.stderr);
+            }
         }
     }
     assert!(!env.grove_home().exists(), "grove created state for a refused job");

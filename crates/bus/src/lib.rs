@@ -106,10 +106,20 @@ pub trait Bus: Send + Sync {
     async fn next_task(&self, pools: &[String]) -> Result<Delivery, BusError>;
     /// Report an event to the coordinator.
     async fn report(&self, event: TaskEvent) -> Result<(), BusError>;
-    /// Wait for the next event (the coordinator's side). Asking for the next event acknowledges
-    /// the previous one: record an event before asking for another, and an event that was not
-    /// recorded (the coordinator died) is delivered again.
+    /// Wait for the next event of a followed job (the coordinator's side). Asking for the next
+    /// event acknowledges the previous one: record an event before asking for another, and an
+    /// event that was not recorded (the coordinator died) is delivered again.
     async fn next_event(&self) -> Result<TaskEvent, BusError>;
+    /// From now on, [`Bus::next_event`] also returns the events of `jobs` (a coordinator
+    /// follows the jobs it drives, before it dispatches them). Other coordinators on the same
+    /// transport never see them. The in-process bus has one coordinator: it returns every event.
+    async fn follow(&self, _jobs: &[JobId]) -> Result<(), BusError> {
+        Ok(())
+    }
+    /// The events of `jobs` are no longer wanted (they ended).
+    async fn unfollow(&self, _jobs: &[JobId]) -> Result<(), BusError> {
+        Ok(())
+    }
     /// Ask every worker to stop the matching running attempts (best effort, at most once: a
     /// worker that is away misses it, and the coordinator's own deadline settles the task).
     async fn cancel(&self, cancel: Cancel) -> Result<(), BusError>;

@@ -6,9 +6,12 @@
 //!   `max_deliver` times; in-progress acks are the heartbeats of long turns. Assignments carry
 //!   a message id (`job/task/attempt`) so a re-dispatch after a coordinator crash is dropped
 //!   by JetStream's de-duplication window.
-//! - Stream `GROVE_EVENTS` (limits, file storage): subject `grove.events.<job>`, read by the
-//!   coordinator's durable consumer `coordinator`. An event is acked when the coordinator asks
-//!   for the next one, so an event it had not recorded when it died is delivered again.
+//! - Stream `GROVE_EVENTS` (limits, file storage): subject `grove.events.<job>`. Each
+//!   coordinator reads through a durable consumer of its own, `coordinator-<id>`, filtered to
+//!   the subjects of the jobs it follows ([`Bus::follow`]), so coordinators sharing a NATS
+//!   (daemons, `grove run --nats`) never take each other's events. An event is acked when the
+//!   coordinator asks for the next one, so an event it had not recorded when it died is
+//!   delivered again.
 //!
 //! - Roles ([`Role`]): only the coordinator makes streams, the registry and consumers (a pool's
 //!   consumer when it first dispatches to that pool); a worker looks them up (waiting for a
@@ -19,13 +22,14 @@
 //!
 //! Every message is protobuf ([`crate::wire`]) with a `Grove-Schema` header. A worker that gets
 //! an assignment it cannot read terminates it (no redelivery) and reports the task failed with
-//! the reason, instead of crashing.
+//! the reason, instead of crashing; one of a newer schema it gives back, to be delivered again
+//! after [`NatsConfig::newer_schema_delay`] (to a newer worker, in a rolling upgrade).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind, Message};
@@ -97,6 +101,26 @@ pub struct NatsConfig {
     pub inbox_prefix: Option<String>,
     /// What this process does on NATS.
     pub role: Role,
+    /// For a coordinator: the consumer it reads its jobs' events through. Workers read none.
+    pub reader: Option<EventReader>,
+    /// How long an assignment of a newer schema than this worker reads waits before it is
+    /// delivered again (to some worker of the pool: a newer one takes it).
+    pub newer_schema_delay: Duration,
+}
+
+/// A coordinator's durable consumer of the events stream: `coordinator-<id>`, filtered to the
+/// jobs it follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventReader {
+    /// Stable across restarts (a daemon keeps it in its home), unique per coordinator.
+    pub id: String,
+    /// A consumer made afresh reads the followed jobs' events from the start of the stream (a
+    /// daemon: events reported while no consumer existed are not lost; old ones are stale and
+    /// ignored); otherwise only events published from then on (`grove run --nats`, which
+    /// follows its job before dispatching it).
+    pub replay: bool,
+    /// The server forgets the consumer after this long without a reader.
+    pub forget_after: Duration,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -133,6 +157,8 @@ impl NatsConfig {
             user: None,
             inbox_prefix: None,
             role: Role::Coordinator,
+            reader: None,
+            newer_schema_delay: Duration::from_secs(30),
         }
     }
 
@@ -179,6 +205,8 @@ pub struct NatsBus {
     pools: Mutex<Vec<(String, PullConsumer)>>,
     /// The coordinator's event consumer, made on first use, and the event to ack next time.
     events: Mutex<EventsState>,
+    /// The jobs whose events this coordinator reads; held while the consumer's filter is set.
+    followed: Mutex<std::collections::BTreeSet<String>>,
     /// Who reports rejections (a worker id).
     name: String,
     /// Cancellations received, once subscribed.
@@ -265,6 +293,7 @@ impl NatsBus {
             config,
             pools: Mutex::new(Vec::new()),
             events: Mutex::new(EventsState::default()),
+            followed: Mutex::new(Default::default()),
             name: name.to_owned(),
             cancels: Mutex::new(None),
             workers,
@@ -617,6 +646,14 @@ impl Bus for NatsBus {
                             let lease = consumer.cached_info().config.ack_wait;
                             return Ok(Delivery::new(pool, a, Box::new(NatsAcker { msg, lease })));
                         }
+                        Err(e @ wire::WireError::NewerSchema { .. }) => {
+                            // A newer coordinator's work: a newer worker of the pool takes it.
+                            let delay = self.config.newer_schema_delay;
+                            tracing::info!(subject = %msg.subject, "giving back an assignment: {e}; again in {delay:?}");
+                            if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+                                tracing::warn!("giving back an assignment of a newer schema: {e}");
+                            }
+                        }
                         Err(e) => self.reject(&msg, &e.to_string()).await,
                     }
                 }
@@ -762,6 +799,26 @@ impl Bus for NatsBus {
         Ok(Some(Box::pin(chunks)))
     }
 
+    async fn follow(&self, jobs: &[JobId]) -> Result<(), BusError> {
+        self.refollow(|set| {
+            let before = set.len();
+            set.extend(jobs.iter().map(|j| j.to_string()));
+            set.len() != before
+        })
+        .await
+    }
+
+    async fn unfollow(&self, jobs: &[JobId]) -> Result<(), BusError> {
+        self.refollow(|set| {
+            let before = set.len();
+            for j in jobs {
+                set.remove(j.as_str());
+            }
+            set.len() != before
+        })
+        .await
+    }
+
     async fn next_event(&self) -> Result<TaskEvent, BusError> {
         let mut st = self.events.lock().await;
         if let Some(prev) = st.unacked.take()
@@ -820,31 +877,68 @@ impl NatsBus {
         let consumer = match &st.consumer {
             Some(c) => c.clone(),
             None => {
-                let stream = self
-                    .js
-                    .get_stream(EVENTS_STREAM)
-                    .await
-                    .map_err(|e| NatsError::from_js("opening the events stream", e))?;
-                let c: PullConsumer = stream
-                    .get_or_create_consumer(
-                        "coordinator",
-                        pull::Config {
-                            durable_name: Some("coordinator".into()),
-                            ack_policy: AckPolicy::Explicit,
-                            ack_wait: self.config.ack_wait,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| NatsError::from_js("creating the coordinator consumer", e))?;
+                let followed = self.followed.lock().await;
+                let c = self.events_consumer(&followed).await?;
+                drop(followed);
                 st.consumer = Some(c.clone());
-                // Only the coordinator reads events: it also hears of assignments JetStream
-                // gave up on.
+                // Only coordinators read events: they also hear of assignments JetStream gave
+                // up on (any of them may turn one into its job's event; the message id makes
+                // it one event).
                 watch_max_deliveries(self.client.clone(), self.js.clone(), self.config.max_deliver);
                 c
             }
         };
         consumer.messages().await.map_err(|e| BusError::Transport(format!("reading events: {e}")))
+    }
+
+    /// Make this coordinator's events consumer, or set its filter to the jobs in `followed`
+    /// (a placeholder subject no job has when there are none: an empty filter would be every
+    /// subject).
+    async fn events_consumer(
+        &self,
+        followed: &std::collections::BTreeSet<String>,
+    ) -> Result<PullConsumer, BusError> {
+        let Some(reader) = &self.config.reader else {
+            return Err(BusError::Transport(
+                "this NATS connection reads no events (it is not a coordinator's: no reader set)".into(),
+            ));
+        };
+        let durable = format!("coordinator-{}", pool_token(&reader.id));
+        let mut filters: Vec<String> = followed.iter().map(|j| format!("grove.events.{j}")).collect();
+        if filters.is_empty() {
+            filters.push(format!("grove.events._none_.{}", pool_token(&reader.id)));
+        }
+        let stream = self
+            .js
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|e| NatsError::from_js("opening the events stream", e))?;
+        let deliver_policy = if reader.replay { DeliverPolicy::All } else { DeliverPolicy::New };
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(durable.clone()),
+                description: Some(format!("events of the jobs coordinator {} follows", reader.id)),
+                filter_subjects: filters,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: self.config.ack_wait,
+                deliver_policy,
+                inactive_threshold: reader.forget_after,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_err(format!("setting up the events consumer {durable}"), e).into())
+    }
+
+    /// Change the followed jobs with `change` and, when that changed them, the consumer's filter.
+    async fn refollow(
+        &self,
+        change: impl FnOnce(&mut std::collections::BTreeSet<String>) -> bool,
+    ) -> Result<(), BusError> {
+        let mut followed = self.followed.lock().await;
+        if !change(&mut followed) || self.config.reader.is_none() {
+            return Ok(());
+        }
+        self.events_consumer(&followed).await.map(|_| ())
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use grove_bus::Bus;
-use grove_bus::nats::{NatsBus, NatsConfig};
+use grove_bus::nats::{EventReader, NatsBus, NatsConfig};
 use grove_core::JobId;
 use grove_core::spec::{AgentSpec, KeepWorktrees};
 use grove_core::task::{Assignment, EventKind, TaskEvent};
@@ -28,6 +28,15 @@ fn config(s: &Server) -> NatsConfig {
     c.ack_wait = Duration::from_secs(1);
     c.pull_wait = Duration::from_millis(200);
     c
+}
+
+/// A coordinator `id`'s connection, following the job `job-0001`.
+async fn coordinator(s: &Server, id: &str) -> NatsBus {
+    let mut c = config(s);
+    c.reader = Some(EventReader { id: id.into(), replay: true, forget_after: Duration::from_secs(3600) });
+    let bus = NatsBus::connect(c, id).await.expect("connect");
+    bus.follow(&[JobId::parse("job-0001").expect("id")]).await.expect("follow");
+    bus
 }
 
 fn assignment(task: &str, attempt: u32) -> Assignment {
@@ -125,45 +134,118 @@ async fn events_reach_the_coordinator_and_unrecorded_ones_come_back() {
     worker.report(ev("b", TaskState::Checking)).await.expect("report");
 
     {
-        let coord = NatsBus::connect(config(&s), "coordinator").await.expect("connect");
+        // Reported before the coordinator's consumer existed: read all the same.
+        let coord = coordinator(&s, "c1").await;
         assert_eq!(coord.next_event().await.expect("event"), ev("a", TaskState::Running));
         // Asking for the next acks "a"; "b" is received but not recorded when it dies.
         assert_eq!(coord.next_event().await.expect("event"), ev("b", TaskState::Checking));
     }
-    let coord = NatsBus::connect(config(&s), "coordinator").await.expect("reconnect");
+    let coord = coordinator(&s, "c1").await;
     let again = tokio::time::timeout(Duration::from_secs(10), coord.next_event()).await.expect("redelivered");
     assert_eq!(again.expect("event"), ev("b", TaskState::Checking));
 }
 
+/// In a rolling upgrade a newer coordinator's assignment reaches an older worker: the worker
+/// gives it back (it stays in the work queue, delivered again after a delay, to a newer
+/// worker) instead of failing the task; an unreadable one is terminated with a reason.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_assignment_of_a_newer_schema_is_terminated_with_a_reason() {
+async fn an_assignment_of_a_newer_schema_is_given_back_and_a_broken_one_terminated() {
     use prost::Message;
     let s = nats_server();
-    let worker = NatsBus::connect(config(&s), "worker-1").await.expect("connect");
-    let coord = NatsBus::connect(config(&s), "coordinator").await.expect("connect");
+    let mut wc = config(&s);
+    wc.newer_schema_delay = Duration::from_millis(300);
+    let worker = NatsBus::connect(wc, "worker-1").await.expect("connect");
+    let coord = coordinator(&s, "c1").await;
     let mut m = grove_proto::v1::TaskAssignment::decode(
-        grove_bus::wire::encode_assignment(&assignment("x", 1)).as_slice(),
+        grove_bus::wire::encode_assignment(&assignment("newer", 1)).as_slice(),
     )
     .expect("decode");
     m.schema = grove_proto::SCHEMA_VERSION + 1;
+    let mut broken = m.clone();
+    broken.schema = grove_proto::SCHEMA_VERSION;
+    broken.task = "broken".into();
+    broken.keep_worktrees = "sometimes".into();
     let client = async_nats::connect(&s.url).await.expect("raw client");
     let js = async_nats::jetstream::new(client);
-    js.publish("grove.tasks.local", m.encode_to_vec().into()).await.expect("publish").await.expect("ack");
+    for msg in [&m, &broken] {
+        js.publish("grove.tasks.local", msg.encode_to_vec().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
     coord.dispatch("local", assignment("y", 1)).await.expect("dispatch");
 
     let d = worker.next_task(&["local".to_owned()]).await.expect("the readable one");
     assert_eq!(d.assignment.task, "y");
     d.ack().await.expect("ack");
+    // The broken one is reported failed; nothing about the newer one.
     let ev = coord.next_event().await.expect("rejection event");
-    assert_eq!(ev.task, "x");
+    assert_eq!(ev.task, "broken");
     match ev.kind {
         EventKind::Finished(o) => {
             assert_eq!(o.state, TaskState::Failed);
-            assert!(o.reason.as_deref().unwrap_or("").contains("schema version"), "{:?}", o.reason);
+            assert!(o.reason.as_deref().unwrap_or("").contains("keep_worktrees"), "{:?}", o.reason);
             assert_eq!(o.stat, DiffStat::default());
         }
         other => panic!("unexpected {other:?}"),
     }
+    // A newer worker (a raw reader of the pool's consumer here) gets the newer one, delivered
+    // again after the older worker gave it back.
+    let stream = js.get_stream("GROVE_TASKS").await.expect("stream");
+    let pool: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("pool-local").await.expect("the pool's consumer");
+    use futures::StreamExt;
+    let mut msgs = pool.messages().await.expect("pull");
+    let got = tokio::time::timeout(Duration::from_secs(20), msgs.next())
+        .await
+        .expect("delivered again in time")
+        .expect("a message")
+        .expect("ok");
+    let again = grove_proto::v1::TaskAssignment::decode(got.payload.as_ref()).expect("decode");
+    assert_eq!((again.task.as_str(), again.schema), ("newer", grove_proto::SCHEMA_VERSION + 1));
+    assert!(got.info().expect("info").delivered >= 2, "it was given back, not terminated");
+    got.ack().await.expect("ack");
+}
+
+/// Two coordinators on one NATS (two daemons, or a daemon and `grove run --nats`) each read
+/// their own jobs' events, all of them, and never the other's; a job followed later is read
+/// from then on.
+#[tokio::test(flavor = "multi_thread")]
+async fn coordinators_sharing_a_nats_read_only_their_own_jobs_events() {
+    let s = nats_server();
+    let worker = NatsBus::connect(config(&s), "worker-1").await.expect("connect");
+    let one = coordinator(&s, "one").await;
+    let two = coordinator(&s, "two").await;
+    let (j1, j2) = (JobId::parse("job-0001").expect("id"), JobId::parse("job-0002").expect("id"));
+    two.unfollow(std::slice::from_ref(&j1)).await.expect("unfollow");
+    two.follow(std::slice::from_ref(&j2)).await.expect("follow");
+    let ev = |job: &JobId, task: &str| TaskEvent {
+        job: job.clone(),
+        task: task.into(),
+        attempt: 1,
+        kind: EventKind::State { state: TaskState::Running, turn: Some(1) },
+    };
+    for i in 0..5 {
+        worker.report(ev(&j1, &format!("a{i}"))).await.expect("report");
+        worker.report(ev(&j2, &format!("b{i}"))).await.expect("report");
+    }
+    async fn read(bus: &NatsBus) -> Vec<TaskEvent> {
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let e = tokio::time::timeout(Duration::from_secs(10), bus.next_event()).await.expect("in time");
+            got.push(e.expect("event"));
+        }
+        got
+    }
+    let (a, b) = tokio::join!(read(&one), read(&two));
+    assert_eq!(a, (0..5).map(|i| ev(&j1, &format!("a{i}"))).collect::<Vec<_>>());
+    assert_eq!(b, (0..5).map(|i| ev(&j2, &format!("b{i}"))).collect::<Vec<_>>());
+    // Neither saw the other's: the next event each gets is a new one of its own job.
+    worker.report(ev(&j2, "b5")).await.expect("report");
+    worker.report(ev(&j1, "a5")).await.expect("report");
+    assert_eq!(one.next_event().await.expect("event"), ev(&j1, "a5"));
+    assert_eq!(two.next_event().await.expect("event"), ev(&j2, "b5"));
 }
 
 /// Hostile assignments published straight on a pool's subject are terminated; those whose
@@ -302,8 +384,10 @@ async fn an_assignment_given_up_after_max_deliveries_is_reported_transient() {
     let s = nats_server();
     let mut c = config(&s);
     c.max_deliver = 2;
-    let coord = std::sync::Arc::new(NatsBus::connect(c.clone(), "coordinator").await.expect("connect"));
-    let worker = NatsBus::connect(c, "worker-1").await.expect("connect");
+    let worker = NatsBus::connect(c.clone(), "worker-1").await.expect("connect");
+    c.reader = Some(EventReader { id: "c1".into(), replay: true, forget_after: Duration::from_secs(3600) });
+    let coord = std::sync::Arc::new(NatsBus::connect(c, "coordinator").await.expect("connect"));
+    coord.follow(&[JobId::parse("job-0001").expect("id")]).await.expect("follow");
     let events = {
         let coord = coord.clone();
         tokio::spawn(async move { coord.next_event().await })

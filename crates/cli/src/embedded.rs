@@ -39,11 +39,14 @@ pub struct Embedded {
     pub secrets: grove_worker::secrets::Secrets,
     /// grove's own tokens this process knows, masked.
     tokens: Vec<String>,
+    /// The home's lock, shared with other local commands; `None` for the daemon's own.
+    _home: Option<grove_coordinator::home::HomeLock>,
 }
 
 impl Embedded {
     /// Open the state under `home` with the in-process bus, or with NATS when `nats` is given
-    /// (then workers elsewhere can take the tasks).
+    /// (then workers elsewhere can take the tasks), for a local command that changes jobs:
+    /// refused while a coordinator daemon serves the home (go through it with --coordinator).
     pub async fn open(home: PathBuf, nats: Option<grove_bus::nats::NatsConfig>) -> anyhow::Result<Embedded> {
         Embedded::open_with(home, nats, None, &[]).await
     }
@@ -52,6 +55,22 @@ impl Embedded {
     /// `tokens` (grove's own, read from files) besides those of the environment and the NATS
     /// config.
     pub async fn open_with(
+        home: PathBuf,
+        nats: Option<grove_bus::nats::NatsConfig>,
+        git_url: Option<String>,
+        tokens: &[String],
+    ) -> anyhow::Result<Embedded> {
+        let lock = tokio::task::block_in_place(|| {
+            grove_coordinator::home::HomeLock::share(&Layout::new(&home), true)
+        })?;
+        let mut emb = Self::unlocked(home, nats, git_url, tokens).await?;
+        emb._home = Some(lock);
+        Ok(emb)
+    }
+
+    /// [`Embedded::open_with`] without the home's lock: for the coordinator daemon, which
+    /// holds it alone, and for verbs that change no job (`grove push`).
+    pub async fn unlocked(
         home: PathBuf,
         nats: Option<grove_bus::nats::NatsConfig>,
         git_url: Option<String>,
@@ -72,7 +91,7 @@ impl Embedded {
         coordinator.git_url = git_url;
         let coordinator = Arc::new(coordinator);
         let secrets = grove_worker::secrets::Secrets::new(Default::default(), tokens.iter().cloned());
-        Ok(Embedded { coordinator, bus, git, layout, secrets, tokens })
+        Ok(Embedded { coordinator, bus, git, layout, secrets, tokens, _home: None })
     }
 
     /// Give this process's workers the agents' credentials `args` and `grove.toml` name

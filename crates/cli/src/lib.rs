@@ -45,6 +45,10 @@ pub fn main(subcommand: Option<&str>) -> ExitCode {
             }
             // A credential in a repository URL is never shown, whoever put it in the message.
             let _ = writeln!(std::io::stderr().lock(), "{}", grove_core::urls::redact(&text));
+            // A follower that lost its coordinator is not bad input: the job goes on there.
+            if e.chain().any(|c| c.downcast_ref::<remote::Lost>().is_some()) {
+                return ExitCode::from(remote::LOST);
+            }
             ExitCode::from(2)
         }
     }

@@ -76,6 +76,10 @@ pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
                 let mark = paint("set aside", state_color(TaskState::NeedsAttention), color);
                 bar.println(format!("{mark:>8}  {task}  breaks the integration check"));
             }
+            Note::Stopped { reason, .. } => {
+                let mark = paint("stopped", state_color(TaskState::NeedsAttention), color);
+                bar.println(format!("{mark:>8}  merging stopped: {reason}"));
+            }
             Note::Published { skipped, .. } => {
                 for b in skipped {
                     bar.println(format!(

@@ -172,6 +172,8 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
                     failures: t.failures,
                     first_dispatched_at: t.first_dispatched_at,
                     retry_at: t.retry_at,
+                    parks: t.parks,
+                    parked_secs: t.parked_secs,
                 },
                 agent: TaskAgent {
                     usage: t.usage.as_ref().map(grove_bus::wire::usage_of),
@@ -236,8 +238,169 @@ pub fn note(n: &pb::JobNote) -> Option<grove_coordinator::Note> {
         "redo" => Note::Redo { job, task, paths: n.paths.clone() },
         "check-failed" => Note::CheckFailed { job, task, output: n.reason.clone().unwrap_or_default() },
         "published" => Note::Published { job, branches: 0, skipped: n.paths.clone() },
+        "stopped" => Note::Stopped { job, reason: n.reason.clone().unwrap_or_default() },
         _ => return None,
     })
+}
+
+/// The coordinator stayed away longer than a follower waits for it (`--reconnect-for`): the
+/// job goes on there, the follower gives up (exit code [`LOST`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "lost the coordinator at {url}: not reachable again within {waited} ({why}); the job goes on there \
+     (follow it again with `grove watch JOB --coordinator {url}`)"
+)]
+pub struct Lost {
+    pub url: String,
+    pub waited: String,
+    pub why: String,
+}
+
+/// The exit code of a follower that gave up on its coordinator.
+pub const LOST: u8 = 3;
+
+/// How a command that follows a job on a coordinator rides out the coordinator going away (a
+/// restart, a network blip): it connects again, with a growing pause, and resumes where it
+/// was, for up to `--reconnect-for`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Follow {
+    /// How long to keep trying to reach the coordinator again when it goes away while
+    /// following, then exit 3 (the job goes on there) [env: GROVE_RECONNECT_FOR]
+    #[arg(long, env = "GROVE_RECONNECT_FOR", value_name = "DURATION", value_parser = grove_core::spec::parse_duration, default_value = "10m")]
+    pub reconnect_for: Duration,
+}
+
+impl Default for Follow {
+    fn default() -> Self {
+        Follow { reconnect_for: Duration::from_secs(600) }
+    }
+}
+
+/// Whether a failed call means the coordinator went away (so: connect again), not a refusal.
+pub fn transient(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    match s.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted => true,
+        Code::Internal => {
+            let m = s.message();
+            m.contains("h2 protocol error") || m.contains("connection") || m.contains("transport")
+        }
+        _ => false,
+    }
+}
+
+/// A connection to a coordinator that can be made again.
+pub struct Link {
+    pub url: String,
+    tls: Tls,
+    give_up: Duration,
+    pub client: Client,
+    /// When the coordinator went away (`None`: it is there).
+    lost_at: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+impl Link {
+    /// Connect now (an unreachable coordinator is an error at once, as for any command).
+    pub async fn open(url: &str, tls: &Tls, follow: &Follow) -> anyhow::Result<Link> {
+        let client = connect(url, tls).await?;
+        Ok(Link {
+            url: url.to_owned(),
+            tls: tls.clone(),
+            give_up: follow.reconnect_for,
+            client,
+            lost_at: None,
+            pause: Duration::from_millis(200),
+        })
+    }
+
+    /// The coordinator answered: a later loss counts its time afresh.
+    pub fn ok(&mut self) {
+        self.lost_at = None;
+        self.pause = Duration::from_millis(200);
+    }
+
+    /// The coordinator went away (`why`): wait a little (longer each time) and connect again,
+    /// until it answers or `--reconnect-for` has passed since it went away ([`Lost`]).
+    pub async fn again(&mut self, why: &str) -> anyhow::Result<()> {
+        let lost_at = *self.lost_at.get_or_insert_with(std::time::Instant::now);
+        loop {
+            if lost_at.elapsed() >= self.give_up {
+                return Err(Lost {
+                    url: self.url.clone(),
+                    waited: humantime::format_duration(self.give_up).to_string(),
+                    why: why.to_owned(),
+                }
+                .into());
+            }
+            tracing::info!(
+                "the coordinator at {} went away ({why}); connecting again in {:?}",
+                self.url,
+                self.pause
+            );
+            tokio::time::sleep(self.pause.min(self.give_up.saturating_sub(lost_at.elapsed()))).await;
+            self.pause = (self.pause * 2).min(Duration::from_secs(5));
+            match connect(&self.url, &self.tls).await {
+                Ok(c) => {
+                    self.client = c;
+                    return Ok(());
+                }
+                Err(e) => tracing::debug!("{e:#}"),
+            }
+        }
+    }
+
+    /// `call` with the coordinator, connecting again while it is away.
+    pub async fn call<T, F>(&mut self, mut call: impl FnMut(Client) -> F) -> anyhow::Result<T>
+    where
+        F: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        loop {
+            match call(self.client.clone()).await {
+                Ok(v) => {
+                    self.ok();
+                    return Ok(v);
+                }
+                Err(s) if transient(&s) => self.again(s.message()).await?,
+                Err(s) => return Err(status(&self.url, s)),
+            }
+        }
+    }
+}
+
+/// A job with all its tasks, asked for page by page when it is too large for one reply.
+pub async fn fetch_job(client: &mut Client, id: &str) -> Result<pb::Job, tonic::Status> {
+    let mut job =
+        client.get_job(pb::GetJobRequest { id: id.to_owned(), ..Default::default() }).await?.into_inner();
+    while job.more_tasks {
+        let Some(last) = job.tasks.last().map(|t| t.order) else { break };
+        let page = client
+            .get_job(pb::GetJobRequest { id: job.id.clone(), tasks_after: Some(last), ..Default::default() })
+            .await?
+            .into_inner();
+        job.more_tasks = page.more_tasks;
+        job.state = page.state;
+        job.merge_stopped = page.merge_stopped;
+        if page.tasks.is_empty() {
+            break;
+        }
+        job.tasks.extend(page.tasks);
+    }
+    Ok(job)
+}
+
+/// Every job (without tasks), page by page.
+pub async fn list_jobs(client: &mut Client) -> Result<Vec<pb::Job>, tonic::Status> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = client.list_jobs(pb::ListJobsRequest { page_size: 0, after }).await?.into_inner();
+        all.extend(page.jobs);
+        match page.next {
+            Some(next) if !next.is_empty() => after = next,
+            _ => return Ok(all),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -119,6 +119,13 @@ pub struct SpecArgs {
     /// [run.retry_backoff; default 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Run")]
     pub retry_backoff: Option<std::time::Duration>,
+    /// Times a task may be parked on a usage limit before the next limit fails it
+    /// [run.max_parks; default 10]
+    #[arg(long, value_name = "N", help_heading = "Run")]
+    pub max_parks: Option<u32>,
+    /// The most time a task may spend parked in all, e.g. 2d [run.max_parked; default 7d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Run")]
+    pub max_parked: Option<std::time::Duration>,
     /// The pool tasks run in: local, cloud, a named pool, or auto (by --local-max,
     /// --expected, --cloud-lines) [run.pool; default local]
     #[arg(long, value_name = "POOL", help_heading = "Placement")]
@@ -278,6 +285,8 @@ impl SpecArgs {
         spec.run.deadline = self.deadline.or(spec.run.deadline);
         spec.run.max_attempts = self.max_attempts.or(spec.run.max_attempts);
         spec.run.retry_backoff = self.retry_backoff.or(spec.run.retry_backoff);
+        spec.run.max_parks = self.max_parks.or(spec.run.max_parks);
+        spec.run.max_parked = self.max_parked.or(spec.run.max_parked);
         set(&mut spec.checks.task, &self.check);
         set(&mut spec.run.pool, &self.pool);
         spec.placement.local_max = self.local_max.or(spec.placement.local_max);

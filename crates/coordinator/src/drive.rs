@@ -77,6 +77,29 @@ pub enum Note {
         branches: usize,
         skipped: Vec<String>,
     },
+    /// The job's merging stopped: its train could not move (`grove merge` goes on).
+    Stopped {
+        job: JobId,
+        reason: String,
+    },
+}
+
+impl Note {
+    /// The job the note is about.
+    pub fn job(&self) -> &JobId {
+        match self {
+            Note::Dispatched { job, .. }
+            | Note::State { job, .. }
+            | Note::Checkpoint { job, .. }
+            | Note::Finished { job, .. }
+            | Note::Merged { job, .. }
+            | Note::Conflict { job, .. }
+            | Note::Redo { job, .. }
+            | Note::CheckFailed { job, .. }
+            | Note::Published { job, .. }
+            | Note::Stopped { job, .. } => job,
+        }
+    }
 }
 
 impl Coordinator {
@@ -92,6 +115,17 @@ impl Coordinator {
         notes: UnboundedSender<Note>,
     ) -> Result<JobRow, CoordError> {
         self.dispatch_pending(job, only, &notes).await?;
+        // Tasks that ended while no coordinator ran (a resumed job) merge now.
+        self.train(job, &notes)?;
+        // Ctrl-C also ends a running integration check (its process group).
+        let checks = self.check_token(job);
+        let stop_checks = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                checks.cancel();
+            })
+        };
         let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
         // What is still to end: dispatched now, or queued again by the train (a redo).
         // Tasks held back by the job's budget are not waited for: the job pauses without them.
@@ -133,7 +167,10 @@ impl Coordinator {
                     // A clock that cannot be read now (the state or the bus away for a moment)
                     // is read again at the next tick.
                     match self.tick(job, &notes).await {
-                        Ok(true) => waiting = unfinished()?,
+                        Ok(true) => {
+                            self.train(job, &notes)?;
+                            waiting = unfinished()?;
+                        }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(%job, "timers: {e}"),
                     }
@@ -144,11 +181,16 @@ impl Coordinator {
                 }
             }
         }
-        self.conclude(job, cancel.is_cancelled(), &notes)
+        stop_checks.abort();
+        let row = self.conclude(job, cancel.is_cancelled(), &notes)?;
+        if let Err(e) = self.bus.unfollow(std::slice::from_ref(job)).await {
+            tracing::debug!(%job, "no longer following the job's events: {e}");
+        }
+        Ok(row)
     }
 
     /// Dispatch the job's tasks that have not ended (only those in `only`, when given) as new
-    /// attempts, and move the train as far as it goes. Returns the dispatched slugs.
+    /// attempts. Returns the dispatched slugs. The caller moves the train.
     pub async fn dispatch_pending(
         &self,
         job: &JobId,
@@ -156,6 +198,11 @@ impl Coordinator {
         notes: &UnboundedSender<Note>,
     ) -> Result<BTreeSet<String>, CoordError> {
         let row = self.store.job(job.as_str())?;
+        // Its events are this coordinator's from before its first dispatch.
+        self.bus.follow(std::slice::from_ref(job)).await?;
+        // The job runs (again): its checks may run, its conflicts be redone.
+        self.clear_cancelling(job);
+        self.resume_checks(job);
         self.store.set_job_state(job, "running")?;
         let mut dispatched = BTreeSet::new();
         let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
@@ -192,7 +239,6 @@ impl Coordinator {
             dispatched.insert(t.slug.clone());
             let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
         }
-        self.train(job, notes)?;
         Ok(dispatched)
     }
 
@@ -282,14 +328,32 @@ impl Coordinator {
     }
 
     /// The job's attempts are over (or it was cancelled): settle the train, record the job's
-    /// state, and publish its branches.
+    /// state, and publish its branches. Under the job's lock, as [`Coordinator::train`].
     pub fn conclude(
         &self,
         job: &JobId,
         cancelled: bool,
         notes: &UnboundedSender<Note>,
     ) -> Result<JobRow, CoordError> {
-        self.train(job, notes)?;
+        let lock = self.job_lock(job);
+        let concluded = || {
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.conclude_held(job, cancelled, notes)
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(concluded),
+            Err(_) => concluded(),
+        }
+    }
+
+    /// [`Coordinator::conclude`] with the job's lock held by the caller.
+    pub(crate) fn conclude_held(
+        &self,
+        job: &JobId,
+        cancelled: bool,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<JobRow, CoordError> {
+        self.train_held(job, notes)?;
         let state = if cancelled {
             "cancelled"
         } else if self.store.all_terminal(job)? {
@@ -297,7 +361,6 @@ impl Coordinator {
         } else {
             "paused"
         };
-        self.store.set_job_state(job, state)?;
         // The integration checks' worktree is grove's own; the branch it checked stays.
         let checks = self.layout.worktree(job, ".integration");
         if checks.exists() {
@@ -306,7 +369,10 @@ impl Coordinator {
                 tracing::warn!("removing the integration check worktree: {e}");
             }
         }
+        // Published before the job is recorded as over: a follower that sees it over (it
+        // looks at the state, not only at the notes) finds its branches in the repository.
         self.publish(job, notes)?;
+        self.store.set_job_state(job, state)?;
         Ok(self.store.job(job.as_str())?)
     }
 
@@ -339,17 +405,32 @@ impl Coordinator {
 
     /// Move the train; dispatch the tasks it queued again (redos). The review verbs call it
     /// after changing what the train may do (`approve_merge`, `pick`, `discard`); then
-    /// [`Coordinator::publish`] brings the result to the person's repository.
+    /// [`Coordinator::publish`] brings the result to the person's repository. Under the job's
+    /// lock ([`Coordinator::job_lock`]): one train per job at a time, other jobs' meanwhile. A
+    /// train stopped midway (the job is being cancelled) moved nothing it did not record: that
+    /// is not an error.
     pub fn train(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
-        // Waiting for another train (its checks may run for minutes) blocks this thread, so
+        // Waiting for the job's lock (its check may run for minutes) blocks this thread, so
         // the runtime is told first.
+        let lock = self.job_lock(job);
         let one_at_a_time = || {
-            let _one = self.trains.lock().unwrap_or_else(|p| p.into_inner());
-            self.advance_train(job)
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.train_held(job, notes)
         };
-        let moved = match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(one_at_a_time)?,
-            Err(_) => one_at_a_time()?,
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(one_at_a_time),
+            Err(_) => one_at_a_time(),
+        }
+    }
+
+    /// [`Coordinator::train`] with the job's lock held by the caller.
+    pub(crate) fn train_held(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<(), CoordError> {
+        let moved = match self.advance_train(job) {
+            Err(CoordError::Stopped { .. }) => {
+                tracing::info!(%job, "the train stopped midway (the job is being cancelled)");
+                return Ok(());
+            }
+            other => other?,
         };
         for n in moved {
             if let Note::Redo { task, .. } = &n {
@@ -359,6 +440,8 @@ impl Coordinator {
                     let attempt = t.attempt;
                     let placed = self.place(&row, &self.store.tasks(job)?, &t, None);
                     self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
+                    // A job that had ended (a review verb moved its train) is followed again.
+                    crate::train::block_on(self.bus.follow(std::slice::from_ref(job)))??;
                     let job_spent = self.job_spent(job)?;
                     crate::train::block_on(
                         self.bus.dispatch(&placed.pool, self.assignment(&row, &t, attempt, job_spent)),
@@ -375,7 +458,11 @@ impl Coordinator {
     }
 
     /// Record one event. Returns the task's slug when its attempt is over.
-    fn record(&self, ev: &TaskEvent, notes: &UnboundedSender<Note>) -> Result<Option<String>, CoordError> {
+    pub(crate) fn record(
+        &self,
+        ev: &TaskEvent,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<Option<String>, CoordError> {
         let Some(task) = self.store.task(&ev.job, &ev.task)? else {
             tracing::warn!(job = %ev.job, task = %ev.task, "event for an unknown task");
             return Ok(None);

@@ -282,6 +282,25 @@ pub fn collect(
     now: i64,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, CoordError> {
+    collect_locking(store, git, layout, policy, now, &|_| None, progress)
+}
+
+/// The lock a job is collected under, if any ([`crate::Coordinator::job_lock`]).
+pub type JobLocks<'a> = dyn Fn(&JobId) -> Option<std::sync::Arc<std::sync::Mutex<()>>> + 'a;
+
+/// [`collect`] in a process where jobs move meanwhile (the daemon's `--gc-every`): each job is
+/// collected under `lock(job)`, looked at again once it is held (a retry may have made it
+/// run again), and nothing else is held meanwhile. The mirrors' upkeep (`git worktree prune`,
+/// `git gc --auto`) holds no job's lock: git keeps it safe beside a train writing objects.
+pub fn collect_locking(
+    store: &Store,
+    git: &Git,
+    layout: &Layout,
+    policy: &Policy,
+    now: i64,
+    lock: &JobLocks<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, CoordError> {
     let mut cx = Ctx {
         git,
         layout,
@@ -302,9 +321,18 @@ pub fn collect(
         }
     }
     let n = chosen.len();
-    for (i, (job, tasks)) in chosen.into_iter().enumerate() {
+    for (i, (job, _)) in chosen.into_iter().enumerate() {
         progress(&format!("job {}/{n}: {}", i + 1, job.id));
-        cx.job(job, &tasks)?;
+        let held = lock(&job.id);
+        let _held = held.as_ref().map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
+        // As it is now, under its lock.
+        let (job, tasks) = (store.job(job.id.as_str())?, store.tasks(&job.id)?);
+        let last = store.last_activity(&job.id)?;
+        if let Err(why) = job_verdict(&job, &tasks, last, now, policy.older_than) {
+            cx.report.skipped.push((job.id.clone(), why));
+            continue;
+        }
+        cx.job(&job, &tasks)?;
         if !policy.dry_run {
             store.set_collected(&job.id, now)?;
         }

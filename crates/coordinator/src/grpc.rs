@@ -132,6 +132,13 @@ fn spec_fields(r: &pb::SubmitJobRequest) -> Result<(), Status> {
     Ok(())
 }
 
+/// The most a reply or a stream's message carries, well under tonic's 4 MiB default limit
+/// on decoding: a job's tasks, a job listing, a diff and a log come in pieces of this size.
+pub const REPLY_BUDGET: usize = 3 << 20;
+
+/// A piece of a log or a diff's text.
+const PIECE: usize = 1 << 20;
+
 fn status(e: CoordError) -> Status {
     let status = status_of(&e);
     // A credential in a repository URL is never sent back, whoever put it in the message.
@@ -159,6 +166,25 @@ fn stat(s: grove_core::DiffStat) -> Option<pb::DiffStat> {
     Some(pb::DiffStat { files: s.files, insertions: s.insertions, deletions: s.deletions })
 }
 
+/// A job with as many of `tasks` as fit in [`REPLY_BUDGET`] (at least one); `more_tasks`
+/// says when the rest wait for the next page.
+pub fn job_page(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
+    use prost::Message;
+    let mut job = job_pb(j, &[]);
+    let mut size = job.encoded_len();
+    for t in tasks {
+        let t = task_pb(t);
+        let more = t.encoded_len() + 8;
+        if size + more > REPLY_BUDGET && !job.tasks.is_empty() {
+            job.more_tasks = true;
+            break;
+        }
+        size += more;
+        job.tasks.push(t);
+    }
+    job
+}
+
 pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
     let usage = tasks.iter().filter_map(|t| t.agent.usage).reduce(|a, b| a.add(&b));
     let spent = usage.map_or(0.0, |u| u.known_cost());
@@ -179,6 +205,7 @@ pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
         merge_approved: j.train.approved,
         merge_stopped: j.train.stopped.clone(),
         tasks: tasks.iter().map(task_pb).collect(),
+        more_tasks: false,
     }
 }
 
@@ -248,6 +275,8 @@ pub fn task_pb(t: &TaskRow) -> pb::Task {
         question: t.agent.question.clone(),
         session: t.agent.session.clone(),
         held: t.agent.held.clone(),
+        parks: t.train.parks,
+        parked_secs: t.train.parked_secs,
     }
 }
 
@@ -294,8 +323,27 @@ fn note_pb(n: &Note) -> pb::JobNote {
         Note::Published { job, skipped, .. } => {
             (out.job, out.kind, out.paths) = (job.to_string(), "published".into(), skipped.clone());
         }
+        Note::Stopped { job, reason } => {
+            (out.job, out.kind, out.reason) = (job.to_string(), "stopped".into(), Some(reason.clone()));
+        }
     }
     out
+}
+
+/// Where a task stands now, as a note (`merged`, or its state).
+fn snapshot_note(job: &JobRow, t: &TaskRow, seq: u64) -> pb::JobNote {
+    let merged = t.merge_state == MergeState::Merged;
+    pb::JobNote {
+        job: job.id.to_string(),
+        task: t.slug.clone(),
+        kind: if merged { "merged" } else { "state" }.into(),
+        state: t.state.as_str().to_owned(),
+        stat: stat(t.stat),
+        reason: if merged { t.merge_commit.clone() } else { t.reason.clone() },
+        paths: vec![],
+        turn: None,
+        seq,
+    }
 }
 
 impl Api {
@@ -315,12 +363,153 @@ impl Api {
         Ok(job.id)
     }
 
+    /// The job `id` (the newest when empty) with its first page of tasks, or those after
+    /// the task of order `after`.
     fn job(&self, id: &str) -> Result<pb::Job, Status> {
+        self.job_from(id, None)
+    }
+
+    /// What `grove diff` shows of a task: the target, its files, and the stat then patch.
+    async fn diff(
+        &self,
+        r: pb::DiffRequest,
+    ) -> Result<(crate::review::DiffTarget, Vec<pb::DiffFile>, String), Status> {
+        if r.task.is_empty() {
+            return Err(Status::invalid_argument("name a task: JOB/TASK or TASK"));
+        }
+        let coord = self.daemon.coord.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, CoordError> {
+            let target = crate::review::DiffTarget::find(&coord.store, &coord.git, &r.task)?;
+            let files = target
+                .files(&coord.git)?
+                .into_iter()
+                .map(|f| pb::DiffFile { path: f.path, insertions: f.insertions, deletions: f.deletions })
+                .collect();
+            let text = target.text(&coord.git, r.stat_only, r.color)?;
+            Ok((target, files, text))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status)
+    }
+
+    fn job_from(&self, id: &str, after: Option<u32>) -> Result<pb::Job, Status> {
         job_field("id", id)?;
         let store = &self.daemon.coord.store;
         let job = store.job_or_latest((!id.is_empty()).then_some(id)).map_err(|e| status(e.into()))?;
-        let tasks = store.tasks(&job.id).map_err(|e| status(e.into()))?;
-        Ok(job_pb(&job, &tasks))
+        let mut tasks = store.tasks(&job.id).map_err(|e| status(e.into()))?;
+        if let Some(after) = after {
+            tasks.retain(|t| t.ord > after);
+        }
+        Ok(job_page(&job, &tasks))
+    }
+}
+
+/// A journaled note as on the wire.
+fn journaled_pb(j: &crate::journal::Journaled) -> pb::JobNote {
+    pb::JobNote { seq: j.seq, ..note_pb(&j.note) }
+}
+
+/// Where a watcher of `job` stands: what it has been sent, up to `cursor` in the journal.
+struct Watcher {
+    daemon: Arc<Daemon>,
+    job: JobId,
+    cursor: u64,
+    tx: tokio::sync::mpsc::Sender<Result<pb::JobNote, Status>>,
+}
+
+enum Sent {
+    /// Go on.
+    More,
+    /// The job is over (its `published` note went), or the watcher went away.
+    Over,
+}
+
+impl Watcher {
+    async fn send(&mut self, note: pb::JobNote) -> Sent {
+        let last = note.kind == "published";
+        if note.seq > 0 {
+            self.cursor = note.seq;
+        }
+        if self.tx.send(Ok(note)).await.is_err() || last { Sent::Over } else { Sent::More }
+    }
+
+    /// Send what the journal has after the cursor.
+    async fn catch_up(&mut self) -> Result<Sent, CoordError> {
+        loop {
+            let (daemon, job, cursor) = (self.daemon.clone(), self.job.clone(), self.cursor);
+            let page = tokio::task::spawn_blocking(move || daemon.coord.store.notes_after(&job, cursor, 256))
+                .await
+                .map_err(|e| CoordError::Io {
+                    what: "reading the journal".into(),
+                    source: std::io::Error::other(e),
+                })??;
+            if page.is_empty() {
+                return Ok(Sent::More);
+            }
+            for (seq, text) in page {
+                self.cursor = seq;
+                let Some(note) = crate::journal::from_json(&self.job, &text) else { continue };
+                if let Sent::Over = self.send(journaled_pb(&crate::journal::Journaled { seq, note })).await {
+                    return Ok(Sent::Over);
+                }
+            }
+        }
+    }
+
+    /// Every note after the cursor, from the journal, then as they come (the journal again
+    /// when some were missed: a lagging watcher), until the job is over: its `published`
+    /// note, or, caught up, the job no longer running (a job whose merging stopped ends so;
+    /// it is looked at again after a quiet while, so no watcher waits for a note that never
+    /// comes).
+    async fn follow(mut self, mut rx: tokio::sync::broadcast::Receiver<crate::journal::Journaled>) {
+        use tokio::sync::broadcast::error::RecvError;
+        const QUIET: std::time::Duration = std::time::Duration::from_secs(3);
+        loop {
+            match self.catch_up().await {
+                Ok(Sent::More) => {}
+                Ok(Sent::Over) => return,
+                Err(e) => {
+                    let _ = self.tx.send(Err(status(e))).await;
+                    return;
+                }
+            }
+            // Caught up: a job that is no longer running sends nothing more.
+            match self.daemon.coord.store.job(self.job.as_str()) {
+                Ok(j) if j.state != "running" => return,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = self.tx.send(Err(status(e.into()))).await;
+                    return;
+                }
+            }
+            loop {
+                let Ok(next) = tokio::time::timeout(QUIET, rx.recv()).await else { break };
+                match next {
+                    Ok(j) if *j.note.job() != self.job => continue,
+                    // Not journaled (the journal failed): sent as it is.
+                    Ok(j) if j.seq == 0 => {
+                        if let Sent::Over = self.send(journaled_pb(&j)).await {
+                            return;
+                        }
+                    }
+                    Ok(j) if j.seq <= self.cursor => continue,
+                    Ok(j) if j.seq == self.cursor + 1 => {
+                        let stopped = matches!(j.note, Note::Stopped { .. });
+                        if let Sent::Over = self.send(journaled_pb(&j)).await {
+                            return;
+                        }
+                        if stopped {
+                            // The job may have ended with it: look.
+                            break;
+                        }
+                    }
+                    // A gap (this note came before the journal was read up to it): read it.
+                    Ok(_) | Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }
     }
 }
 
@@ -373,7 +562,8 @@ impl CoordinatorApi for Api {
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         allow(&req, Scope::Read, "GetJob")?;
-        Ok(Response::new(self.job(&req.into_inner().id)?))
+        let r = req.into_inner();
+        Ok(Response::new(self.job_from(&r.id, r.tasks_after)?))
     }
 
     async fn list_jobs(
@@ -381,8 +571,27 @@ impl CoordinatorApi for Api {
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsReply>, Status> {
         allow(&req, Scope::Read, "ListJobs")?;
-        let jobs = self.daemon.coord.store.jobs().map_err(|e| status(e.into()))?;
-        Ok(Response::new(pb::ListJobsReply { jobs: jobs.iter().map(|j| job_pb(j, &[])).collect() }))
+        use prost::Message;
+        let r = req.into_inner();
+        let limit = if r.page_size == 0 { 10_000 } else { r.page_size as usize };
+        let after = (!r.after.is_empty()).then_some(r.after.as_str());
+        let (jobs, mut more) =
+            self.daemon.coord.store.jobs_page(after, limit).map_err(|e| status(e.into()))?;
+        let mut reply = pb::ListJobsReply::default();
+        let mut size = 0;
+        for j in &jobs {
+            let j = job_pb(j, &[]);
+            size += j.encoded_len() + 8;
+            if size > REPLY_BUDGET && !reply.jobs.is_empty() {
+                more = true;
+                break;
+            }
+            reply.jobs.push(j);
+        }
+        if more {
+            reply.next = reply.jobs.last().map(|j| j.id.clone());
+        }
+        Ok(Response::new(reply))
     }
 
     type WatchJobStream = ReceiverStream<Result<pb::JobNote, Status>>;
@@ -392,59 +601,61 @@ impl CoordinatorApi for Api {
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         allow(&req, Scope::Read, "WatchJob")?;
-        let mut rx = self.daemon.subscribe();
+        // Subscribed before anything is read: no note falls between the journal and the live.
+        let rx = self.daemon.subscribe();
         let r = req.into_inner();
-        let job = self.job(&r.id)?;
+        let store = &self.daemon.coord.store;
+        let job =
+            store.job_or_latest((!r.id.is_empty()).then_some(r.id.as_str())).map_err(|e| status(e.into()))?;
         let (tx, out) = tokio::sync::mpsc::channel(256);
-        let done = matches!(job.state.as_str(), "done" | "cancelled" | "paused");
-        // Where each task stands now, for a watcher that comes late (a note that also comes
-        // live may then be seen twice).
-        let snapshot: Vec<pb::JobNote> = if r.snapshot {
-            job.tasks
-                .iter()
-                .map(|t| {
-                    let merged = t.merge == grove_core::task::MergeState::Merged.as_str();
-                    pb::JobNote {
-                        job: job.id.clone(),
-                        task: t.slug.clone(),
-                        kind: if merged { "merged" } else { "state" }.into(),
-                        state: t.state.clone(),
-                        stat: t.stat,
-                        reason: if merged { t.merge_commit.clone() } else { t.reason.clone() },
-                        paths: vec![],
-                        turn: None,
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
+        let mut watcher = Watcher { daemon: self.daemon.clone(), job: job.id.clone(), cursor: 0, tx };
+        let snapshot = match r.after {
+            // A follower that resumes: every note after the last one it saw.
+            Some(after) => {
+                watcher.cursor = after;
+                Vec::new()
+            }
+            None => {
+                watcher.cursor = store.last_note(&job.id).map_err(|e| status(e.into()))?;
+                // Where each task stands now, for a watcher that comes late, numbered as the
+                // journal's newest note: the notes after it follow.
+                let done = job.state != "running";
+                let tasks = if r.snapshot || done {
+                    store.tasks(&job.id).map_err(|e| status(e.into()))?
+                } else {
+                    Vec::new()
+                };
+                let notes: Vec<pb::JobNote> = if r.snapshot {
+                    tasks.iter().map(|t| snapshot_note(&job, t, watcher.cursor)).collect()
+                } else {
+                    Vec::new()
+                };
+                if done {
+                    // Over already: the snapshot (if asked) is all there is.
+                    let tx = watcher.tx.clone();
+                    tokio::spawn(async move {
+                        for n in notes {
+                            if tx.send(Ok(n)).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    return Ok(Response::new(ReceiverStream::new(out)));
+                }
+                notes
+            }
         };
+        let stopping = self.daemon.stopping();
         tokio::spawn(async move {
             for n in snapshot {
-                if tx.send(Ok(n)).await.is_err() {
+                if watcher.tx.send(Ok(n)).await.is_err() {
                     return;
                 }
             }
-            if done {
-                return;
-            }
-            loop {
-                match rx.recv().await {
-                    Ok(n) => {
-                        let note = note_pb(&n);
-                        if note.job != job.id {
-                            continue;
-                        }
-                        let last = note.kind == "published";
-                        if tx.send(Ok(note)).await.is_err() || last {
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("a watcher missed {n} notes");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
+            // A daemon that stops ends the stream; the follower resumes with another.
+            tokio::select! {
+                () = watcher.follow(rx) => {}
+                () = stopping.cancelled() => {}
             }
         });
         Ok(Response::new(ReceiverStream::new(out)))
@@ -459,8 +670,13 @@ impl CoordinatorApi for Api {
     }
 
     async fn reply_task(&self, req: Request<pb::ReplyRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = allow(&req, Scope::Submit, "ReplyTask")?;
         let r = req.into_inner();
+        if r.answer.len() > 1 << 20 {
+            return Err(Status::invalid_argument(format!("answer: {} bytes, more than the 1 MiB grove reads", r.answer.len())));
+        }
         let task = self.task(&r.task)?;
+        allow_job(&self.daemon.coord.store, &caller, &task.job, "ReplyTask")?;
         let job = self.daemon.reply(&task, &r.answer).await.map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
     }
@@ -485,10 +701,21 @@ impl CoordinatorApi for Api {
         let (tx, out) = tokio::sync::mpsc::channel(64);
         let daemon = self.daemon.clone();
         let chunks = daemon.coord.bus.read_log(&task.job, &task.slug).await.map_err(|e| status(e.into()))?;
+        let from = crate::logs::Cursor { attempt: r.from_attempt, offset: r.from_offset };
+        let stopping = self.daemon.stopping();
         tokio::spawn(async move {
-            let result = match chunks {
-                Some(chunks) => crate::logs::forward(&daemon.coord, &task, chunks, r.follow, &tx).await,
-                None => crate::logs::tail_file(&daemon.coord, &task, r.follow, &tx).await,
+            let sent = async {
+                match chunks {
+                    Some(chunks) => {
+                        crate::logs::forward(&daemon.coord, &task, chunks, r.follow, from, &tx).await
+                    }
+                    None => crate::logs::tail_file(&daemon.coord, &task, r.follow, from, &tx).await,
+                }
+            };
+            // A daemon that stops ends the stream; the follower resumes with another.
+            let result = tokio::select! {
+                r = sent => r,
+                () = stopping.cancelled() => Ok(()),
             };
             if let Err(e) = result {
                 let _ = tx.send(Err(status(e))).await;
@@ -512,7 +739,7 @@ impl CoordinatorApi for Api {
     async fn merge_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         allow(&req, Scope::Admin, "MergeJob")?;
         let id = self.job_id(&req.into_inner().id)?;
-        let job = self.daemon.merge(&id).map_err(status)?;
+        let job = self.daemon.merge(&id).await.map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
     }
 
@@ -540,7 +767,7 @@ impl CoordinatorApi for Api {
         }
         let mut discarded = Vec::new();
         for (job, slugs) in &sel.chosen {
-            for d in self.daemon.discard(job, slugs).map_err(status)? {
+            for d in self.daemon.discard(job, slugs).await.map_err(status)? {
                 discarded.push(pb::Discarded {
                     job: job.to_string(),
                     task: d.task,
@@ -558,7 +785,7 @@ impl CoordinatorApi for Api {
         task_field("task", &r.task)?;
         grove_core::names::check_variant(&r.variant).map_err(|e| bad_field("variant", e))?;
         let (job, task, _) = crate::review::variants_of(&self.daemon.coord.store, &r.task).map_err(status)?;
-        let job = self.daemon.pick(&job.id, &task, &r.variant).map_err(status)?;
+        let job = self.daemon.pick(&job.id, &task, &r.variant).await.map_err(status)?;
         Ok(Response::new(self.job(job.id.as_str())?))
     }
 
@@ -574,7 +801,7 @@ impl CoordinatorApi for Api {
         let job = store
             .job_or_latest((!r.job.is_empty()).then_some(r.job.as_str()))
             .map_err(|e| status(e.into()))?;
-        let to = self.daemon.push(&job.id, r.remote.as_deref()).map_err(status)?;
+        let to = self.daemon.push(&job.id, r.remote.as_deref()).await.map_err(status)?;
         Ok(Response::new(pb::PushReply {
             job: job.id.to_string(),
             branch: job.integration_branch,
@@ -603,28 +830,73 @@ impl CoordinatorApi for Api {
         allow(&req, Scope::Read, "DiffTask")?;
         let r = req.into_inner();
         task_field("task", &r.task)?;
-        let coord = self.daemon.coord.clone();
-        let reply = tokio::task::spawn_blocking(move || -> Result<pb::DiffReply, CoordError> {
-            let target = crate::review::DiffTarget::find(&coord.store, &coord.git, &r.task)?;
-            let files = target
-                .files(&coord.git)?
-                .into_iter()
-                .map(|f| pb::DiffFile { path: f.path, insertions: f.insertions, deletions: f.deletions })
-                .collect();
-            let text = target.text(&coord.git, r.stat_only, r.color)?;
-            Ok(pb::DiffReply {
-                job: target.job.id.to_string(),
-                task: target.task.slug,
-                base: target.base,
-                head: target.head,
-                text: text.into_bytes(),
-                files,
-            })
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(status)?;
+        let (target, files, mut text) = self.diff(r).await?;
+        // One reply: cut to fit (StreamDiff sends all of it).
+        if text.len() > REPLY_BUDGET - (64 << 10) {
+            let mut end = REPLY_BUDGET - (64 << 10);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str(
+                "\n[grove] (cut: the diff is larger than one reply; a newer grove shows all of it)\n",
+            );
+        }
+        let mut reply = pb::DiffReply {
+            job: target.job.id.to_string(),
+            task: target.task.slug,
+            base: target.base,
+            head: target.head,
+            text: text.into_bytes(),
+            files,
+        };
+        // A listing of files too large for one reply keeps its first ones.
+        use prost::Message;
+        while reply.encoded_len() > REPLY_BUDGET && !reply.files.is_empty() {
+            let keep = reply.files.len() / 2;
+            reply.files.truncate(keep);
+        }
         Ok(Response::new(reply))
+    }
+
+    type StreamDiffStream = ReceiverStream<Result<pb::DiffChunk, Status>>;
+
+    async fn stream_diff(
+        &self,
+        req: Request<pb::DiffRequest>,
+    ) -> Result<Response<Self::StreamDiffStream>, Status> {
+        use prost::Message;
+        allow(&req, Scope::Read, "StreamDiff")?;
+        let r = req.into_inner();
+        task_field("task", &r.task)?;
+        let (target, files, text) = self.diff(r).await?;
+        let mut chunks = vec![pb::DiffChunk {
+            job: target.job.id.to_string(),
+            task: target.task.slug,
+            base: target.base,
+            head: target.head,
+            ..Default::default()
+        }];
+        for f in files {
+            let last = chunks.len() - 1;
+            if chunks[last].encoded_len() + f.encoded_len() + 8 > PIECE && !chunks[last].files.is_empty() {
+                chunks.push(pb::DiffChunk::default());
+            }
+            let last = chunks.len() - 1;
+            chunks[last].files.push(f);
+        }
+        for piece in text.as_bytes().chunks(PIECE) {
+            chunks.push(pb::DiffChunk { text: piece.to_vec(), ..Default::default() });
+        }
+        let (tx, out) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for c in chunks {
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
     }
 
     async fn cancel_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
@@ -634,5 +906,44 @@ impl CoordinatorApi for Api {
         allow_job(&self.daemon.coord.store, &caller, &id, "CancelJob")?;
         self.daemon.cancel(&id).await.map_err(status)?;
         Ok(Response::new(self.job(&job.id)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{REPLY_BUDGET, job_page};
+    use crate::train::tests::{coordinator, repo, spec};
+
+    /// A job whose tasks do not fit in one reply (tonic refuses a message over 4 MiB) comes in
+    /// pages, each within the budget and none empty, that add up to every task once, in order.
+    #[test]
+    fn a_job_too_large_for_one_reply_comes_in_pages_that_fit() {
+        use prost::Message;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("repo");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        let git = grove_git::Git::detect().expect("git");
+        let (base, tips) = repo(&git, &src, 9, &[]);
+        let (coord, job) = coordinator(&dir.path().join("home"), &src, spec(), &base, &tips);
+        let row = coord.store.job(job.as_str()).expect("job");
+        let mut tasks = coord.store.tasks(&job).expect("tasks");
+        for t in &mut tasks {
+            t.reason = Some("x".repeat(1 << 20));
+        }
+        let (mut seen, mut after, mut pages) = (Vec::new(), None::<u32>, 0);
+        loop {
+            let rest: Vec<_> = tasks.iter().filter(|t| after.is_none_or(|a| t.ord > a)).cloned().collect();
+            let page = job_page(&row, &rest);
+            pages += 1;
+            assert!(page.encoded_len() <= REPLY_BUDGET, "a page of {} bytes", page.encoded_len());
+            assert!(!page.tasks.is_empty(), "an empty page");
+            after = page.tasks.last().map(|t| t.order);
+            seen.extend(page.tasks.iter().map(|t| t.slug.clone()));
+            if !page.more_tasks {
+                break;
+            }
+        }
+        assert!(pages >= 3, "{pages} pages for 9 MiB");
+        assert_eq!(seen, tasks.iter().map(|t| t.slug.clone()).collect::<Vec<_>>());
     }
 }

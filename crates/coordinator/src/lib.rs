@@ -17,6 +17,7 @@ pub mod githttp;
 pub mod grpc;
 pub mod home;
 pub mod launch;
+pub mod journal;
 pub mod logs;
 pub mod rerun;
 pub mod review;
@@ -75,6 +76,10 @@ pub enum CoordError {
     /// The integration check could not be run (not: it failed).
     #[error("running the integration check: {0}")]
     Check(String),
+    /// The job's train was stopped midway (the job is being cancelled, or the coordinator is
+    /// stopping): nothing it had not recorded moved.
+    #[error("the merge train of {job} was stopped")]
+    Stopped { job: String },
     /// A review verb cannot apply to this task.
     #[error("{task}: {why}")]
     Refused { task: String, why: String },
@@ -83,6 +88,13 @@ pub enum CoordError {
         "{holder} holds the grove home {home}; stop it first (`grove gc` works on a home no coordinator daemon serves)"
     )]
     HomeHeld { home: String, holder: String },
+    /// A coordinator daemon (or `grove gc`) holds the grove home a local command would change.
+    #[error(
+        "the grove home {home} is held by {holder}: give the command --coordinator URL (or \
+         GROVE_COORDINATOR) to go through the daemon, or stop it first; changing its jobs from here \
+         would race it"
+    )]
+    HomeServed { home: String, holder: String },
     /// A path could not be read or written.
     #[error("{what}: {source}")]
     Io {
@@ -115,9 +127,14 @@ pub struct Coordinator {
     pub git_url: Option<String>,
     /// Jobs being cancelled: their conflicts are not redone.
     cancelling: std::sync::Mutex<std::collections::HashSet<JobId>>,
-    /// One train moves at a time, whichever path moves it (events, a submit's dispatch, review
-    /// verbs, timers, cancellations): two at once would both start from the same head.
-    trains: std::sync::Mutex<()>,
+    /// One lock per job: its train moves in one place at a time, whichever path moves it
+    /// (events, a submit's dispatch, review verbs, timers, cancellations, `--gc-every`): two at
+    /// once would both start from the same head. Other jobs' trains move meanwhile.
+    trains: std::sync::Mutex<std::collections::HashMap<JobId, std::sync::Arc<std::sync::Mutex<()>>>>,
+    /// Fired to end every running integration check (the coordinator stops).
+    stopping: tokio_util::sync::CancellationToken,
+    /// Per job, fired to end its running integration check (the job is being cancelled).
+    checks: std::sync::Mutex<std::collections::HashMap<JobId, tokio_util::sync::CancellationToken>>,
 }
 
 impl Coordinator {
@@ -134,7 +151,41 @@ impl Coordinator {
             git_url: None,
             cancelling: Default::default(),
             trains: Default::default(),
+            stopping: Default::default(),
+            checks: Default::default(),
         })
+    }
+
+    /// The lock a job's train moves under (see [`Coordinator::train`]).
+    pub fn job_lock(&self, job: &JobId) -> std::sync::Arc<std::sync::Mutex<()>> {
+        let mut all = self.trains.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(job.clone()).or_default().clone()
+    }
+
+    /// What a running integration check of `job` stops on: the job's cancellation, or the
+    /// coordinator's.
+    pub(crate) fn check_token(&self, job: &JobId) -> tokio_util::sync::CancellationToken {
+        let mut all = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(job.clone()).or_insert_with(|| self.stopping.child_token()).clone()
+    }
+
+    /// End `job`'s running integration check (its process group), and any it would start,
+    /// until [`Coordinator::resume_checks`]: the job is being cancelled.
+    pub fn stop_checks(&self, job: &JobId) {
+        self.check_token(job).cancel();
+    }
+
+    /// `job` may run integration checks again (it runs again, or a person asks it to merge).
+    pub fn resume_checks(&self, job: &JobId) {
+        let mut all = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        if all.get(job).is_some_and(|t| t.is_cancelled()) && !self.stopping.is_cancelled() {
+            all.remove(job);
+        }
+    }
+
+    /// The coordinator stops: every running integration check ends, and no train starts one.
+    pub fn stop(&self) {
+        self.stopping.cancel();
     }
 
     pub(crate) fn set_cancelling(&self, job: &JobId) {
@@ -144,6 +195,11 @@ impl Coordinator {
     pub(crate) fn is_cancelling(&self, job: &JobId) -> bool {
         self.cancelling.lock().unwrap_or_else(|p| p.into_inner()).contains(job)
     }
+
+    /// The job runs again (a retry, `grove merge`): its conflicts may be redone again.
+    pub(crate) fn clear_cancelling(&self, job: &JobId) {
+        self.cancelling.lock().unwrap_or_else(|p| p.into_inner()).remove(job);
+    }
 }
 
 /// A short id for a job: now, in a form that also orders jobs.
@@ -151,15 +207,4 @@ pub(crate) fn job_salt() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64 >> 10)
-}
-
-pub(crate) fn job_id(name: &str, store: &Store) -> Result<JobId, CoordError> {
-    let mut salt = job_salt();
-    loop {
-        let id = JobId::new(name, salt);
-        if !store.job_exists(id.as_str())? {
-            return Ok(id);
-        }
-        salt = salt.wrapping_add(1);
-    }
 }

@@ -24,7 +24,38 @@ const AFTER_END: Duration = Duration::from_secs(2);
 /// How often a followed log file is read again.
 const POLL: Duration = Duration::from_millis(300);
 
+/// The most bytes of a log file sent in one chunk (a message stays well under tonic's limit).
+const PIECE: usize = 1 << 20;
+
 type Out = Sender<Result<pb::LogChunk, Status>>;
+
+/// Where a reader that lost the stream had got to: everything of attempts before `attempt`,
+/// and of `attempt` up to `offset`. `None`: from the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub attempt: Option<u32>,
+    pub offset: u64,
+}
+
+impl Cursor {
+    /// What of `chunk` is new past the cursor: all of it, its end, or nothing.
+    fn trim(&self, mut chunk: grove_core::task::LogChunk) -> Option<grove_core::task::LogChunk> {
+        let Some(attempt) = self.attempt else { return Some(chunk) };
+        if chunk.attempt > attempt {
+            return Some(chunk);
+        }
+        let end = chunk.offset + chunk.data.len() as u64;
+        if chunk.attempt < attempt || end < self.offset || (end == self.offset && !chunk.eof) {
+            return None;
+        }
+        if chunk.offset < self.offset {
+            let cut = (self.offset - chunk.offset) as usize;
+            chunk.data.drain(..cut.min(chunk.data.len()));
+            chunk.offset = self.offset;
+        }
+        Some(chunk)
+    }
+}
 
 fn ended(coord: &Coordinator, task: &TaskRow) -> Result<(bool, u32), CoordError> {
     let now = coord.store.find_task(&format!("{}/{}", task.job, task.slug))?;
@@ -37,6 +68,7 @@ pub async fn forward(
     task: &TaskRow,
     mut chunks: LogStream,
     follow: bool,
+    from: Cursor,
     out: &Out,
 ) -> Result<(), CoordError> {
     let mut complete: Option<u32> = None;
@@ -48,6 +80,8 @@ pub async fn forward(
                 if chunk.eof {
                     complete = Some(complete.map_or(chunk.attempt, |a| a.max(chunk.attempt)));
                 }
+                // What the reader had before it lost the stream is not sent again.
+                let Some(chunk) = from.trim(chunk) else { continue };
                 if out.send(Ok(grove_bus::wire::log_pb(chunk))).await.is_err() {
                     return Ok(()); // the reader went away
                 }
@@ -71,16 +105,18 @@ pub async fn forward(
     }
 }
 
-/// Send `task`'s log file to `out`, and with `follow` what is added to it until the task ends.
+/// Send `task`'s log file to `out` (from the cursor's offset: the file holds every attempt),
+/// and with `follow` what is added to it until the task ends.
 pub async fn tail_file(
     coord: &Coordinator,
     task: &TaskRow,
     follow: bool,
+    from: Cursor,
     out: &Out,
 ) -> Result<(), CoordError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let path = coord.layout.log(&task.job, &task.slug);
-    let mut offset = 0u64;
+    let mut offset = from.offset;
     loop {
         let (over, attempt) = if follow { ended(coord, task)? } else { (true, task.attempt) };
         let mut data = Vec::new();
@@ -96,7 +132,7 @@ pub async fn tail_file(
             }
         }
         let grew = !data.is_empty();
-        if grew {
+        for piece in data.chunks(PIECE) {
             let chunk = pb::LogChunk {
                 schema: grove_proto::SCHEMA_VERSION,
                 job: task.job.to_string(),
@@ -104,7 +140,7 @@ pub async fn tail_file(
                 attempt,
                 offset,
                 eof: false,
-                data,
+                data: piece.to_vec(),
             };
             offset += chunk.data.len() as u64;
             if out.send(Ok(chunk)).await.is_err() {
@@ -119,5 +155,36 @@ pub async fn tail_file(
             return Ok(());
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(attempt: u32, offset: u64, data: &str, eof: bool) -> grove_core::task::LogChunk {
+        grove_core::task::LogChunk {
+            job: grove_core::JobId::new("j", 1),
+            task: "t".into(),
+            attempt,
+            offset,
+            data: data.as_bytes().to_vec(),
+            eof,
+        }
+    }
+
+    /// A reader resuming at (attempt 2, offset 5) gets nothing of attempt 1 and of attempt 2's
+    /// first five bytes again, the rest whole, and an attempt's end even when empty.
+    #[test]
+    fn a_cursor_skips_what_was_read_and_cuts_a_chunk_that_straddles_it() {
+        let c = Cursor { attempt: Some(2), offset: 5 };
+        assert!(c.trim(chunk(1, 100, "old", false)).is_none());
+        assert!(c.trim(chunk(2, 0, "hello", false)).is_none());
+        let cut = c.trim(chunk(2, 3, "lo world", false)).expect("its end");
+        assert_eq!((cut.offset, cut.data.as_slice()), (5, &b" world"[..]));
+        assert!(c.trim(chunk(2, 5, "", true)).is_some_and(|e| e.eof));
+        assert_eq!(c.trim(chunk(2, 9, "x", false)).map(|k| k.offset), Some(9));
+        assert_eq!(c.trim(chunk(3, 0, "new", false)).map(|k| k.data), Some(b"new".to_vec()));
+        assert!(Cursor::default().trim(chunk(1, 0, "all", false)).is_some());
     }
 }

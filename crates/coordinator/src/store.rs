@@ -35,18 +35,25 @@ pub enum StoreError {
 }
 
 /// 4 added `jobs.collected_at` (`grove gc`); 5 added the `turns` table (what each agent turn
-/// spent) and the tasks' agent session, question, reply and budget hold. Version 3 and 4
-/// files are migrated in place.
+/// spent), the tasks' agent session, question, reply and budget hold, `tasks.parks` and
+/// `tasks.parked_secs` (parking is capped) and the `notes` journal (followers resume from it).
+/// Versions 3 and 4 are migrated in place; new tables are made by [`SCHEMA`] itself.
 const SCHEMA_VERSION: i64 = 5;
 
-/// What version 5 adds to a version 4 file.
-const MIGRATE_4_TO_5: &str = "
-ALTER TABLE tasks ADD COLUMN session TEXT;
-ALTER TABLE tasks ADD COLUMN session_agent TEXT;
-ALTER TABLE tasks ADD COLUMN question TEXT;
-ALTER TABLE tasks ADD COLUMN reply TEXT;
-ALTER TABLE tasks ADD COLUMN held TEXT;
-";
+/// What each older version needs to become the next one, in order.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (3, "ALTER TABLE jobs ADD COLUMN collected_at INTEGER;"),
+    (
+        4,
+        "ALTER TABLE tasks ADD COLUMN parks INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE tasks ADD COLUMN parked_secs INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE tasks ADD COLUMN session TEXT;
+         ALTER TABLE tasks ADD COLUMN session_agent TEXT;
+         ALTER TABLE tasks ADD COLUMN question TEXT;
+         ALTER TABLE tasks ADD COLUMN reply TEXT;
+         ALTER TABLE tasks ADD COLUMN held TEXT;",
+    ),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -106,6 +113,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     failures INTEGER NOT NULL DEFAULT 0,
     first_dispatched_at INTEGER,
     retry_at INTEGER,
+    parks INTEGER NOT NULL DEFAULT 0,
+    parked_secs INTEGER NOT NULL DEFAULT 0,
     updated_at INTEGER NOT NULL,
     session TEXT,
     session_agent TEXT,
@@ -120,6 +129,14 @@ CREATE TABLE IF NOT EXISTS job_owners (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(job, state);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS notes (
+    job TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (job, seq)
+);
 CREATE TABLE IF NOT EXISTS turns (
     job TEXT NOT NULL,
     slug TEXT NOT NULL,
@@ -218,6 +235,19 @@ pub struct TaskTrain {
     /// A task waiting to go again (after a transient failure's backoff, or parked on a usage
     /// limit) is dispatched at this time (seconds since the epoch).
     pub retry_at: Option<i64>,
+    /// Times the task was parked on a usage limit (capped by `run.max_parks`).
+    pub parks: u32,
+    /// Seconds it was parked for, in all (capped by `run.max_parked`).
+    pub parked_secs: i64,
+}
+
+/// Why a task waits to go again ([`Store::set_waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// After a transient failure.
+    Retry,
+    /// Parked on a usage limit for this many seconds.
+    Park { secs: i64 },
 }
 
 /// What the merge train decided about one task.
@@ -335,14 +365,13 @@ impl Store {
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'", [], |r| r.get::<_, i64>(0))
             .map_err(err)?
             > 0;
-        if has_jobs && (version == 3 || version == 4) {
-            // Columns added, each migration in one transaction.
-            let mut steps = Vec::new();
-            if version == 3 {
-                steps.push("ALTER TABLE jobs ADD COLUMN collected_at INTEGER;");
+        if has_jobs && version >= MIGRATIONS[0].0 && version < SCHEMA_VERSION {
+            // Columns added, each version's in one transaction with the version it reaches.
+            for (from, sql) in MIGRATIONS.iter().filter(|(v, _)| *v >= version) {
+                let to = from + 1;
+                conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {to}; COMMIT;"))
+                    .map_err(err)?;
             }
-            steps.push(MIGRATE_4_TO_5);
-            conn.execute_batch(&format!("BEGIN; {} COMMIT;", steps.concat())).map_err(err)?;
         } else if has_jobs && version < SCHEMA_VERSION {
             return Err(StoreError::Corrupt {
                 path: p,
@@ -425,14 +454,41 @@ impl Store {
         })
     }
 
+    /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        self.select_jobs("ORDER BY created_at, rowid", &[])
+    }
+
+    /// The jobs in `state` (`running`, say), oldest first: an index lookup, not a scan.
+    pub fn jobs_in(&self, state: &str) -> Result<Vec<JobRow>, StoreError> {
+        self.select_jobs("WHERE state = ?1 ORDER BY created_at, rowid", &[state])
+    }
+
+    /// Up to `limit` jobs created after the job `after` (in the order of [`Store::jobs`]), for
+    /// a listing in pages. Returns them and whether more follow.
+    pub fn jobs_page(&self, after: Option<&str>, limit: usize) -> Result<(Vec<JobRow>, bool), StoreError> {
+        let limit = limit.max(1);
+        let take = (limit + 1).to_string();
+        let mut jobs = match after {
+            None => self.select_jobs("ORDER BY created_at, rowid LIMIT ?1", &[&take])?,
+            Some(id) => self.select_jobs(
+                "WHERE (created_at, rowid) > (SELECT created_at, rowid FROM jobs WHERE id = ?1)
+                 ORDER BY created_at, rowid LIMIT ?2",
+                &[id, &take],
+            )?,
+        };
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        Ok((jobs, more))
+    }
+
+    fn select_jobs(&self, tail: &str, args: &[&str]) -> Result<Vec<JobRow>, StoreError> {
         let rows = self.with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT id, created_at, spec, source, source_dir, mirror, base, integration_branch, integration_head,
-                   state, warnings, ignored_files, merge_approved, merge_stopped, collected_at FROM jobs
-                 ORDER BY created_at, rowid",
-            )?;
-            st.query_map([], |r| {
+                   state, warnings, ignored_files, merge_approved, merge_stopped, collected_at FROM jobs {tail}"
+            ))?;
+            st.query_map(rusqlite::params_from_iter(args), |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
@@ -482,15 +538,19 @@ impl Store {
             .collect()
     }
 
+    /// One job, by its key.
     pub fn job(&self, id: &str) -> Result<JobRow, StoreError> {
-        self.jobs()?.into_iter().find(|j| j.id.as_str() == id).ok_or_else(|| StoreError::NoJob(id.to_owned()))
+        self.select_jobs("WHERE id = ?1", &[id])?.pop().ok_or_else(|| StoreError::NoJob(id.to_owned()))
     }
 
     /// The job `id`, or the newest job when `None`.
     pub fn job_or_latest(&self, id: Option<&str>) -> Result<JobRow, StoreError> {
         match id {
             Some(id) => self.job(id),
-            None => self.jobs()?.pop().ok_or_else(|| StoreError::NoJob("(none yet)".into())),
+            None => self
+                .select_jobs("ORDER BY created_at DESC, rowid DESC LIMIT 1", &[])?
+                .pop()
+                .ok_or_else(|| StoreError::NoJob("(none yet)".into())),
         }
     }
 
@@ -551,6 +611,7 @@ impl Store {
                    attempt, turns, head, files_changed, insertions, deletions, reason, log_tail, merge_commit,
                    conflict_paths, task_base, redos, redo, merge_seq, variant, variant_of, picked, finished_seq,
                    started_at, finished_at, placed, placed_why, failures, first_dispatched_at, retry_at,
+                   parks, parked_secs,
                    session, session_agent, question, reply, held,
                    u.n, u.i, u.o, u.cr, u.cw, u.cost, u.priced, u.known,
                    s.n, s.i, s.o, s.cr, s.cw, s.cost, s.priced, s.known
@@ -607,13 +668,15 @@ impl Store {
                     failures: r.get(34)?,
                     first_dispatched_at: r.get(35)?,
                     retry_at: r.get(36)?,
-                    session: r.get(37)?,
-                    session_agent: r.get(38)?,
-                    question: r.get(39)?,
-                    reply: r.get(40)?,
-                    held: r.get(41)?,
-                    usage: usage_at(r, 42)?,
-                    session_total: usage_at(r, 50)?.map(|u| u.1),
+                    parks: r.get(37)?,
+                    parked_secs: r.get(38)?,
+                    session: r.get(39)?,
+                    session_agent: r.get(40)?,
+                    question: r.get(41)?,
+                    reply: r.get(42)?,
+                    held: r.get(43)?,
+                    usage: usage_at(r, 44)?,
+                    session_total: usage_at(r, 52)?.map(|u| u.1),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -666,7 +729,7 @@ impl Store {
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = NULL, log_tail = NULL, merge_commit = NULL,
                    conflict_paths = NULL, turns = 0, task_base = NULL, redos = 0, redo = NULL, merge_seq = NULL,
-                   failures = 0, first_dispatched_at = NULL, retry_at = NULL,
+                   failures = 0, first_dispatched_at = NULL, retry_at = NULL, parks = 0, parked_secs = 0,
                    session = NULL, session_agent = NULL, question = NULL, reply = NULL, held = NULL,
                    updated_at = ?3 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, now()],
@@ -740,23 +803,27 @@ impl Store {
         Ok(())
     }
 
-    /// An attempt ended without settling the task: it waits in `state` (queued after a
-    /// transient failure, parked on a usage limit) until `retry_at`, then goes again. `failed`
-    /// counts the attempt against `run.max_attempts`.
+    /// An attempt ended without settling the task: it waits until `retry_at`, then goes
+    /// again: queued after a transient failure (counted against `run.max_attempts`), or parked
+    /// on a usage limit (counted against `run.max_parks` and `run.max_parked`).
     pub fn set_waiting(
         &self,
         job: &JobId,
         slug: &str,
         o: &TaskOutcome,
-        state: TaskState,
+        wait: Wait,
         retry_at: i64,
-        failed: bool,
     ) -> Result<(), StoreError> {
+        let (state, failed, parked) = match wait {
+            Wait::Retry => (TaskState::Queued, 1, None),
+            Wait::Park { secs } => (TaskState::Parked, 0, Some(secs)),
+        };
         self.with(|c| {
             c.execute(
                 "UPDATE tasks SET state = ?3, head = COALESCE(?4, head), files_changed = ?5, insertions = ?6,
                    deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11, finished_at = ?11,
-                   retry_at = ?12, failures = failures + ?13
+                   retry_at = ?12, failures = failures + ?13, parks = parks + (?14 IS NOT NULL),
+                   parked_secs = parked_secs + COALESCE(?14, 0)
                  WHERE job = ?1 AND slug = ?2",
                 params![
                     job.as_str(),
@@ -771,7 +838,8 @@ impl Store {
                     o.log_tail,
                     now(),
                     retry_at,
-                    i64::from(failed),
+                    failed,
+                    parked,
                 ],
             )
         })?;
@@ -1140,6 +1208,49 @@ impl Store {
         .ok_or_else(|| StoreError::NoJob(job.to_string()))
     }
 
+    /// Journal a note of `job` (its JSON, see [`crate::journal`]); returns its sequence number
+    /// in the job's journal (1, 2, ...).
+    pub fn append_note(&self, job: &JobId, note: &str) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "INSERT INTO notes (job, seq, note, at)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notes WHERE job = ?1), ?2, ?3)
+                 RETURNING seq",
+                params![job.as_str(), note, now()],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|s| s as u64)
+    }
+
+    /// Up to `limit` journaled notes of `job` after sequence number `after`, in order.
+    pub fn notes_after(
+        &self,
+        job: &JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, note FROM notes WHERE job = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            st.query_map(params![job.as_str(), after as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })?
+            .collect()
+        })
+    }
+
+    /// The sequence number of `job`'s newest journaled note (0: none yet).
+    pub fn last_note(&self, job: &JobId) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM notes WHERE job = ?1", [job.as_str()], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|s| s as u64)
+    }
+
     /// The job id `id` is free.
     pub fn job_exists(&self, id: &str) -> Result<bool, StoreError> {
         self.with(|c| c.query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(())).optional())
@@ -1190,6 +1301,8 @@ struct RawTask {
     held: Option<String>,
     usage: Option<(i64, Usage)>,
     session_total: Option<Usage>,
+    parks: u32,
+    parked_secs: i64,
 }
 
 /// A sum of turns read from column `at` on: their count, tokens, cost (unknown unless every
@@ -1267,6 +1380,8 @@ impl RawTask {
                 failures: self.failures,
                 first_dispatched_at: self.first_dispatched_at,
                 retry_at: self.retry_at,
+                parks: self.parks,
+                parked_secs: self.parked_secs,
             },
             agent: TaskAgent {
                 usage: self.usage.map(|(_, u)| u),
@@ -1306,7 +1421,7 @@ mod tests {
 
     /// A version 3 file (before `collected_at`) opens, migrated, with its jobs.
     #[test]
-    fn a_version_3_file_is_migrated_in_place() {
+    fn a_version_3_file_is_migrated_in_place_to_the_current_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("grove.db");
         {
@@ -1321,6 +1436,13 @@ mod tests {
                 [],
             )
             .expect("a job");
+            conn.execute(
+                "INSERT INTO tasks (job, slug, ord, level, title, files, lines, depends_on, branch, pool, state,
+                   merge_state, updated_at) VALUES ('j-0001', 't', 0, 0, 't', '[]', 0, '[]', 'b', 'local', 'parked',
+                   'pending', 1)",
+                [],
+            )
+            .expect("a task");
             conn.pragma_update(None, "user_version", 3).expect("version");
         }
         let store = Store::open(&path).expect("migrated");
@@ -1332,17 +1454,24 @@ mod tests {
         assert_eq!(store.last_activity(&id).expect("activity"), 1);
         store.set_job_state(&id, "running").expect("retried");
         assert_eq!(store.job("j-0001").expect("job").collected_at, None, "running again: not collected");
+        let t = store.task(&id, "t").expect("task").expect("t");
+        assert_eq!((t.train.parks, t.train.parked_secs), (0, 0));
         drop(store);
-        Store::open(&path).expect("opens again at version 5");
+        let again = Store::open(&path).expect("opens again at version 5");
+        let version: i64 =
+            again.with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0))).expect("v");
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     /// The schema as version 4 had it: without the turns table and the tasks' agent columns.
     fn version_4_schema() -> String {
-        let cut = SCHEMA.find("CREATE TABLE IF NOT EXISTS turns").expect("the turns table");
-        SCHEMA[..cut].replace(
-            "    session TEXT,\n    session_agent TEXT,\n    question TEXT,\n    reply TEXT,\n    held TEXT,\n",
-            "",
-        )
+        let cut = SCHEMA.find("CREATE TABLE IF NOT EXISTS notes").expect("the notes table");
+        SCHEMA[..cut]
+            .replace(
+                "    session TEXT,\n    session_agent TEXT,\n    question TEXT,\n    reply TEXT,\n    held TEXT,\n",
+                "",
+            )
+            .replace("    parks INTEGER NOT NULL DEFAULT 0,\n    parked_secs INTEGER NOT NULL DEFAULT 0,\n", "")
     }
 
     /// A version 4 file opens at version 5: its tasks get agent columns, turns are recorded

@@ -11,7 +11,7 @@ use grove_core::{JobId, TaskState, names};
 use grove_git::{CommitTree, Git, Mirror, Source, worktree};
 
 use crate::store::{JobRow, TaskRow};
-use crate::{CoordError, Coordinator, job_id};
+use crate::{CoordError, Coordinator, job_salt};
 
 /// A job looked at before it is recorded: for `grove plan`, and the first half of submit.
 pub struct Prepared {
@@ -19,6 +19,15 @@ pub struct Prepared {
     pub source: Source,
     pub base: String,
     pub plan: Plan,
+    /// The job's id, and its integration branch (checked: a valid name that does not exist in
+    /// a local source). Submit keeps them unless the id is taken in the state.
+    pub id: JobId,
+    pub integration_branch: String,
+    /// The ignored files of a local source to copy into workspaces (patterns checked).
+    pub ignored_files: Vec<String>,
+    /// The job's name and the salt of its id, should submit need another id.
+    name: String,
+    salt: u64,
     /// A mirror made while preparing (sources given by URL need one to be read).
     mirror: Option<Mirror>,
     /// What the source URL's userinfo carried, taken out of the spec: used for the fetches of
@@ -38,8 +47,10 @@ fn fetching(git: &Git, source: &Source, credential: Option<&grove_core::urls::Cr
 pub const WORKTREE_INCLUDE: &str = ".worktreeinclude";
 
 /// Validate a spec, resolve its repository and base, and plan it: everything that can refuse
-/// a job, before any state is opened. Creates nothing for a local repository; for a URL, the
-/// mirror (grove's cache) is made to read the tree.
+/// a job (the spec, the repository and base, escaping paths, an empty selection, the
+/// integration branch's name and its existence, the ignored-file patterns), before any state
+/// is opened. Creates nothing for a local repository; for a URL, the mirror (grove's cache) is
+/// made to read the tree.
 pub fn prepare(
     git: &Git,
     layout: &Layout,
@@ -67,30 +78,51 @@ pub fn prepare(
     if plan.tasks.is_empty() {
         return Err(CoordError::NothingSelected { warnings: plan.warnings });
     }
-    Ok(Prepared { spec, source, base, plan, mirror, credential })
+    let name = spec.name.clone().unwrap_or_else(|| default_name(&spec));
+    let salt = job_salt();
+    let id = JobId::new(&name, salt);
+    let integration_branch = spec.integration_branch(&id);
+    names::check_branch(&integration_branch, "merge.branch").map_err(|e| grove_core::SpecError::Invalid {
+        location: None,
+        field: "merge.branch".into(),
+        message: e.to_string(),
+    })?;
+    if let Source::Local(dir) = &source
+        && git.ref_target(dir, &format!("refs/heads/{integration_branch}"))?.is_some()
+    {
+        return Err(CoordError::BranchExists { branch: integration_branch, repo: dir.display().to_string() });
+    }
+    let ignored_files = match &source {
+        Source::Local(dir) => ignored_files(git, &spec, dir)?,
+        Source::Url(_) => Vec::new(),
+    };
+    Ok(Prepared { spec, source, base, plan, id, integration_branch, ignored_files, name, salt, mirror, credential })
 }
 
 impl Coordinator {
     /// Record a prepared job: mirror, integration branch, tasks. Returns the job and its tasks.
+    /// Nothing is refused here ([`prepare`] did that): an id the state already has is replaced
+    /// by a free one, whose integration branch (when the branch names the job) is free too.
     pub fn submit(&self, p: Prepared) -> Result<(JobRow, Vec<TaskRow>), CoordError> {
-        let name = p.spec.name.clone().unwrap_or_else(|| default_name(&p.spec));
-        let id = job_id(&name, &self.store)?;
-        let branch = p.spec.integration_branch(&id);
-        names::check_branch(&branch, "merge.branch").map_err(|e| grove_core::SpecError::Invalid {
-            location: None,
-            field: "merge.branch".into(),
-            message: e.to_string(),
-        })?;
-        let full = format!("refs/heads/{branch}");
-        if let Source::Local(dir) = &p.source
-            && self.git.ref_target(dir, &full)?.is_some()
-        {
-            return Err(CoordError::BranchExists { branch, repo: dir.display().to_string() });
-        }
-        let ignored_files = match &p.source {
-            Source::Local(dir) => self.ignored_files(&p.spec, dir)?,
-            Source::Url(_) => Vec::new(),
+        let (mut id, mut branch, mut salt) = (p.id.clone(), p.integration_branch.clone(), p.salt);
+        let taken = |id: &JobId, branch: &str| -> Result<bool, CoordError> {
+            if self.store.job_exists(id.as_str())? {
+                return Ok(true);
+            }
+            Ok(match &p.source {
+                Source::Local(dir) if branch != p.integration_branch => {
+                    self.git.ref_target(dir, &format!("refs/heads/{branch}"))?.is_some()
+                }
+                _ => false,
+            })
         };
+        while taken(&id, &branch)? {
+            salt = salt.wrapping_add(1);
+            id = JobId::new(&p.name, salt);
+            branch = p.spec.integration_branch(&id);
+        }
+        let full = format!("refs/heads/{branch}");
+        let ignored_files = p.ignored_files.clone();
         let fetching = fetching(&self.git, &p.source, p.credential.as_ref());
         let mirror = match p.mirror {
             Some(m) => m,
@@ -142,28 +174,25 @@ impl Coordinator {
         self.store.insert_job(&job, &tasks)?;
         Ok((job, tasks))
     }
+}
 
-    /// The ignored files of the source to copy into workspaces: those matching the job's
-    /// `include_ignored` patterns or the source's `.worktreeinclude`.
-    fn ignored_files(&self, spec: &JobSpec, dir: &Path) -> Result<Vec<String>, CoordError> {
-        let mut patterns = spec.run.include_ignored.clone();
-        match std::fs::read_to_string(dir.join(WORKTREE_INCLUDE)) {
-            Ok(text) => patterns.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CoordError::Io { what: format!("reading {WORKTREE_INCLUDE}"), source: e }),
-        }
-        if patterns.is_empty() {
-            return Ok(Vec::new());
-        }
-        let set = gitignore_globs(&patterns)?;
-        let files = worktree::ignored_files(&self.git, dir)?;
-        Ok(files.into_iter().filter(|f| set.is_match(f)).collect())
+/// The ignored files of the source to copy into workspaces: those matching the job's
+/// `include_ignored` patterns or the source's `.worktreeinclude`.
+fn ignored_files(git: &Git, spec: &JobSpec, dir: &Path) -> Result<Vec<String>, CoordError> {
+    let mut patterns = spec.run.include_ignored.clone();
+    match std::fs::read_to_string(dir.join(WORKTREE_INCLUDE)) {
+        Ok(text) => patterns.extend(
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CoordError::Io { what: format!("reading {WORKTREE_INCLUDE}"), source: e }),
     }
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let set = gitignore_globs(&patterns)?;
+    let files = worktree::ignored_files(git, dir)?;
+    Ok(files.into_iter().filter(|f| set.is_match(f)).collect())
 }
 
 /// gitignore-like patterns as globs: `name` matches at any depth, `dir/` everything below,

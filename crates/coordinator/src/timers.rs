@@ -14,7 +14,7 @@ use grove_core::{JobId, TaskState};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::drive::Note;
-use crate::store::TaskRow;
+use crate::store::{TaskRow, Wait};
 use crate::{CoordError, Coordinator};
 
 pub fn unix_now() -> i64 {
@@ -54,10 +54,33 @@ impl Coordinator {
         let now = unix_now();
         match o.retry {
             Retry::Parked { until } => {
-                let at = until.max(now) + jitter(&task.slug, task.attempt, until - now);
+                // A reset time from the wire is anything: one past the cap is the cap.
+                let cap = spec.max_parked();
+                let cap_secs = i64::try_from(cap.as_secs()).unwrap_or(i64::MAX);
+                let wait = until.clamp(now, now.saturating_add(cap_secs)) - now;
+                let parks = task.train.parks;
+                let refused = if parks >= spec.max_parks() {
+                    Some(format!("it was parked {} already (run.max_parks)", times(parks)))
+                } else if task.train.parked_secs.saturating_add(wait) > cap_secs {
+                    Some(format!(
+                        "it would be parked {} in all, more than run.max_parked ({})",
+                        human(Duration::from_secs(task.train.parked_secs.saturating_add(wait).max(0) as u64)),
+                        human(cap)
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = refused {
+                    let mut out = o.clone();
+                    out.retry = Retry::Final;
+                    out.reason = Some(format!("{reason}; not parked again: {why}"));
+                    return Ok(Some(out));
+                }
+                let at = now + wait;
+                let at = at.saturating_add(jitter(&task.slug, task.attempt, wait));
                 let mut waiting = o.clone();
                 waiting.reason = Some(format!("{reason}; parked until {}", clock(at)));
-                self.store.set_waiting(job, &task.slug, &waiting, TaskState::Parked, at, false)?;
+                self.store.set_waiting(job, &task.slug, &waiting, Wait::Park { secs: at - now }, at)?;
                 let _ = notes.send(Note::State {
                     job: job.clone(),
                     task: task.slug.clone(),
@@ -78,7 +101,7 @@ impl Coordinator {
                 let wait = spec.retry_backoff(failures);
                 out.reason = Some(format!("{reason}; attempt {} of {max} in {}", failures + 1, human(wait)));
                 let at = now + wait.as_secs() as i64;
-                self.store.set_waiting(job, &task.slug, &out, TaskState::Queued, at, true)?;
+                self.store.set_waiting(job, &task.slug, &out, Wait::Retry, at)?;
                 let _ = notes.send(Note::State {
                     job: job.clone(),
                     task: task.slug.clone(),
@@ -92,7 +115,7 @@ impl Coordinator {
 
     /// Run the job's clocks once: fail and stop tasks past their deadline, and dispatch the
     /// tasks whose wait (backoff or parking) is over. Returns whether a task ended, so the
-    /// caller looks again at what it waits for.
+    /// caller moves the train and looks again at what it waits for.
     pub async fn tick(&self, job: &JobId, notes: &UnboundedSender<Note>) -> Result<bool, CoordError> {
         if self.is_cancelling(job) {
             return Ok(false);
@@ -164,22 +187,87 @@ impl Coordinator {
                 let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
             }
         }
-        if ended {
-            self.train(job, notes)?;
-        }
         Ok(ended)
     }
 }
 
 /// A unix time as `2026-11-25 15:00:00 UTC`.
 pub(crate) fn clock(t: i64) -> String {
-    let when = std::time::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+    // Years past 9999 do not print; no clamped time gets there.
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(t.clamp(0, 253_402_300_799) as u64);
     humantime::format_rfc3339_seconds(when).to_string().replacen('T', " ", 1).replace('Z', " UTC")
+}
+
+/// `1 time`, `3 times`.
+fn times(n: u32) -> String {
+    if n == 1 { "1 time".into() } else { format!("{n} times") }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use grove_core::task::{Retry, TaskOutcome};
+    use grove_core::{DiffStat, TaskState};
+
+    fn limit(until: i64) -> TaskOutcome {
+        TaskOutcome {
+            state: TaskState::Failed,
+            head: None,
+            stat: DiffStat::default(),
+            turns: 1,
+            reason: Some("usage limit".into()),
+            log_tail: String::new(),
+            retry: Retry::Parked { until },
+        }
+    }
+
+    /// Parking is capped by count and by total time, and a reset time from the wire that is
+    /// absurdly far away (or in the past) is clamped, not overflowed.
+    #[test]
+    fn parking_is_capped_and_reset_times_are_clamped() {
+        let git = grove_git::Git::detect().expect("git");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (base, tips) = crate::train::tests::repo(&git, &dir, 2, &[]);
+        let mut spec = crate::train::tests::spec();
+        spec.run.max_parks = Some(2);
+        spec.run.max_parked = Some(Duration::from_secs(3600));
+        let (coord, job) =
+            crate::train::tests::coordinator(&tmp.path().join("home"), &dir, spec, &base, &tips);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = || coord.store.task(&job, "m0").expect("task").expect("m0");
+
+        // "Try again in 9999999 days": parked for the cap (an hour), plus jitter.
+        let now = unix_now();
+        assert!(coord.after_attempt(&task(), &limit(i64::MAX), &tx).expect("parked").is_none());
+        let t = task();
+        assert_eq!(t.state, TaskState::Parked);
+        let at = t.train.retry_at.expect("retry_at");
+        assert!((now + 3600..=now + 3600 + 62).contains(&at), "{at} vs {now}");
+        assert_eq!(t.train.parks, 1);
+
+        // The next limit would take it past an hour in all: failed, with why.
+        let o = coord.after_attempt(&t, &limit(now + 60), &tx).expect("decided").expect("failed");
+        assert_eq!(o.retry, Retry::Final);
+        let why = o.reason.expect("reason");
+        assert!(why.contains("not parked again") && why.contains("run.max_parked"), "{why}");
+
+        // A reset in the past parks for the jitter only; the count cap ends the third.
+        let t = coord.store.task(&job, "m1").expect("task").expect("m1");
+        assert!(coord.after_attempt(&t, &limit(i64::MIN), &tx).expect("parked").is_none());
+        let t = coord.store.task(&job, "m1").expect("task").expect("m1");
+        assert!(t.train.retry_at.expect("retry_at") <= unix_now() + 2);
+        assert!(coord.after_attempt(&t, &limit(now + 1), &tx).expect("parked").is_none());
+        let t = coord.store.task(&job, "m1").expect("task").expect("m1");
+        let why = coord.after_attempt(&t, &limit(now + 1), &tx).expect("decided").expect("failed").reason;
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("parked 2 times already (run.max_parks)")),
+            "{why:?}"
+        );
+        assert_eq!(clock(i64::MAX), "9999-12-31 23:59:59 UTC");
+    }
 
     #[test]
     fn jitter_is_small_and_stable() {

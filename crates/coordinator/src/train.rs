@@ -454,16 +454,25 @@ impl Coordinator {
             ("GROVE_COMMIT".to_owned(), commit.to_owned()),
         ];
         let args = vec!["-c".to_owned(), check.to_owned()];
+        // A cancellation of the job, or the coordinator stopping, ends the check's process
+        // group: the batch is not merged, and nothing is recorded of it.
+        let cancel = self.check_token(&row.id);
+        if cancel.is_cancelled() {
+            return Err(CoordError::Stopped { job: row.id.to_string() });
+        }
         let run = async {
             use grove_worker::process::{self, End, Log};
             let mut log = Log::open(&log_path, 1 << 20).await?.masking(&self.mask);
             log.note(&format!("integration check `{check}` at {commit}")).await?;
             log.reset_tail();
-            let cancel = tokio_util::sync::CancellationToken::new();
             let f = process::run("sh", &args, &path, &env, timeout, &mut log, &cancel).await?;
-            Ok::<_, process::ProcessError>((f.end == End::Exited(0), log.tail()))
+            Ok::<_, process::ProcessError>((f.end, log.tail()))
         };
-        let (ok, tail) = block_on(run)?.map_err(|e| CoordError::Check(e.to_string()))?;
+        let (end, tail) = block_on(run)?.map_err(|e| CoordError::Check(e.to_string()))?;
+        if end == grove_worker::process::End::Cancelled {
+            return Err(CoordError::Stopped { job: row.id.to_string() });
+        }
+        let ok = end == grove_worker::process::End::Exited(0);
         tracing::info!(job = %row.id, %commit, ok, "integration check");
         Ok((ok, tail))
     }
@@ -539,7 +548,7 @@ fn merge_message(job: &JobRow, t: &TaskRow, mode: MergeMode) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
@@ -552,7 +561,7 @@ mod tests {
     use crate::store::{JobRow, TaskRow};
     use crate::{Coordinator, JobTrain, TaskTrain};
 
-    fn git_in(git: &Git, dir: &Path, args: &[&str]) -> String {
+    pub(crate) fn git_in(git: &Git, dir: &Path, args: &[&str]) -> String {
         let mut all = vec!["-c", "user.name=t", "-c", "user.email=t@example.invalid"];
         all.extend_from_slice(args);
         git.run(dir, &all).expect("git").stdout.trim().to_owned()
@@ -560,7 +569,7 @@ mod tests {
 
     /// A repository with folders `m0..mN`, and a branch per folder changing it; `broken`
     /// branches also add a `BROKEN` file. Returns the base and the tips.
-    fn repo(git: &Git, dir: &Path, n: usize, broken: &[usize]) -> (String, Vec<String>) {
+    pub(crate) fn repo(git: &Git, dir: &Path, n: usize, broken: &[usize]) -> (String, Vec<String>) {
         for m in 0..n {
             std::fs::create_dir_all(dir.join(format!("m{m}"))).expect("mkdir");
             std::fs::write(dir.join(format!("m{m}/f")), "x\n").expect("write");
@@ -585,7 +594,7 @@ mod tests {
         (base, tips)
     }
 
-    fn coordinator(
+    pub(crate) fn coordinator(
         home: &Path,
         dir: &Path,
         spec: JobSpec,
@@ -669,7 +678,7 @@ mod tests {
         (coord, job)
     }
 
-    fn spec() -> JobSpec {
+    pub(crate) fn spec() -> JobSpec {
         let mut s = JobSpec::default();
         s.agent.kind = Some(AgentKind::Command);
         s

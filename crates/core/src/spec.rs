@@ -407,6 +407,12 @@ pub struct RunSpec {
     /// most 10m.
     #[serde(default, deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub retry_backoff: Option<Duration>,
+    /// Times a task may be parked on a usage limit; the next limit fails it (default 10).
+    pub max_parks: Option<u32>,
+    /// The most time a task may spend parked in all; a limit that would park it longer fails
+    /// it (default 7 days). One reset time further away than this is clamped to it.
+    #[serde(default, deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub max_parked: Option<Duration>,
 }
 
 /// The worktree removal policy.
@@ -551,6 +557,10 @@ pub mod defaults {
     pub const RETRY_BACKOFF: Duration = Duration::from_secs(30);
     /// The longest wait between two attempts, however many there were.
     pub const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(600);
+    /// Parkings on usage limits per task before the next limit fails it.
+    pub const MAX_PARKS: u32 = 10;
+    /// The most time a task spends parked in all (a weekly limit's reset fits).
+    pub const MAX_PARKED: Duration = Duration::from_secs(7 * 86400);
 }
 
 impl JobSpec {
@@ -570,6 +580,12 @@ impl JobSpec {
     }
     pub fn max_attempts(&self) -> u32 {
         self.run.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS)
+    }
+    pub fn max_parks(&self) -> u32 {
+        self.run.max_parks.unwrap_or(defaults::MAX_PARKS)
+    }
+    pub fn max_parked(&self) -> Duration {
+        self.run.max_parked.unwrap_or(defaults::MAX_PARKED)
     }
     /// The wait before attempt `failures + 1` after `failures` transient failures (1 or more):
     /// `retry_backoff` doubled per failure after the first, capped at 10m.
@@ -694,6 +710,12 @@ impl JobSpec {
         }
         if self.run.deadline.is_some_and(|d| d.is_zero()) {
             return Err(err("run.deadline", "must be longer than zero".into()));
+        }
+        if self.run.max_parked.is_some_and(|d| d.is_zero()) {
+            return Err(err(
+                "run.max_parked",
+                "must be longer than zero (use run.max_parks = 0 to never park)".into(),
+            ));
         }
         if let Some(p) = &self.run.pool
             && (p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))

@@ -207,8 +207,9 @@ impl CommitWriter {
     /// found in time proportional to `theirs`' change rather than to everything merged since
     /// the base (git's tree merge grows with the latter: 3 ms for the first of 2,000
     /// one-folder tasks, 62 ms for the last). `None`: anything else (renames that meet, a
-    /// folder `ours` renamed or removed, one path changed on both sides), for [`merge_trees`]
-    /// to decide.
+    /// folder `ours` renamed or removed, one path changed on both sides, a file on one side
+    /// where the other has a folder), for [`merge_trees`] to decide: every shape git calls a
+    /// conflict is declined here.
     pub fn merge_disjoint(&self, base: &str, ours: &str, theirs: &str) -> Result<Option<String>, GitError> {
         use gix::bstr::{BStr, ByteSlice};
         use gix::object::tree::diff::ChangeDetached as Change;
@@ -256,14 +257,21 @@ impl CommitWriter {
                     if entry(&ours_tree, location.as_bstr())?.is_some() {
                         return Ok(None);
                     }
-                    // A folder the base had must still be a folder in `ours`: had it been
-                    // renamed or removed there, git would follow the rename or report it.
                     let mut dir = parent(location.as_bstr());
                     while let Some(d) = dir {
-                        if let Some((mode, _)) = entry(&base_tree, d)?
-                            && mode.is_tree()
-                            && !entry(&ours_tree, d)?.is_some_and(|(m, _)| m.is_tree())
+                        let (in_base, in_ours) = (entry(&base_tree, d)?, entry(&ours_tree, d)?);
+                        // A folder the base had must still be a folder in `ours`: had it been
+                        // renamed or removed there, git would follow the rename or report it.
+                        if in_base.is_some_and(|(m, _)| m.is_tree())
+                            && !in_ours.is_some_and(|(m, _)| m.is_tree())
                         {
+                            return Ok(None);
+                        }
+                        // Where `theirs` puts a folder, `ours` must not have a file (a blob, a
+                        // link, a submodule) of its own: git calls that a file/folder conflict.
+                        // The base's file there, left alone by `ours`, is `theirs`' to replace
+                        // (its deletion is checked as a change of its own).
+                        if in_ours.is_some_and(|(m, _)| !m.is_tree()) && in_ours != in_base {
                             return Ok(None);
                         }
                         dir = parent(d);
@@ -433,21 +441,42 @@ mod tests {
             ("echo new > c/more.txt", "git mv c d", false),
             ("echo A > a/one.txt", "rm top.txt && mkdir top.txt && echo f > top.txt/f", true),
             ("echo A > a/one.txt", "rm -r c && echo c > c", false),
+            // File/folder, both ways: a file `n` on one side, `n/f` on the other.
+            ("echo n > n", "mkdir n && echo f > n/f", false),
+            ("mkdir n && echo f > n/f", "echo n > n", false),
+            ("echo n > n", "mkdir -p n/e && echo f > n/e/f", false),
+            ("ln -s top.txt n", "mkdir n && echo f > n/f", false),
+            ("mkdir -p a/n && echo f > a/n/f", "echo n > a/n", false),
+            // A file made a folder on one side, changed (or made another folder) on the other.
+            ("echo T > top.txt", "rm top.txt && mkdir top.txt && echo f > top.txt/f", false),
+            (
+                "rm top.txt && mkdir top.txt && echo g > top.txt/g",
+                "rm top.txt && mkdir top.txt && echo f > top.txt/f",
+                false,
+            ),
+            ("rm c/only.txt && mkdir c/only.txt && echo x > c/only.txt/x", "echo C > c/only.txt", false),
+            // A folder made a file on one side, a file added in it on the other.
+            ("echo new > c/more.txt", "rm -r c && echo c > c", false),
+            ("rm -r c && echo c > c", "echo new > c/more.txt", false),
+            // Deleted on one side, changed on the other (both ways), and changed the same way.
+            ("rm a/one.txt", "echo A > a/one.txt", false),
+            ("echo A > a/one.txt", "rm a/one.txt", false),
+            ("chmod +x top.txt", "echo B > top.txt", false),
+            ("echo A > new.txt", "echo B > new.txt", false),
         ];
         for (ours_script, theirs_script, answers) in cases {
             let (ours, theirs) = (side(ours_script), side(theirs_script));
             let bases = git.merge_bases(&src, &ours, &theirs).expect("merge-base");
             assert_eq!(bases, std::slice::from_ref(&base));
             let fast = writer.merge_disjoint(&bases[0], &ours, &theirs).expect("merge_disjoint");
+            let by_git = merge_trees(&git, &src, &ours, &theirs).expect("merge");
+            if let (Some(_), MergeOutcome::Conflict { paths, .. }) = (&fast, &by_git) {
+                panic!(
+                    "git finds a conflict in {paths:?} where the fast path found none: {ours_script} / {theirs_script}"
+                );
+            }
             assert_eq!(fast.is_some(), *answers, "ours: {ours_script}; theirs: {theirs_script}");
-            if let Some(tree) = fast {
-                let MergeOutcome::Clean { tree: by_git } =
-                    merge_trees(&git, &src, &ours, &theirs).expect("merge")
-                else {
-                    panic!(
-                        "git finds a conflict where the fast path found none: {ours_script} / {theirs_script}"
-                    );
-                };
+            if let (Some(tree), MergeOutcome::Clean { tree: by_git }) = (fast, by_git) {
                 assert_eq!(tree, by_git, "ours: {ours_script}; theirs: {theirs_script}");
             }
         }

@@ -29,10 +29,18 @@ use regex::Regex;
 /// How long a task parks when the agent names a limit but no reset time (seconds).
 pub const DEFAULT_PARK: i64 = 5 * 60;
 
-/// Something in the output says a limit was hit.
+/// Something in the output says a limit was hit. Strict enough that a compiler's output is
+/// not one: `429` only as an HTTP status (`HTTP/1.1 429`, `status 429`, `Error: 429`), not as
+/// `src/x.rs:429:5`; `limit reached` only for a provider's limit (`5-hour limit reached`,
+/// `limit reached ∙ resets 3pm`), not rustc's `recursion limit reached`.
 static LIMIT: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)usage limit|limit reached|rate[ -]limit|too many requests|\b429\b|hit your (?:[\w-]+ )?limit|exhausted your|session limits|quota",
+        r"(?ix)
+        usage\ limit | rate[\ -]limit | too\ many\ requests | hit\ your\ (?:[\w-]+\ )?limit
+        | (?:http/[\d.]+|status(?:\ code)?|error|code)[:=\ ]+429\b
+        | (?:hour|weekly|daily|monthly|session|opus|sonnet|plan|quota|token|request|api)s?\ limit\ reached
+        | exhausted\ your | session\ limits | quota\ reached | quota\ exceeded
+        | (?:^|[^\w\ ]\ ?)limit\ reached\s*(?:[∙·|]|[-–—]\s*resets?|,\s*resets?)",
     )
     .ok()
 });
@@ -130,7 +138,8 @@ fn reset_in(text: &str, now: i64, local: &jiff::tz::TimeZone) -> Option<i64> {
             };
         }
         if secs > 0.0 {
-            return Some(now + secs.ceil() as i64);
+            // `as` saturates: "try again in 9999999999 days" is far away, not an overflow.
+            return Some(now.saturating_add(secs.ceil() as i64));
         }
     }
     let c = CLOCK.as_ref()?.captures(text)?;
@@ -315,6 +324,29 @@ mod tests {
         let out = "HTTP/1.1 429 Too Many Requests\nRetry-After: 120\n";
         assert_eq!(usage_limit(out, NOW), Some(NOW + 120));
         assert_eq!(usage_limit("API Error: Rate limit reached", NOW), Some(NOW + DEFAULT_PARK));
+    }
+
+    #[test]
+    fn compiler_output_is_not_a_limit() {
+        let rustc = "error[E0308]: mismatched types\n   --> src/x.rs:429:5\n    |\n429 |     foo(bar)\n";
+        assert_eq!(usage_limit(rustc, NOW), None, "a line number 429 is not HTTP 429");
+        let recursion = "error: recursion limit reached while expanding `vec!`\n  |\n  = help: consider \
+                         increasing the recursion limit by adding a `#![recursion_limit = \"256\"]`";
+        assert_eq!(usage_limit(recursion, NOW), None);
+        assert_eq!(usage_limit("error: type length limit reached", NOW), None);
+        assert_eq!(usage_limit("thread 'main' panicked at src/lib.rs:12:429", NOW), None);
+        // The real forms still are.
+        assert_eq!(usage_limit("API Error: 429 {\"type\":\"error\"}", NOW), Some(NOW + DEFAULT_PARK));
+        assert_eq!(usage_limit("request failed with status code 429", NOW), Some(NOW + DEFAULT_PARK));
+        assert_eq!(usage_limit("Claude AI usage limit reached|1795615200", NOW), Some(1_795_615_200));
+    }
+
+    #[test]
+    fn a_reset_too_far_away_saturates_instead_of_overflowing() {
+        let far = usage_limit("You've hit your usage limit. Try again in 9999999 days.", NOW);
+        assert_eq!(far, Some(NOW + 9_999_999 * 86400));
+        let absurd = usage_limit("You've hit your usage limit. Try again in 99999999999999999999 days.", NOW);
+        assert_eq!(absurd, Some(i64::MAX));
     }
 
     #[test]

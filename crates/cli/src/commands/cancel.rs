@@ -34,14 +34,16 @@ pub async fn cmd_cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     };
     let mut client = crate::remote::connect(url, &args.tls).await?;
     let is_job = !args.target.contains('/')
-        && client.get_job(pb::GetJobRequest { id: args.target.clone(), snapshot: false }).await.is_ok();
+        && client.get_job(pb::GetJobRequest { id: args.target.clone(), ..Default::default() }).await.is_ok();
     let job = if is_job {
-        client.cancel_job(pb::GetJobRequest { id: args.target.clone(), snapshot: false }).await
+        client.cancel_job(pb::GetJobRequest { id: args.target.clone(), ..Default::default() }).await
     } else {
         client.cancel_task(pb::TaskRequest { task: args.target.clone() }).await
     }
     .map_err(|s| crate::remote::status(url, s))?
     .into_inner();
+    let job =
+        crate::remote::fetch_job(&mut client, &job.id).await.map_err(|s| crate::remote::status(url, s))?;
     let (row, tasks) = crate::remote::rows(&job)?;
     if !args.json {
         eprintln!(

@@ -226,17 +226,26 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     if kube_layers.enabled() {
         kube_layers.validate().context("the pod launcher's configuration ([kube])")?;
     }
-    let nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
+    let mut nats = super::worker::nats_config(&args.nats, None, args.ack_wait, &args.nats_tls)?;
     if args.dry_run {
         return dry_run(&home, &args, tls.is_some(), &kube_layers);
     }
     // One daemon per home, and no `grove gc` under its feet. A predecessor killed a moment
     // ago may still be exiting: give it a few seconds to let go.
     let layout = grove_core::layout::Layout::new(home.clone());
-    let _home_lock = tokio::task::block_in_place(|| {
-        HomeLock::take(&layout, "grove coordinator", std::time::Duration::from_secs(5))
-    })?;
-    let emb = Embedded::open_with(home.clone(), Some(nats), args.git_url.clone(), &tokens.values()).await?;
+    // The lock says where the daemon serves, for local commands it refuses.
+    let who =
+        format!("grove coordinator at {}://{}", if tls.is_some() { "https" } else { "http" }, args.listen);
+    let _home_lock =
+        tokio::task::block_in_place(|| HomeLock::take(&layout, &who, std::time::Duration::from_secs(5)))?;
+    // Its own consumer of the events stream, filtered to its jobs, kept across restarts
+    // (and forgotten by the server when the stream's events would be gone anyway).
+    nats.reader = Some(grove_bus::nats::EventReader {
+        id: grove_coordinator::home::coordinator_id(&layout)?,
+        replay: true,
+        forget_after: std::time::Duration::from_secs(14 * 86400),
+    });
+    let emb = Embedded::unlocked(home.clone(), Some(nats), args.git_url.clone(), &tokens.values()).await?;
     let daemon = Daemon::new(emb.coordinator.clone());
     let stop = CancellationToken::new();
     let events = tokio::spawn(daemon.clone().run(stop.clone()));

@@ -75,6 +75,7 @@ pub async fn cmd_demo(home: PathBuf, args: DemoArgs) -> anyhow::Result<ExitCode>
             local_workers: None,
             coordinator: None,
             tls: Default::default(),
+            follow: Default::default(),
             nats_tls: Default::default(),
             agent_env: Default::default(),
             detach: false,

@@ -77,7 +77,19 @@ async fn remote(url: &str, args: &DiffArgs) -> anyhow::Result<ExitCode> {
         stat_only: args.stat,
         color: tty && !crate::output::no_color(),
     };
-    let r = client.diff_task(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+    // In pieces: a diff of any size fits.
+    use tokio_stream::StreamExt;
+    let mut pieces = client.stream_diff(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+    let mut r = grove_proto::v1::DiffChunk::default();
+    let mut text = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        let piece = piece.map_err(|s| crate::remote::status(url, s))?;
+        if r.job.is_empty() {
+            (r.job, r.task, r.base, r.head) = (piece.job, piece.task, piece.base, piece.head);
+        }
+        r.files.extend(piece.files);
+        text.extend(piece.text);
+    }
     if args.json {
         let files: Vec<DiffFile> = r
             .files
@@ -87,7 +99,7 @@ async fn remote(url: &str, args: &DiffArgs) -> anyhow::Result<ExitCode> {
         print_json(&r.job, &r.task, &r.base, &r.head, &files)?;
         return Ok(ExitCode::SUCCESS);
     }
-    page(&r.text, tty)?;
+    page(&text, tty)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -68,7 +68,15 @@ pub async fn cmd_gc(home: PathBuf, args: GcArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
     };
     let report = tokio::task::block_in_place(|| -> anyhow::Result<Report> {
-        let _lock = HomeLock::take(&layout, "grove gc", Duration::ZERO)?;
+        // Shared, as local commands hold it: `grove gc` collects only ended jobs, so it runs
+        // beside a `grove run` on the same home, never beside a daemon (which collects by
+        // itself with --gc-every).
+        let _lock = HomeLock::share(&layout, true).map_err(|e| match e {
+            grove_coordinator::CoordError::HomeServed { home, holder } => {
+                grove_coordinator::CoordError::HomeHeld { home, holder }
+            }
+            e => e,
+        })?;
         let store = Store::open(&layout.db())?;
         let now = grove_coordinator::timers::unix_now();
         let progress_on = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -26,24 +26,74 @@ pub struct LogsArgs {
     pub coordinator: Option<String>,
     #[command(flatten)]
     pub tls: crate::remote::Tls,
+    #[command(flatten)]
+    pub follow_flags: crate::remote::Follow,
 }
 
-/// --coordinator: stream the log from the daemon.
+/// --coordinator: stream the log from the daemon. With -f, a coordinator that goes away is
+/// waited for (`--reconnect-for`) and the log resumes after the last byte received.
 async fn remote_logs(url: &str, args: &LogsArgs) -> anyhow::Result<ExitCode> {
     use tokio_stream::StreamExt;
-    let mut client = crate::remote::connect(url, &args.tls).await?;
-    let mut chunks = client
-        .stream_log(grove_proto::v1::LogRequest { task: args.task.clone(), follow: args.follow })
-        .await
-        .map_err(|s| crate::remote::status(url, s))?
-        .into_inner();
+    let mut link = crate::remote::Link::open(url, &args.tls, &args.follow_flags).await?;
     let mut out = std::io::stdout();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|s| crate::remote::status(url, s))?;
-        out.write_all(&chunk.data)?;
-        out.flush()?;
+    // Where the output read so far ends: the attempt and the offset after its last byte.
+    let (mut attempt, mut offset, mut job) = (None::<u32>, 0u64, None::<String>);
+    loop {
+        let req = grove_proto::v1::LogRequest {
+            task: args.task.clone(),
+            follow: args.follow,
+            from_attempt: attempt,
+            from_offset: offset,
+        };
+        let why = match link.client.stream_log(req).await {
+            Err(s) if args.follow && crate::remote::transient(&s) => s.message().to_owned(),
+            Err(s) => return Err(crate::remote::status(url, s)),
+            Ok(chunks) => {
+                link.ok();
+                let mut chunks = chunks.into_inner();
+                loop {
+                    match chunks.next().await {
+                        Some(Ok(chunk)) => {
+                            out.write_all(&chunk.data)?;
+                            out.flush()?;
+                            attempt = Some(chunk.attempt);
+                            offset = chunk.offset + chunk.data.len() as u64;
+                            job.get_or_insert(chunk.job);
+                        }
+                        Some(Err(s)) if args.follow && crate::remote::transient(&s) => {
+                            break s.message().to_owned();
+                        }
+                        Some(Err(s)) => return Err(crate::remote::status(url, s)),
+                        None => break String::new(),
+                    }
+                }
+            }
+        };
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        // The stream ends when the task has ended, or when the coordinator stops: ask which.
+        if why.is_empty() {
+            let id = job.clone().or_else(|| args.task.split_once('/').map(|(j, _)| j.to_owned()));
+            let Some(id) = id else { return Ok(ExitCode::SUCCESS) };
+            let slug = args.task.rsplit('/').next().unwrap_or(&args.task).to_owned();
+            match crate::remote::fetch_job(&mut link.client, &id).await {
+                Ok(j) => {
+                    let over = j
+                        .tasks
+                        .iter()
+                        .find(|t| t.slug == slug)
+                        .is_none_or(|t| super::merge::is_over(&t.state));
+                    if over {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                Err(s) if !crate::remote::transient(&s) => return Err(crate::remote::status(url, s)),
+                Err(_) => {}
+            }
+        }
+        link.again(if why.is_empty() { "the log stream ended" } else { &why }).await?;
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn cmd_logs(home: PathBuf, args: LogsArgs) -> anyhow::Result<ExitCode> {

@@ -31,17 +31,19 @@ pub struct MergeArgs {
     pub coordinator: Option<String>,
     #[command(flatten)]
     pub tls: crate::remote::Tls,
+    #[command(flatten)]
+    pub follow: crate::remote::Follow,
 }
 
 pub async fn cmd_merge(home: PathBuf, args: MergeArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.coordinator {
-        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let mut link = crate::remote::Link::open(url, &args.tls, &args.follow).await?;
         let req =
-            grove_proto::v1::GetJobRequest { id: args.job.clone().unwrap_or_default(), snapshot: false };
-        let job = client.merge_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+            grove_proto::v1::GetJobRequest { id: args.job.clone().unwrap_or_default(), ..Default::default() };
+        let job = link.client.merge_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
         // Redos the merge queued run on the coordinator's workers: follow them to the end.
         let left = job.tasks.iter().filter(|t| !is_over(&t.state)).count();
-        return super::run::watch_remote(url, &mut client, &job.id, left, args.json).await;
+        return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
     }
     let emb = Embedded::open(home, None).await?;
     let coord = emb.coordinator.clone();

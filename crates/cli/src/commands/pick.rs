@@ -32,16 +32,19 @@ pub struct PickArgs {
     pub coordinator: Option<String>,
     #[command(flatten)]
     pub tls: crate::remote::Tls,
+    #[command(flatten)]
+    pub follow: crate::remote::Follow,
 }
 
 pub async fn cmd_pick(home: PathBuf, args: PickArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.coordinator {
-        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let mut link = crate::remote::Link::open(url, &args.tls, &args.follow).await?;
         let req = grove_proto::v1::PickRequest { task: args.task.clone(), variant: args.variant.clone() };
-        let job = client.pick_variant(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+        let job =
+            link.client.pick_variant(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
         eprintln!("picked {} variant {} on {url}", args.task, args.variant);
         let left = job.tasks.iter().filter(|t| !super::merge::is_over(&t.state)).count();
-        return super::run::watch_remote(url, &mut client, &job.id, left, args.json).await;
+        return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
     }
     let emb = Embedded::open(home, None).await?;
     let coord = emb.coordinator.clone();

@@ -42,7 +42,7 @@ pub async fn cmd_push(home: PathBuf, args: PushArgs) -> anyhow::Result<ExitCode>
         let r = client.push_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
         (r.job, r.branch, r.remote)
     } else {
-        let emb = Embedded::open(home, None).await?;
+        let emb = Embedded::unlocked(home, None, None, &[]).await?;
         let coord = emb.coordinator.clone();
         let job = coord.store.job_or_latest(args.job.as_deref())?;
         let to = tokio::task::block_in_place(|| coord.push(&job.id, args.remote.as_deref()))?;

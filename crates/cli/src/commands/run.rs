@@ -20,8 +20,9 @@ use crate::specargs::SpecArgs;
 ///
 /// Runs embedded: the coordinator and the workers in this process, state under the grove
 /// home. With --job, --only or --failed it goes on with an existing job instead. Exits 0 when
-/// every task merged (or had nothing to change), 1 when some did not, 2 on bad input, 130 when
-/// cancelled.
+/// every task merged (or had nothing to change), 1 when some did not, 2 on bad input, 3 when
+/// --coordinator's daemon went away and did not come back within --reconnect-for (the job
+/// goes on there), 130 when cancelled.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove run examples/job.toml
@@ -72,6 +73,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub tls: crate::remote::Tls,
     #[command(flatten)]
+    pub follow: crate::remote::Follow,
+    #[command(flatten)]
     pub nats_tls: super::worker::NatsTls,
     /// The credentials of this process's workers' agents (not sent with --coordinator or to
     /// workers elsewhere: those use their own)
@@ -88,10 +91,19 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn nats(&self) -> anyhow::Result<Option<grove_bus::nats::NatsConfig>> {
-        self.nats
-            .as_deref()
-            .map(|url| super::worker::nats_config(url, None, self.ack_wait, &self.nats_tls))
-            .transpose()
+        let Some(url) = self.nats.as_deref() else { return Ok(None) };
+        let mut config =
+            super::worker::nats_config(url, None, self.ack_wait, &self.nats_tls)?;
+        // A consumer of this run's own: it follows the job before dispatching it, so it needs
+        // only what comes from then on; the server forgets it an hour after the run ends.
+        let started =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        config.reader = Some(grove_bus::nats::EventReader {
+            id: format!("run-{}-{}-{started}", grove_worker::host_name(), std::process::id()),
+            replay: false,
+            forget_after: std::time::Duration::from_secs(3600),
+        });
+        Ok(Some(config))
     }
 
     fn workers(&self, concurrency: usize) -> usize {
@@ -103,6 +115,9 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = args.coordinator.clone() {
         return remote_run(&url, args).await;
     }
+    // Refused at once while a coordinator daemon serves this home: a job run here would race it.
+    let _home =
+        tokio::task::block_in_place(|| grove_coordinator::home::HomeLock::share(&Layout::new(&home), false))?;
     let existing = args.job.is_some() || !args.only.is_empty() || args.failed;
     if existing {
         if args.spec.spec.is_some() {
@@ -168,13 +183,13 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
     let text = toml::to_string(&loaded.spec).context("writing the job spec as TOML")?;
     let base_dir = loaded.dir.canonicalize().unwrap_or(loaded.dir.clone());
     let name = loaded.file.as_ref().map_or_else(|| "flags".to_owned(), |(n, _)| n.clone());
-    let mut client = crate::remote::connect(url, &args.tls).await?;
+    let mut link = crate::remote::Link::open(url, &args.tls, &args.follow).await?;
     let req = grove_proto::v1::SubmitJobRequest {
         spec_toml: text,
         spec_name: name,
         base_dir: base_dir.display().to_string(),
     };
-    let job = client.submit_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+    let job = link.client.submit_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     for w in &job.warnings {
         eprintln!("warning: {w}");
     }
@@ -189,15 +204,16 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
         super::status::print_job(&row, &tasks, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
-    watch_remote(url, &mut client, &job.id, job.tasks.len(), args.json).await
+    watch_remote(&mut link, &job.id, job.tasks.len(), args.json).await
 }
 
 /// Watch a job on the coordinator at `url` until it ends (progress on stderr; Ctrl-C cancels
 /// it there), then print it as `grove status` does. `total` is how many tasks the progress
-/// counts. The exit code is `grove run`'s.
+/// counts. The exit code is `grove run`'s; a coordinator that goes away is waited for (up to
+/// `--reconnect-for`, then exit 3) and the watch resumes where it was, no note missed or shown
+/// twice.
 pub(crate) async fn watch_remote(
-    url: &str,
-    client: &mut crate::remote::Client,
+    link: &mut crate::remote::Link,
     id: &str,
     total: usize,
     json: bool,
@@ -207,35 +223,81 @@ pub(crate) async fn watch_remote(
     crate::signal::install(cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let progress = tokio::spawn(crate::progress::show(rx, total));
-    let watch = grove_proto::v1::GetJobRequest { id: id.to_owned(), snapshot: false };
-    let mut notes =
-        client.watch_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
     let mut cancelled = false;
-    // Notes can be missed (a watcher that lags); the job's state is the truth, so look at it
-    // now and then too.
-    let mut check = tokio::time::interval(std::time::Duration::from_secs(3));
-    loop {
-        tokio::select! {
-            _ = check.tick() => {
-                let now = client.get_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?;
-                if matches!(now.get_ref().state.as_str(), "done" | "cancelled" | "paused") {
-                    break;
+    let mut cancel_sent = false;
+    // The last journaled note seen: a watch opened again resumes after it.
+    let mut cursor: Option<u64> = None;
+    'watching: loop {
+        if cancelled && !cancel_sent {
+            let req = grove_proto::v1::GetJobRequest { id: id.to_owned(), ..Default::default() };
+            link.call(|mut c| {
+                let req = req.clone();
+                async move { c.cancel_job(req).await }
+            })
+            .await?;
+            cancel_sent = true;
+        }
+        let req = grove_proto::v1::GetJobRequest { id: id.to_owned(), after: cursor, ..Default::default() };
+        let mut notes = match link.client.watch_job(req).await {
+            Ok(n) => n.into_inner(),
+            Err(s) if crate::remote::transient(&s) => {
+                link.again(s.message()).await?;
+                continue;
+            }
+            Err(s) => return Err(crate::remote::status(&link.url, s)),
+        };
+        link.ok();
+        // Notes can be missed (a note the coordinator died before journaling); the job's
+        // state is the truth, so look at it now and then too.
+        let mut check = tokio::time::interval(std::time::Duration::from_secs(3));
+        let why = loop {
+            tokio::select! {
+                _ = check.tick() => {
+                    match link.client.get_job(grove_proto::v1::GetJobRequest { id: id.to_owned(), ..Default::default() }).await {
+                        Ok(now) if matches!(now.get_ref().state.as_str(), "done" | "cancelled" | "paused") => break 'watching,
+                        Ok(_) => {}
+                        Err(s) if crate::remote::transient(&s) => break s.message().to_owned(),
+                        Err(s) => return Err(crate::remote::status(&link.url, s)),
+                    }
+                }
+                n = notes.next() => match n {
+                    Some(Ok(n)) => {
+                        if n.seq > 0 {
+                            cursor = Some(n.seq);
+                        }
+                        if let Some(n) = crate::remote::note(&n) { let _ = tx.send(n); }
+                    }
+                    Some(Err(s)) if crate::remote::transient(&s) => break s.message().to_owned(),
+                    Some(Err(s)) => return Err(crate::remote::status(&link.url, s)),
+                    // The stream ends when the job is over; or the coordinator is stopping.
+                    None => break "the watch ended".to_owned(),
+                },
+                () = cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    continue 'watching;
                 }
             }
-            n = notes.next() => match n {
-                Some(Ok(n)) => { if let Some(n) = crate::remote::note(&n) { let _ = tx.send(n); } }
-                Some(Err(s)) => return Err(crate::remote::status(url, s)),
-                None => break,
-            },
-            () = cancel.cancelled(), if !cancelled => {
-                cancelled = true;
-                client.cancel_job(watch.clone()).await.map_err(|s| crate::remote::status(url, s))?;
-            }
+        };
+        match link
+            .client
+            .get_job(grove_proto::v1::GetJobRequest { id: id.to_owned(), ..Default::default() })
+            .await
+        {
+            Ok(now) if matches!(now.get_ref().state.as_str(), "done" | "cancelled" | "paused") => break,
+            Ok(_) => {}
+            Err(s) if !crate::remote::transient(&s) => return Err(crate::remote::status(&link.url, s)),
+            Err(_) => {}
         }
+        link.again(&why).await?;
     }
     drop(tx);
     let _ = progress.await;
-    let job = client.get_job(watch).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+    let job = link
+        .call(|mut c| {
+            let id = id.to_owned();
+            async move { crate::remote::fetch_job(&mut c, &id).await }
+        })
+        .await?;
     let (row, tasks) = crate::remote::rows(&job)?;
     super::status::print_job(&row, &tasks, json)?;
     Ok(if cancelled {

@@ -36,23 +36,19 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
         let mut client = crate::remote::connect(url, &args.tls).await?;
         let ids: Vec<String> = match &args.job {
             Some(id) => vec![id.clone()],
-            None => client
-                .list_jobs(grove_proto::v1::ListJobsRequest {})
+            None => crate::remote::list_jobs(&mut client)
                 .await
                 .map_err(|s| crate::remote::status(url, s))?
-                .into_inner()
-                .jobs
                 .into_iter()
                 .map(|j| j.id)
                 .collect(),
         };
         let mut jobs = Vec::new();
         for id in ids {
-            let j = client
-                .get_job(grove_proto::v1::GetJobRequest { id, snapshot: false })
+            let j = crate::remote::fetch_job(&mut client, &id)
                 .await
                 .map_err(|s| crate::remote::status(url, s))?;
-            jobs.push(crate::remote::rows(&j.into_inner())?);
+            jobs.push(crate::remote::rows(&j)?);
         }
         match (&args.job, jobs.pop()) {
             (Some(_), Some((job, tasks))) => print_job(&job, &tasks, args.json)?,
@@ -367,6 +363,8 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
                 o.insert("question".into(), t.agent.question.clone().into());
                 o.insert("session".into(), t.agent.session.clone().into());
                 o.insert("held".into(), t.agent.held.clone().into());
+                o.insert("parks".into(), t.train.parks.into());
+                o.insert("parked_secs".into(), t.train.parked_secs.into());
             }
             v
         }).collect::<Vec<_>>(),

@@ -9,8 +9,10 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 /// Start a long-lived local fleet: a coordinator daemon and N workers against a NATS server,
-/// as child processes of this one, until Ctrl-C or SIGTERM (then the workers drain and
-/// everything stops in order).
+/// as child processes of this one, until Ctrl-C or SIGTERM: then the workers drain (no new
+/// tasks; running ones finish within their --drain-timeout, or go back to the queue), and the
+/// coordinator stops after them. A second Ctrl-C stops everything at once (running tasks go
+/// back to the queue with their checkpoints).
 ///
 /// Point the CLI at it with --coordinator http://LISTEN (or GROVE_COORDINATOR). Cloud workers
 /// elsewhere join by serving pool `cloud` on the same NATS.
@@ -53,6 +55,9 @@ pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
     let spawn = |what: &str, extra: Vec<String>| -> anyhow::Result<(String, Child)> {
         let mut cmd = Command::new(&me);
         cmd.arg("--home").arg(&home).args(&extra).args(args.nats_tls.args()).kill_on_drop(true);
+        // A process group of its own: the terminal's Ctrl-C reaches `grove up` alone, which
+        // tells each child once (a worker takes a second signal as "hand back at once").
+        cmd.process_group(0);
         let child = cmd.spawn().with_context(|| format!("starting the {what}"))?;
         Ok((what.to_owned(), child))
     };
@@ -92,8 +97,7 @@ pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
         args.capacity,
         args.pools.join(",")
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("watching SIGTERM")?;
+    let mut signals = Signals::new()?;
     // Wait for a signal, or for a child to end on its own (then the fleet is not whole).
     let died = {
         let waits = children.iter_mut().map(|(name, c)| {
@@ -101,29 +105,68 @@ pub async fn cmd_up(home: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
             Box::pin(async move { (name, c.wait().await) })
         });
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => None,
-            _ = term.recv() => None,
+            () = signals.next() => None,
             ((name, status), _, _) = futures::future::select_all(waits) => Some((name, status)),
         }
     };
     if let Some((name, status)) = &died {
         eprintln!("grove up: the {name} stopped ({}); stopping the rest", describe(status));
     } else {
-        eprintln!("grove up: stopping (workers drain first)");
+        eprintln!("grove up: stopping: the workers drain first (Ctrl-C again to stop at once)");
     }
-    // Workers first, so they hand back what they cannot finish; then the coordinator.
+    // Workers first, so they finish or hand back what they run; then the coordinator.
     let (coordinator, workers) = children.split_at_mut(1);
     for (_, c) in workers.iter_mut() {
         terminate(c);
     }
-    for (name, c) in workers.iter_mut() {
-        wait(name, c, Duration::from_secs(45)).await;
+    let drained = async {
+        for (name, c) in workers.iter_mut() {
+            wait(name, c, Duration::from_secs(45)).await;
+        }
+    };
+    let at_once = tokio::select! {
+        () = drained => false,
+        () = signals.next() => true,
+    };
+    if at_once {
+        eprintln!("grove up: stopping at once: running tasks go back to the queue");
+        // Each worker's second signal: it hands its tasks back now.
+        for (_, c) in workers.iter_mut() {
+            terminate(c);
+        }
+        for (name, c) in workers.iter_mut() {
+            wait(name, c, Duration::from_secs(10)).await;
+        }
     }
     for (name, c) in coordinator.iter_mut() {
         terminate(c);
         wait(name, c, Duration::from_secs(15)).await;
     }
     Ok(if died.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP (the terminal went away), as one stream of "stop".
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("watching SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("watching SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
 }
 
 fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
