@@ -226,11 +226,19 @@ fn hostile_requests_are_refused_naming_the_field() {
         let too_big = api.submit_job(with_token(admin, submit("#".repeat(3 << 20), "/tmp"))).await;
         assert!(matches!(too_big, Err(ref s) if s.code() != Code::Ok), "{too_big:?}");
         field(
-            api.get_job(with_token(admin, pb::GetJobRequest { id: "../../x".into(), snapshot: false })).await,
+            api.get_job(with_token(
+                admin,
+                pb::GetJobRequest { id: "../../x".into(), snapshot: false, ..Default::default() },
+            ))
+            .await,
             "id",
         );
         field(
-            api.cancel_job(with_token(admin, pb::GetJobRequest { id: "a/b".into(), snapshot: false })).await,
+            api.cancel_job(with_token(
+                admin,
+                pb::GetJobRequest { id: "a/b".into(), snapshot: false, ..Default::default() },
+            ))
+            .await,
             "id",
         );
         for task in ["", "..", "j-0001/../x", "a/b/c", "x\n"] {
@@ -239,7 +247,7 @@ fn hostile_requests_are_refused_naming_the_field() {
         field(
             api.stream_log(with_token(
                 admin,
-                pb::LogRequest { task: "../../etc/passwd".into(), follow: true },
+                pb::LogRequest { task: "../../etc/passwd".into(), follow: true, ..Default::default() },
             ))
             .await,
             "task",
@@ -270,9 +278,9 @@ fn hostile_requests_are_refused_naming_the_field() {
         denied(api.submit_job(with_token("r-tok-1", submit(spec.clone(), "/tmp"))).await, "submit");
         denied(api.merge_job(with_token("s-alice", pb::GetJobRequest::default())).await, "admin");
         denied(api.push_job(with_token("s-alice", pb::PushRequest::default())).await, "admin");
-        let none = api.list_jobs(tonic::Request::new(pb::ListJobsRequest {})).await;
+        let none = api.list_jobs(tonic::Request::new(pb::ListJobsRequest::default())).await;
         assert!(matches!(none, Err(ref s) if s.code() == Code::Unauthenticated), "{none:?}");
-        let ok = api.list_jobs(with_token("r-tok-1", pb::ListJobsRequest {})).await;
+        let ok = api.list_jobs(with_token("r-tok-1", pb::ListJobsRequest::default())).await;
         assert!(ok.is_ok(), "{ok:?}");
     });
 }

@@ -521,7 +521,11 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
             Some(s) => {
                 c.text("session.agent", &s.agent, limits::ENV_NAME)?;
                 c.text("session.id", &s.id, limits::ENV_NAME)?;
-                Some(SessionRef { agent: s.agent, id: s.id, total: s.total.as_ref().map(usage_of).unwrap_or_default() })
+                Some(SessionRef {
+                    agent: s.agent,
+                    id: s.id,
+                    total: s.total.as_ref().map(usage_of).unwrap_or_default(),
+                })
             }
             None => None,
         },
@@ -533,7 +537,12 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
             .map(|(model, p)| {
                 (
                     cut(model, limits::ENV_NAME),
-                    Price { input: p.input, output: p.output, cache_read: p.cache_read, cache_write: p.cache_write },
+                    Price {
+                        input: p.input,
+                        output: p.output,
+                        cache_read: p.cache_read,
+                        cache_write: p.cache_write,
+                    },
                 )
             })
             .collect(),
@@ -996,6 +1005,7 @@ pub(crate) mod tests {
                 turn: 1,
                 commit: Some("HEAD~1".into()),
                 stat: None,
+                report: None,
             }))
         });
         assert!(matches!(r, Err(WireError::Field { field: "commit", .. })), "{r:?}");

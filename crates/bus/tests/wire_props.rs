@@ -63,6 +63,7 @@ fn agent() -> impl Strategy<Value = pb::AgentSpec> {
             replace,
             command,
             env,
+            ..Default::default()
         })
 }
 
@@ -87,6 +88,7 @@ prop_compose! {
             files, prompt, agent, turn_timeout_ms, max_turns, check, ignored_files,
             port_base, port_count, log_cap, keep_worktrees, remote, redo_paths, redo_hunks,
             redo_previous_diff,
+            ..Default::default()
         }
     }
 }
@@ -123,6 +125,7 @@ fn valid() -> pb::TaskAssignment {
         redo_paths: vec![],
         redo_hunks: None,
         redo_previous_diff: None,
+        ..Default::default()
     }
 }
 
@@ -258,7 +261,7 @@ proptest! {
     ) {
         let kind = match which {
             0 => pb::task_event::Kind::State(pb::StateChange { state, turn: None }),
-            1 => pb::task_event::Kind::Checkpoint(pb::Checkpoint { turn: attempt, commit: head, stat: None }),
+            1 => pb::task_event::Kind::Checkpoint(pb::Checkpoint { turn: attempt, commit: head, stat: None, report: None }),
             _ => pb::task_event::Kind::Finished(pb::Outcome {
                 state, head, stat: None, turns: attempt, reason, log_tail: String::new(),
                 transient: attempt % 2 == 0, parked_until: parked,

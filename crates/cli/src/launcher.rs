@@ -105,7 +105,7 @@ pub async fn start(
             tokio::select! {
                 () = s.cancelled() => return,
                 n = notes.recv() => match n {
-                    Ok(grove_coordinator::Note::Dispatched { .. }) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => w.notify_one(),
+                    Ok(grove_coordinator::journal::Journaled { note: grove_coordinator::Note::Dispatched { .. }, .. }) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => w.notify_one(),
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },

@@ -209,13 +209,13 @@ impl Daemon {
 
     /// `grove reply`: answer the question of a task that needs attention; its session resumes
     /// with the answer as a new attempt (see [`Coordinator::reply`]).
-    pub async fn reply(&self, task: &TaskRow, answer: &str) -> Result<JobRow, CoordError> {
-        {
-            let _train = self.train_guard();
-            self.coord.reply(&task.job, &task.slug, answer)?;
-        }
+    pub async fn reply(self: &Arc<Self>, task: &TaskRow, answer: &str) -> Result<JobRow, CoordError> {
+        // Under the job's lock, as a retry: the train sees the task waiting or queued again.
+        let (slug, answer) = (task.slug.clone(), answer.to_owned());
+        self.with_job(&task.job, move |c, job| c.reply(job, &slug, &answer)).await?;
         let only: BTreeSet<String> = [task.slug.clone()].into_iter().collect();
         self.coord.dispatch_pending(&task.job, Some(&only), &self.notes).await?;
+        self.kick(&task.job);
         Ok(self.coord.store.job(task.job.as_str())?)
     }
 

@@ -673,7 +673,10 @@ impl CoordinatorApi for Api {
         let caller = allow(&req, Scope::Submit, "ReplyTask")?;
         let r = req.into_inner();
         if r.answer.len() > 1 << 20 {
-            return Err(Status::invalid_argument(format!("answer: {} bytes, more than the 1 MiB grove reads", r.answer.len())));
+            return Err(Status::invalid_argument(format!(
+                "answer: {} bytes, more than the 1 MiB grove reads",
+                r.answer.len()
+            )));
         }
         let task = self.task(&r.task)?;
         allow_job(&self.daemon.coord.store, &caller, &task.job, "ReplyTask")?;

@@ -96,7 +96,19 @@ pub fn prepare(
         Source::Local(dir) => ignored_files(git, &spec, dir)?,
         Source::Url(_) => Vec::new(),
     };
-    Ok(Prepared { spec, source, base, plan, id, integration_branch, ignored_files, name, salt, mirror, credential })
+    Ok(Prepared {
+        spec,
+        source,
+        base,
+        plan,
+        id,
+        integration_branch,
+        ignored_files,
+        name,
+        salt,
+        mirror,
+        credential,
+    })
 }
 
 impl Coordinator {

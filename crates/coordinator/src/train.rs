@@ -461,7 +461,7 @@ impl Coordinator {
             return Err(CoordError::Stopped { job: row.id.to_string() });
         }
         let run = async {
-            use grove_worker::process::{self, End, Log};
+            use grove_worker::process::{self, Log};
             let mut log = Log::open(&log_path, 1 << 20).await?.masking(&self.mask);
             log.note(&format!("integration check `{check}` at {commit}")).await?;
             log.reset_tail();

@@ -123,7 +123,9 @@ pub fn adapter_settings(adapter: &str) -> &'static [&'static str] {
         ],
         "codex" => &["CODEX_HOME", "OPENAI_BASE_URL"],
         "copilot" => &["COPILOT_HOME"],
-        "gemini" => &["GOOGLE_GEMINI_BASE_URL", "GEMINI_MODEL", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"],
+        "gemini" => {
+            &["GOOGLE_GEMINI_BASE_URL", "GEMINI_MODEL", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"]
+        }
         "aider" => &["OPENAI_API_BASE", "ANTHROPIC_BASE_URL", "AIDER_MODEL"],
         "opencode" => &["OPENCODE_CONFIG", "OPENCODE_CONFIG_DIR"],
         _ => &[],

@@ -361,6 +361,10 @@ mod tests {
             log_cap: 1024,
             keep_worktrees: KeepWorktrees::None,
             redo: None,
+            budget: Default::default(),
+            session: None,
+            reply: None,
+            prices: Default::default(),
         }
     }
 
@@ -385,6 +389,7 @@ mod tests {
             disk: disk::Budget::none(),
             secrets: secrets::Secrets::default(),
             idle_exit: None,
+            agent_home: Default::default(),
         });
         let job = JobId::new("j", 1);
         for (task, branch) in [

@@ -31,19 +31,21 @@ pub struct ReplyArgs {
     pub coordinator: Option<String>,
     #[command(flatten)]
     pub tls: crate::remote::Tls,
+    #[command(flatten)]
+    pub follow: crate::remote::Follow,
 }
 
 pub async fn cmd_reply(home: PathBuf, args: ReplyArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.coordinator {
-        let mut client = crate::remote::connect(url, &args.tls).await?;
+        let mut link = crate::remote::Link::open(url, &args.tls, &args.follow).await?;
         let req = grove_proto::v1::ReplyRequest { task: args.task.clone(), answer: args.answer.clone() };
-        let job = client.reply_task(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
+        let job = link.client.reply_task(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
         eprintln!(
             "{}: answered; its agent goes on (follow it with `grove logs -f {}`)",
             args.task, args.task
         );
         let left = job.tasks.iter().filter(|t| !super::merge::is_over(&t.state)).count();
-        return super::run::watch_remote(url, &mut client, &job.id, left, args.json).await;
+        return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
     }
     let emb = Embedded::open(home, None).await?;
     let coord = emb.coordinator.clone();

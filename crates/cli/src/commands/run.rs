@@ -92,8 +92,7 @@ pub struct RunArgs {
 impl RunArgs {
     fn nats(&self) -> anyhow::Result<Option<grove_bus::nats::NatsConfig>> {
         let Some(url) = self.nats.as_deref() else { return Ok(None) };
-        let mut config =
-            super::worker::nats_config(url, None, self.ack_wait, &self.nats_tls)?;
+        let mut config = super::worker::nats_config(url, None, self.ack_wait, &self.nats_tls)?;
         // A consumer of this run's own: it follows the job before dispatching it, so it needs
         // only what comes from then on; the server forgets it an hour after the run ends.
         let started =
