@@ -849,7 +849,7 @@ pub(crate) mod tests {
         let checkpoint = TaskEvent {
             kind: EventKind::Checkpoint {
                 turn: 1,
-                commit: Some("c".into()),
+                commit: Some("c".repeat(40)),
                 stat: DiffStat::default(),
                 report: Some(TurnReport {
                     agent: "claude".into(),

@@ -164,6 +164,7 @@ async fn an_assignment_of_a_newer_schema_is_given_back_and_a_broken_one_terminat
     let mut broken = m.clone();
     broken.schema = grove_proto::SCHEMA_VERSION;
     broken.task = "broken".into();
+    broken.branch = broken.branch.replace("/newer", "/broken");
     broken.keep_worktrees = "sometimes".into();
     let client = async_nats::connect(&s.url).await.expect("raw client");
     let js = async_nats::jetstream::new(client);

@@ -82,6 +82,11 @@ pub struct CoordinatorArgs {
     /// and exit without starting
     #[arg(long)]
     pub dry_run: bool,
+    /// Serve the API without TLS on a non-loopback address (tokens are still required): only
+    /// where the network between clients and this coordinator is private, as inside a
+    /// cluster whose pods reach it through a Service (the Helm chart without `tls.enabled`)
+    #[arg(long)]
+    pub allow_plaintext: bool,
     /// Print JSON on stdout (with --dry-run)
     #[arg(long, requires = "dry_run")]
     pub json: bool,
@@ -193,15 +198,16 @@ pub fn tokens(file: Option<&PathBuf>) -> anyhow::Result<Tokens> {
     }
 }
 
-/// Off loopback the API needs TLS and tokens.
-fn check_exposure(listen: SocketAddr, tls: bool, tokens: &Tokens) -> anyhow::Result<()> {
+/// Off loopback the API needs TLS (unless `plaintext` is allowed) and tokens.
+fn check_exposure(listen: SocketAddr, tls: bool, plaintext: bool, tokens: &Tokens) -> anyhow::Result<()> {
     if listen.ip().is_loopback() {
         return Ok(());
     }
-    if !tls {
+    if !tls && !plaintext {
         anyhow::bail!(
             "{listen} is not a loopback address: serve the API over TLS there (--tls-cert and --tls-key), \
-             so the tokens clients send cannot be read off the network"
+             so the tokens clients send cannot be read off the network (or --allow-plaintext, on a \
+             private network only)"
         );
     }
     if tokens.is_empty() {
@@ -215,7 +221,7 @@ fn check_exposure(listen: SocketAddr, tls: bool, tokens: &Tokens) -> anyhow::Res
 pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let tokens = tokens(args.token_file.as_ref())?;
     let tls = server_tls(&args)?;
-    check_exposure(args.listen, tls.is_some(), &tokens)?;
+    check_exposure(args.listen, tls.is_some(), args.allow_plaintext, &tokens)?;
     if let Some(u) = &args.git_url
         && !(u.starts_with("http://") || u.starts_with("https://"))
     {
