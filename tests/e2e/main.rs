@@ -4,6 +4,7 @@
 mod agents_cli;
 mod cancel;
 mod chaos;
+mod custom_agents;
 mod distributed;
 mod faults;
 mod gc;

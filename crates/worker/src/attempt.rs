@@ -415,6 +415,8 @@ async fn turns(
     let scope = workspace::scope_string(a.sparse.as_deref());
     let prompt_file = workspace::scratch(run_dir, "prompt.md");
     let files_file = workspace::scratch(run_dir, "files.txt");
+    // A repository-defined agent's instructions, for agents that read them from a file.
+    let agent_file = workspace::scratch(run_dir, "agent.md");
     let feedback_file = workspace::scratch(run_dir, "feedback.md");
     let conflict_file = workspace::scratch(run_dir, "conflict.md");
     let previous_diff_file = workspace::scratch(run_dir, "previous.diff");
@@ -443,6 +445,9 @@ async fn turns(
     let mut written = tokio::fs::write(&prompt_file, &prompt)
         .await
         .and(tokio::fs::write(&files_file, a.files.join("\n")).await);
+    if let Some(d) = &a.agent.definition {
+        written = written.and(tokio::fs::write(&agent_file, &d.body).await);
+    }
     if let Some(redo) = &a.redo {
         let text = format!(
             "# Conflict\n\nPaths: {}\n\n## Conflicting files (with git's markers)\n\n{}\n## Previous diff\n\n{}",
@@ -470,6 +475,12 @@ async fn turns(
         None => None,
     };
     let mut spent = Usage::zero();
+    // A repository-defined agent (`agent.custom`): its body and tools, for the CLI to run with.
+    let persona = a.agent.definition.as_ref().map(|d| adapter::Persona {
+        name: d.name.clone(),
+        instructions: d.body.clone(),
+        tools: d.tools.clone(),
+    });
     let prices = adapter::Prices::new(&a.prices);
     let mut next_prompt = first_prompt(a, &prompt, session.is_some(), resume);
     let mut turn_no = 0;
@@ -492,6 +503,16 @@ async fn turns(
         ];
         if turn_no > 1 {
             env.push(("GROVE_FEEDBACK_FILE".into(), feedback_file.display().to_string()));
+        }
+        if let Some(d) = &a.agent.definition {
+            env.push(("GROVE_AGENT_NAME".into(), d.name.clone()));
+            env.push(("GROVE_AGENT_FILE".into(), agent_file.display().to_string()));
+            if let Some(m) = &d.model {
+                env.push(("GROVE_AGENT_MODEL".into(), m.clone()));
+            }
+            if let Some(tools) = &d.tools {
+                env.push(("GROVE_AGENT_TOOLS".into(), tools.join(",")));
+            }
         }
         if let Some(r) = resume {
             env.push(("GROVE_DELIVERY".into(), r.delivered.to_string()));
@@ -526,7 +547,12 @@ async fn turns(
                 let plan = adapter::Plan {
                     kind,
                     program: a.agent.program.as_deref(),
-                    model: a.agent.model.as_deref(),
+                    // The job's --model wins over the one the repository's agent asks for.
+                    model: a.agent.model.as_deref().or(a
+                        .agent
+                        .definition
+                        .as_ref()
+                        .and_then(|d| d.model.as_deref())),
                     args: &args,
                     prompt: &next_prompt,
                     resume: session.as_ref(),
@@ -534,7 +560,7 @@ async fn turns(
                     run_dir,
                     usd_left: a.budget.usd_left().map(|l| (l - spent.known_cost()).max(0.0)),
                     as_root: agent::running_as_root(),
-                    persona: None,
+                    persona: persona.as_ref(),
                 };
                 let t =
                     match agent::run_cli_turn(&turn, &plan, &a.budget, &spent, prices.clone(), log, cancel)
