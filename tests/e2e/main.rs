@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `grove` binary on real repositories made by the tests.
 //! One test binary; every command gets a hermetic HOME, GROVE_HOME and git config.
 
+mod adapters;
 mod agents_cli;
 mod cancel;
 mod chaos;

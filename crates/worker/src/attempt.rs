@@ -638,6 +638,18 @@ async fn turns(
             Some(c) => ws.stat(&ctx.git, &a.base, c).unwrap_or_default(),
             None => DiffStat::default(),
         };
+        // A turn that changed nothing and ended on a question asks it: recorded with the turn,
+        // so `grove status` shows it, as an ask tool's question is.
+        let mut turn_report = turn_report;
+        if let Some(r) = turn_report.as_mut()
+            && r.question.is_none()
+            && commit.is_none()
+            && matches!(r.outcome, TurnOutcome::Success)
+            && let Some(q) = r.summary.as_deref().and_then(adapter::asks_a_question)
+        {
+            let _ = log.note(&format!("the agent asks: {q}")).await;
+            r.question = Some(q);
+        }
         report(
             &ctx.bus,
             a,
