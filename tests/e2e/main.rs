@@ -2,11 +2,13 @@
 //! One test binary; every command gets a hermetic HOME, GROVE_HOME and git config.
 
 mod access;
+mod adapters;
 mod agents_cli;
 mod cancel;
 mod chaos;
 mod chart;
 mod credentials;
+mod custom_agents;
 mod daemon;
 mod distributed;
 mod faults;

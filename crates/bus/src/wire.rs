@@ -13,6 +13,7 @@ use std::path::{Component, Path};
 use std::time::Duration;
 
 use grove_core::names::{self, NameError};
+use grove_core::agents::{AgentDefinition, Format};
 use grove_core::spec::{AgentKind, AgentSpec, KeepWorktrees};
 use grove_core::task::{Assignment, EventKind, LogChunk, Redo, Retry, TaskEvent, TaskOutcome, WorkerInfo};
 use grove_core::usage::{Budget, Cap, Price, SessionRef, TurnOutcome, TurnReport, Usage};
@@ -258,6 +259,8 @@ pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
             model: a.agent.model.clone(),
             args: a.agent.args.clone(),
             program: a.agent.program.clone(),
+            custom: a.agent.custom.clone(),
+            definition: a.agent.definition.as_ref().map(definition_pb),
         }),
         turn_timeout_ms: a.turn_timeout.as_millis() as u64,
         max_turns: a.max_turns,
@@ -506,6 +509,8 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
             env: agent.env.into_iter().collect(),
             turn_timeout: None,
             max_turns: None,
+            custom: agent.custom,
+            definition: agent.definition.map(definition_of).transpose()?,
         },
         turn_timeout,
         max_turns: m.max_turns,
@@ -546,6 +551,41 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
                 )
             })
             .collect(),
+    })
+}
+
+fn definition_pb(d: &AgentDefinition) -> pb::AgentDefinition {
+    pb::AgentDefinition {
+        name: d.name.clone(),
+        display_name: d.display_name.clone(),
+        path: d.path.clone(),
+        format: d.format.as_str().to_owned(),
+        description: d.description.clone(),
+        tools: d.tools.as_ref().map(|names| pb::Tools { names: names.clone() }),
+        disallowed_tools: d.disallowed_tools.clone(),
+        model: d.model.clone(),
+        target: d.target.clone(),
+        body: d.body.clone(),
+    }
+}
+
+fn definition_of(d: pb::AgentDefinition) -> Result<AgentDefinition, WireError> {
+    let format = match d.format.as_str() {
+        "github" => Format::Github,
+        "claude" => Format::Claude,
+        other => return Err(field("task assignment", "agent.definition.format", format!("{other:?}"))),
+    };
+    Ok(AgentDefinition {
+        name: d.name,
+        display_name: d.display_name,
+        path: d.path,
+        format,
+        description: d.description,
+        tools: d.tools.map(|t| t.names),
+        disallowed_tools: d.disallowed_tools,
+        model: d.model,
+        target: d.target,
+        body: d.body,
     })
 }
 
@@ -871,6 +911,30 @@ pub(crate) mod tests {
             }
             assert_eq!(decode_event(&encode_event(&e)).expect("decode"), e, "{retry:?} crosses the wire");
         }
+    }
+
+    /// A repository-defined agent crosses the wire whole: "all tools" (none given) stays apart
+    /// from "no tools" (an empty list).
+    #[test]
+    fn a_custom_agents_definition_round_trips() {
+        let mut a = assignment("t");
+        let def = AgentDefinition {
+            name: "review".into(),
+            display_name: Some("Reviewer".into()),
+            path: ".github/agents/review.agent.md".into(),
+            format: Format::Github,
+            description: "Reviews".into(),
+            tools: Some(vec![]),
+            disallowed_tools: vec!["Bash".into()],
+            model: Some("claude-sonnet-4-5".into()),
+            target: None,
+            body: "Be terse.".into(),
+        };
+        a.agent.custom = Some("review".into());
+        a.agent.definition = Some(def.clone());
+        assert_eq!(decode_assignment(&encode_assignment(&a)).expect("decode"), a);
+        a.agent.definition = Some(AgentDefinition { tools: None, format: Format::Claude, ..def });
+        assert_eq!(decode_assignment(&encode_assignment(&a)).expect("decode"), a);
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct SpecArgs {
     /// Turns per task while its check fails [agent.max_turns; default 1]
     #[arg(long, help_heading = "Agent")]
     pub max_turns: Option<u32>,
+    /// Run as a repository-defined agent: NAME of .github/agents/NAME.agent.md or
+    /// .claude/agents/NAME.md at the base commit (see `grove agents`) [agent.custom]
+    #[arg(long, value_name = "NAME", help_heading = "Agent")]
+    pub custom_agent: Option<String>,
     /// For --agent command: the program and its arguments, after `--`; for an agent CLI: extra
     /// arguments for it. {prompt}, {scope} and {task} are filled in [agent.command, agent.args]
     #[arg(last = true, value_name = "COMMAND", help_heading = "Agent")]
@@ -277,6 +281,7 @@ impl SpecArgs {
         self.apply_budget(&mut spec);
         spec.agent.turn_timeout = self.turn_timeout.or(spec.agent.turn_timeout);
         spec.agent.max_turns = self.max_turns.or(spec.agent.max_turns);
+        spec.agent.custom = self.custom_agent.clone().or(spec.agent.custom);
         spec.run.concurrency = self.concurrency.or(spec.run.concurrency);
         if !self.include_ignored.is_empty() {
             spec.run.include_ignored.clone_from(&self.include_ignored);

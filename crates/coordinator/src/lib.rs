@@ -67,6 +67,19 @@ pub enum CoordError {
     /// The selection names a path behind a symlink that leaves the repository.
     #[error("{field}: {path:?} goes through the symlink {link:?} -> {target:?}, which leaves the repository")]
     EscapingSymlink { field: &'static str, path: String, link: String, target: String },
+    /// The job's custom agent (`agent.custom`) has no definition at the base commit.
+    #[error(
+        "agent.custom: no agent {name:?} at the base commit (looked for .github/agents/{name}.agent.md and .claude/agents/{name}.md){}",
+        if .defined.is_empty() { "; the repository defines none".to_owned() } else { format!("; it defines: {}", .defined.join(", ")) }
+    )]
+    NoCustomAgent { name: String, defined: Vec<String> },
+    /// The job's custom agent's definition does not parse (the source names file and field).
+    #[error("agent.custom: the definition of {name:?} does not parse")]
+    BadCustomAgent {
+        name: String,
+        #[source]
+        source: grove_core::agents::DefinitionError,
+    },
     /// A merged task cannot be re-run: its branch is in the integration branch.
     #[error("{task} is already merged; re-running it would merge it twice")]
     AlreadyMerged { task: String },

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use globset::{Glob, GlobSetBuilder};
+use grove_core::agents::{self, AgentDefinition};
 use grove_core::layout::Layout;
 use grove_core::plan::{Plan, PlanError};
 use grove_core::spec::JobSpec;
@@ -74,6 +75,7 @@ pub fn prepare(
     };
     let tree = CommitTree::load(&tree_repo, &base)?;
     check_symlinks(&spec, &tree)?;
+    spec.agent.definition = custom_agent(&spec, &tree)?;
     let plan = grove_core::plan::plan(&tree, &spec.select, &spec.split)?;
     if plan.tasks.is_empty() {
         return Err(CoordError::NothingSelected { warnings: plan.warnings });
@@ -242,6 +244,43 @@ fn gitignore_globs(patterns: &[String]) -> Result<globset::GlobSet, CoordError> 
             message: e.to_string(),
         })
     })
+}
+
+/// The agent definitions of a repository (a path or URL, as `repo.source` takes it) at `base`:
+/// the commit id and what was found. For `grove agents`; reads the same tree as `prepare`.
+pub fn repository_agents(
+    git: &Git,
+    layout: &Layout,
+    location: &str,
+    base: &str,
+    cwd: &Path,
+) -> Result<(String, agents::Found), CoordError> {
+    let source = Source::parse(git, location, cwd)?;
+    let (commit, tree_repo) = match &source {
+        Source::Local(dir) => (git.resolve_commit(dir, base)?, dir.clone()),
+        Source::Url(_) => {
+            let m = Mirror::ensure(git, &layout.mirrors(), &source)?;
+            (m.resolve(git, base)?, m.path.clone())
+        }
+    };
+    let tree = CommitTree::load(&tree_repo, &commit)?;
+    let found = agents::discover(&tree).map_err(PlanError::Tree)?;
+    Ok((commit, found))
+}
+
+/// The definition of the job's custom agent (`agent.custom`) at the base commit, parsed; a
+/// missing or broken one refuses the job here, before anything is made.
+fn custom_agent(spec: &JobSpec, tree: &CommitTree) -> Result<Option<AgentDefinition>, CoordError> {
+    let Some(name) = &spec.agent.custom else { return Ok(None) };
+    let found = agents::discover(tree).map_err(PlanError::Tree)?;
+    match found.get(name) {
+        Ok(Some(d)) => Ok(Some(d.clone())),
+        Ok(None) => Err(CoordError::NoCustomAgent {
+            name: name.clone(),
+            defined: found.definitions.iter().map(|d| d.name.clone()).collect(),
+        }),
+        Err(e) => Err(CoordError::BadCustomAgent { name: name.clone(), source: e.clone() }),
+    }
 }
 
 /// Refuse a selection that names a path through a symlink leaving the repository.

@@ -5,6 +5,7 @@
 //! network or the terminal; the repository is seen through [`plan::SourceTree`], which the
 //! git crate implements over a commit's tree.
 
+pub mod agents;
 pub mod env;
 pub mod layout;
 pub mod names;

@@ -311,6 +311,13 @@ pub struct AgentSpec {
     /// How many turns a task may take: a turn whose checks fail is followed by another with the
     /// failure in GROVE_FEEDBACK_FILE, up to this many (default 1).
     pub max_turns: Option<u32>,
+    /// A repository-defined agent to run as: `NAME` of `.github/agents/NAME.agent.md` or
+    /// `.claude/agents/NAME.md` at the job's base commit (see `grove agents`).
+    pub custom: Option<String>,
+    /// The `custom` agent's definition, read and parsed by grove from the base commit when the
+    /// job is submitted (a spec file does not set it): what the worker's adapter runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<crate::agents::AgentDefinition>,
 }
 
 /// The kinds of agent grove runs.
@@ -787,6 +794,25 @@ impl JobSpec {
             Some(v) => ("variants", format!("variant {v:?}: ")),
         };
         let field = |k: &str| format!("{table}.{k}");
+        if let Some(c) = &agent.custom {
+            if c.is_empty() || c.contains(['/', '\\']) || c.starts_with('.') {
+                return Err(err(
+                    &field("custom"),
+                    format!("{who}{c:?} is not an agent name (NAME of .github/agents/NAME.agent.md)"),
+                ));
+            }
+            if agent.kind == Some(AgentKind::Replace) {
+                return Err(err(
+                    &field("custom"),
+                    format!("{who}the replace agent runs no model; a custom agent needs an agent CLI"),
+                ));
+            }
+        } else if agent.definition.is_some() {
+            return Err(err(
+                &field("definition"),
+                format!("{who}is filled in by grove from agent.custom; name the agent with agent.custom"),
+            ));
+        }
         match agent.kind {
             None => Err(err(&field("kind"), format!("{who}no agent given (set agent.kind or pass --agent)"))),
             Some(AgentKind::Replace) => {

@@ -430,6 +430,8 @@ async fn turns(
     let scope = workspace::scope_string(a.sparse.as_deref());
     let prompt_file = workspace::scratch(run_dir, "prompt.md");
     let files_file = workspace::scratch(run_dir, "files.txt");
+    // A repository-defined agent's instructions, for agents that read them from a file.
+    let agent_file = workspace::scratch(run_dir, "agent.md");
     let feedback_file = workspace::scratch(run_dir, "feedback.md");
     let conflict_file = workspace::scratch(run_dir, "conflict.md");
     let previous_diff_file = workspace::scratch(run_dir, "previous.diff");
@@ -458,6 +460,9 @@ async fn turns(
     let mut written = tokio::fs::write(&prompt_file, &prompt)
         .await
         .and(tokio::fs::write(&files_file, a.files.join("\n")).await);
+    if let Some(d) = &a.agent.definition {
+        written = written.and(tokio::fs::write(&agent_file, &d.body).await);
+    }
     if let Some(redo) = &a.redo {
         let text = format!(
             "# Conflict\n\nPaths: {}\n\n## Conflicting files (with git's markers)\n\n{}\n## Previous diff\n\n{}",
@@ -485,6 +490,12 @@ async fn turns(
         None => None,
     };
     let mut spent = Usage::zero();
+    // A repository-defined agent (`agent.custom`): its body and tools, for the CLI to run with.
+    let persona = a.agent.definition.as_ref().map(|d| adapter::Persona {
+        name: d.name.clone(),
+        instructions: d.body.clone(),
+        tools: d.tools.clone(),
+    });
     let prices = adapter::Prices::new(&a.prices);
     let mut next_prompt = first_prompt(a, &prompt, session.is_some(), resume);
     let mut turn_no = 0;
@@ -507,6 +518,16 @@ async fn turns(
         ];
         if turn_no > 1 {
             env.push(("GROVE_FEEDBACK_FILE".into(), feedback_file.display().to_string()));
+        }
+        if let Some(d) = &a.agent.definition {
+            env.push(("GROVE_AGENT_NAME".into(), d.name.clone()));
+            env.push(("GROVE_AGENT_FILE".into(), agent_file.display().to_string()));
+            if let Some(m) = &d.model {
+                env.push(("GROVE_AGENT_MODEL".into(), m.clone()));
+            }
+            if let Some(tools) = &d.tools {
+                env.push(("GROVE_AGENT_TOOLS".into(), tools.join(",")));
+            }
         }
         if let Some(r) = resume {
             env.push(("GROVE_DELIVERY".into(), r.delivered.to_string()));
@@ -563,7 +584,12 @@ async fn turns(
                 let plan = adapter::Plan {
                     kind,
                     program: a.agent.program.as_deref(),
-                    model: a.agent.model.as_deref(),
+                    // The job's --model wins over the one the repository's agent asks for.
+                    model: a.agent.model.as_deref().or(a
+                        .agent
+                        .definition
+                        .as_ref()
+                        .and_then(|d| d.model.as_deref())),
                     args: &args,
                     prompt: &next_prompt,
                     resume: session.as_ref(),
@@ -571,7 +597,7 @@ async fn turns(
                     run_dir,
                     usd_left: a.budget.usd_left().map(|l| (l - spent.known_cost()).max(0.0)),
                     as_root: agent::running_as_root(),
-                    persona: None,
+                    persona: persona.as_ref(),
                 };
                 let t =
                     match agent::run_cli_turn(&turn, &plan, &a.budget, &spent, prices.clone(), log, cancel)
@@ -675,6 +701,18 @@ async fn turns(
             Some(c) => ws.stat(&ctx.git, &a.base, c).unwrap_or_default(),
             None => DiffStat::default(),
         };
+        // A turn that changed nothing and ended on a question asks it: recorded with the turn,
+        // so `grove status` shows it, as an ask tool's question is.
+        let mut turn_report = turn_report;
+        if let Some(r) = turn_report.as_mut()
+            && r.question.is_none()
+            && commit.is_none()
+            && matches!(r.outcome, TurnOutcome::Success)
+            && let Some(q) = r.summary.as_deref().and_then(adapter::asks_a_question)
+        {
+            let _ = log.note(&format!("the agent asks: {q}")).await;
+            r.question = Some(q);
+        }
         report(
             &ctx.bus,
             a,

@@ -1,6 +1,7 @@
 //! One module per subcommand: an `XxxArgs` struct (its doc comment is the help) and a
 //! `cmd_xxx` function.
 
+mod agents;
 mod cancel;
 mod compare;
 mod coordinator;
@@ -70,6 +71,7 @@ pub enum Command {
     Retry(retry::RetryArgs),
     Reply(reply::ReplyArgs),
     Workers(workers::WorkersArgs),
+    Agents(agents::AgentsArgs),
     Worker(worker::WorkerArgs),
     Coordinator(coordinator::CoordinatorArgs),
     Up(up::UpArgs),
@@ -97,6 +99,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry(a) => retry::cmd_retry(home, a).await,
         Command::Reply(a) => reply::cmd_reply(home, a).await,
         Command::Workers(a) => workers::cmd_workers(a).await,
+        Command::Agents(a) => agents::cmd_agents(home, a).await,
         Command::Up(a) => up::cmd_up(home, a).await,
         Command::Watch(a) => watch::cmd_watch(home, a).await,
     }

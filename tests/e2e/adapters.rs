@@ -1,0 +1,515 @@
+//! The builtin agent adapters (`--agent claude`, `--agent codex`...) with the real CLIs that
+//! `scripts/test` installs, driven by the scripted model server on loopback: what each turn
+//! cost (as the CLI reported it, or priced from tokens), budgets that stop a turn as it
+//! streams, sessions resumed across turns, attempts and workers, usage limits, and questions
+//! answered with `grove reply`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use grove_tests::model_server::{ModelServer, Reply, Request};
+
+use crate::harness::{Env, Run, task};
+
+/// A repository of `dirs` folders, one task each with `--split dirs`.
+fn repo(env: &Env, dirs: &[&str]) -> PathBuf {
+    let files: Vec<(String, String)> =
+        dirs.iter().map(|d| (format!("{d}/f.txt"), format!("{d}\n"))).collect();
+    env.repo("r", &files)
+}
+
+/// The task a request is for: its workspace is `worktrees/<job>/<task>`.
+fn task_of(req: &Request) -> String {
+    let w = req.workdir().unwrap_or_default();
+    Path::new(&w).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn cli(name: &str) -> String {
+    grove_tests::agent_cli(name).to_str().expect("utf-8 path").to_owned()
+}
+
+fn run(env: &Env, repo: &Path, args: &[&str], vars: &[(String, String)]) -> Run {
+    env.grove_with(repo, args, vars)
+}
+
+/// The JSON lines of a task's log of type `kind` (what the CLI printed).
+fn logged(env: &Env, repo: &Path, task: &str, kind: &str) -> Vec<serde_json::Value> {
+    let log = env.grove(repo, &["logs", task]);
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    log.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Four `--agent claude` tasks at once: each CLI's Write tool writes in its own worktree, the
+/// four branches merge, and each task's tokens and cost in `grove status --json` are what
+/// Claude Code printed in its result; the job's are their sum, and the text status has them in
+/// its COST column.
+#[test]
+fn four_claude_tasks_merge_with_the_cost_the_cli_reported() {
+    let env = Env::new();
+    let repo = repo(&env, &["a", "b", "c", "d"]);
+    let server = ModelServer::start();
+    server.respond(|req, n| {
+        let t = task_of(req);
+        match n {
+            0 => Reply::write(&format!("{t}/claude.txt"), &format!("by claude in {t}\n"))
+                .usage(1234, 56)
+                .cache(300, 40),
+            _ => Reply::text(format!("Wrote {t}/claude.txt.")).usage(1300, 20),
+        }
+    });
+    let home = env.path().join("home");
+    let claude = cli("claude");
+    let out = run(
+        &env,
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "-j",
+            "4",
+            "--agent",
+            "claude",
+            "--agent-program",
+            &claude,
+            "--prompt",
+            "Leave a note",
+            "--json",
+        ],
+        &server.claude_env(&home),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let id = job["id"].as_str().expect("id").to_owned();
+    let ib = job["integration_branch"].as_str().expect("branch");
+    let mut sum = 0.0;
+    for t in ["a", "b", "c", "d"] {
+        let row = task(&job, t);
+        assert_eq!(row["shown"], "merged", "{row:#}");
+        assert_eq!(env.git(&repo, &["show", &format!("{ib}:{t}/claude.txt")]), format!("by claude in {t}"));
+        let results = logged(&env, &repo, &format!("{id}/{t}"), "result");
+        assert_eq!(results.len(), 1, "one turn");
+        let r = &results[0];
+        let u = &row["usage"];
+        assert_eq!(u["cost_usd"], r["total_cost_usd"], "{row:#}");
+        assert!(u["cost_usd"].as_f64().is_some_and(|c| c > 0.0));
+        assert_eq!(u["input_tokens"], r["usage"]["input_tokens"]);
+        assert_eq!(u["output_tokens"], r["usage"]["output_tokens"]);
+        assert_eq!(u["cache_read_tokens"], r["usage"]["cache_read_input_tokens"]);
+        assert_eq!(u["cache_write_tokens"], r["usage"]["cache_creation_input_tokens"]);
+        assert_eq!(u["input_tokens"], 1234 + 1300, "the server's usage, summed by the CLI over two calls");
+        assert_eq!(row["session"], r["session_id"]);
+        sum += u["cost_usd"].as_f64().expect("cost");
+    }
+    let job_cost = job["usage"]["cost_usd"].as_f64().expect("job cost");
+    assert!((job_cost - sum).abs() < 1e-9, "{job_cost} vs {sum}");
+    let text = env.grove(&repo, &["status", &id]).stdout;
+    assert!(text.contains("COST"), "{text}");
+    assert!(
+        text.contains(&grove_core_dollars(task(&job, "a")["usage"]["cost_usd"].as_f64().expect("c"))),
+        "{text}"
+    );
+    let list = env.grove(&repo, &["status"]).stdout;
+    assert!(list.contains("COST") && list.contains(&grove_core_dollars(job_cost)), "{list}");
+    // The log says how Claude was told not to ask anything.
+    let log = env.grove(&repo, &["logs", &format!("{id}/a")]).stdout;
+    assert!(log.contains("[grove] claude: "), "{log}");
+}
+
+/// `$0.0121`, as grove prints a cost.
+fn grove_core_dollars(c: f64) -> String {
+    if c >= 1.0 {
+        return format!("${c:.2}");
+    }
+    let s = format!("{c:.4}");
+    let s = s.trim_end_matches('0');
+    format!("${s:0<4}")
+}
+
+/// A task budget: task `a`'s second model call reports more tokens than the budget allows
+/// and asks to run a command that never ends; grove sees it over from the assistant message on
+/// the stream and stops Claude (whose own `--max-budget-usd`, the remainder grove passed, may
+/// stop it first: both are in the log), commits what the first call wrote, and fails the task
+/// with "budget: $X of $Y"; the other task merges.
+#[test]
+fn a_task_budget_stops_a_task_mid_turn_with_its_work_committed() {
+    let env = Env::new();
+    let repo = repo(&env, &["a", "b"]);
+    let server = ModelServer::start();
+    server.respond(|req, n| {
+        let t = task_of(req);
+        match (t.as_str(), n) {
+            (_, 0) => Reply::write(&format!("{t}/partial.txt"), "first call\n").usage(100, 10),
+            ("a", _) => Reply::exec("tail -f /dev/null").usage(5_000_000, 10),
+            _ => Reply::text("Done.").usage(100, 10),
+        }
+    });
+    let claude = cli("claude");
+    let out = run(
+        &env,
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "-j",
+            "2",
+            "--agent",
+            "claude",
+            "--agent-program",
+            &claude,
+            "--prompt",
+            "Work",
+            "--max-task-cost",
+            "0.5",
+            "--turn-timeout",
+            "60s",
+            "--json",
+        ],
+        &server.claude_env(&env.path().join("home")),
+    );
+    assert_eq!(out.code, 1, "a failed: {}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["state"], "failed", "{a:#}");
+    let reason = a["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("budget: $") && reason.ends_with(" of $0.50"), "{reason}");
+    let branch = a["branch"].as_str().expect("branch");
+    assert_eq!(
+        env.git(&repo, &["show", &format!("{branch}:a/partial.txt")]),
+        "first call",
+        "its work is committed"
+    );
+    assert_eq!(task(&job, "b")["shown"], "merged");
+    // Claude was given the remainder as its own cap too.
+    let id = job["id"].as_str().expect("id");
+    let log = env.grove(&repo, &["logs", &format!("{id}/a")]).stdout;
+    assert!(log.contains("[grove] claude: --max-budget-usd 0.5000"), "{log}");
+    assert!(
+        log.contains(" of $0.50: the agent was stopped mid-turn"),
+        "grove stopped it as the stream showed it: {log}"
+    );
+    let a_calls: Vec<_> = server.model_requests().into_iter().filter(|r| task_of(r) == "a").collect();
+    assert_eq!(a_calls.len(), 2, "no call after the one that went over");
+}
+
+/// A task whose check fails after turn 1 gets a second turn that resumes the same Claude
+/// session (`--resume`, with the check's failure as the whole prompt): the server sees one
+/// conversation go on, both turns are billed to the task, and it merges.
+#[test]
+fn a_second_turn_resumes_the_same_claude_session() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    server.respond(|req, _| {
+        let t = task_of(req);
+        let fix = req.text().contains("Fix it, in this workspace.");
+        match (fix, req.tool_results().len()) {
+            (false, 0) => Reply::write(&format!("{t}/first.txt"), "turn 1\n"),
+            (true, 1) => Reply::write(&format!("{t}/second.txt"), "turn 2\n"),
+            _ => Reply::text("Done."),
+        }
+    });
+    let claude = cli("claude");
+    let out = run(
+        &env,
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--agent",
+            "claude",
+            "--agent-program",
+            &claude,
+            "--prompt",
+            "Work",
+            "--check",
+            "test -e a/second.txt",
+            "--max-turns",
+            "2",
+            "--json",
+        ],
+        &server.claude_env(&env.path().join("home")),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["turns"], 2, "{a:#}");
+    let id = job["id"].as_str().expect("id");
+    let results = logged(&env, &repo, &format!("{id}/a"), "result");
+    assert_eq!(results.len(), 2, "two turns");
+    let session = results[0]["session_id"].as_str().expect("session id");
+    assert_eq!(results[1]["session_id"], session, "turn 2 resumed turn 1's session");
+    assert_eq!(a["session"], session);
+    let calls = server.model_requests();
+    let turn2: Vec<_> = calls.iter().filter(|r| r.text().contains("Fix it, in this workspace.")).collect();
+    assert!(!turn2.is_empty(), "the feedback was the second turn's prompt");
+    assert!(turn2.iter().all(|r| r.conversation() == session), "in the same session");
+    assert!(turn2[0].text().contains("turn 1"), "with turn 1 in its context");
+    // A resumed session's result carries the session's running total, which is the task's.
+    let (first, total) = (results[0]["total_cost_usd"].as_f64(), results[1]["total_cost_usd"].as_f64());
+    let (first, total) = (first.expect("cost"), total.expect("cost"));
+    assert!(total > first, "{first} then {total}");
+    let billed = a["usage"]["cost_usd"].as_f64().expect("task cost");
+    assert!((billed - total).abs() < 1e-9, "{billed} vs {total}");
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/second.txt")]), "turn 2");
+}
+
+/// A claude.ai plan's usage limit (the server's 429 with the unified rate-limit headers,
+/// which Claude Code turns into a `rate_limit_event` with its reset) parks the task until
+/// the reset, shown in `grove status --json`; at the reset it goes again and merges.
+#[test]
+fn a_claude_usage_limit_parks_the_task_until_its_reset() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    let reset = now() + 4;
+    server.queue(Reply::anthropic_usage_limit(reset));
+    server.respond(|req, _| {
+        let t = task_of(req);
+        if req.tool_results().is_empty() {
+            Reply::write(&format!("{t}/after.txt"), "after the reset\n")
+        } else {
+            Reply::text("Done.")
+        }
+    });
+    let claude = cli("claude");
+    let home = env.path().join("home");
+    let mut cmd = grove_tests::command("grove");
+    cmd.current_dir(&repo)
+        .args([
+            "run",
+            "--split",
+            "dirs",
+            "--agent",
+            "claude",
+            "--agent-program",
+            &claude,
+            "--prompt",
+            "Work",
+            "--json",
+        ])
+        .env("HOME", &home)
+        .env("GROVE_HOME", env.grove_home())
+        .envs(server.claude_oauth_env(&home))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn grove");
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut parked = None;
+    while parked.is_none() && Instant::now() < until {
+        let jobs = env.grove(&repo, &["status", "--json"]);
+        let Some(id) = (jobs.code == 0).then(|| jobs.json()[0]["id"].as_str().map(str::to_owned)).flatten()
+        else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let st = env.grove(&repo, &["status", "--json", &id]);
+        if st.code == 0
+            && let Some(ts) = st.json()["tasks"].as_array()
+            && let Some(a) = ts.iter().find(|t| t["task"] == "a" && t["state"] == "parked")
+        {
+            parked = Some(a.clone());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let parked = parked.expect("task a was never shown parked");
+    // The reset from Claude's rate_limit_event, or a little later when Claude took longer
+    // than that to start and ask.
+    let until = parked["parked_until"].as_i64().expect("parked_until");
+    assert!(until >= reset, "{parked:#}");
+    assert!(parked["reason"].as_str().is_some_and(|r| r.contains("usage limit")), "{parked:#}");
+    let out = child.wait_with_output().expect("wait grove");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert!(now() >= reset, "not before the reset");
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/after.txt")]), "after the reset");
+}
+
+/// An agent whose turn ends on a question (and changed nothing) ends `needs-attention` with
+/// the question in `grove status`; `grove reply` resumes its session with the answer, which
+/// the model sees as the next message of the same conversation, and the task merges.
+#[test]
+fn a_question_needs_attention_and_grove_reply_finishes_it() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    server.respond(|req, _| {
+        let t = task_of(req);
+        if req.text().contains("Keep it, deprecated.") {
+            if req.tool_results().is_empty() {
+                Reply::write(&format!("{t}/api.txt"), "kept, deprecated\n")
+            } else {
+                Reply::text("Kept it.")
+            }
+        } else {
+            Reply::text("I looked at the code.\n\nShould I keep the old API or remove it?")
+        }
+    });
+    let claude = cli("claude");
+    let vars = server.claude_env(&env.path().join("home"));
+    let out = run(
+        &env,
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--agent",
+            "claude",
+            "--agent-program",
+            &claude,
+            "--prompt",
+            "Work",
+            "--json",
+        ],
+        &vars,
+    );
+    assert_eq!(out.code, 1, "not merged yet: {}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["state"], "needs-attention", "{a:#}");
+    assert!(a["question"].as_str().is_some_and(|q| q.contains("keep the old API")), "{a:#}");
+    let session = a["session"].as_str().expect("session").to_owned();
+    let id = job["id"].as_str().expect("id").to_owned();
+    let text = env.grove(&repo, &["status", &id]).stdout;
+    assert!(text.contains("keep the old API"), "{text}");
+    let log = env.grove(&repo, &["logs", &format!("{id}/a")]).stdout;
+    assert!(log.contains("the agent asks: "), "{log}");
+
+    let reply = run(&env, &repo, &["reply", &format!("{id}/a"), "Keep it, deprecated.", "--json"], &vars);
+    assert_eq!(reply.code, 0, "{}\n{}", reply.stdout, reply.stderr);
+    let job = reply.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["session"], session, "the same session went on");
+    let answered: Vec<_> =
+        server.model_requests().into_iter().filter(|r| r.text().contains("Keep it, deprecated.")).collect();
+    assert!(!answered.is_empty());
+    assert!(answered.iter().all(|r| r.conversation() == session));
+    assert!(answered[0].text().contains("keep the old API"), "the question is in the resumed context");
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/api.txt")]), "kept, deprecated");
+}
+
+/// `run` args for `--agent codex` against the scripted server: its provider entry goes to
+/// Codex as extra arguments.
+fn codex_args(server: &ModelServer, codex: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["run", "--split", "dirs", "--agent", "codex", "--agent-program", codex, "--model", "gpt-5"]
+            .map(String::from)
+            .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.push("--".into());
+    args.extend(server.codex_provider_args());
+    args
+}
+
+/// Four `--agent codex` tasks: Codex's shell tool writes in each worktree, the branches
+/// merge, each task's tokens are what Codex's `turn.completed` reported, and its cost (Codex
+/// reports none) is those tokens at the price table's gpt-5 price.
+#[test]
+fn four_codex_tasks_merge_with_their_tokens_priced() {
+    let env = Env::new();
+    let repo = repo(&env, &["a", "b", "c", "d"]);
+    let server = ModelServer::start();
+    server.respond(|req, n| {
+        let t = task_of(req);
+        match n {
+            0 => Reply::exec(&format!("echo by codex in {t} > {t}/codex.txt")).usage(1000, 50).cache(200, 0),
+            _ => Reply::text(format!("Wrote {t}/codex.txt.")).usage(1100, 20),
+        }
+    });
+    let codex = cli("codex");
+    let args = codex_args(&server, &codex, &["-j", "4", "--prompt", "Leave a note", "--json"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&env, &repo, &args, &server.codex_env(&env.path().join("home")));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let id = job["id"].as_str().expect("id").to_owned();
+    let ib = job["integration_branch"].as_str().expect("branch");
+    let mut sum = 0.0;
+    for t in ["a", "b", "c", "d"] {
+        let row = task(&job, t);
+        assert_eq!(row["shown"], "merged", "{row:#}");
+        assert_eq!(env.git(&repo, &["show", &format!("{ib}:{t}/codex.txt")]), format!("by codex in {t}"));
+        let done = logged(&env, &repo, &format!("{id}/{t}"), "turn.completed");
+        assert_eq!(done.len(), 1, "one turn");
+        let cu = &done[0]["usage"];
+        let u = &row["usage"];
+        let cached = cu["cached_input_tokens"].as_u64().expect("cached");
+        let input = cu["input_tokens"].as_u64().expect("input") - cached;
+        let output = cu["output_tokens"].as_u64().expect("output");
+        assert_eq!(u["input_tokens"], input, "{row:#}");
+        assert_eq!(u["output_tokens"], output);
+        assert_eq!(u["cache_read_tokens"], cached);
+        assert_eq!(cached, 200);
+        let priced = (input as f64 * 1.25 + output as f64 * 10.0 + cached as f64 * 0.125) / 1e6;
+        let cost = u["cost_usd"].as_f64().expect("a cost from the price table");
+        assert!((cost - priced).abs() < 1e-12, "{cost} vs {priced}");
+        let threads = logged(&env, &repo, &format!("{id}/{t}"), "thread.started");
+        assert_eq!(row["session"], threads[0]["thread_id"]);
+        sum += cost;
+    }
+    let job_cost = job["usage"]["cost_usd"].as_f64().expect("job cost");
+    assert!((job_cost - sum).abs() < 1e-9, "{job_cost} vs {sum}");
+}
+
+/// A Codex task whose check fails after turn 1 resumes the same thread (`codex exec resume`)
+/// in turn 2 with the failure as its prompt, and merges.
+#[test]
+fn a_second_codex_turn_resumes_the_same_thread() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    server.respond(|req, _| {
+        let fix = req.text().contains("Fix it, in this workspace.");
+        match (fix, req.tool_results().len()) {
+            (false, 0) => Reply::exec("echo one > a/first.txt"),
+            (true, 1) => Reply::exec("echo two > a/second.txt"),
+            _ => Reply::text("Done."),
+        }
+    });
+    let codex = cli("codex");
+    let args = codex_args(
+        &server,
+        &codex,
+        &["--prompt", "Work", "--check", "test -e a/second.txt", "--max-turns", "2", "--json"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&env, &repo, &args, &server.codex_env(&env.path().join("home")));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["turns"], 2);
+    let id = job["id"].as_str().expect("id");
+    let threads = logged(&env, &repo, &format!("{id}/a"), "thread.started");
+    assert_eq!(threads.len(), 2, "one thread.started a turn");
+    assert_eq!(threads[0]["thread_id"], threads[1]["thread_id"], "turn 2 resumed turn 1's thread");
+    assert_eq!(a["session"], threads[0]["thread_id"]);
+    let turn2: Vec<_> = server
+        .model_requests()
+        .into_iter()
+        .filter(|r| r.text().contains("Fix it, in this workspace."))
+        .collect();
+    assert!(!turn2.is_empty());
+    assert!(turn2[0].text().contains("echo one > a/first.txt"), "turn 1 is in the resumed context");
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/second.txt")]), "two");
+}
