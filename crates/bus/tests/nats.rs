@@ -257,7 +257,7 @@ async fn hostile_assignments_are_terminated_naming_the_field() {
     use prost::Message;
     let s = nats_server();
     let worker = NatsBus::connect(config(&s), "worker-1").await.expect("connect");
-    let coord = NatsBus::connect(config(&s), "coordinator").await.expect("connect");
+    let coord = coordinator(&s, "c1").await;
     let client = async_nats::connect(&s.url).await.expect("raw client");
     let js = async_nats::jetstream::new(client);
     let valid = || {
