@@ -12,8 +12,8 @@
 use std::path::{Component, Path};
 use std::time::Duration;
 
-use grove_core::names::{self, NameError};
 use grove_core::agents::{AgentDefinition, Format};
+use grove_core::names::{self, NameError};
 use grove_core::spec::{AgentKind, AgentSpec, KeepWorktrees};
 use grove_core::task::{Assignment, EventKind, LogChunk, Redo, Retry, TaskEvent, TaskOutcome, WorkerInfo};
 use grove_core::usage::{Budget, Cap, Price, SessionRef, TurnOutcome, TurnReport, Usage};
