@@ -163,7 +163,7 @@ fn a_custom_agents_body_and_model_reach_claude() {
             "sh",
             "{prompt}",
         ],
-        &server.claude_env(&env.path().join("home")),
+        &listed(server.claude_env(&env.path().join("home"))),
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let job = run.json();
@@ -215,7 +215,7 @@ fn a_custom_agent_runs_with_the_claude_adapter() {
             "Review your folder",
             "--json",
         ],
-        &server.claude_env(&env.path().join("home")),
+        &listed(server.claude_env(&env.path().join("home"))),
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let job = run.json();
@@ -233,4 +233,12 @@ fn a_custom_agent_runs_with_the_claude_adapter() {
     }
     let ib = job["integration_branch"].as_str().expect("branch");
     assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/review.txt")]), "REVIEWED");
+}
+
+/// `vars` for grove, with `GROVE_AGENT_ENV` naming them all: a `command` agent gets only the
+/// variables it is told to (its environment is otherwise grove's allow-list).
+fn listed(mut vars: Vec<(String, String)>) -> Vec<(String, String)> {
+    let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
+    vars.push(("GROVE_AGENT_ENV".to_owned(), names.join(",")));
+    vars
 }

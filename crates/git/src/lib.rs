@@ -42,4 +42,6 @@ pub type Oid = String;
 #[cfg(test)]
 mod hostile;
 #[cfg(test)]
+mod merge_props;
+#[cfg(test)]
 mod testutil;

@@ -45,7 +45,9 @@ pub async fn cmd_merge(home: PathBuf, args: MergeArgs) -> anyhow::Result<ExitCod
         let left = job.tasks.iter().filter(|t| !is_over(&t.state)).count();
         return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
     }
-    let emb = Embedded::open(home, None).await?;
+    let mut emb = Embedded::open(home, None).await?;
+    // Redos run here: the builtin adapters' own credentials from this environment.
+    emb.credentials(&Default::default())?;
     let coord = emb.coordinator.clone();
     let job = coord.store.job_or_latest(args.job.as_deref())?;
     coord.approve_merge(&job.id)?;

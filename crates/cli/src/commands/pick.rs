@@ -46,7 +46,9 @@ pub async fn cmd_pick(home: PathBuf, args: PickArgs) -> anyhow::Result<ExitCode>
         let left = job.tasks.iter().filter(|t| !super::merge::is_over(&t.state)).count();
         return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
     }
-    let emb = Embedded::open(home, None).await?;
+    let mut emb = Embedded::open(home, None).await?;
+    // Redos run here: the builtin adapters' own credentials from this environment.
+    emb.credentials(&Default::default())?;
     let coord = emb.coordinator.clone();
     let (job, task, _) = grove_coordinator::review::variants_of(&coord.store, &args.task)?;
     coord.pick(&job.id, &task, &args.variant)?;

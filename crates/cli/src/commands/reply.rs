@@ -33,6 +33,9 @@ pub struct ReplyArgs {
     pub tls: crate::remote::Tls,
     #[command(flatten)]
     pub follow: crate::remote::Follow,
+    /// The credentials of this process's workers' agents, when the task runs here
+    #[command(flatten)]
+    pub agent_env: crate::secrets::AgentEnvArgs,
 }
 
 pub async fn cmd_reply(home: PathBuf, args: ReplyArgs) -> anyhow::Result<ExitCode> {
@@ -47,7 +50,8 @@ pub async fn cmd_reply(home: PathBuf, args: ReplyArgs) -> anyhow::Result<ExitCod
         let left = job.tasks.iter().filter(|t| !super::merge::is_over(&t.state)).count();
         return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
     }
-    let emb = Embedded::open(home, None).await?;
+    let mut emb = Embedded::open(home, None).await?;
+    emb.credentials(&args.agent_env)?;
     let coord = emb.coordinator.clone();
     let task = coord.store.find_task(&args.task)?;
     tokio::task::block_in_place(|| coord.reply(&task.job, &task.slug, &args.answer))?;
