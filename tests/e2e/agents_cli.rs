@@ -256,12 +256,12 @@ fn opencode_writes_files_in_four_worktrees_and_they_merge() {
             "Leave a note in your folder",
             "--json",
             "--",
+            "sh",
+            "-c",
+            // Each OpenCode keeps its state (a SQLite database it sets up on first start) in a
+            // folder of its own: four first starts on one fresh database race.
+            r#"d="$HOME/opencode-state/$GROVE_TASK"; XDG_DATA_HOME="$d/data" XDG_STATE_HOME="$d/state" XDG_CACHE_HOME="$d/cache" exec "$0" run --format json -m anthropic/claude-sonnet-4-5 "$1""#,
             opencode.to_str().expect("utf-8 path"),
-            "run",
-            "--format",
-            "json",
-            "-m",
-            "anthropic/claude-sonnet-4-5",
             "{prompt} (task {task})",
         ],
         &listed(server.opencode_env(&env.path().join("home"))),
