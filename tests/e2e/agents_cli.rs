@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use grove_tests::model_server::{Api, ModelServer, Reply};
 
-use crate::harness::{Env, task};
+use crate::harness::{Env, listed, task};
 
 /// A repository of four folders, one task each with `--split dirs`.
 fn four_dirs(env: &Env) -> PathBuf {
@@ -287,14 +287,6 @@ fn opencode_writes_files_in_four_worktrees_and_they_merge() {
 
 /// Run `cli args` in a fresh folder of `env` with `vars` (and PATH), stdin closed:
 /// (exit code, stdout, stderr).
-/// `vars` for grove, with `GROVE_AGENT_ENV` naming them all: a `command` agent gets only the
-/// variables it is told to (its environment is otherwise grove's allow-list).
-fn listed(mut vars: Vec<(String, String)>) -> Vec<(String, String)> {
-    let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
-    vars.push(("GROVE_AGENT_ENV".to_owned(), names.join(",")));
-    vars
-}
-
 fn run_cli(env: &Env, cli: &str, args: &[&str], vars: &[(String, String)]) -> (i32, String, String) {
     let ws = env.path().join("ws");
     std::fs::create_dir_all(&ws).expect("mkdir ws");

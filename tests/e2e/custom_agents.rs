@@ -4,7 +4,7 @@
 
 use grove_tests::model_server::{ModelServer, Reply};
 
-use crate::harness::{Env, task};
+use crate::harness::{Env, listed, task};
 
 const REVIEW: &str = "---\ndescription: Reviews a change and leaves notes\nname: Reviewer\n\
 tools: ['read', 'edit']\nmodel: claude-review-model\n---\n\nYou are the review agent. Sign every note with REVIEWED.\n";
@@ -233,12 +233,4 @@ fn a_custom_agent_runs_with_the_claude_adapter() {
     }
     let ib = job["integration_branch"].as_str().expect("branch");
     assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/review.txt")]), "REVIEWED");
-}
-
-/// `vars` for grove, with `GROVE_AGENT_ENV` naming them all: a `command` agent gets only the
-/// variables it is told to (its environment is otherwise grove's allow-list).
-fn listed(mut vars: Vec<(String, String)>) -> Vec<(String, String)> {
-    let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
-    vars.push(("GROVE_AGENT_ENV".to_owned(), names.join(",")));
-    vars
 }

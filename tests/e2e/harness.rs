@@ -124,3 +124,11 @@ pub fn task<'a>(job: &'a serde_json::Value, slug: &str) -> &'a serde_json::Value
         .and_then(|ts| ts.iter().find(|t| t["task"] == slug))
         .unwrap_or_else(|| panic!("no task {slug} in {job:#}"))
 }
+
+/// `vars` for grove, with `GROVE_AGENT_ENV` naming them all: a `command` agent gets only the
+/// variables it is told to (its environment is otherwise grove's allow-list).
+pub fn listed(mut vars: Vec<(String, String)>) -> Vec<(String, String)> {
+    let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
+    vars.push(("GROVE_AGENT_ENV".to_owned(), names.join(",")));
+    vars
+}

@@ -134,21 +134,19 @@ pub fn adapter_settings(adapter: &str) -> &'static [&'static str] {
 
 /// Every adapter's setting names, once each.
 pub fn known_settings() -> Vec<&'static str> {
-    let mut all: Vec<&str> = ["claude", "codex", "copilot", "gemini", "aider", "opencode"]
-        .into_iter()
-        .flat_map(adapter_settings)
-        .copied()
-        .collect();
-    all.sort_unstable();
-    all.dedup();
-    all
+    every_adapters(adapter_settings)
 }
 
 /// Every adapter's credential names, once each.
 pub fn known_credentials() -> Vec<&'static str> {
+    every_adapters(adapter_credentials)
+}
+
+/// The names `of` gives for every builtin adapter, sorted, once each.
+fn every_adapters(of: fn(&str) -> &'static [&'static str]) -> Vec<&'static str> {
     let mut all: Vec<&str> = ["claude", "codex", "copilot", "gemini", "aider", "opencode"]
         .into_iter()
-        .flat_map(adapter_credentials)
+        .flat_map(of)
         .copied()
         .collect();
     all.sort_unstable();
