@@ -13,6 +13,7 @@ mod daemon;
 mod distributed;
 mod faults;
 mod gc;
+mod handoff;
 mod harness;
 mod hostile;
 mod kube;

@@ -175,14 +175,17 @@ impl Request {
 
     /// The directory the CLI says it works in: Claude Code's "Primary working directory: "
     /// line, Codex's `<cwd>` element, or the first of Gemini CLI's "Workspace Directories".
+    /// The last one named: a session resumed elsewhere still carries its earlier one.
     pub fn workdir(&self) -> Option<String> {
         let text = self.text();
         let markers =
             ["Primary working directory: ", "**Workspace Directories:**\n  - ", "  Working directory: "];
         for marker in markers {
-            if let Some(i) = text.find(marker) {
+            if let Some(i) = text.rfind(marker) {
                 let rest = &text[i + marker.len()..];
-                return Some(rest.lines().next().unwrap_or("").trim().to_owned());
+                // Claude Code names a resumed session's old folder: "X (was Y)".
+                let line = rest.lines().next().unwrap_or("");
+                return Some(line.split(" (was ").next().unwrap_or(line).trim().to_owned());
             }
         }
         let i = text.find("<cwd>")?;

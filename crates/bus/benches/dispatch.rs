@@ -46,6 +46,7 @@ fn assignment(job: &JobId, i: usize) -> Assignment {
         budget: Default::default(),
         session: None,
         reply: None,
+        carried: Vec::new(),
         prices: Default::default(),
     }
 }

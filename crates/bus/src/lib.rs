@@ -337,6 +337,7 @@ mod tests {
             budget: Default::default(),
             session: None,
             reply: None,
+            carried: Vec::new(),
             prices: Default::default(),
         }
     }

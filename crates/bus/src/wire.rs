@@ -287,6 +287,11 @@ pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
         }),
         reply: a.reply.clone(),
         prices: a.prices.iter().map(|(m, p)| (m.clone(), price_pb(p))).collect(),
+        carried: a
+            .carried
+            .iter()
+            .map(|c| pb::CarriedFile { path: c.path.clone(), data: c.data.clone(), mode: c.mode })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -458,6 +463,16 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
         c.text("check", check, limits::COMMAND_TEXT)?;
     }
     c.repo_paths("ignored_files", &m.ignored_files, limits::IGNORED_FILES)?;
+    let carried_paths: Vec<String> = m.carried.iter().map(|f| f.path.clone()).collect();
+    c.repo_paths("carried", &carried_paths, limits::IGNORED_FILES)?;
+    let carried_bytes: usize = m.carried.iter().map(|f| f.data.len()).sum();
+    if carried_bytes > grove_core::task::CARRIED_MAX {
+        return Err(field(
+            W,
+            "carried",
+            format!("{carried_bytes} bytes is more than {}", grove_core::task::CARRIED_MAX),
+        ));
+    }
     let port_base = u16::try_from(m.port_base).map_err(|e| field(W, "port_base", e))?;
     let port_count = u16::try_from(m.port_count).map_err(|e| field(W, "port_count", e))?;
     if port_base == 0 || port_count == 0 || u32::from(port_base) + u32::from(port_count) > 65536 {
@@ -550,6 +565,11 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
                     },
                 )
             })
+            .collect(),
+        carried: m
+            .carried
+            .into_iter()
+            .map(|f| grove_core::task::Carried { path: f.path, data: f.data, mode: f.mode & 0o777 })
             .collect(),
     })
 }
@@ -860,6 +880,11 @@ pub(crate) mod tests {
             )]
             .into_iter()
             .collect(),
+            carried: vec![grove_core::task::Carried {
+                path: ".env".into(),
+                data: b"TOKEN=1\n".to_vec(),
+                mode: 0o600,
+            }],
         }
     }
 
@@ -993,6 +1018,19 @@ pub(crate) mod tests {
             ("files", Box::new(|m| m.files = vec!["a".into(); limits::FILES + 1])),
             ("ignored_files", Box::new(|m| m.ignored_files = vec![".git/hooks/pre-commit".into()])),
             ("ignored_files", Box::new(|m| m.ignored_files = vec!["../../.ssh/id_rsa".into()])),
+            (
+                "carried",
+                Box::new(|m| {
+                    m.carried = vec![pb::CarriedFile { path: "../.bashrc".into(), data: vec![], mode: 0o644 }]
+                }),
+            ),
+            (
+                "carried",
+                Box::new(|m| {
+                    m.carried =
+                        vec![pb::CarriedFile { path: "big".into(), data: vec![0; 600 << 10], mode: 0o644 }]
+                }),
+            ),
             ("prompt", Box::new(|m| m.prompt = "x".repeat(limits::PROMPT + 1))),
             ("agent.kind", Box::new(|m| m.agent.as_mut().expect("agent").kind = "rm-rf".into())),
             ("agent.command", Box::new(|m| m.agent.as_mut().expect("agent").command = vec![])),

@@ -66,6 +66,7 @@ fn assignment(task: &str, attempt: u32) -> Assignment {
         budget: Default::default(),
         session: None,
         reply: None,
+        carried: Vec::new(),
         prices: Default::default(),
     }
 }

@@ -135,6 +135,17 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
         .iter()
         .map(|t| -> anyhow::Result<TaskRow> {
             Ok(TaskRow {
+                handoffs: t
+                    .handoffs
+                    .iter()
+                    .map(|h| grove_coordinator::store::HandoffRow {
+                        slug: t.slug.clone(),
+                        at: h.at,
+                        way: h.way.clone(),
+                        place: h.place.clone(),
+                        attempt: h.attempt,
+                    })
+                    .collect(),
                 job: id.clone(),
                 slug: t.slug.clone(),
                 ord: t.order,

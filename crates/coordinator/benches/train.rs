@@ -167,6 +167,7 @@ fn job_row(job: &JobId, repo: &Path, base: &str, integration: &str) -> JobRow {
 fn task_row(job: &JobId, i: usize, tip: &str) -> TaskRow {
     let slug = format!("m{i:03}");
     TaskRow {
+        handoffs: Vec::new(),
         job: job.clone(),
         branch: format!("grove/{job}/{slug}"),
         title: slug.clone(),

@@ -129,6 +129,57 @@ impl Daemon {
         Ok(self.coord.store.job(job.id.as_str())?)
     }
 
+    /// A hand-off (`grove handoff`): a new one-task job on the snapshot, or, for a pulled task
+    /// handed back, its next attempt. Returns the job and the task's slug.
+    pub async fn handoff(
+        self: &Arc<Self>,
+        inc: crate::handoff::Incoming,
+    ) -> Result<(JobRow, String), CoordError> {
+        let (job, slug) = match inc.task.clone() {
+            None => {
+                let spec = JobSpec::from_toml("hand-off", &inc.spec_toml)?;
+                let coord = self.coord.clone();
+                tokio::task::spawn_blocking(move || {
+                    let p = crate::submit::prepare(
+                        &coord.git,
+                        &coord.layout,
+                        spec,
+                        Some(("hand-off", &inc.spec_toml)),
+                        &inc.base_dir,
+                    )?;
+                    let (job, tasks) = coord.submit(p)?;
+                    let slug = match tasks.as_slice() {
+                        [t] => t.slug.clone(),
+                        _ => {
+                            return Err(CoordError::Refused {
+                                task: job.id.to_string(),
+                                why: format!("a hand-off is one task; the spec made {}", tasks.len()),
+                            });
+                        }
+                    };
+                    coord.receive(&job, &slug, &inc, 1)?;
+                    Ok((job.id, slug))
+                })
+                .await
+                .map_err(|e| CoordError::Io {
+                    what: "a hand-off".into(),
+                    source: std::io::Error::other(e),
+                })??
+            }
+            Some(name) => {
+                let t = self.coord.store.find_task(&name)?;
+                let slug = t.slug.clone();
+                let s2 = slug.clone();
+                self.with_job(&t.job, move |c, job| c.hand_back(job, &s2, &inc)).await?;
+                (t.job, slug)
+            }
+        };
+        let only: BTreeSet<String> = [slug.clone()].into_iter().collect();
+        self.coord.dispatch_pending(&job, Some(&only), &self.notes).await?;
+        self.kick(&job);
+        Ok((self.coord.store.job(job.as_str())?, slug))
+    }
+
     /// Validate and plan a job as `submit` would, recording nothing.
     pub async fn plan(
         &self,

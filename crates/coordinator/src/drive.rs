@@ -234,7 +234,9 @@ impl Coordinator {
                 local_in_flight += 1;
             }
             self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
-            self.bus.dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent)).await?;
+            self.bus
+                .dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent, &placed.pool))
+                .await?;
             self.store.set_on_bus(job, &t.slug, attempt)?;
             dispatched.insert(t.slug.clone());
             let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
@@ -274,7 +276,7 @@ impl Coordinator {
         let job_spent = self.job_spent(job)?;
         for t in self.store.tasks(job)?.iter().filter(|t| slugs.contains(&t.slug)) {
             let pool = t.placed.clone().unwrap_or_else(|| t.pool.clone());
-            self.bus.dispatch(&pool, self.assignment(&row, t, t.attempt, job_spent)).await?;
+            self.bus.dispatch(&pool, self.assignment(&row, t, t.attempt, job_spent, &pool)).await?;
             self.store.set_on_bus(job, &t.slug, t.attempt)?;
         }
         Ok(slugs)
@@ -443,9 +445,10 @@ impl Coordinator {
                     // A job that had ended (a review verb moved its train) is followed again.
                     crate::train::block_on(self.bus.follow(std::slice::from_ref(job)))??;
                     let job_spent = self.job_spent(job)?;
-                    crate::train::block_on(
-                        self.bus.dispatch(&placed.pool, self.assignment(&row, &t, attempt, job_spent)),
-                    )??;
+                    crate::train::block_on(self.bus.dispatch(
+                        &placed.pool,
+                        self.assignment(&row, &t, attempt, job_spent, &placed.pool),
+                    ))??;
                     self.store.set_on_bus(job, &t.slug, attempt)?;
                     let _ = notes.send(n.clone());
                     let _ = notes.send(Note::Dispatched { job: job.clone(), task: t.slug.clone(), attempt });
@@ -540,8 +543,16 @@ impl Coordinator {
 impl Coordinator {
     /// Attempt `attempt` of `t`, as a worker gets it; `job_spent` is what the job's agents
     /// spent so far.
-    pub(crate) fn assignment(&self, job: &JobRow, t: &TaskRow, attempt: u32, job_spent: f64) -> Assignment {
+    pub(crate) fn assignment(
+        &self,
+        job: &JobRow,
+        t: &TaskRow,
+        attempt: u32,
+        job_spent: f64,
+        pool: &str,
+    ) -> Assignment {
         let mut a = assignment(job, t, attempt, job_spent);
+        a.carried = self.carried_for(job, t, pool);
         if let Some(base) = &self.git_url {
             a.remote = crate::githttp::mirror_url(base, std::path::Path::new(&job.mirror));
         }
@@ -621,6 +632,7 @@ pub(crate) fn assignment(job: &JobRow, t: &TaskRow, attempt: u32, job_spent: f64
             .map(|(id, agent)| grove_core::usage::SessionRef { agent, id, total: t.agent.session_total }),
         reply: t.agent.reply.clone(),
         prices: spec.prices.clone(),
+        carried: Vec::new(),
     }
 }
 

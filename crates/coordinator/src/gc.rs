@@ -655,6 +655,7 @@ mod tests {
 
     fn task(slug: &str, state: TaskState, merge: MergeState) -> TaskRow {
         TaskRow {
+            handoffs: Vec::new(),
             job: JobId::parse("j-0001").expect("id"),
             slug: slug.into(),
             ord: 0,

@@ -32,6 +32,8 @@ impl Api {
 
 /// The largest request the API reads (a job spec is a few KiB).
 pub const MAX_REQUEST: usize = 2 << 20;
+/// The most bytes of files (ignored files and a session's transcript) one hand-off carries.
+pub const HANDOFF_MAX: usize = 256 << 20;
 /// The largest job spec a request may carry.
 pub const MAX_SPEC: usize = 1 << 20;
 /// Tasks one discard may name.
@@ -277,6 +279,16 @@ pub fn task_pb(t: &TaskRow) -> pb::Task {
         held: t.agent.held.clone(),
         parks: t.train.parks,
         parked_secs: t.train.parked_secs,
+        handoffs: t
+            .handoffs
+            .iter()
+            .map(|h| pb::HandoffEvent {
+                at: h.at,
+                way: h.way.clone(),
+                place: h.place.clone(),
+                attempt: h.attempt,
+            })
+            .collect(),
     }
 }
 
@@ -895,6 +907,227 @@ impl CoordinatorApi for Api {
         tokio::spawn(async move {
             for c in chunks {
                 if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn handoff(
+        &self,
+        req: Request<tonic::Streaming<pb::HandoffPiece>>,
+    ) -> Result<Response<pb::HandoffReply>, Status> {
+        use pb::handoff_piece::Piece;
+        use sha2::Digest;
+        let caller = allow(&req, Scope::Submit, "Handoff")?;
+        let mut stream = req.into_inner();
+        let (mut header, mut sum) = (None::<pb::HandoffHeader>, None::<String>);
+        let mut files: Vec<pb::HandoffFile> = Vec::new();
+        let (mut hasher, mut total, mut open) = (sha2::Sha256::new(), 0usize, false);
+        while let Some(piece) = stream.message().await? {
+            match piece.piece {
+                Some(Piece::Header(h)) if header.is_none() && files.is_empty() => header = Some(h),
+                Some(Piece::File(f)) if header.is_some() && sum.is_none() => {
+                    hasher.update(f.name.as_bytes());
+                    hasher.update(&f.data);
+                    total += f.data.len();
+                    if total > HANDOFF_MAX {
+                        return Err(Status::invalid_argument(format!(
+                            "a hand-off carries at most {HANDOFF_MAX} bytes of files"
+                        )));
+                    }
+                    let more = f.more;
+                    match files.last_mut() {
+                        Some(last) if open && last.name == f.name && last.kind == f.kind => {
+                            last.data.extend_from_slice(&f.data)
+                        }
+                        _ => files.push(f),
+                    }
+                    open = more;
+                }
+                Some(Piece::Sha256(s)) if header.is_some() && sum.is_none() => sum = Some(s),
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "hand-off pieces out of order: a header, files, a checksum",
+                    ));
+                }
+            }
+        }
+        let h = header.ok_or_else(|| Status::invalid_argument("a hand-off without a header"))?;
+        let want = format!("{:x}", hasher.finalize());
+        if sum.as_deref() != Some(want.as_str()) {
+            return Err(Status::data_loss(format!(
+                "the hand-off's checksum does not match (sent {}, received {want}): nothing was recorded",
+                sum.as_deref().unwrap_or("none")
+            )));
+        }
+        grove_core::names::check_commit_id(&h.snapshot, "snapshot")
+            .map_err(|e| Status::invalid_argument(format!("snapshot: {e}")))?;
+        let repo = PathBuf::from(&h.repo);
+        if !repo.is_absolute() || h.repo.split('/').any(|c| c == "..") {
+            return Err(Status::invalid_argument(format!("repo: {:?} is not an absolute path", h.repo)));
+        }
+        if h.from.len() > 4096 || h.spec_toml.len() > MAX_SPEC {
+            return Err(Status::invalid_argument("from or spec_toml: too long"));
+        }
+        let session = match &h.session {
+            Some(s) => {
+                let kind: grove_core::spec::AgentKind =
+                    s.agent.parse().map_err(|e| Status::invalid_argument(format!("session.agent: {e}")))?;
+                if s.id.is_empty()
+                    || s.id.len() > 200
+                    || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "session.id: {:?} is not a session id",
+                        s.id
+                    )));
+                }
+                Some((kind.as_str().to_owned(), s.id.clone()))
+            }
+            None => None,
+        };
+        let mut inc = crate::handoff::Incoming {
+            spec_toml: h.spec_toml,
+            base_dir: PathBuf::from(h.base_dir),
+            snapshot: h.snapshot,
+            repo,
+            session,
+            task: (!h.task.is_empty()).then_some(h.task),
+            prompt: h.prompt.filter(|p| !p.trim().is_empty()),
+            from: h.from,
+            ..Default::default()
+        };
+        let mut carried = 0;
+        for f in files {
+            let bad = |why: String| Status::invalid_argument(format!("file {:?}: {why}", f.name));
+            if f.name.is_empty() || f.name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                return Err(bad("not a relative path".into()));
+            }
+            match f.kind.as_str() {
+                "ignored" => {
+                    grove_core::spec::check_repo_path(&f.name).map_err(|w| bad(w.to_string()))?;
+                    carried += f.data.len();
+                    if carried > grove_core::task::CARRIED_MAX {
+                        return Err(bad(format!(
+                            "more than {} bytes of ignored files in all",
+                            grove_core::task::CARRIED_MAX
+                        )));
+                    }
+                    inc.ignored.push(grove_core::task::Carried {
+                        path: f.name,
+                        data: f.data,
+                        mode: f.mode & 0o777,
+                    });
+                }
+                "session" => inc.transcript.push((f.name, f.data)),
+                other => return Err(bad(format!("unknown kind {other:?}"))),
+            }
+        }
+        if let Some(name) = &inc.task {
+            task_field("task", name)?;
+            let t = self.task(name)?;
+            allow_job(&self.daemon.coord.store, &caller, &t.job, "Handoff")?;
+        }
+        let new = inc.task.is_none();
+        let (job, task) = self.daemon.handoff(inc).await.map_err(status)?;
+        if new && let Some(owner) = &caller.name {
+            self.daemon.coord.store.set_owner(&job.id, owner).map_err(|e| status(e.into()))?;
+        }
+        Ok(Response::new(pb::HandoffReply { job: Some(self.job(job.id.as_str())?), task }))
+    }
+
+    type PullTaskStream = ReceiverStream<Result<pb::HandoffPiece, Status>>;
+
+    async fn pull_task(
+        &self,
+        req: Request<pb::PullRequest>,
+    ) -> Result<Response<Self::PullTaskStream>, Status> {
+        use pb::handoff_piece::Piece;
+        use sha2::Digest;
+        let caller = allow(&req, Scope::Submit, "PullTask")?;
+        let r = req.into_inner();
+        if r.into.len() > 4096 {
+            return Err(Status::invalid_argument("into: too long"));
+        }
+        let mut t = self.task(&r.task)?;
+        allow_job(&self.daemon.coord.store, &caller, &t.job, "PullTask")?;
+        let active = |t: &TaskRow| {
+            matches!(
+                t.state,
+                grove_core::TaskState::Queued
+                    | grove_core::TaskState::Preparing
+                    | grove_core::TaskState::Running
+                    | grove_core::TaskState::Checking
+            )
+        };
+        if r.stop && active(&t) {
+            self.daemon.cancel_task(&t).await.map_err(status)?;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+            while active(&t) {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(Status::deadline_exceeded(format!(
+                        "{}/{} did not stop within 2 minutes; try again",
+                        t.job, t.slug
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                t = self.task(&format!("{}/{}", t.job, t.slug))?;
+            }
+        }
+        let coord = self.daemon.coord.clone();
+        let t2 = t.clone();
+        let pulled = tokio::task::spawn_blocking(move || crate::handoff::pulled(&coord, &t2))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        let store = &self.daemon.coord.store;
+        store.add_handoff(&t.job, &t.slug, "pull", &r.into, t.attempt).map_err(|e| status(e.into()))?;
+        let mut pieces = vec![Piece::Header(pb::HandoffHeader {
+            job: t.job.to_string(),
+            task: t.slug.clone(),
+            branch: t.branch.clone(),
+            head: pulled.head.clone(),
+            base: pulled.base.clone(),
+            session: pulled.session.as_ref().map(|(agent, id)| pb::Session {
+                agent: agent.clone(),
+                id: id.clone(),
+                total: None,
+            }),
+            ..Default::default()
+        })];
+        let mut hasher = sha2::Sha256::new();
+        let files = pulled
+            .ignored
+            .into_iter()
+            .map(|c| ("ignored", c.path, c.data, c.mode))
+            .chain(pulled.transcript.into_iter().map(|(n, d)| ("session", n, d, 0o600)));
+        for (kind, name, data, mode) in files {
+            let chunks: Vec<&[u8]> =
+                if data.is_empty() { vec![&[][..]] } else { data.chunks(PIECE).collect() };
+            let n = chunks.len();
+            for (i, c) in chunks.into_iter().enumerate() {
+                hasher.update(name.as_bytes());
+                hasher.update(c);
+                pieces.push(Piece::File(pb::HandoffFile {
+                    kind: kind.into(),
+                    name: name.clone(),
+                    data: c.to_vec(),
+                    mode,
+                    more: i + 1 < n,
+                }));
+            }
+        }
+        for c in pulled.bundle.chunks(PIECE) {
+            hasher.update(c);
+            pieces.push(Piece::Bundle(c.to_vec()));
+        }
+        pieces.push(Piece::Sha256(format!("{:x}", hasher.finalize())));
+        let (tx, out) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for p in pieces {
+                if tx.send(Ok(pb::HandoffPiece { piece: Some(p) })).await.is_err() {
                     return;
                 }
             }

@@ -15,6 +15,7 @@ pub mod drive;
 pub mod gc;
 pub mod githttp;
 pub mod grpc;
+pub mod handoff;
 pub mod home;
 pub mod journal;
 pub mod launch;

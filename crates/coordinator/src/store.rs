@@ -130,6 +130,15 @@ CREATE TABLE IF NOT EXISTS job_owners (
 CREATE INDEX IF NOT EXISTS tasks_by_slug ON tasks(slug);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(job, state);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS handoffs (
+    job TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    way TEXT NOT NULL,
+    place TEXT NOT NULL,
+    attempt INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS handoffs_by_job ON handoffs(job, slug);
 CREATE TABLE IF NOT EXISTS notes (
     job TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -192,6 +201,19 @@ pub struct JobRow {
     pub train: JobTrain,
     /// When `grove gc` removed the job's worktrees and run dirs (seconds since the epoch).
     pub collected_at: Option<i64>,
+}
+
+/// One move of a task's work (`grove handoff`, `grove pull`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffRow {
+    pub slug: String,
+    /// Seconds since the epoch.
+    pub at: i64,
+    /// `handoff` or `pull`.
+    pub way: String,
+    /// host:folder it came from or went to.
+    pub place: String,
+    pub attempt: u32,
 }
 
 /// Where a job's merge train stands.
@@ -301,6 +323,8 @@ pub struct TaskRow {
     pub conflict_paths: Vec<String>,
     pub train: TaskTrain,
     pub agent: TaskAgent,
+    /// Where its work went (`grove handoff`, `grove pull`), oldest first.
+    pub handoffs: Vec<HandoffRow>,
 }
 
 /// What a task's agent spent and where its session stands (builtin CLI adapters).
@@ -576,7 +600,13 @@ impl Store {
 
     /// A job's tasks, in order.
     pub fn tasks(&self, job: &JobId) -> Result<Vec<TaskRow>, StoreError> {
-        self.select_tasks(job, None)
+        let mut tasks = self.select_tasks(job, None)?;
+        for h in self.handoffs(job)? {
+            if let Some(t) = tasks.iter_mut().find(|t| t.slug == h.slug) {
+                t.handoffs.push(h);
+            }
+        }
+        Ok(tasks)
     }
 
     /// One task of a job (an event's, say), without reading the others.
@@ -1049,6 +1079,80 @@ impl Store {
         Ok(())
     }
 
+    /// A hand-off names the task's session (adapter, id) and the first prompt of the attempt
+    /// that resumes it.
+    pub fn set_handoff(
+        &self,
+        job: &JobId,
+        slug: &str,
+        session: Option<(&str, &str)>,
+        prompt: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tasks SET session = COALESCE(?3, session), session_agent = COALESCE(?4, session_agent),
+                   reply = CASE WHEN ?3 IS NULL THEN reply ELSE ?5 END, updated_at = ?6
+                   WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, session.map(|s| s.1), session.map(|s| s.0), prompt, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A task handed back: queued again as its next attempt, its branch kept (and its job
+    /// running again).
+    pub fn requeue(&self, job: &JobId, slug: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE tasks SET state = 'queued', merge_state = 'pending', reason = NULL, merge_commit = NULL,
+                   merge_seq = NULL, question = NULL, retry_at = NULL, held = NULL, on_bus = 0,
+                   updated_at = ?3 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug, now()],
+            )?;
+            tx.execute("UPDATE jobs SET state = 'running' WHERE id = ?1", params![job.as_str()])?;
+            tx.commit()
+        })?;
+        Ok(())
+    }
+
+    /// One move of a task's work: `way` is `handoff` (from `place`) or `pull` (into `place`).
+    pub fn add_handoff(
+        &self,
+        job: &JobId,
+        slug: &str,
+        way: &str,
+        place: &str,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO handoffs (job, slug, at, way, place, attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![job.as_str(), slug, now(), way, place, attempt],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The moves of the job's tasks' work, oldest first: (slug, at, way, place, attempt).
+    pub fn handoffs(&self, job: &JobId) -> Result<Vec<HandoffRow>, StoreError> {
+        self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT slug, at, way, place, attempt FROM handoffs WHERE job = ?1 ORDER BY rowid",
+            )?;
+            let rows = q.query_map(params![job.as_str()], |r| {
+                Ok(HandoffRow {
+                    slug: r.get(0)?,
+                    at: r.get(1)?,
+                    way: r.get(2)?,
+                    place: r.get(3)?,
+                    attempt: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     /// A task is not dispatched because the job is over its budget (`None`: it may go again).
     pub fn set_held(&self, job: &JobId, slug: &str, why: Option<&str>) -> Result<(), StoreError> {
         self.with(|c| {
@@ -1330,6 +1434,7 @@ impl RawTask {
     fn into_row(self, job: &JobId, s: &Store) -> Result<TaskRow, StoreError> {
         let list = |what, v: &str| serde_json::from_str::<Vec<String>>(v).map_err(|e| s.corrupt(what, e));
         Ok(TaskRow {
+            handoffs: Vec::new(),
             job: job.clone(),
             sparse: self.sparse.as_deref().map(|v| list("sparse", v)).transpose()?,
             files: list("files", &self.files)?,

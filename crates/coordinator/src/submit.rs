@@ -201,10 +201,15 @@ fn ignored_files(git: &Git, spec: &JobSpec, dir: &Path) -> Result<Vec<String>, C
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(CoordError::Io { what: format!("reading {WORKTREE_INCLUDE}"), source: e }),
     }
+    matching_ignored(git, &patterns, dir)
+}
+
+/// The git-ignored files of the working tree `dir` that match gitignore-like `patterns`.
+pub fn matching_ignored(git: &Git, patterns: &[String], dir: &Path) -> Result<Vec<String>, CoordError> {
     if patterns.is_empty() {
         return Ok(Vec::new());
     }
-    let set = gitignore_globs(&patterns)?;
+    let set = gitignore_globs(patterns)?;
     let files = worktree::ignored_files(git, dir)?;
     Ok(files.into_iter().filter(|f| set.is_match(f)).collect())
 }
@@ -329,6 +334,7 @@ fn default_name(spec: &JobSpec) -> String {
 
 fn task_row(job: &JobId, i: usize, t: &grove_core::plan::PlannedTask, pool: &str) -> TaskRow {
     TaskRow {
+        handoffs: Vec::new(),
         job: job.clone(),
         slug: t.slug.clone(),
         ord: i as u32,

@@ -175,8 +175,10 @@ impl Coordinator {
                 let attempt = t.attempt + 1;
                 let placed = self.place(&row, &tasks, t, None);
                 self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
-                if let Err(e) =
-                    self.bus.dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent)).await
+                if let Err(e) = self
+                    .bus
+                    .dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent, &placed.pool))
+                    .await
                 {
                     tracing::warn!(task = %t.slug, attempt, "dispatching again: {e}; the next tick sends it");
                     continue;

@@ -644,6 +644,7 @@ pub(crate) mod tests {
             .iter()
             .enumerate()
             .map(|(i, tip)| TaskRow {
+                handoffs: Vec::new(),
                 job: job.clone(),
                 slug: format!("m{i}"),
                 ord: i as u32,

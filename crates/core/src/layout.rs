@@ -40,6 +40,10 @@ impl Layout {
     pub fn runs(&self) -> PathBuf {
         self.home.join("runs")
     }
+    /// What hand-offs carried for a task (its ignored files), kept until the job is collected.
+    pub fn handoff(&self, job: &JobId, task: &str) -> PathBuf {
+        self.home.join("handoffs").join(job.as_str()).join(task)
+    }
     pub fn mirrors(&self) -> PathBuf {
         self.home.join("mirrors")
     }

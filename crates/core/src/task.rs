@@ -235,7 +235,24 @@ pub struct Assignment {
     pub reply: Option<String>,
     /// The job's prices over the builtin table, by model name prefix.
     pub prices: std::collections::BTreeMap<String, crate::usage::Price>,
+    /// Git-ignored files that travel with the assignment itself, for a worker that cannot read
+    /// `source_dir` (a clone elsewhere, a pod), or that were snapshot at a hand-off: written
+    /// into the workspace before `ignored_files` are copied, and never committed.
+    pub carried: Vec<Carried>,
 }
+
+/// A git-ignored file carried in an assignment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// Slash-separated, relative to the repository's top.
+    pub path: String,
+    pub data: Vec<u8>,
+    /// Permission bits (0o600, 0o755...).
+    pub mode: u32,
+}
+
+/// The most bytes of ignored files an assignment carries (a NATS message is at most 1 MiB).
+pub const CARRIED_MAX: usize = 512 << 10;
 
 /// What an agent redoing a conflicting task is told (in GROVE_CONFLICT_FILE and friends).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -73,6 +73,9 @@ pub struct Git {
     credential: Option<std::sync::Arc<SiteCredential>>,
     /// `-c key=value` given to every command (a credential helper, say).
     config: Vec<String>,
+    /// An index file of grove's own (`GIT_INDEX_FILE`), for a snapshot that must not touch
+    /// the person's index.
+    index_file: Option<PathBuf>,
 }
 
 /// A credential git may use for one site (scheme, host and port). git gets it from a credential
@@ -100,7 +103,8 @@ pub struct GitOutput {
 impl Git {
     /// Find `git` on PATH and check its version.
     pub fn detect() -> Result<Git, GitError> {
-        let git = Git { program: PathBuf::from("git"), credential: None, config: Vec::new() };
+        let git =
+            Git { program: PathBuf::from("git"), credential: None, config: Vec::new(), index_file: None };
         let out = git.run(Path::new("."), ["version"])?;
         let found = out.stdout.trim().trim_start_matches("git version ").to_owned();
         let mut nums = found.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
@@ -122,7 +126,13 @@ impl Git {
             program: self.program.clone(),
             credential: Some(std::sync::Arc::new(SiteCredential { site, credential })),
             config: self.config.clone(),
+            index_file: self.index_file.clone(),
         }
+    }
+
+    /// This git, using `index` as the index file instead of the repository's own.
+    pub fn with_index_file(&self, index: &Path) -> Git {
+        Git { index_file: Some(index.to_path_buf()), ..self.clone() }
     }
 
     /// This git, answering a remote's password prompt with the token in `file`, read afresh
@@ -173,6 +183,9 @@ impl Git {
         }
         for var in CALLER_VARS {
             cmd.env_remove(var);
+        }
+        if let Some(index) = &self.index_file {
+            cmd.env("GIT_INDEX_FILE", index);
         }
         cmd
     }

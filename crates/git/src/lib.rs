@@ -21,6 +21,7 @@ pub mod cli;
 pub mod merge;
 pub mod mirror;
 pub mod sideref;
+pub mod snapshot;
 pub mod stats;
 pub mod tree;
 pub mod worktree;

@@ -364,6 +364,7 @@ mod tests {
             budget: Default::default(),
             session: None,
             reply: None,
+            carried: Vec::new(),
             prices: Default::default(),
         }
     }

@@ -52,20 +52,16 @@ impl Workspace {
                 .map_err(|e| format!("cloning {}: {e}", a.remote))?
         };
         // A clone is what a worker elsewhere makes: it reads no path of the coordinator's
-        // machine, so the ignored files (read from the source's working tree) are not copied.
-        let copied = match a.source_dir.as_deref().filter(|s| local && s.exists()) {
-            Some(src) => copy_ignored(src, path, &a.ignored_files, a.sparse.as_deref())?,
-            None => {
-                if !a.ignored_files.is_empty() {
-                    tracing::warn!(
-                        task = %a.task,
-                        "{} ignored file(s) not copied: a clone gets only committed files",
-                        a.ignored_files.len()
-                    );
-                }
-                Copied::default()
-            }
-        };
+        // machine, so the ignored files come only from what the assignment carries.
+        let src = a.source_dir.as_deref().filter(|s| local && s.exists());
+        let copied = copy_ignored(src, path, &a.ignored_files, &a.carried, a.sparse.as_deref())?;
+        if src.is_none() && a.carried.is_empty() && !a.ignored_files.is_empty() {
+            tracing::warn!(
+                task = %a.task,
+                "{} ignored file(s) not copied: this worker cannot read the source and the assignment carries none",
+                a.ignored_files.len()
+            );
+        }
         let ws = Workspace {
             path: path.to_path_buf(),
             mirror: local.then(|| a.mirror.clone()),
@@ -162,21 +158,26 @@ pub struct Copied {
 }
 
 /// Copy the listed ignored files that fall inside the checkout (top-level files, and files
-/// under the sparse folders). Existing files in the workspace are not overwritten. No symlink
-/// is followed on either side: not one in the source repository (a file, or a folder on its
-/// way, that points elsewhere), not one in the workspace (a folder an earlier attempt's agent
-/// replaced with a link, or a link where the file goes): such a file is not copied.
+/// under the sparse folders): first those `carried` in the assignment, then those of `files`
+/// read from the source repository `src` (when this machine has it). Existing files in the
+/// workspace are not overwritten. No symlink is followed on either side: not one in the source
+/// repository (a file, or a folder on its way, that points elsewhere), not one in the
+/// workspace (a folder an earlier attempt's agent replaced with a link, or a link where the
+/// file goes): such a file is not copied.
 pub fn copy_ignored(
-    src: &Path,
+    src: Option<&Path>,
     dst: &Path,
     files: &[String],
+    carried: &[grove_core::task::Carried],
     sparse: Option<&[String]>,
 ) -> Result<Copied, String> {
     use nofollow::{Found, Walk};
     let mut done = Copied::default();
-    let src_root = nofollow::open_root(src)?;
+    let src_root = src.map(nofollow::open_root).transpose()?;
     let dst_root = nofollow::open_root(dst)?;
-    for f in files {
+    let from_carried = carried.iter().map(|c| (&c.path, Some(c)));
+    let from_src = files.iter().filter(|_| src_root.is_some()).map(|f| (f, None));
+    for (f, bytes) in from_carried.chain(from_src) {
         let inside = match sparse {
             None => true,
             Some(dirs) => !f.contains('/') || dirs.iter().any(|d| f.starts_with(&format!("{d}/"))),
@@ -190,32 +191,41 @@ pub fn copy_ignored(
         }
         let Some((name, dirs)) = parts.split_last() else { continue };
         let err = |e: nix::Error| format!("copying ignored file {f}: {e}");
-        // The checkout brought it: the branch's own file, left alone.
+        // The checkout brought it: the branch's own file, left alone (or a carried one, copied).
         let to_dir = nofollow::walk(&dst_root, dirs, false).map_err(err)?;
         if let Walk::Dir(d) = &to_dir
             && nofollow::exists(d, name).map_err(err)?
         {
             continue;
         }
-        done.keep_out.push(f.clone());
+        if !done.keep_out.contains(f) {
+            done.keep_out.push(f.clone());
+        }
         if let Walk::Blocked = to_dir {
             done.refused
                 .push((f.clone(), "a folder on its way in the workspace is a symlink or a file".into()));
             continue;
         }
-        let from = match nofollow::walk(&src_root, dirs, false).map_err(err)? {
-            Walk::Dir(d) => nofollow::open_file(&d, name).map_err(err)?,
-            Walk::Blocked => Found::Link,
-            Walk::Missing => Found::Nothing,
-        };
-        let from = match from {
-            Found::File(file) => file,
-            // Gone since the job was submitted, or not a regular file.
-            Found::Nothing => continue,
-            Found::Link => {
-                done.refused.push((f.clone(), "a symlink in your repository, or a folder on its way".into()));
-                continue;
+        let from = match (bytes, &src_root) {
+            (Some(c), _) => nofollow::Source::Bytes(&c.data, c.mode),
+            (None, Some(root)) => {
+                let found = match nofollow::walk(root, dirs, false).map_err(err)? {
+                    Walk::Dir(d) => nofollow::open_file(&d, name).map_err(err)?,
+                    Walk::Blocked => Found::Link,
+                    Walk::Missing => Found::Nothing,
+                };
+                match found {
+                    Found::File(file) => nofollow::Source::File(file),
+                    // Gone since the job was submitted, or not a regular file.
+                    Found::Nothing => continue,
+                    Found::Link => {
+                        done.refused
+                            .push((f.clone(), "a symlink in your repository, or a folder on its way".into()));
+                        continue;
+                    }
+                }
             }
+            (None, None) => continue,
         };
         let Walk::Dir(to_dir) = nofollow::walk(&dst_root, dirs, true).map_err(err)? else {
             done.refused
@@ -322,10 +332,21 @@ mod nofollow {
         Ok(Found::File(File::from(fd)))
     }
 
+    /// What a copied file is made from.
+    pub enum Source<'a> {
+        /// A file of the source repository, open.
+        File(File),
+        /// Bytes carried in the assignment, with their permission bits.
+        Bytes(&'a [u8], u32),
+    }
+
     /// Create `name` in `dir` (never through a symlink, never over anything) with `from`'s
     /// contents and permissions. `false`: something is already there.
-    pub fn create_copy(dir: &OwnedFd, name: &str, mut from: File) -> std::io::Result<bool> {
-        let mode = fstat(&from).map(|st| st.st_mode & 0o777).unwrap_or(0o644);
+    pub fn create_copy(dir: &OwnedFd, name: &str, from: Source<'_>) -> std::io::Result<bool> {
+        let mode = match &from {
+            Source::File(f) => fstat(f).map(|st| st.st_mode & 0o777).unwrap_or(0o644),
+            Source::Bytes(_, mode) => mode & 0o777,
+        };
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(mode)) {
             Ok(fd) => fd,
@@ -333,7 +354,12 @@ mod nofollow {
             Err(e) => return Err(e.into()),
         };
         let mut to = File::from(fd);
-        std::io::copy(&mut from, &mut to)?;
+        match from {
+            Source::File(mut f) => {
+                std::io::copy(&mut f, &mut to)?;
+            }
+            Source::Bytes(b, _) => std::io::Write::write_all(&mut to, b)?,
+        }
         Ok(true)
     }
 }
@@ -379,7 +405,7 @@ mod tests {
         std::fs::create_dir_all(&dst).expect("mkdir");
         let files = list(&[".env", "a/config/local.toml", "b/other.env", "tracked.txt", "gone.txt"]);
         let sparse = vec!["a".to_owned()];
-        let c = copy_ignored(&src, &dst, &files, Some(&sparse)).expect("copies");
+        let c = copy_ignored(Some(&src), &dst, &files, &[], Some(&sparse)).expect("copies");
         assert_eq!(c.files, [".env", "a/config/local.toml"]);
         assert_eq!(c.keep_out, [".env", "a/config/local.toml", "gone.txt"], "b/ is outside the checkout");
         assert!(c.refused.is_empty(), "{:?}", c.refused);
@@ -399,7 +425,7 @@ mod tests {
         std::fs::create_dir_all(&dst).expect("mkdir");
         symlink(outside.join("id_rsa"), src.join(".env")).expect("symlink");
         symlink(&outside, src.join("conf")).expect("symlink");
-        let c = copy_ignored(&src, &dst, &list(&[".env", "conf/id_rsa"]), None).expect("copies");
+        let c = copy_ignored(Some(&src), &dst, &list(&[".env", "conf/id_rsa"]), &[], None).expect("copies");
         assert!(c.files.is_empty(), "{c:?}");
         assert_eq!(c.refused.len(), 2, "{c:?}");
         assert!(!dst.join(".env").exists() && std::fs::symlink_metadata(dst.join(".env")).is_err());
@@ -421,7 +447,7 @@ mod tests {
         symlink(outside.join("planted"), dst.join(".env")).expect("dangling symlink");
         symlink(&outside, dst.join("deep/a")).expect("symlink");
         let files = list(&["conf/.env", ".env", "deep/a/b/.env"]);
-        let c = copy_ignored(&src, &dst, &files, None).expect("copies");
+        let c = copy_ignored(Some(&src), &dst, &files, &[], None).expect("copies");
         assert!(c.files.is_empty(), "{c:?}");
         assert_eq!(c.keep_out, ["conf/.env", "deep/a/b/.env"], "the dangling link is the checkout's");
         assert_eq!(c.refused.len(), 2, "{c:?}");

@@ -9,10 +9,12 @@ mod demo;
 mod diff;
 mod discard;
 mod gc;
+mod handoff;
 mod logs;
 mod merge;
 mod pick;
 mod plan;
+mod pull;
 mod push;
 mod reply;
 mod retry;
@@ -76,6 +78,8 @@ pub enum Command {
     Coordinator(coordinator::CoordinatorArgs),
     Up(up::UpArgs),
     Watch(watch::WatchArgs),
+    Handoff(handoff::HandoffArgs),
+    Pull(pull::PullArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -102,5 +106,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents(a) => agents::cmd_agents(home, a).await,
         Command::Up(a) => up::cmd_up(home, a).await,
         Command::Watch(a) => watch::cmd_watch(home, a).await,
+        Command::Handoff(a) => handoff::cmd_handoff(home, a).await,
+        Command::Pull(a) => pull::cmd_pull(home, a).await,
     }
 }

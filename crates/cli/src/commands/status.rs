@@ -88,6 +88,17 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where a task's work is now: on its pool (remote), or pulled into a folder.
+pub fn where_now(t: &TaskRow) -> String {
+    match t.handoffs.last() {
+        Some(h) if h.way == "pull" => {
+            let still = if t.state.is_terminal() { "" } else { " (its attempt still runs)" };
+            format!("pulled into {}{still}", h.place)
+        }
+        _ => format!("pool {}", t.placed.as_deref().unwrap_or(&t.pool)),
+    }
+}
+
 /// One line per launched pool that is held back or erring, and its latest failure.
 fn print_pool_problems(pools: &[grove_proto::v1::LaunchedPool]) -> anyhow::Result<()> {
     use std::io::Write;
@@ -179,6 +190,17 @@ pub fn print_job(job: &JobRow, tasks: &[TaskRow], json: bool) -> anyhow::Result<
     }
     if let Some(over) = grove_coordinator::drive::over_budget(job, usage.map_or(0.0, |u| u.known_cost())) {
         writeln!(out, "{over}")?;
+    }
+    for t in tasks.iter().filter(|t| !t.handoffs.is_empty()) {
+        let moves: Vec<String> = t
+            .handoffs
+            .iter()
+            .map(|h| {
+                let dir = if h.way == "pull" { "pulled into" } else { "handed off from" };
+                format!("{dir} {} (attempt {})", h.place, h.attempt)
+            })
+            .collect();
+        writeln!(out, "{}: now {}; {}", t.slug, where_now(t), moves.join(", then "))?;
     }
     let asking = tasks.iter().filter(|t| t.state == TaskState::NeedsAttention && t.agent.question.is_some());
     for t in asking {
@@ -365,6 +387,14 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
                 o.insert("held".into(), t.agent.held.clone().into());
                 o.insert("parks".into(), t.train.parks.into());
                 o.insert("parked_secs".into(), t.train.parked_secs.into());
+                // Where its work went (`grove handoff`, `grove pull`).
+                let moves: Vec<serde_json::Value> = t
+                    .handoffs
+                    .iter()
+                    .map(|h| serde_json::json!({"at": h.at, "way": h.way, "place": h.place, "attempt": h.attempt}))
+                    .collect();
+                o.insert("handoffs".into(), moves.into());
+                o.insert("where".into(), where_now(t).into());
             }
             v
         }).collect::<Vec<_>>(),
