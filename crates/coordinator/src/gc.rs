@@ -371,6 +371,9 @@ impl Ctx<'_> {
         self.folders(job, &wt_dir, &known, Kind::Worktree, mirror.as_deref())?;
         let run_dir = self.layout.runs().join(job.id.as_str());
         self.folders(job, &run_dir, &known, Kind::RunDir, None)?;
+        // What hand-offs carried for its tasks (their ignored files) goes with its logs.
+        let handoffs = self.layout.home().join("handoffs").join(job.id.as_str());
+        self.folders(job, &handoffs, &known, Kind::RunDir, None)?;
         match &mirror {
             Some(m) => self.refs(job, tasks, m)?,
             None => {
