@@ -581,3 +581,55 @@ fn a_run_on_nats_outlives_a_nats_restart() {
         assert_eq!(task(&job, t)["shown"], "merged", "{job:#}");
     }
 }
+
+/// Replies within tonic's 4 MiB (scope 8): `ListJobs` in pages of the size asked, in order,
+/// each job once; a diff of 5 MiB arrives whole through `grove diff` (StreamDiff), where one
+/// `DiffTask` reply is cut with a note.
+#[test]
+fn listings_and_diffs_larger_than_one_reply_arrive_whole() {
+    use grove_proto::v1 as pb;
+    let env = Env::new();
+    let (_nats, nats) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let _coord = coordinator(&env, &nats, port, "coordinator");
+    let _w = worker(&env, &nats, "w1", "local", false);
+    let repo = env.repo("r", &[("f.txt".to_owned(), "f\n".to_owned())]);
+    let mut ids = Vec::new();
+    for script in ["echo one >> f.txt", "seq 1 700000 > big.txt", "echo three >> f.txt"] {
+        let run = env.grove(
+            &repo,
+            &["run", "--coordinator", &api, "--split", "single", "--json", "--", "sh", "-c", script],
+        );
+        assert_eq!(run.code, 0, "{}\n{}", run.stderr, log_of(&env, "coordinator"));
+        ids.push(run.json()["id"].as_str().expect("id").to_owned());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let paged: Vec<(Vec<String>, Option<String>)> = rt.block_on(async {
+        let mut api = pb::coordinator_client::CoordinatorClient::connect(api.clone()).await.expect("connect");
+        let (mut pages, mut after) = (Vec::new(), String::new());
+        loop {
+            let page = api
+                .list_jobs(pb::ListJobsRequest { page_size: 1, after: after.clone() })
+                .await
+                .expect("ListJobs")
+                .into_inner();
+            let next = page.next.clone().filter(|n| !n.is_empty());
+            pages.push((page.jobs.into_iter().map(|j| j.id).collect(), next.clone()));
+            match next {
+                Some(n) => after = n,
+                None => return pages,
+            }
+        }
+    });
+    assert_eq!(paged.len(), 3, "{paged:?}");
+    assert_eq!(paged.iter().flat_map(|(j, _)| j.clone()).collect::<Vec<_>>(), ids, "each job once, in order");
+    assert_eq!(paged[0].1.as_deref(), Some(ids[0].as_str()), "a page says where the next starts");
+    assert_eq!(paged[2].1, None, "the last page says it is the last");
+
+    let diff = env.grove(&repo, &["diff", "--coordinator", &api, &format!("{}/all", ids[1])]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    assert!(diff.stdout.len() > 5 << 20, "{} bytes", diff.stdout.len());
+    assert!(diff.stdout.contains("\n+1\n") && diff.stdout.contains("\n+700000\n"), "the whole patch");
+    assert!(!diff.stdout.contains("(cut:"), "nothing was cut");
+}
