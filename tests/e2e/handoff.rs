@@ -426,3 +426,238 @@ fn handoff_refusals_create_nothing() {
     assert_eq!(jobs.code, 0, "{}", jobs.stderr);
     assert_eq!(jobs.json().as_array().map(Vec::len), Some(0), "no job was made: {}", jobs.stdout);
 }
+
+/// A coordinator daemon and a `cloud` worker that clones, for the tests below; its logs go to
+/// `logs/`.
+fn fleet(env: &Env, worker_env: &[(String, String)]) -> (Proc, Proc, Proc, String) {
+    let (nats, url) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let log = |n: &str| Stdio::from(std::fs::File::create(logs.join(n)).expect("log"));
+    let mut cmd = grove_tests::command("grove");
+    grove_tests::hermetic(&mut cmd)
+        .args(["coordinator", "--nats", &url, "--listen", &format!("127.0.0.1:{port}")])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .stdout(Stdio::null())
+        .stderr(log("coordinator.log"));
+    let coord = Proc(cmd.spawn().expect("coordinator"));
+    wait_port(port);
+    let pod = env.path().join("pod");
+    let mut cmd = grove_tests::command("grove");
+    grove_tests::hermetic(&mut cmd)
+        .args(["worker", "--nats", &url, "--pool", "cloud", "--clone", "--id", "pod-1", "--ack-wait", "5s"])
+        .env("HOME", &pod)
+        .env("GROVE_HOME", pod.join("grove"))
+        .envs(worker_env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(log("worker.log"));
+    let worker = Proc(cmd.spawn().expect("worker"));
+    (nats, coord, worker, format!("http://127.0.0.1:{port}"))
+}
+
+fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 90 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `grove handoff --job` adds the work in progress to a running job as one more task, merged
+/// after the others; `grove pull --stop` ends that task's running attempt, then brings it here
+/// at its last checkpoint.
+#[test]
+fn a_handoff_joins_a_running_job_and_pull_stop_ends_its_attempt() {
+    let env = Env::new();
+    let (_n, _c, _w, api) = fleet(&env, &[]);
+    let repo = work_in_progress(&env);
+    let (gate, started) = (env.path().join("gate"), env.path().join("started"));
+    std::fs::create_dir_all(&started).expect("mkdir");
+    // Each task says it started, then waits for the gate.
+    let script = format!(
+        r#"touch {s}/$GROVE_TASK; while [ ! -e {g} ]; do sleep 0.05; done; echo "by $GROVE_TASK" > "$GROVE_TASK.out""#,
+        s = started.display(),
+        g = gate.display()
+    );
+    let mut run = grove_tests::command("grove");
+    grove_tests::hermetic(&mut run)
+        .current_dir(&repo)
+        .args([
+            "run",
+            "--coordinator",
+            &api,
+            "--pool",
+            "cloud",
+            "--split",
+            "single",
+            "--detach",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.path().join("laptop-grove"));
+    let out = run.output().expect("grove run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let job = job["id"].as_str().expect("id").to_owned();
+    until("the job's task starts", || started.join("all").exists().then_some(()));
+
+    let before = state(&env, &repo);
+    let server = ModelServer::start();
+    let h = grove_here(
+        &env,
+        &server,
+        &repo,
+        &["handoff", "--coordinator", &api, "--job", &job, "--no-session", "--json"],
+    );
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    assert_eq!(h.json()["task"], "handoff");
+    assert_eq!(state(&env, &repo), before);
+    until("the handed-off task starts", || started.join("handoff").exists().then_some(()));
+    let st = job_status(&env, &api, &job);
+    let t = crate::harness::task(&st, "handoff");
+    assert_eq!(t["state"], "running", "{st:#}");
+    assert_eq!(t["order"], 1, "after the job's own task");
+
+    let into = env.path().join("pulled");
+    let p = grove_here(
+        &env,
+        &server,
+        &repo,
+        &[
+            "pull",
+            &format!("{job}/handoff"),
+            "--stop",
+            "--coordinator",
+            &api,
+            "--into",
+            into.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let st = job_status(&env, &api, &job);
+    let t = crate::harness::task(&st, "handoff");
+    assert_eq!(t["state"], "cancelled", "--stop ended the attempt: {t:#}");
+    assert!(t["where"].as_str().is_some_and(|w| w.starts_with("pulled into")), "{t:#}");
+    for (f, want) in [("a.txt", "a, edited\n"), ("b.txt", "b, staged\n"), ("new.txt", "untracked\n")] {
+        assert_eq!(std::fs::read_to_string(into.join(f)).unwrap_or_default(), want, "{f}");
+    }
+    assert!(!into.join(".env").exists(), "nothing ignored was listed, nothing ignored travelled");
+
+    std::fs::write(&gate, "").expect("open the gate");
+    let st = until("the job's own task merges", || {
+        let st = job_status(&env, &api, &job);
+        (crate::harness::task(&st, "all")["shown"] == "merged").then_some(st)
+    });
+    assert_eq!(crate::harness::task(&st, "handoff")["state"], "cancelled");
+    assert_eq!(state(&env, &repo), before, "byte-identical at the end");
+}
+
+/// A Codex session goes too: the newest rollout of the folder is found, carried, and
+/// `codex exec resume` on the pod goes on in the same thread, with the laptop's turn in its
+/// context.
+#[test]
+fn a_codex_session_is_handed_off_and_resumed_on_the_pod() {
+    let env = Env::new();
+    let repo = work_in_progress(&env);
+    let server = ModelServer::start();
+    server.respond(|req, _| {
+        if !is_remote(req) {
+            return Reply::text("Noted: the code word is PLUM.");
+        }
+        if req.tool_results().is_empty() {
+            Reply::exec("wc -c < .env > seen.txt")
+        } else {
+            Reply::text("Done.")
+        }
+    });
+    let pod = env.path().join("pod");
+    let mut pod_env = server.codex_env(&pod);
+    // The pod's Codex knows the scripted server as its provider from its own config.
+    let provider = format!(
+        "model_provider = \"mock\"\n[model_providers.mock]\nname = \"mock\"\nbase_url = \"{}\"\nwire_api = \"responses\"\nenv_key = \"OPENAI_API_KEY\"\nrequest_max_retries = 0\nstream_max_retries = 0\n",
+        server.openai_url()
+    );
+    std::fs::write(pod.join(".codex/config.toml"), &provider).expect("pod config");
+    pod_env.push(("NO_COLOR".into(), "1".into()));
+    let (_n, _c, _w, api) = fleet(&env, &pod_env);
+
+    let codex = cli("codex");
+    let laptop_env = server.codex_env(&laptop(&env));
+    std::fs::write(laptop(&env).join(".codex/config.toml"), &provider).expect("laptop config");
+    let mut c = std::process::Command::new(&codex);
+    grove_tests::hermetic(&mut c)
+        .current_dir(&repo)
+        .args(["exec", "--json", "--skip-git-repo-check", "-m", "gpt-5", "Remember the code word."])
+        .env("HOME", laptop(&env))
+        .envs(laptop_env.iter().cloned())
+        .stdin(Stdio::null());
+    let out = c.output().expect("codex");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let thread = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "thread.started")
+        .and_then(|v| v["thread_id"].as_str().map(str::to_owned))
+        .expect("codex printed its thread");
+
+    let mut vars = laptop_env.clone();
+    vars.push(("HOME".into(), laptop(&env).display().to_string()));
+    vars.push(("GROVE_HOME".into(), env.path().join("laptop-grove").display().to_string()));
+    let h = env.grove_with(
+        &repo,
+        &[
+            "handoff",
+            "--coordinator",
+            &api,
+            "--agent",
+            "codex",
+            "--agent-program",
+            &codex,
+            "--model",
+            "gpt-5",
+            "--prompt",
+            "finish it",
+            "--include-ignored",
+            ".env",
+            "--json",
+        ],
+        &vars,
+    );
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    let handed = h.json();
+    assert_eq!(handed["session"], thread.as_str(), "the folder's newest Codex thread: {handed:#}");
+    let job = handed["job"].as_str().expect("job").to_owned();
+    let done = until_state(&env, &api, &job, 1, "succeeded");
+    assert_eq!(done["tasks"][0]["session"], thread.as_str(), "{done:#}");
+    let remote: Vec<Request> = server.model_requests().into_iter().filter(is_remote).collect();
+    assert!(!remote.is_empty(), "no request from the pod");
+    assert!(remote[0].text().contains("PLUM"), "the laptop's turn is in the resumed thread");
+    assert!(remote[0].text().contains("finish it"));
+    let into = env.path().join("pulled");
+    let p = env.grove_with(
+        &repo,
+        &[
+            "pull",
+            &format!("{job}/all"),
+            "--coordinator",
+            &api,
+            "--into",
+            into.to_str().expect("utf-8"),
+            "--json",
+        ],
+        &vars,
+    );
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    assert_eq!(p.json()["resume"], format!("codex resume {thread}"));
+    let seen = std::fs::read_to_string(into.join("seen.txt")).unwrap_or_default();
+    assert_eq!(seen.trim(), (TOKEN.len() + 1).to_string(), "the pod's shell read the carried .env");
+}

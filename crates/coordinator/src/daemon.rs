@@ -135,8 +135,13 @@ impl Daemon {
         self: &Arc<Self>,
         inc: crate::handoff::Incoming,
     ) -> Result<(JobRow, String), CoordError> {
-        let (job, slug) = match inc.task.clone() {
-            None => {
+        let (job, slug) = match (inc.task.clone(), inc.job.clone()) {
+            (None, Some(id)) => {
+                let id = self.coord.store.job(&id)?.id;
+                let slug = self.with_job(&id, move |c, job| c.add_to(job, &inc)).await?;
+                (id, slug)
+            }
+            (None, None) => {
                 let spec = JobSpec::from_toml("hand-off", &inc.spec_toml)?;
                 let coord = self.coord.clone();
                 tokio::task::spawn_blocking(move || {
@@ -166,7 +171,7 @@ impl Daemon {
                     source: std::io::Error::other(e),
                 })??
             }
-            Some(name) => {
+            (Some(name), _) => {
                 let t = self.coord.store.find_task(&name)?;
                 let slug = t.slug.clone();
                 let s2 = slug.clone();

@@ -995,6 +995,7 @@ impl CoordinatorApi for Api {
             repo,
             session,
             task: (!h.task.is_empty()).then_some(h.task),
+            job: (!h.job.is_empty()).then_some(h.job),
             prompt: h.prompt.filter(|p| !p.trim().is_empty()),
             from: h.from,
             ..Default::default()
@@ -1030,7 +1031,11 @@ impl CoordinatorApi for Api {
             let t = self.task(name)?;
             allow_job(&self.daemon.coord.store, &caller, &t.job, "Handoff")?;
         }
-        let new = inc.task.is_none();
+        if let Some(id) = &inc.job {
+            let id = self.job_id(id)?;
+            allow_job(&self.daemon.coord.store, &caller, &id, "Handoff")?;
+        }
+        let new = inc.task.is_none() && inc.job.is_none();
         let (job, task) = self.daemon.handoff(inc).await.map_err(status)?;
         if new && let Some(owner) = &caller.name {
             self.daemon.coord.store.set_owner(&job.id, owner).map_err(|e| status(e.into()))?;

@@ -36,6 +36,8 @@ pub struct Incoming {
     pub ignored: Vec<Carried>,
     /// `JOB/TASK` of a pulled task handed back.
     pub task: Option<String>,
+    /// A running job the hand-off joins as a new task (`grove handoff --job`).
+    pub job: Option<String>,
     /// The prompt of the next attempt (a task handed back, or a session resumed).
     pub prompt: Option<String>,
     /// host:folder it comes from.
@@ -218,6 +220,77 @@ impl Coordinator {
         self.store.set_handoff(&job.id, slug, session, inc.prompt.as_deref())?;
         self.store.add_handoff(&job.id, slug, "handoff", &inc.from, attempt)?;
         Ok(())
+    }
+
+    /// A hand-off that joins `job` as a new task (`grove handoff --job`), last in its merge
+    /// order, starting from the snapshot. The job must be of the same repository, and a
+    /// session must be of the job's agent. Returns the new task's slug.
+    pub fn add_to(&self, job: &JobId, inc: &Incoming) -> Result<String, CoordError> {
+        let row = self.store.job(job.as_str())?;
+        let refuse = |why: String| Err(CoordError::Refused { task: job.to_string(), why });
+        let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let same = row.source_dir.as_deref().map(|d| canon(Path::new(d))) == Some(canon(&inc.repo));
+        if !same {
+            return refuse(format!(
+                "it is a job of {}, not of {}: hand off without --job for a job of its own",
+                row.source,
+                inc.repo.display()
+            ));
+        }
+        if row.state == "cancelled" {
+            return refuse("it was cancelled".into());
+        }
+        let kind = row.spec.agent.kind.map(|k| k.as_str()).unwrap_or("command");
+        if let Some((agent, _)) = &inc.session
+            && agent != kind
+        {
+            return refuse(format!(
+                "its tasks run {kind}, and the session is {agent}'s: hand off without --job, or --no-session"
+            ));
+        }
+        let pool = if inc.spec_toml.trim().is_empty() {
+            None
+        } else {
+            grove_core::spec::JobSpec::from_toml("hand-off", &inc.spec_toml)?.run.pool
+        };
+        let tasks = self.store.tasks(job)?;
+        let slug = (1..)
+            .map(|n| if n == 1 { "handoff".to_owned() } else { format!("handoff-{n}") })
+            .find(|s| tasks.iter().all(|t| &t.slug != s))
+            .unwrap_or_else(|| "handoff".to_owned());
+        let mirror = grove_git::Mirror { path: PathBuf::from(&row.mirror) };
+        mirror.ensure_commit(&self.git, &grove_git::Source::Local(inc.repo.clone()), &inc.snapshot)?;
+        let t = TaskRow {
+            handoffs: Vec::new(),
+            job: job.clone(),
+            slug: slug.clone(),
+            ord: tasks.iter().map(|t| t.ord + 1).max().unwrap_or(0),
+            level: tasks.iter().map(|t| t.level + 1).max().unwrap_or(0),
+            title: format!("hand-off from {}", inc.from),
+            sparse: None,
+            files: Vec::new(),
+            lines: 0,
+            depends_on: Vec::new(),
+            branch: grove_core::names::task_branch(job, &slug),
+            pool: pool.unwrap_or_else(|| row.spec.run.pool.clone().unwrap_or_else(|| "cloud".to_owned())),
+            placed: None,
+            placed_why: None,
+            state: TaskState::Queued,
+            merge_state: grove_core::task::MergeState::Pending,
+            attempt: 0,
+            turns: 0,
+            head: None,
+            stat: Default::default(),
+            reason: None,
+            log_tail: None,
+            merge_commit: None,
+            conflict_paths: Vec::new(),
+            train: Default::default(),
+            agent: Default::default(),
+        };
+        self.store.add_task(&t, &inc.snapshot)?;
+        self.receive(&row, &slug, inc, 1)?;
+        Ok(slug)
     }
 
     /// A pulled task handed back (`grove handoff` in the worktree `grove pull` made): its

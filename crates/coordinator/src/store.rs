@@ -478,6 +478,38 @@ impl Store {
         })
     }
 
+    /// A task added to a running job (`grove handoff --job`), starting from `base`; the job
+    /// runs again if it had ended.
+    pub fn add_task(&self, t: &TaskRow, base: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO tasks (job, slug, ord, level, title, sparse, files, lines, depends_on, branch, pool,
+                   state, merge_state, updated_at, task_base)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                params![
+                    t.job.as_str(),
+                    t.slug,
+                    t.ord,
+                    t.level,
+                    t.title,
+                    t.sparse.as_deref().map(json),
+                    json(&t.files),
+                    t.lines as i64,
+                    json(&t.depends_on),
+                    t.branch,
+                    t.pool,
+                    t.state.as_str(),
+                    t.merge_state.as_str(),
+                    now(),
+                    base,
+                ],
+            )?;
+            tx.execute("UPDATE jobs SET state = 'running' WHERE id = ?1", params![t.job.as_str()])?;
+            tx.commit()
+        })
+    }
+
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
         self.select_jobs("ORDER BY created_at, rowid", &[])

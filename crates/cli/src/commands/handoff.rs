@@ -22,6 +22,7 @@ use grove_worker::adapter::session;
 #[command(after_help = "Examples:
   grove handoff --prompt 'finish the migration, then run the tests' --include-ignored .env
   grove handoff --agent codex --no-session --prompt 'port src/db to the new API'
+  grove handoff --job rename-3f2a --no-session     # one more task of a running job
   grove pull j-0001/handoff          # later: bring it back (a new worktree beside this one)
   grove handoff                      # inside that worktree: send it back as the next attempt")]
 pub struct HandoffArgs {
@@ -47,6 +48,10 @@ pub struct HandoffArgs {
     /// The pool whose workers take it
     #[arg(long, default_value = "cloud")]
     pub pool: String,
+    /// Add it to this running job as a new task, merged after the job's others (it runs the
+    /// job's agent; a session must be of that agent) [default: a job of its own]
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<String>,
     /// Carry these git-ignored files too (gitignore-style patterns, repeatable); the lines of
     /// `.worktreeinclude` are read as well. A file that looks like a secret must be named.
     #[arg(long = "include-ignored", value_name = "GLOB")]
@@ -323,6 +328,11 @@ pub async fn cmd_handoff(home: PathBuf, args: HandoffArgs) -> anyhow::Result<Exi
             if branch.is_empty() { "a detached HEAD" } else { branch.as_str() }
         );
     }
+    if args.job.is_some() && marker.is_some() {
+        bail!(
+            "this worktree holds a pulled task: `grove handoff` here sends it back to that task; drop --job"
+        );
+    }
     // Everything that can refuse, before anything is made.
     let files = ignored(&git, &top, &args)?;
     let found = find_session(&args, &cwd, marker.as_ref())?;
@@ -344,6 +354,7 @@ pub async fn cmd_handoff(home: PathBuf, args: HandoffArgs) -> anyhow::Result<Exi
     let prompt = args.prompt.clone().unwrap_or_else(|| "continue".to_owned());
     let task = marker.as_ref().and_then(|m| m["task"].as_str().map(str::to_owned)).unwrap_or_default();
     let spec = if task.is_empty() {
+        // (With --job only its pool is read.)
         let mut t = toml::Table::new();
         t.insert("name".into(), "handoff".into());
         t.insert("prompt".into(), prompt.clone().into());
@@ -385,6 +396,7 @@ pub async fn cmd_handoff(home: PathBuf, args: HandoffArgs) -> anyhow::Result<Exi
             total: None,
         }),
         task: task.clone(),
+        job: args.job.clone().unwrap_or_default(),
         from: from.clone(),
         prompt: Some(prompt),
         ..Default::default()
@@ -429,7 +441,13 @@ pub async fn cmd_handoff(home: PathBuf, args: HandoffArgs) -> anyhow::Result<Exi
     };
     eprintln!(
         "{} {name} to pool {}: snapshot {} of {} changed file(s) on {}, {n_ignored} ignored file(s), {session_text}",
-        if task.is_empty() { "handed off" } else { "handed back" },
+        if !task.is_empty() {
+            "handed back"
+        } else if args.job.is_some() {
+            "added to its job as"
+        } else {
+            "handed off"
+        },
         args.pool,
         &snap.commit[..12.min(snap.commit.len())],
         snap.changed.len(),
