@@ -513,3 +513,104 @@ fn a_second_codex_turn_resumes_the_same_thread() {
     let ib = job["integration_branch"].as_str().expect("branch");
     assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/second.txt")]), "two");
 }
+
+/// A `grove worker` (in `--clone` mode, with a HOME of its own) for `pool` over `nats`, with
+/// Claude pointed at `server`; its stderr goes to `<id>.log`.
+fn claude_worker(env: &Env, server: &ModelServer, nats: &str, id: &str) -> grove_tests::Proc {
+    let home = env.path().join(format!("host-{id}"));
+    let log = std::fs::File::create(env.path().join(format!("{id}.log"))).expect("log");
+    let mut cmd = grove_tests::command("grove");
+    grove_tests::hermetic(&mut cmd)
+        .args(["worker", "--nats", nats, "--pool", "local", "--clone", "--id", id])
+        .env("HOME", &home)
+        .env("GROVE_HOME", home.join("grove"))
+        .envs(server.claude_env(&home))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    grove_tests::Proc(cmd.spawn().expect("spawn grove worker"))
+}
+
+/// A worker killed mid-turn (SIGKILL, while its Claude waits on the model): the attempt comes
+/// back to another worker on another "machine" (its own HOME, so its own Claude folder), which
+/// puts the saved transcript where its Claude looks and resumes the same session, with the
+/// first turn in its context, and the task merges.
+#[test]
+fn an_attempt_killed_mid_turn_resumes_its_session_on_another_worker() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    server.respond(|req, _| {
+        let t = task_of(req);
+        let on_w2 = req.text().contains("host-w2/");
+        let results = req.tool_results();
+        let did = |f: &str| results.iter().any(|r| r.contains(f));
+        if !did("first.txt") {
+            Reply::write(&format!("{t}/first.txt"), "turn 1\n")
+        } else if !req.text().contains("Fix it, in this workspace.") && !on_w2 {
+            Reply::text("Done with turn 1.")
+        } else if !on_w2 {
+            // Turn 2 on the first worker: it never comes back.
+            Reply::hold()
+        } else if !did("second.txt") {
+            Reply::write(&format!("{t}/second.txt"), "after the move\n")
+        } else {
+            Reply::text("Done.")
+        }
+    });
+    let (_nats, nats) = crate::distributed::nats_server(&env.path().join("nats"));
+    let w1 = claude_worker(&env, &server, &nats, "w1");
+    let claude = cli("claude");
+    let mut cmd = grove_tests::command("grove");
+    grove_tests::hermetic(&mut cmd)
+        .current_dir(&repo)
+        .args([
+            "run",
+            "--nats",
+            &nats,
+            "--ack-wait",
+            "3s",
+            "--split",
+            "dirs",
+            "--agent",
+            "claude",
+            "--agent-program",
+            &claude,
+            "--prompt",
+            "Work",
+            "--check",
+            "test -e a/second.txt",
+            "--max-turns",
+            "3",
+            "--json",
+        ])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = cmd.spawn().expect("grove run");
+    assert!(server.wait_held(1, Duration::from_secs(120)), "turn 2 never reached the model");
+    drop(w1);
+    server.release();
+    let _w2 = claude_worker(&env, &server, &nats, "w2");
+    let out = run.wait_with_output().expect("grove run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(env.path().join("w2.log")).unwrap_or_default()
+    );
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    let calls = server.model_requests();
+    let first = calls.iter().find(|r| !r.text().contains("host-w2/")).expect("w1's first request");
+    let session = first.conversation();
+    let on_w2: Vec<_> = calls.iter().filter(|r| r.text().contains("host-w2/")).collect();
+    assert!(!on_w2.is_empty(), "the attempt moved to w2");
+    assert!(on_w2.iter().all(|r| r.conversation() == session), "w2 resumed session {session}");
+    assert!(on_w2[0].text().contains("turn 1"), "with the first turn in its context");
+    assert_eq!(a["session"], session.as_str());
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/second.txt")]), "after the move");
+}
