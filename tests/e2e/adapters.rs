@@ -614,3 +614,145 @@ fn an_attempt_killed_mid_turn_resumes_its_session_on_another_worker() {
     let ib = job["integration_branch"].as_str().expect("branch");
     assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/second.txt")]), "after the move");
 }
+
+/// The reply of a two-turn script: turn 1 writes `first.txt`; the check fails, and turn 2
+/// (the resumed session, told "Fix it") writes `second.txt`.
+///
+/// `named`: a step is done when a tool result names its file (Gemini CLI's history holds more
+/// results than the writes); else when enough results came back (OpenCode's write result does
+/// not name the file).
+fn two_turns(req: &Request, named: bool) -> Reply {
+    let t = task_of(req);
+    let results = req.tool_results();
+    let did =
+        |f: &str, n: usize| if named { results.iter().any(|r| r.contains(f)) } else { results.len() >= n };
+    let reply = if req.text().contains("Fix it, in this workspace.") {
+        if did("second.txt", 2) {
+            Reply::text("Done.")
+        } else {
+            Reply::write(&format!("{t}/second.txt"), "turn 2\n")
+        }
+    } else if did("first.txt", 1) {
+        Reply::text("Turn 1 done.")
+    } else {
+        Reply::write(&format!("{t}/first.txt"), "turn 1\n")
+    };
+    reply.usage(1000, 30)
+}
+
+/// `--agent gemini` (the builtin adapter, not a command line): two turns, the second resuming
+/// the first's session (`--resume`, turn 1 in its context), tokens from Gemini CLI's `result`
+/// stats, priced from the table.
+#[test]
+fn the_gemini_adapter_records_tokens_and_resumes_its_session() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    server.respond(|req, _| two_turns(req, true));
+    let gemini = cli("gemini");
+    let out = run(
+        &env,
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--agent",
+            "gemini",
+            "--agent-program",
+            &gemini,
+            "--model",
+            "gemini-2.5-pro",
+            "--prompt",
+            "Work",
+            "--check",
+            "test -e a/second.txt",
+            "--max-turns",
+            "2",
+            "--json",
+        ],
+        &server.gemini_env(&env.path().join("home")),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["turns"], 2, "{a:#}");
+    let id = job["id"].as_str().expect("id");
+    let inits = logged(&env, &repo, &format!("{id}/a"), "init");
+    assert_eq!(inits.len(), 2, "two turns");
+    assert_eq!(inits[1]["session_id"], inits[0]["session_id"], "turn 2 resumed turn 1's session");
+    assert_eq!(a["session"], inits[0]["session_id"]);
+    let results = logged(&env, &repo, &format!("{id}/a"), "result");
+    let reported: u64 =
+        results.iter().map(|r| r["stats"]["output_tokens"].as_u64().expect("output tokens")).sum();
+    assert_eq!(a["usage"]["output_tokens"], reported, "{a:#}");
+    assert!(a["usage"]["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "priced from the table: {a:#}");
+    let turn2: Vec<_> = server
+        .model_requests()
+        .into_iter()
+        .filter(|r| r.text().contains("Fix it, in this workspace."))
+        .collect();
+    assert!(!turn2.is_empty() && turn2[0].text().contains("turn 1"), "turn 1 is in the resumed context");
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/second.txt")]), "turn 2");
+}
+
+/// `--agent opencode`: two turns in one OpenCode session (`--session`), its tokens and cost
+/// from its `step_finish` events.
+#[test]
+fn the_opencode_adapter_records_usage_and_resumes_its_session() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    server.respond(|req, _| {
+        // OpenCode's helper call (a title, without tools) gets plain text.
+        if req.tool_names().is_empty() { Reply::text("A title") } else { two_turns(req, false) }
+    });
+    let opencode = cli("opencode");
+    let out = run(
+        &env,
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--agent",
+            "opencode",
+            "--agent-program",
+            &opencode,
+            "--model",
+            "anthropic/claude-sonnet-4-5",
+            "--prompt",
+            "Work",
+            "--check",
+            "test -e a/second.txt",
+            "--max-turns",
+            "2",
+            "--json",
+        ],
+        &server.opencode_env(&env.path().join("home")),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["turns"], 2, "{a:#}");
+    let session = a["session"].as_str().expect("a session").to_owned();
+    assert!(session.starts_with("ses"), "OpenCode's session id: {session}");
+    let id = job["id"].as_str().expect("id");
+    let log = env.grove(&repo, &["logs", &format!("{id}/a")]).stdout;
+    let ids: std::collections::BTreeSet<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["sessionID"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids.len(), 1, "both turns in one session: {ids:?}");
+    assert!(a["usage"]["output_tokens"].as_u64().is_some_and(|n| n > 0), "{a:#}");
+    let turn2: Vec<_> = server
+        .model_requests()
+        .into_iter()
+        .filter(|r| r.text().contains("Fix it, in this workspace."))
+        .collect();
+    assert!(!turn2.is_empty() && turn2[0].text().contains("turn 1"), "turn 1 is in the resumed context");
+}
