@@ -756,3 +756,124 @@ fn the_opencode_adapter_records_usage_and_resumes_its_session() {
         .collect();
     assert!(!turn2.is_empty() && turn2[0].text().contains("turn 1"), "turn 1 is in the resumed context");
 }
+
+/// The calls a stand-in recorded, each as its arguments joined by spaces.
+fn standin_calls(file: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).expect("the stand-in's arguments");
+    text.split('\x1e')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.trim_end_matches('\x1f').replace('\x1f', " "))
+        .collect()
+}
+
+fn standin(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("standins").join(name).display().to_string()
+}
+
+/// `--agent copilot` against a stand-in that prints Copilot CLI's documented JSONL (the real
+/// CLI reaches only GitHub's API): the non-interactive flags, the session id from `result`,
+/// `--resume=ID` on the second turn, and a cost shown as unknown (Copilot's JSON has none).
+#[test]
+fn the_copilot_adapter_reads_its_json_and_resumes_its_session() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let args_file = env.path().join("copilot-args");
+    let vars = [("STANDIN_ARGS".to_owned(), args_file.display().to_string())];
+    let out = run(
+        &env,
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--agent",
+            "copilot",
+            "--agent-program",
+            &standin("copilot"),
+            "--agent-env",
+            "STANDIN_ARGS",
+            "--prompt",
+            "Work",
+            "--check",
+            "test -e copilot-turn2.txt",
+            "--max-turns",
+            "2",
+            "--json",
+        ],
+        &vars,
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["turns"], 2, "{a:#}");
+    assert_eq!(a["session"], "d60f7463-5d66-44b2-b8c4-60a0c0c36289", "{a:#}");
+    assert!(a["usage"]["cost_usd"].is_null(), "Copilot reports no cost: unknown, not 0: {a:#}");
+    let calls = standin_calls(&args_file);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for c in &calls {
+        for flag in ["--output-format json", "--allow-all-tools", "--no-ask-user", "--prompt="] {
+            assert!(c.contains(flag), "{flag} in {c}");
+        }
+    }
+    assert!(!calls[0].contains("--resume"), "{}", calls[0]);
+    assert!(calls[1].contains("--resume=d60f7463-5d66-44b2-b8c4-60a0c0c36289"), "{}", calls[1]);
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:copilot-turn2.txt")]), "turn 2");
+}
+
+/// `--agent aider` against a stand-in that prints aider's documented text (aider could reach a
+/// loopback server, but is not installed for CI): tokens and cost from its usage line, its
+/// chat history as the session (`--restore-chat-history` on the second turn), and no commits
+/// of its own (`--no-auto-commits`: grove commits).
+#[test]
+fn the_aider_adapter_reads_its_usage_line_and_restores_its_history() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let args_file = env.path().join("aider-args");
+    let vars = [("STANDIN_ARGS".to_owned(), args_file.display().to_string())];
+    let out = run(
+        &env,
+        &repo,
+        &[
+            "run",
+            "--split",
+            "dirs",
+            "--agent",
+            "aider",
+            "--agent-program",
+            &standin("aider"),
+            "--agent-env",
+            "STANDIN_ARGS",
+            "--prompt",
+            "Work",
+            "--check",
+            "test -e aider-turn2.txt",
+            "--max-turns",
+            "2",
+            "--json",
+        ],
+        &vars,
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["turns"], 2, "{a:#}");
+    let u = &a["usage"];
+    let cost = u["cost_usd"].as_f64().expect("aider's Cost: line");
+    assert!((cost - 0.0246).abs() < 1e-9, "two turns of $0.0123: {a:#}");
+    assert_eq!(u["output_tokens"], 700, "350 received, twice: {a:#}");
+    let calls = standin_calls(&args_file);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for c in &calls {
+        for flag in ["--message=", "--yes-always", "--no-auto-commits", "--chat-history-file="] {
+            assert!(c.contains(flag), "{flag} in {c}");
+        }
+    }
+    assert!(!calls[0].contains("--restore-chat-history"));
+    assert!(calls[1].contains("--restore-chat-history"), "{}", calls[1]);
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:aider-turn2.txt")]), "turn 2");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:aider-turn1.txt")]), "turn 1");
+}
