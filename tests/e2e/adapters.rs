@@ -877,3 +877,140 @@ fn the_aider_adapter_reads_its_usage_line_and_restores_its_history() {
     assert_eq!(env.git(&repo, &["show", &format!("{ib}:aider-turn2.txt")]), "turn 2");
     assert_eq!(env.git(&repo, &["show", &format!("{ib}:aider-turn1.txt")]), "turn 1");
 }
+
+/// A Codex task over its token budget: Codex reports usage when its turn completes, so grove
+/// stops it there (before another turn), commits what it wrote and fails it with the budget's
+/// reason; the other task merges.
+#[test]
+fn a_codex_task_over_its_token_budget_fails_with_its_work_committed() {
+    let env = Env::new();
+    let repo = repo(&env, &["a", "b"]);
+    let server = ModelServer::start();
+    server.respond(|req, n| {
+        let t = task_of(req);
+        match (t.as_str(), n) {
+            (_, 0) => Reply::exec(&format!("echo first call > {t}/partial.txt")).usage(100, 10),
+            ("a", _) => Reply::text("Done.").usage(2_000_000, 10),
+            _ => Reply::text("Done.").usage(100, 10),
+        }
+    });
+    let codex = cli("codex");
+    let args = codex_args(
+        &server,
+        &codex,
+        &[
+            "-j",
+            "2",
+            "--prompt",
+            "Work",
+            "--max-task-tokens",
+            "100000",
+            "--check",
+            "false",
+            "--max-turns",
+            "3",
+            "--json",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&env, &repo, &args, &server.codex_env(&env.path().join("home")));
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["state"], "failed", "{a:#}");
+    assert_eq!(a["turns"], 1, "no turn after the budget was spent: {a:#}");
+    assert!(a["reason"].as_str().is_some_and(|r| r.starts_with("budget: ")), "{a:#}");
+    let branch = a["branch"].as_str().expect("branch");
+    assert_eq!(
+        env.git(&repo, &["show", &format!("{branch}:a/partial.txt")]),
+        "first call",
+        "its work is committed"
+    );
+    let b = task(&job, "b");
+    assert_eq!(b["state"], "failed", "b's check fails every turn: {b:#}");
+    assert_eq!(b["turns"], 3, "b was not stopped by a's budget: {b:#}");
+}
+
+/// A ChatGPT plan's usage limit as Codex reports it (the server's 429 `usage_limit_reached`
+/// with its reset) parks the task until the reset; then it goes again and merges.
+#[test]
+fn a_codex_usage_limit_parks_the_task_until_its_reset() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    let reset = now() + 4;
+    server.queue(Reply::openai_usage_limit(reset));
+    server.respond(|req, _| {
+        let t = task_of(req);
+        if req.tool_results().is_empty() {
+            Reply::exec(&format!("echo after the reset > {t}/after.txt"))
+        } else {
+            Reply::text("Done.")
+        }
+    });
+    let codex = cli("codex");
+    let args = codex_args(&server, &codex, &["--prompt", "Work", "--json"]);
+    let out = run(
+        &env,
+        &repo,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &server.codex_env(&env.path().join("home")),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["parks"], 1, "parked once: {a:#}");
+    assert!(now() >= reset, "not before the reset");
+    let id = job["id"].as_str().expect("id");
+    let log = env.grove(&repo, &["logs", &format!("{id}/a")]).stdout;
+    assert!(log.to_lowercase().contains("usage limit"), "{log}");
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/after.txt")]), "after the reset");
+}
+
+/// A Codex turn that ends on a question ends `needs-attention`; `grove reply` resumes the
+/// thread (`exec resume`) with the answer, and the task merges.
+#[test]
+fn a_codex_question_needs_attention_and_grove_reply_finishes_it() {
+    let env = Env::new();
+    let repo = repo(&env, &["a"]);
+    let server = ModelServer::start();
+    server.respond(|req, _| {
+        let t = task_of(req);
+        if req.text().contains("Keep it, deprecated.") {
+            if req.tool_results().is_empty() {
+                Reply::exec(&format!("echo kept, deprecated > {t}/api.txt"))
+            } else {
+                Reply::text("Kept it.")
+            }
+        } else {
+            Reply::text("I looked at the code.\n\nShould I keep the old API or remove it?")
+        }
+    });
+    let codex = cli("codex");
+    let vars = server.codex_env(&env.path().join("home"));
+    let args = codex_args(&server, &codex, &["--prompt", "Work", "--json"]);
+    let out = run(&env, &repo, &args.iter().map(String::as_str).collect::<Vec<_>>(), &vars);
+    assert_eq!(out.code, 1, "not merged yet: {}\n{}", out.stdout, out.stderr);
+    let job = out.json();
+    let a = task(&job, "a");
+    assert_eq!(a["state"], "needs-attention", "{a:#}");
+    assert!(a["question"].as_str().is_some_and(|q| q.contains("keep the old API")), "{a:#}");
+    let thread = a["session"].as_str().expect("thread").to_owned();
+    let id = job["id"].as_str().expect("id").to_owned();
+    let reply = run(&env, &repo, &["reply", &format!("{id}/a"), "Keep it, deprecated.", "--json"], &vars);
+    assert_eq!(reply.code, 0, "{}\n{}", reply.stdout, reply.stderr);
+    let job = reply.json();
+    let a = task(&job, "a");
+    assert_eq!(a["shown"], "merged", "{a:#}");
+    assert_eq!(a["session"], thread, "the same thread went on");
+    let answered: Vec<_> =
+        server.model_requests().into_iter().filter(|r| r.text().contains("Keep it, deprecated.")).collect();
+    assert!(
+        !answered.is_empty() && answered[0].text().contains("keep the old API"),
+        "the question is in the resumed context"
+    );
+    let ib = job["integration_branch"].as_str().expect("branch");
+    assert_eq!(env.git(&repo, &["show", &format!("{ib}:a/api.txt")]), "kept, deprecated");
+}

@@ -186,9 +186,16 @@ fn reset_in(text: &str, now: i64, local: &jiff::tz::TimeZone) -> Option<i64> {
         }
         return Some(this);
     }
-    // The next time the clock there shows this time.
+    // The next time the clock there shows this time. A clock names a minute: when that minute
+    // is the current one, the reset is within it (not tomorrow), so wait until it ends.
     let this = at(today)?;
-    if this > now { Some(this) } else { at(today.tomorrow().ok()?) }
+    if this > now {
+        Some(this)
+    } else if now < this + 60 {
+        Some(this + 60)
+    } else {
+        at(today.tomorrow().ok()?)
+    }
 }
 
 fn month(name: &str) -> Option<i64> {
@@ -267,6 +274,14 @@ mod tests {
         assert_eq!(
             usage_limit("You've hit your usage limit. Try again in 52 minutes.", NOW),
             Some(NOW + 52 * 60)
+        );
+        // A reset seconds away reads as the current minute: the end of that minute, not tomorrow.
+        let soon = "You've hit your usage limit. Upgrade to Plus or try again at 10:00 AM.";
+        assert_eq!(usage_limit(soon, NOW + 30), Some(NOW + 60));
+        assert_eq!(
+            usage_limit("You've hit your usage limit. Try again at 9:59 AM.", NOW + 30),
+            Some(NOW - 60 + 86400),
+            "a minute already over is tomorrow's"
         );
         assert_eq!(
             usage_limit("You've hit your usage limit. Upgrade to Plus or try again at 3:04 PM.", NOW),
