@@ -753,3 +753,156 @@ impl Http {
             .map_err(|_| SendError::TimedOut { what: format!("POST {url}"), after: HTTP_TIMEOUT })?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use grove_core::DiffStat;
+    use grove_git::Git;
+
+    use super::*;
+    use crate::train::tests::{coordinator, repo, spec};
+
+    /// A job of two tasks (`m0`, `m1`) whose `[notify]` is `notify`.
+    fn fixture(tmp: &Path, notify: NotifySpec) -> (Arc<Coordinator>, JobId) {
+        let git = Git::detect().expect("git");
+        let dir = tmp.join("r");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (base, tips) = repo(&git, &dir, 2, &[]);
+        let mut s = spec();
+        s.notify = notify;
+        let (coord, job) = coordinator(&tmp.join("home"), &dir, s, &base, &tips);
+        (Arc::new(coord), job)
+    }
+
+    /// A command sink appending what it reads to `file`, when `gate` (if given) exists.
+    fn appending(file: &Path, gate: Option<&Path>) -> NotifySpec {
+        let cond = gate.map(|g| format!("test -e {} && ", g.display())).unwrap_or_default();
+        let script = format!("{cond}cat >> {}", file.display());
+        NotifySpec { command: Some(vec!["sh".into(), "-c".into(), script]), ..NotifySpec::default() }
+    }
+
+    fn lines(file: &Path) -> Vec<Value> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect()
+    }
+
+    async fn until(what: &str, mut probe: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !probe() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}: not within 20s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn failed(job: &JobId) -> Note {
+        Note::Finished {
+            job: job.clone(),
+            task: "m0".into(),
+            state: TaskState::Failed,
+            stat: DiffStat::default(),
+            reason: Some("the agent exited with 3\nand more".into()),
+        }
+    }
+
+    /// The events notes make: which notes, their keys, one line, the fields.
+    #[test]
+    fn notes_make_events_with_a_line_and_fields() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (coord, job) = fixture(tmp.path(), NotifySpec::default());
+        let row = coord.store.job(job.as_str()).expect("job");
+        let tasks = coord.store.tasks(&job).expect("tasks");
+        let ev = |n: &Note| event(n, &row, &tasks, None);
+        assert_eq!(
+            ev(&Note::State { job: job.clone(), task: "m0".into(), state: TaskState::Running, turn: None }),
+            None
+        );
+        let f = ev(&failed(&job)).expect("an event");
+        assert_eq!(f.key(), "failed:m0:0", "attempt 0: never dispatched");
+        assert_eq!(f.line(), format!("grove: {job}/m0 failed: the agent exited with 3"));
+        let p = f.payload(7);
+        assert_eq!(
+            (p["event"].as_str(), p["task"].as_str(), p["attempt"].as_u64()),
+            (Some("task-failed"), Some("m0"), Some(0))
+        );
+        assert_eq!(p["text"], p["content"]);
+        assert_eq!(p["reason"], "the agent exited with 3\nand more");
+        let c =
+            ev(&Note::Conflict { job: job.clone(), task: "m1".into(), paths: vec!["x".into(), "y".into()] })
+                .expect("an event");
+        assert_eq!(c.key(), "attention:m1:0");
+        assert!(c.line().ends_with("conflicts with the integration branch in x, y"), "{}", c.line());
+        assert_eq!(c.payload(0)["conflict_paths"], json!(["x", "y"]));
+        assert_eq!(c.payload(0)["cause"], "conflict");
+        let usage = Usage::new(10, 10, 0, 0, Some(0.5));
+        let end = event(&Note::Ended { job: job.clone(), state: "done".into() }, &row, &tasks, Some(&usage))
+            .expect("an event");
+        assert_eq!(end.key(), "finished:done:0");
+        let p = end.payload(0);
+        assert_eq!(p["states"], json!({"succeeded": 2}));
+        assert_eq!(
+            (p["tasks"].as_u64(), p["merged"].as_u64(), p["cost_usd"].as_f64()),
+            (Some(2), Some(0), Some(0.5))
+        );
+        assert_eq!(end.line(), format!("grove: job {job} finished: 2 succeeded of 2 task(s); cost $0.50"));
+    }
+
+    /// A note seen twice, and seen again by a coordinator started anew on the same state,
+    /// sends one event.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_state_change_is_sent_once_even_by_a_restarted_coordinator() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let file = tmp.path().join("events");
+        let (coord, job) = fixture(tmp.path(), appending(&file, None));
+        let n = Notifier::start(coord.clone());
+        n.observe(&failed(&job));
+        n.observe(&failed(&job));
+        n.flush(Duration::from_secs(20)).await;
+        assert_eq!(lines(&file).len(), 1);
+        let again = Notifier::start(coord.clone());
+        assert_eq!(again.resume(), 0, "nothing left unsent");
+        again.observe(&failed(&job));
+        again.flush(Duration::from_secs(20)).await;
+        let got = lines(&file);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0]["event"], "task-failed");
+        let rows = coord.store.notifications(&job).expect("rows");
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert!(rows[0].sent_at.is_some() && rows[0].tries == 1 && rows[0].error.is_none(), "{rows:#?}");
+    }
+
+    /// A sink that fails is tried again after a wait, and its error recorded; what an earlier
+    /// coordinator recorded and did not send goes when the next one starts.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failing_sink_is_tried_again_and_the_unsent_go_at_the_next_start() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (file, gate) = (tmp.path().join("events"), tmp.path().join("gate"));
+        let (coord, job) = fixture(tmp.path(), appending(&file, Some(&gate)));
+        let n = Notifier::start(coord.clone());
+        n.observe(&failed(&job));
+        n.flush(Duration::from_secs(20)).await;
+        let rows = coord.store.notifications(&job).expect("rows");
+        assert_eq!(rows[0].tries, 1);
+        assert!(rows[0].error.as_deref().is_some_and(|e| e.contains("sh exited with 1")), "{rows:#?}");
+        std::fs::write(&gate, "").expect("gate");
+        until("the second try", || lines(&file).len() == 1).await;
+        until("recorded sent", || coord.store.notifications(&job).expect("rows")[0].sent_at.is_some()).await;
+
+        // Recorded by a coordinator that stopped before sending it.
+        let ended = Event::Finished { job: job.clone(), state: "done".into(), summary: Summary::default() };
+        let text = ended.payload(crate::timers::unix_now()).to_string();
+        assert!(coord.store.record_notification(&job, &ended.key(), "command", &text).expect("record"));
+        let next = Notifier::start(coord.clone());
+        assert_eq!(next.resume(), 1);
+        next.flush(Duration::from_secs(20)).await;
+        let got = lines(&file);
+        assert_eq!(
+            got.iter().map(|e| e["event"].as_str().unwrap_or("")).collect::<Vec<_>>(),
+            ["task-failed", "job-finished"]
+        );
+    }
+}
