@@ -336,3 +336,71 @@ fn bad_sinks_are_refused_before_the_job_starts() {
     let status = env.grove(&repo, &["status", "--json"]);
     assert!(!status.stdout.contains("\"id\""), "no job was made: {}", status.stdout);
 }
+
+/// Through the coordinator daemon, across its SIGKILL and restart mid-job: the command sink
+/// (run by the daemon) hears of the failure before the restart and of the job's end after
+/// it, each once.
+#[test]
+fn the_daemon_notifies_once_across_a_restart() {
+    use crate::daemon::{coordinator, log_of};
+    use crate::distributed::{dirs_repo, free_port, nats_server, worker};
+    let env = Env::new();
+    let (_nats, nats) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let mut coord = coordinator(&env, &nats, port, "coordinator-1");
+    let _w = worker(&env, &nats, "w1", "local", false);
+    let repo = dirs_repo(&env, "r", 2);
+    let (file, gate) = (env.path().join("events.jsonl"), env.path().join("gate"));
+    let command = format!("sh -c 'cat >> {}'", file.display());
+    // d00 fails at once; d01 waits for the gate, opened once the daemon is back.
+    let script = format!(
+        r#"if [ "$GROVE_TASK" = d00 ]; then echo "d00 gives up" >&2; exit 3; fi; while [ ! -e {g} ]; do sleep 0.05; done; echo x >> "$GROVE_TASK/f.txt""#,
+        g = gate.display()
+    );
+    let submit = env.grove(
+        &repo,
+        &[
+            "run",
+            "--coordinator",
+            &api,
+            "--split",
+            "dirs",
+            "--notify-command",
+            &command,
+            "--detach",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_eq!(submit.code, 0, "{}", submit.stderr);
+    let id = submit.json()["id"].as_str().expect("id").to_owned();
+    let before = until(Duration::from_secs(60), "d00's failure heard", || {
+        let l = lines(&file);
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(kinds(&before), [("task-failed".to_owned(), "d00".to_owned())], "{before:#?}");
+    assert_eq!(before[0]["job"], id.as_str());
+
+    coord.0.kill().expect("SIGKILL the coordinator");
+    let _ = coord.0.wait();
+    drop(coord);
+    let _coord = coordinator(&env, &nats, port, "coordinator-2");
+    std::fs::write(&gate, "").expect("open the gate");
+
+    let after = until(Duration::from_secs(90), "the job's end heard", || {
+        let l = lines(&file);
+        l.iter().any(|e| e["event"] == "job-finished").then_some(l)
+    });
+    assert_eq!(
+        kinds(&after),
+        [("job-finished".to_owned(), "-".to_owned()), ("task-failed".to_owned(), "d00".to_owned())],
+        "{after:#?}\n{}",
+        log_of(&env, "coordinator-2")
+    );
+    let end = after.iter().find(|e| e["event"] == "job-finished").expect("end");
+    assert_eq!(end["states"], serde_json::json!({"merged": 1, "failed": 1}), "{end:#}");
+}
