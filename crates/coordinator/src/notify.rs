@@ -816,7 +816,23 @@ mod tests {
         let (coord, job) = fixture(tmp.path(), NotifySpec::default());
         let row = coord.store.job(job.as_str()).expect("job");
         let tasks = coord.store.tasks(&job).expect("tasks");
+        let mut tasks = tasks;
+        tasks[1].agent.question = Some("Rename the public API too?\nIt is used elsewhere.".into());
         let ev = |n: &Note| event(n, &row, &tasks, None);
+        let asks = Note::Finished {
+            job: job.clone(),
+            task: "m1".into(),
+            state: TaskState::NeedsAttention,
+            stat: DiffStat::default(),
+            reason: Some("the agent asks a question".into()),
+        };
+        let q = ev(&asks).expect("an event");
+        assert_eq!(
+            q.line(),
+            format!("grove: {job}/m1 needs attention: its agent asks: Rename the public API too?")
+        );
+        assert_eq!(q.payload(0)["cause"], "question");
+        assert_eq!(q.payload(0)["question"], "Rename the public API too?\nIt is used elsewhere.");
         assert_eq!(
             ev(&Note::State { job: job.clone(), task: "m0".into(), state: TaskState::Running, turn: None }),
             None

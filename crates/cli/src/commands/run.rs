@@ -38,7 +38,7 @@ use crate::specargs::SpecArgs;
   grove run --job rename-1a2b --max-job-cost 50   # raise a spent job budget; the job goes on
   grove run job.toml --coordinator http://coord:7070 --detach --json | jq -r .id
   grove run job.toml --notify-webhook https://hooks.slack.com/services/T0/B0/XYZ --notify-bell
-  grove run job.toml --notify-ntfy my-grove-jobs --notify-command 'sh -c \"jq -r .text >> ~/grove.log\"'
+  grove run job.toml --notify-ntfy my-jobs --notify-command 'sh -c \"jq -r .text >> log\"'
 
 Notifications ([notify] in the spec, or the --notify-* flags) go out when a task needs
 attention (its question, its conflict paths), when a task fails (its reason) and when the job
@@ -386,9 +386,7 @@ pub(crate) async fn drive(
     crate::signal::install(cancel.clone());
     let mut workers = emb.start_workers(concurrency, &cancel);
     let bell = coord.store.job(job.as_str())?.spec.notify.bell.unwrap_or(false);
-    let notifier = grove_coordinator::notify::Notifier::start(emb.coordinator.clone());
-    // What an earlier run recorded and did not get through.
-    notifier.resume();
+    let notifier = emb.notifier();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let notes =
         grove_coordinator::journal::writer(emb.coordinator.clone(), Some(notifier.clone()), move |j| {
