@@ -63,8 +63,8 @@ pub enum SendError {
     /// No HTTPS client: the system's root certificates could not be loaded.
     #[error("https is not available: {0}")]
     NoTls(String),
-    /// The request did not get an answer.
-    #[error("POST {url}: {source}")]
+    /// The request did not get an answer (the source says why: refused, DNS, TLS).
+    #[error("POST {url}")]
     Http {
         url: String,
         #[source]
@@ -76,6 +76,9 @@ pub enum SendError {
     /// The try took too long.
     #[error("{what}: no answer within {after:?}")]
     TimedOut { what: String, after: Duration },
+    /// The command names no program (`notify.command` is refused so before a job starts).
+    #[error("the command is empty")]
+    NoProgram,
     /// The command could not be started or fed.
     #[error("{program}: {source}")]
     Spawn {
@@ -400,6 +403,8 @@ struct Delivery {
     payload: Arc<Value>,
     /// Tries made before this one.
     tries: u32,
+    /// Counted in [`Untried`] until its first try here (a retry is not).
+    counted: bool,
 }
 
 /// Deliveries queued and not tried once yet, for [`Notifier::flush`].
@@ -479,15 +484,17 @@ impl Notifier {
                 target,
                 payload: payload.clone(),
                 tries: 0,
+                counted: false,
             };
             self.enqueue(d);
         }
         Ok(())
     }
 
-    fn enqueue(&self, d: Delivery) {
+    fn enqueue(&self, mut d: Delivery) {
         let Some(queue) = self.queues.get(&d.kind) else { return };
         self.untried.add();
+        d.counted = true;
         if let Err(e) = queue.try_send(d) {
             self.untried.done();
             let d = match e {
@@ -529,6 +536,7 @@ impl Notifier {
                 target,
                 payload: Arc::new(payload),
                 tries: row.tries,
+                counted: false,
             });
             queued += 1;
         }
@@ -570,10 +578,10 @@ async fn send_all(
     // The queue stays open while the notifier has it; `again` is for the retries.
     let again = again.downgrade();
     while let Some(mut d) = rx.recv().await {
-        let first = d.tries == 0;
+        let counted = std::mem::take(&mut d.counted);
         let result = send(&http, &d.target, &d.payload).await;
         d.tries += 1;
-        let error = result.as_ref().err().map(ToString::to_string);
+        let error = result.as_ref().err().map(|e| with_causes(e));
         if let Err(e) =
             coord.store.notification_tried(&d.job, &d.key, d.kind.as_str(), d.tries, error.as_deref())
         {
@@ -604,10 +612,25 @@ async fn send_all(
                 d.key
             ),
         }
-        if first {
+        if counted {
             untried.done();
         }
     }
+}
+
+/// `e` and what caused it, `: `-separated (hyper's own message alone says little).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.ends_with(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// One try of one event to one sink.
@@ -631,13 +654,7 @@ async fn send(http: &Http, target: &Target, payload: &Value) -> Result<(), SendE
 async fn command(argv: &[String], payload: &Value) -> Result<(), SendError> {
     use std::process::Stdio;
     use tokio::io::AsyncWriteExt;
-    let Some((program, args)) = argv.split_first() else {
-        return Err(SendError::Command {
-            program: String::new(),
-            code: "nothing".into(),
-            stderr: String::new(),
-        });
-    };
+    let Some((program, args)) = argv.split_first() else { return Err(SendError::NoProgram) };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(Stdio::piped())
@@ -912,9 +929,14 @@ mod tests {
         let ended = Event::Finished { job: job.clone(), state: "done".into(), summary: Summary::default() };
         let text = ended.payload(crate::timers::unix_now()).to_string();
         assert!(coord.store.record_notification(&job, &ended.key(), "command", &text).expect("record"));
+        coord.store.notification_tried(&job, &ended.key(), "command", 1, Some("refused")).expect("a try");
         let next = Notifier::start(coord.clone());
         assert_eq!(next.resume(), 1);
+        let started = std::time::Instant::now();
         next.flush(Duration::from_secs(20)).await;
+        assert!(started.elapsed() < Duration::from_secs(10), "a resumed one is waited for once");
+        let row = coord.store.notifications(&job).expect("rows").pop().expect("the end");
+        assert_eq!((row.tries, row.error), (2, None));
         let got = lines(&file);
         assert_eq!(
             got.iter().map(|e| e["event"].as_str().unwrap_or("")).collect::<Vec<_>>(),
