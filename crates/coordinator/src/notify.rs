@@ -618,6 +618,15 @@ async fn send_all(
     }
 }
 
+/// `url` as errors and logs show it: scheme and host, the path (a webhook's token, an ntfy
+/// topic) left out.
+fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "the URL".to_owned() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let tail = if end < rest.len() { "/…" } else { "" };
+    format!("{scheme}://{}{tail}", &rest[..end])
+}
+
 /// `e` and what caused it, `: `-separated (hyper's own message alone says little).
 fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -725,7 +734,9 @@ impl Http {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(), SendError> {
-        let bad = |message: String| SendError::Url { url: url.to_owned(), message };
+        // What errors (and so logs) show of the URL: a webhook's path is its secret.
+        let shown = shown_url(url);
+        let bad = |message: String| SendError::Url { url: shown.clone(), message };
         let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
@@ -750,7 +761,7 @@ impl Http {
             } else {
                 self.plain.request(req).await
             };
-            let resp = sent.map_err(|source| SendError::Http { url: url.to_owned(), source })?;
+            let resp = sent.map_err(|source| SendError::Http { url: shown.clone(), source })?;
             let status = resp.status();
             // Read (a little of) the answer, so the connection can be used again.
             let body = http_body_util::Limited::new(resp.into_body(), 4096).collect().await;
@@ -759,7 +770,7 @@ impl Http {
                 Ok(())
             } else {
                 Err(SendError::Status {
-                    url: url.to_owned(),
+                    url: shown.clone(),
                     status: status.as_u16(),
                     body: first_line(&text),
                 })
@@ -767,7 +778,7 @@ impl Http {
         };
         tokio::time::timeout(HTTP_TIMEOUT, answer)
             .await
-            .map_err(|_| SendError::TimedOut { what: format!("POST {url}"), after: HTTP_TIMEOUT })?
+            .map_err(|_| SendError::TimedOut { what: format!("POST {shown}"), after: HTTP_TIMEOUT })?
     }
 }
 
@@ -824,6 +835,13 @@ mod tests {
             stat: DiffStat::default(),
             reason: Some("the agent exited with 3\nand more".into()),
         }
+    }
+
+    #[test]
+    fn errors_show_no_webhook_token() {
+        assert_eq!(shown_url("https://hooks.slack.com/services/T0/B0/XYZ"), "https://hooks.slack.com/…");
+        assert_eq!(shown_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(shown_url("nonsense"), "the URL");
     }
 
     /// The events notes make: which notes, their keys, one line, the fields.
