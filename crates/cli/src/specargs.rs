@@ -224,6 +224,23 @@ impl SpecArgs {
         spec.budget.task_tokens = self.max_task_tokens.or(spec.budget.task_tokens);
     }
 
+    /// The `--notify-*` flags given, over `spec`'s `[notify]`.
+    pub fn apply_notify(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
+        let n = &mut spec.notify;
+        n.webhook = self.notify_webhook.clone().or(n.webhook.take());
+        n.ntfy = self.notify_ntfy.clone().or(n.ntfy.take());
+        n.ntfy_server = self.notify_ntfy_server.clone().or(n.ntfy_server.take());
+        if let Some(cmd) = &self.notify_command {
+            let words = shlex::split(cmd)
+                .with_context(|| format!("--notify-command {cmd:?}: unbalanced quotes (notify.command)"))?;
+            n.command = Some(words);
+        }
+        if self.notify_bell {
+            n.bell = Some(true);
+        }
+        Ok(())
+    }
+
     pub fn load(&self, cwd: &Path) -> anyhow::Result<Loaded> {
         let (mut spec, file, dir) = match &self.spec {
             Some(path) => {
@@ -336,17 +353,7 @@ impl SpecArgs {
                 .collect();
         }
         spec.merge.pick = self.pick.or(spec.merge.pick);
-        set(&mut spec.notify.webhook, &self.notify_webhook);
-        set(&mut spec.notify.ntfy, &self.notify_ntfy);
-        set(&mut spec.notify.ntfy_server, &self.notify_ntfy_server);
-        if let Some(cmd) = &self.notify_command {
-            let words = shlex::split(cmd)
-                .with_context(|| format!("--notify-command {cmd:?}: unbalanced quotes (notify.command)"))?;
-            spec.notify.command = Some(words);
-        }
-        if self.notify_bell {
-            spec.notify.bell = Some(true);
-        }
+        self.apply_notify(&mut spec)?;
         if spec.repo.source.is_none() {
             spec.repo.source = Some(".".into());
         }

@@ -324,9 +324,17 @@ async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     emb.credentials(&args.agent_env)?;
     let coord = emb.coordinator.clone();
     let mut job = coord.store.job_or_latest(args.job.as_deref())?;
-    // Budget flags change the job's budget (raising a spent one lets it go on).
+    // Budget flags change the job's budget (raising a spent one lets it go on); notify flags
+    // its notifications.
     let mut spec = job.spec.clone();
     args.spec.apply_budget(&mut spec);
+    args.spec.apply_notify(&mut spec)?;
+    if spec.notify != job.spec.notify {
+        spec.validate(None)?;
+        coord.store.set_spec(&job.id, &spec)?;
+        eprintln!("job {}: notifications changed for what happens from now on", job.id);
+        job = coord.store.job(job.id.as_str())?;
+    }
     if spec.budget != job.spec.budget {
         spec.validate(None)?;
         coord.store.set_spec(&job.id, &spec)?;
