@@ -51,7 +51,7 @@ fn compile_errors_are_not_limits_and_parking_is_capped() {
 
 /// A coordinator daemon on `port` with its home in the test's grove home; its stderr goes to
 /// `logs/<name>.log` (shown when a test fails).
-fn coordinator(env: &Env, nats: &str, port: u16, name: &str) -> Proc {
+pub(crate) fn coordinator(env: &Env, nats: &str, port: u16, name: &str) -> Proc {
     let dir = env.path().join("logs");
     std::fs::create_dir_all(&dir).expect("logs");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")));
@@ -68,7 +68,7 @@ fn coordinator(env: &Env, nats: &str, port: u16, name: &str) -> Proc {
     Proc(child)
 }
 
-fn log_of(env: &Env, name: &str) -> String {
+pub(crate) fn log_of(env: &Env, name: &str) -> String {
     std::fs::read_to_string(env.path().join(format!("logs/{name}.log"))).unwrap_or_default()
 }
 

@@ -19,6 +19,7 @@ mod hostile;
 mod kube;
 mod limits;
 mod nats_auth;
+mod notify;
 mod refusals;
 mod rerun;
 mod run;

@@ -41,6 +41,8 @@ pub struct Embedded {
     tokens: Vec<String>,
     /// The home's lock, shared with other local commands; `None` for the daemon's own.
     _home: Option<grove_coordinator::home::HomeLock>,
+    /// This process's notifier, started by the first job it drives.
+    notifier: std::sync::OnceLock<Arc<grove_coordinator::notify::Notifier>>,
 }
 
 impl Embedded {
@@ -91,7 +93,29 @@ impl Embedded {
         coordinator.git_url = git_url;
         let coordinator = Arc::new(coordinator);
         let secrets = grove_worker::secrets::Secrets::new(Default::default(), tokens.iter().cloned());
-        Ok(Embedded { coordinator, bus, git, layout, secrets, tokens, _home: None })
+        Ok(Embedded {
+            coordinator,
+            bus,
+            git,
+            layout,
+            secrets,
+            tokens,
+            _home: None,
+            notifier: Default::default(),
+        })
+    }
+
+    /// The notifier of the jobs this process drives: one per process (a canary and the rest
+    /// share it), started on first use with what an earlier run left unsent. Call from within
+    /// the runtime.
+    pub fn notifier(&self) -> Arc<grove_coordinator::notify::Notifier> {
+        self.notifier
+            .get_or_init(|| {
+                let n = grove_coordinator::notify::Notifier::start(self.coordinator.clone());
+                n.resume();
+                n
+            })
+            .clone()
     }
 
     /// Give this process's workers the agents' credentials `args` and `grove.toml` name

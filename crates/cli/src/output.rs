@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 
 use grove_core::TaskState;
-use grove_core::task::MergeState;
 
 pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
@@ -32,15 +31,7 @@ pub fn state_color(s: TaskState) -> &'static str {
     }
 }
 
-/// The state people read: `merged` for a task whose branch went in.
-pub fn shown_state(s: TaskState, m: MergeState) -> &'static str {
-    match (s, m) {
-        (TaskState::Succeeded, MergeState::Merged) => "merged",
-        (TaskState::Succeeded, MergeState::Empty) => "no-change",
-        (_, MergeState::Discarded) => "discarded",
-        _ => s.as_str(),
-    }
-}
+pub use grove_core::task::shown_state;
 
 /// A plain text table: columns padded to their widest cell (ANSI codes not counted).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

@@ -1,8 +1,10 @@
 //! Progress while a job runs: a bar and counts on a terminal, one line per finished task
-//! above it; nothing when stderr is not a terminal (the summary comes at the end).
+//! above it; nothing when stderr is not a terminal (the summary comes at the end). With
+//! `[notify] bell`, the terminal bell rings when a task needs attention or fails and when
+//! the job ends.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use grove_coordinator::Note;
@@ -12,9 +14,15 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::output::{paint, state_color};
 
-/// Show progress until the sender side closes.
-pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
+/// Show progress until the sender side closes; `bell`: ring the terminal bell on what needs a
+/// person (only on a terminal).
+pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize, bell: bool) {
     let tty = std::io::stderr().is_terminal();
+    let bell = bell && tty;
+    let ring = || {
+        let mut err = std::io::stderr();
+        let _ = err.write_all(b"\x07").and_then(|()| err.flush());
+    };
     let color = crate::output::color_enabled_stderr();
     let bar = if tty {
         ProgressBar::new(total as u64)
@@ -44,6 +52,9 @@ pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
             }
             Note::Checkpoint { .. } => {}
             Note::Finished { task, state, stat, reason, .. } => {
+                if bell && matches!(state, TaskState::Failed | TaskState::NeedsAttention) {
+                    ring();
+                }
                 states.insert(task.clone(), state);
                 bar.inc(1);
                 let mark = paint(
@@ -60,6 +71,9 @@ pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
                 }
             }
             Note::Conflict { task, paths, .. } => {
+                if bell {
+                    ring();
+                }
                 let mark = paint("conflict", state_color(TaskState::NeedsAttention), color);
                 bar.println(format!("{mark:>8}  {task}  {}", paths.join(", ")));
             }
@@ -73,12 +87,20 @@ pub async fn show(mut rx: UnboundedReceiver<Note>, total: usize) {
                 ));
             }
             Note::CheckFailed { task, .. } => {
+                if bell {
+                    ring();
+                }
                 let mark = paint("set aside", state_color(TaskState::NeedsAttention), color);
                 bar.println(format!("{mark:>8}  {task}  breaks the integration check"));
             }
             Note::Stopped { reason, .. } => {
                 let mark = paint("stopped", state_color(TaskState::NeedsAttention), color);
                 bar.println(format!("{mark:>8}  merging stopped: {reason}"));
+            }
+            Note::Ended { .. } => {
+                if bell {
+                    ring();
+                }
             }
             Note::Published { skipped, .. } => {
                 for b in skipped {

@@ -250,6 +250,7 @@ pub fn note(n: &pb::JobNote) -> Option<grove_coordinator::Note> {
         "check-failed" => Note::CheckFailed { job, task, output: n.reason.clone().unwrap_or_default() },
         "published" => Note::Published { job, branches: 0, skipped: n.paths.clone() },
         "stopped" => Note::Stopped { job, reason: n.reason.clone().unwrap_or_default() },
+        "ended" => Note::Ended { job, state: n.state.clone() },
         _ => return None,
     })
 }

@@ -177,6 +177,26 @@ pub struct SpecArgs {
     /// [merge.pick; default first-passing]
     #[arg(long, value_name = "RULE", help_heading = "Variants")]
     pub pick: Option<Pick>,
+
+    /// POST each notification (a task needs attention, a task failed, the job finished) to
+    /// URL as JSON, Slack- and Discord-compatible (`text`, `content`) [notify.webhook]
+    #[arg(long, value_name = "URL", help_heading = "Notify")]
+    pub notify_webhook: Option<String>,
+    /// POST each notification's summary to this ntfy topic [notify.ntfy]
+    #[arg(long, value_name = "TOPIC", help_heading = "Notify")]
+    pub notify_ntfy: Option<String>,
+    /// The ntfy server [notify.ntfy_server; default https://ntfy.sh]
+    #[arg(long, value_name = "URL", help_heading = "Notify")]
+    pub notify_ntfy_server: Option<String>,
+    /// Run CMD with each notification as one JSON object on stdin; split into words as a
+    /// shell would, but no shell runs it unless you say so: 'sh -c "jq -r .text >> log"'
+    /// [notify.command]
+    #[arg(long, value_name = "CMD", help_heading = "Notify")]
+    pub notify_command: Option<String>,
+    /// Ring the terminal bell when a task needs attention or fails and when the job ends
+    /// (when stderr is a terminal) [notify.bell]
+    #[arg(long, help_heading = "Notify")]
+    pub notify_bell: bool,
 }
 
 fn parse_variant(s: &str) -> Result<(String, String), String> {
@@ -202,6 +222,23 @@ impl SpecArgs {
         spec.budget.task_usd = self.max_task_cost.or(spec.budget.task_usd);
         spec.budget.job_usd = self.max_job_cost.or(spec.budget.job_usd);
         spec.budget.task_tokens = self.max_task_tokens.or(spec.budget.task_tokens);
+    }
+
+    /// The `--notify-*` flags given, over `spec`'s `[notify]`.
+    pub fn apply_notify(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
+        let n = &mut spec.notify;
+        n.webhook = self.notify_webhook.clone().or(n.webhook.take());
+        n.ntfy = self.notify_ntfy.clone().or(n.ntfy.take());
+        n.ntfy_server = self.notify_ntfy_server.clone().or(n.ntfy_server.take());
+        if let Some(cmd) = &self.notify_command {
+            let words = shlex::split(cmd)
+                .with_context(|| format!("--notify-command {cmd:?}: unbalanced quotes (notify.command)"))?;
+            n.command = Some(words);
+        }
+        if self.notify_bell {
+            n.bell = Some(true);
+        }
+        Ok(())
     }
 
     pub fn load(&self, cwd: &Path) -> anyhow::Result<Loaded> {
@@ -316,6 +353,7 @@ impl SpecArgs {
                 .collect();
         }
         spec.merge.pick = self.pick.or(spec.merge.pick);
+        self.apply_notify(&mut spec)?;
         if spec.repo.source.is_none() {
             spec.repo.source = Some(".".into());
         }

@@ -12,7 +12,8 @@
 //!   `grove merge` goes on. It never stops the daemon, at start either.
 //! - A cancellation ends the job's running integration check (its process group) at once;
 //!   running attempts get a grace period to confirm.
-//! - Every note to watchers is journaled first ([`crate::journal`]), so followers resume.
+//! - Every note to watchers is journaled first ([`crate::journal`]), so followers resume, and
+//!   handed to the notifier ([`crate::notify`]), which tells people what needs them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -27,12 +28,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::drive::Note;
 use crate::journal::Journaled;
+use crate::notify::Notifier;
 use crate::rerun::Rerun;
 use crate::store::{JobRow, TaskRow};
 use crate::{CoordError, Coordinator};
 
 /// How long running attempts get to confirm a cancellation.
 const CANCEL_GRACE: Duration = Duration::from_secs(15);
+
+/// How long a stopping daemon waits for notifications not tried yet.
+const NOTIFY_GRACE: Duration = Duration::from_secs(5);
 
 /// How often the clocks of running jobs are looked at.
 const TICK: Duration = Duration::from_millis(500);
@@ -48,6 +53,8 @@ pub struct Daemon {
     /// What a pod launcher reports about its pools (empty without one).
     pub board: Arc<crate::launch::Board>,
     notes: mpsc::UnboundedSender<Note>,
+    /// Sends what a person should hear of the notes, to their jobs' `[notify]` sinks.
+    notifier: Arc<Notifier>,
     watch: broadcast::Sender<Journaled>,
     /// Jobs being cancelled, and when their grace ends (`None`: it has).
     cancelling: Shared<HashMap<JobId, Option<Instant>>>,
@@ -64,28 +71,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(coord: Arc<Coordinator>) -> Arc<Daemon> {
-        let (notes, mut rx) = mpsc::unbounded_channel::<Note>();
         let (watch, _) = broadcast::channel(4096);
         let forward = watch.clone();
-        let store_of = coord.clone();
+        let notifier = Notifier::start(coord.clone());
         // The journal is written in order, by one thread: a note's number is its place.
-        tokio::task::spawn_blocking(move || {
-            while let Some(note) = rx.blocking_recv() {
-                let job = note.job().clone();
-                match store_of.store.append_note(&job, &crate::journal::to_json(&note)) {
-                    Ok(seq) => {
-                        let _ = forward.send(Journaled { seq, note });
-                    }
-                    // Watchers still get it, unnumbered: a follower that resumes misses it.
-                    Err(e) => {
-                        tracing::warn!(%job, "journaling a note: {e}");
-                        let _ = forward.send(Journaled { seq: 0, note });
-                    }
-                }
-            }
+        let notes = crate::journal::writer(coord.clone(), Some(notifier.clone()), move |j| {
+            let _ = forward.send(j);
         });
         Arc::new(Daemon {
             coord,
+            notifier,
             board: Arc::default(),
             notes,
             watch,
@@ -460,8 +455,11 @@ impl Daemon {
         let state = held(&self.republish).remove(job).unwrap_or_else(|| {
             if held(&self.cancelling).remove(job).is_some() { "cancelled".into() } else { "done".into() }
         });
-        if let Err(e) = c.store.set_job_state(job, &state) {
-            tracing::error!(%job, "ending a job whose merging stopped: {e}");
+        match c.store.set_job_state(job, &state) {
+            Ok(()) => {
+                let _ = self.notes.send(Note::Ended { job: job.clone(), state });
+            }
+            Err(e) => tracing::error!(%job, "ending a job whose merging stopped: {e}"),
         }
     }
 
@@ -492,9 +490,12 @@ impl Daemon {
             // the coordinator was away, move the train (in the background).
             self.kick(&job.id);
         }
+        // What an earlier daemon recorded and did not get through.
+        self.notifier.resume();
         let result = self.serve(&stop).await;
         self.stopping.cancel();
         self.coord.stop();
+        self.notifier.flush(NOTIFY_GRACE).await;
         result
     }
 

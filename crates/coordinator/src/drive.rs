@@ -82,6 +82,12 @@ pub enum Note {
         job: JobId,
         reason: String,
     },
+    /// The job ended: its attempts are over, its train settled and its branches published;
+    /// `state` is what it was recorded as (`done`, `cancelled` or `paused`).
+    Ended {
+        job: JobId,
+        state: String,
+    },
 }
 
 impl Note {
@@ -97,7 +103,8 @@ impl Note {
             | Note::Redo { job, .. }
             | Note::CheckFailed { job, .. }
             | Note::Published { job, .. }
-            | Note::Stopped { job, .. } => job,
+            | Note::Stopped { job, .. }
+            | Note::Ended { job, .. } => job,
         }
     }
 }
@@ -375,6 +382,7 @@ impl Coordinator {
         // looks at the state, not only at the notes) finds its branches in the repository.
         self.publish(job, notes)?;
         self.store.set_job_state(job, state)?;
+        let _ = notes.send(Note::Ended { job: job.clone(), state: state.to_owned() });
         Ok(self.store.job(job.as_str())?)
     }
 

@@ -338,6 +338,9 @@ fn note_pb(n: &Note) -> pb::JobNote {
         Note::Stopped { job, reason } => {
             (out.job, out.kind, out.reason) = (job.to_string(), "stopped".into(), Some(reason.clone()));
         }
+        Note::Ended { job, state } => {
+            (out.job, out.kind, out.state) = (job.to_string(), "ended".into(), state.clone());
+        }
     }
     out
 }

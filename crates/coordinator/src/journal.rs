@@ -7,16 +7,51 @@
 //! transaction; a coordinator killed between the two loses that one note (never the state:
 //! `grove run` ends on the job's state, read again at the end).
 
+use std::sync::Arc;
+
 use grove_core::{DiffStat, JobId, TaskState};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
+use crate::Coordinator;
 use crate::drive::Note;
+use crate::notify::Notifier;
 
 /// A note with its place in its job's journal (1 for the first).
 #[derive(Debug, Clone)]
 pub struct Journaled {
     pub seq: u64,
     pub note: Note,
+}
+
+/// The one writer of the journal, for the daemon and `grove run` alike: a blocking thread
+/// that journals each note sent to the returned sender, in order (a note's number is its
+/// place), hands it to `notifier` (which sends what a person should hear), then to
+/// `forward` (watchers, the progress display). It ends when every sender is dropped.
+pub fn writer(
+    coord: Arc<Coordinator>,
+    notifier: Option<Arc<Notifier>>,
+    forward: impl Fn(Journaled) + Send + 'static,
+) -> mpsc::UnboundedSender<Note> {
+    let (notes, mut rx) = mpsc::unbounded_channel::<Note>();
+    tokio::task::spawn_blocking(move || {
+        while let Some(note) = rx.blocking_recv() {
+            let job = note.job().clone();
+            let seq = match coord.store.append_note(&job, &to_json(&note)) {
+                Ok(seq) => seq,
+                // Watchers still get it, unnumbered: a follower that resumes misses it.
+                Err(e) => {
+                    tracing::warn!(%job, "journaling a note: {e}");
+                    0
+                }
+            };
+            if let Some(n) = &notifier {
+                n.observe(&note);
+            }
+            forward(Journaled { seq, note });
+        }
+    });
+    notes
 }
 
 fn stat_json(s: &DiffStat) -> Value {
@@ -53,6 +88,7 @@ pub fn to_json(n: &Note) -> String {
             json!({"kind": "published", "branches": branches, "skipped": skipped})
         }
         Note::Stopped { reason, .. } => json!({"kind": "stopped", "reason": reason}),
+        Note::Ended { state, .. } => json!({"kind": "ended", "state": state}),
     };
     v.to_string()
 }
@@ -97,6 +133,7 @@ pub fn from_json(job: &JobId, text: &str) -> Option<Note> {
             skipped: strings("skipped"),
         },
         "stopped" => Note::Stopped { job, reason: s("reason").unwrap_or_default() },
+        "ended" => Note::Ended { job, state: s("state")? },
         _ => return None,
     })
 }
@@ -126,6 +163,7 @@ mod tests {
             Note::CheckFailed { job: job.clone(), task: "a".into(), output: "out".into() },
             Note::Published { job: job.clone(), branches: 3, skipped: vec!["b".into()] },
             Note::Stopped { job: job.clone(), reason: "r".into() },
+            Note::Ended { job: job.clone(), state: "done".into() },
         ];
         for n in notes {
             let back = from_json(&job, &to_json(&n)).expect("readable");

@@ -37,7 +37,8 @@ pub enum StoreError {
 /// 4 added `jobs.collected_at` (`grove gc`); 5 added the `turns` table (what each agent turn
 /// spent), the tasks' agent session, question, reply and budget hold, `tasks.parks` and
 /// `tasks.parked_secs` (parking is capped) and the `notes` journal (followers resume from it).
-/// Versions 3 and 4 are migrated in place; new tables are made by [`SCHEMA`] itself.
+/// Versions 3 and 4 are migrated in place; new tables are made by [`SCHEMA`] itself (the
+/// `notifications` outbox came so, within version 5).
 const SCHEMA_VERSION: i64 = 5;
 
 /// What each older version needs to become the next one, in order.
@@ -146,6 +147,18 @@ CREATE TABLE IF NOT EXISTS notes (
     at INTEGER NOT NULL,
     PRIMARY KEY (job, seq)
 );
+CREATE TABLE IF NOT EXISTS notifications (
+    job TEXT NOT NULL,
+    key TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    event TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    sent_at INTEGER,
+    error TEXT,
+    PRIMARY KEY (job, key, sink)
+);
+CREATE INDEX IF NOT EXISTS notifications_unsent ON notifications(sent_at, at);
 CREATE TABLE IF NOT EXISTS turns (
     job TEXT NOT NULL,
     slug TEXT NOT NULL,
@@ -343,6 +356,23 @@ pub struct TaskAgent {
     pub reply: Option<String>,
     /// Why the task is not dispatched: the job is over its budget.
     pub held: Option<String>,
+}
+
+/// A notification as recorded (see [`Store::record_notification`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRow {
+    pub job: JobId,
+    /// The state change it reports (`failed:<task>:<attempt>`, ...).
+    pub key: String,
+    /// `webhook`, `ntfy` or `command`.
+    pub sink: String,
+    /// The event, as JSON.
+    pub event: String,
+    pub tries: u32,
+    /// When it got through (seconds since the epoch).
+    pub sent_at: Option<i64>,
+    /// Why its last try failed.
+    pub error: Option<String>,
 }
 
 /// One recorded agent turn.
@@ -1385,6 +1415,100 @@ impl Store {
             })
         })
         .map(|s| s as u64)
+    }
+
+    /// Record that `event` (its JSON) is to go to `sink` under `key`, the state change it
+    /// reports (see [`crate::notify`]). Returns `false` when that key was recorded for that
+    /// sink before: it is sent, or being sent, already.
+    pub fn record_notification(
+        &self,
+        job: &JobId,
+        key: &str,
+        sink: &str,
+        event: &str,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO notifications (job, key, sink, event, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![job.as_str(), key, sink, event, now()],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
+    /// A try of a notification ended: sent (`error` is `None`), or not, after `tries` in all.
+    pub fn notification_tried(
+        &self,
+        job: &JobId,
+        key: &str,
+        sink: &str,
+        tries: u32,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE notifications SET tries = ?4, error = ?5,
+                   sent_at = CASE WHEN ?5 IS NULL THEN ?6 ELSE NULL END
+                 WHERE job = ?1 AND key = ?2 AND sink = ?3",
+                params![job.as_str(), key, sink, tries, error, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Notifications recorded since `since` (seconds since the epoch) and not sent, with
+    /// fewer than `max_tries` tries, oldest first.
+    pub fn unsent_notifications(
+        &self,
+        since: i64,
+        max_tries: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        self.notification_rows(
+            "WHERE sent_at IS NULL AND at >= ?1 AND tries < ?2 ORDER BY at, rowid",
+            params![since, max_tries],
+        )
+    }
+
+    /// Every notification recorded for `job`, in the order they were recorded.
+    pub fn notifications(&self, job: &JobId) -> Result<Vec<NotificationRow>, StoreError> {
+        self.notification_rows("WHERE job = ?1 ORDER BY rowid", params![job.as_str()])
+    }
+
+    fn notification_rows(
+        &self,
+        filter: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows = self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT job, key, sink, event, tries, sent_at, error FROM notifications {filter}"
+            ))?;
+            st.query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(job, key, sink, event, tries, sent_at, error)| {
+                Ok(NotificationRow {
+                    job: JobId::parse(&job).map_err(|e| self.corrupt("notification job", e))?,
+                    key,
+                    sink,
+                    event,
+                    tries,
+                    sent_at,
+                    error,
+                })
+            })
+            .collect()
     }
 
     /// The job id `id` is free.

@@ -61,6 +61,119 @@ pub struct JobSpec {
     /// own branch (`grove/<job>/<task>.<variant>`), and `merge.pick` keeps one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<VariantSpec>,
+    /// Where a person is told that a task needs them or failed, and that the job finished.
+    #[serde(default, skip_serializing_if = "NotifySpec::is_empty")]
+    pub notify: NotifySpec,
+}
+
+/// `[notify]`: the sinks each notification goes to. Events: a task needs attention (its
+/// question, conflict paths or failing integration check), a task failed (its reason), the
+/// job finished (counts by state, merged count, cost when known). Each is sent once per
+/// sink; a sink that fails is retried a few times and never fails the job.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// An http(s) URL each event is POSTed to as JSON: `text` and `content` hold a one-line
+    /// summary (what Slack and Discord incoming webhooks show), the other fields the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// An ntfy topic: each event's summary is POSTed as text to `<ntfy_server>/<topic>`, with
+    /// a `Title` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntfy: Option<String>,
+    /// The ntfy server (default `https://ntfy.sh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntfy_server: Option<String>,
+    /// A program and its arguments, run with each event as one JSON object on stdin; no
+    /// shell runs it unless it is one (`["sh", "-c", "..."]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Ring the terminal bell in `grove run` when a task needs attention or fails and when
+    /// the job ends (only when stderr is a terminal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bell: Option<bool>,
+}
+
+impl NotifySpec {
+    pub fn is_empty(&self) -> bool {
+        self == &NotifySpec::default()
+    }
+
+    /// The ntfy server events go to.
+    pub fn ntfy_server(&self) -> &str {
+        self.ntfy_server.as_deref().unwrap_or(defaults::NTFY_SERVER)
+    }
+
+    /// Every field that can be checked without the network; `err` names the field.
+    fn validate(&self, err: &impl Fn(&str, String) -> SpecError) -> Result<(), SpecError> {
+        if let Some(url) = &self.webhook {
+            check_http_url(url).map_err(|m| err("notify.webhook", format!("{url:?} {m}")))?;
+        }
+        if let Some(url) = &self.ntfy_server {
+            check_http_url(url).map_err(|m| err("notify.ntfy_server", format!("{url:?} {m}")))?;
+            if self.ntfy.is_none() {
+                return Err(err("notify.ntfy_server", "is set, but no notify.ntfy topic is".into()));
+            }
+        }
+        if let Some(topic) = &self.ntfy
+            && (topic.is_empty()
+                || topic.len() > 64
+                || !topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(err(
+                "notify.ntfy",
+                format!("{topic:?} is not an ntfy topic (letters, digits, - and _, at most 64)"),
+            ));
+        }
+        if let Some(cmd) = &self.command
+            && cmd.first().is_none_or(|p| p.trim().is_empty())
+        {
+            return Err(err(
+                "notify.command",
+                "is empty (give a program and its arguments, e.g. [\"notify-send\", \"grove\"])".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why `url` is not one grove can POST to, if it is not: an `http://` or `https://` URL with
+/// a host, an optional numeric port, and no credentials or spaces.
+pub fn check_http_url(url: &str) -> Result<(), &'static str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("is not a URL (expected http://HOST/... or https://HOST/...)");
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err("is not an http:// or https:// URL");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("has spaces or control characters in it");
+    }
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return Err("carries credentials; grove does not send them (use a URL with a token in its path)");
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((h, after)) = v6.split_once(']') else { return Err("has an unclosed [ in its host") };
+        match after {
+            "" => (h, None),
+            _ => (h, Some(after.strip_prefix(':').ok_or("has something after its [host]")?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if let Some(p) = port
+        && (p.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err("has a port that is not a number from 0 to 65535");
+    }
+    Ok(())
 }
 
 /// One way of doing every task: a name, and what it changes from the job's agent and prompt.
@@ -568,6 +681,8 @@ pub mod defaults {
     pub const MAX_PARKS: u32 = 10;
     /// The most time a task spends parked in all (a weekly limit's reset fits).
     pub const MAX_PARKED: Duration = Duration::from_secs(7 * 86400);
+    /// Where `notify.ntfy` topics are, unless `notify.ntfy_server` says otherwise.
+    pub const NTFY_SERVER: &str = "https://ntfy.sh";
 }
 
 impl JobSpec {
@@ -777,6 +892,7 @@ impl JobSpec {
             names::check_branch(&probe, "merge.branch")
                 .map_err(|e: NameError| err("merge.branch", e.to_string()))?;
         }
+        self.notify.validate(&err)?;
         Ok(())
     }
 }
@@ -1053,5 +1169,40 @@ turn_timeout = "5m"
         let mut fine = JobSpec::from_toml("job.toml", GOOD).expect("parses");
         fine.agent.env.insert("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:1".into());
         fine.validate(None).expect("not a credential");
+    }
+
+    /// `[notify]`: bad URLs, topics and empty commands are refused by field, with the line.
+    #[test]
+    fn bad_notify_config_is_refused_by_field() {
+        let with = |table: &str| format!("{GOOD}\n[notify]\n{table}\n");
+        let ok = with(
+            "webhook = \"http://127.0.0.1:8080/hook\"\nntfy = \"grove-1\"\nntfy_server = \"https://[::1]:2586\"\ncommand = [\"sh\", \"-c\", \"cat\"]\nbell = true",
+        );
+        let spec = JobSpec::from_toml("job.toml", &ok).expect("parses");
+        spec.validate(Some(("job.toml", &ok))).expect("valid");
+        assert_eq!(spec.notify.ntfy_server(), "https://[::1]:2586");
+        let back: JobSpec = toml::from_str(&toml::to_string(&spec).expect("toml")).expect("parses back");
+        assert_eq!(back.notify, spec.notify);
+        for (table, field, says) in [
+            ("webhook = \"hooks.example/x\"", "notify.webhook", "is not a URL"),
+            ("webhook = \"ftp://h/x\"", "notify.webhook", "not an http"),
+            ("webhook = \"http://:80/x\"", "notify.webhook", "no host"),
+            ("webhook = \"http://h:99999/x\"", "notify.webhook", "port"),
+            ("webhook = \"https://u:p@h/x\"", "notify.webhook", "credentials"),
+            ("webhook = \"http://h/a b\"", "notify.webhook", "spaces"),
+            ("ntfy = \"a/b\"", "notify.ntfy", "not an ntfy topic"),
+            ("ntfy = \"\"", "notify.ntfy", "not an ntfy topic"),
+            ("ntfy_server = \"http://h\"", "notify.ntfy_server", "no notify.ntfy topic"),
+            ("ntfy = \"t\"\nntfy_server = \"h\"", "notify.ntfy_server", "is not a URL"),
+            ("command = []", "notify.command", "is empty"),
+            ("command = [\"\"]", "notify.command", "is empty"),
+        ] {
+            let text = with(table);
+            let spec = JobSpec::from_toml("job.toml", &text).expect("parses");
+            let e = spec.validate(Some(("job.toml", &text))).unwrap_err().to_string();
+            assert!(e.starts_with("job.toml:") && e.contains(&format!("{field}: ")), "{table}: {e}");
+            assert!(e.contains(says), "{table}: {e}");
+        }
+        assert!(JobSpec::from_toml("job.toml", &with("url = \"http://h\"")).is_err(), "unknown field");
     }
 }

@@ -111,6 +111,16 @@ pub enum MergeState {
     Refused,
 }
 
+/// The state people read: `merged` for a task whose branch went in.
+pub fn shown_state(s: TaskState, m: MergeState) -> &'static str {
+    match (s, m) {
+        (TaskState::Succeeded, MergeState::Merged) => "merged",
+        (TaskState::Succeeded, MergeState::Empty) => "no-change",
+        (_, MergeState::Discarded) => "discarded",
+        _ => s.as_str(),
+    }
+}
+
 impl MergeState {
     pub fn as_str(self) -> &'static str {
         match self {

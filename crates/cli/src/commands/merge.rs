@@ -43,7 +43,7 @@ pub async fn cmd_merge(home: PathBuf, args: MergeArgs) -> anyhow::Result<ExitCod
         let job = link.client.merge_job(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
         // Redos the merge queued run on the coordinator's workers: follow them to the end.
         let left = job.tasks.iter().filter(|t| !is_over(&t.state)).count();
-        return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
+        return super::run::watch_remote(&mut link, &job.id, left, args.json, false).await;
     }
     let mut emb = Embedded::open(home, None).await?;
     // Redos run here: the builtin adapters' own credentials from this environment.

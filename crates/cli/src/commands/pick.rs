@@ -44,7 +44,7 @@ pub async fn cmd_pick(home: PathBuf, args: PickArgs) -> anyhow::Result<ExitCode>
             link.client.pick_variant(req).await.map_err(|s| crate::remote::status(url, s))?.into_inner();
         eprintln!("picked {} variant {} on {url}", args.task, args.variant);
         let left = job.tasks.iter().filter(|t| !super::merge::is_over(&t.state)).count();
-        return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
+        return super::run::watch_remote(&mut link, &job.id, left, args.json, false).await;
     }
     let mut emb = Embedded::open(home, None).await?;
     // Redos run here: the builtin adapters' own credentials from this environment.

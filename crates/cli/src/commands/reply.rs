@@ -48,7 +48,7 @@ pub async fn cmd_reply(home: PathBuf, args: ReplyArgs) -> anyhow::Result<ExitCod
             args.task, args.task
         );
         let left = job.tasks.iter().filter(|t| !super::merge::is_over(&t.state)).count();
-        return super::run::watch_remote(&mut link, &job.id, left, args.json).await;
+        return super::run::watch_remote(&mut link, &job.id, left, args.json, false).await;
     }
     let mut emb = Embedded::open(home, None).await?;
     emb.credentials(&args.agent_env)?;

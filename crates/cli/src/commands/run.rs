@@ -36,7 +36,14 @@ use crate::specargs::SpecArgs;
   grove run --agent claude --model sonnet --max-task-cost 2 --check 'cargo check' --max-turns 3
   grove run --agent codex --split cargo --prompt 'Rename FileId to SourceFileId' -- -c model_reasoning_effort=high
   grove run --job rename-1a2b --max-job-cost 50   # raise a spent job budget; the job goes on
-  grove run job.toml --coordinator http://coord:7070 --detach --json | jq -r .id")]
+  grove run job.toml --coordinator http://coord:7070 --detach --json | jq -r .id
+  grove run job.toml --notify-webhook https://hooks.slack.com/services/T0/B0/XYZ --notify-bell
+  grove run job.toml --notify-ntfy my-jobs --notify-command 'sh -c \"jq -r .text >> log\"'
+
+Notifications ([notify] in the spec, or the --notify-* flags) go out when a task needs
+attention (its question, its conflict paths), when a task fails (its reason) and when the job
+finishes (counts by state, merged count, cost when known), once each; a sink that fails is
+retried a few times and never changes the job or its exit code.")]
 pub struct RunArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
@@ -203,25 +210,28 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
         super::status::print_job(&row, &tasks, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
-    watch_remote(&mut link, &job.id, job.tasks.len(), args.json).await
+    let bell = loaded.spec.notify.bell.unwrap_or(false);
+    watch_remote(&mut link, &job.id, job.tasks.len(), args.json, bell).await
 }
 
 /// Watch a job on the coordinator at `url` until it ends (progress on stderr; Ctrl-C cancels
 /// it there), then print it as `grove status` does. `total` is how many tasks the progress
 /// counts. The exit code is `grove run`'s; a coordinator that goes away is waited for (up to
 /// `--reconnect-for`, then exit 3) and the watch resumes where it was, no note missed or shown
-/// twice.
+/// twice. `bell`: ring the terminal bell on what needs a person (the daemon sends the job's
+/// other notifications).
 pub(crate) async fn watch_remote(
     link: &mut crate::remote::Link,
     id: &str,
     total: usize,
     json: bool,
+    bell: bool,
 ) -> anyhow::Result<ExitCode> {
     use tokio_stream::StreamExt;
     let cancel = CancellationToken::new();
     crate::signal::install(cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress = tokio::spawn(crate::progress::show(rx, total));
+    let progress = tokio::spawn(crate::progress::show(rx, total, bell));
     let mut cancelled = false;
     let mut cancel_sent = false;
     // The last journaled note seen: a watch opened again resumes after it.
@@ -314,9 +324,17 @@ async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     emb.credentials(&args.agent_env)?;
     let coord = emb.coordinator.clone();
     let mut job = coord.store.job_or_latest(args.job.as_deref())?;
-    // Budget flags change the job's budget (raising a spent one lets it go on).
+    // Budget flags change the job's budget (raising a spent one lets it go on); notify flags
+    // its notifications.
     let mut spec = job.spec.clone();
     args.spec.apply_budget(&mut spec);
+    args.spec.apply_notify(&mut spec)?;
+    if spec.notify != job.spec.notify {
+        spec.validate(None)?;
+        coord.store.set_spec(&job.id, &spec)?;
+        eprintln!("job {}: notifications changed for what happens from now on", job.id);
+        job = coord.store.job(job.id.as_str())?;
+    }
     if spec.budget != job.spec.budget {
         spec.validate(None)?;
         coord.store.set_spec(&job.id, &spec)?;
@@ -353,8 +371,12 @@ async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     finish(&coord.store, &row, args.json, cancelled)
 }
 
+/// How long `grove run` waits at the end for notifications not tried yet.
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Drive a job with `concurrency` embedded workers and progress; returns the job and whether it
-/// was cancelled.
+/// was cancelled. Notes are journaled and the job's notifications sent as in the daemon
+/// (`journal::writer`); the ones not tried yet when the job ends get [`NOTIFY_GRACE`].
 pub(crate) async fn drive(
     emb: &Embedded,
     job: &grove_core::JobId,
@@ -371,13 +393,22 @@ pub(crate) async fn drive(
     let cancel = CancellationToken::new();
     crate::signal::install(cancel.clone());
     let mut workers = emb.start_workers(concurrency, &cancel);
+    let bell = coord.store.job(job.as_str())?.spec.notify.bell.unwrap_or(false);
+    let notifier = emb.notifier();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress = tokio::spawn(crate::progress::show(rx, total));
-    let result = coord.drive(job, only, cancel.clone(), tx).await;
+    let notes =
+        grove_coordinator::journal::writer(emb.coordinator.clone(), Some(notifier.clone()), move |j| {
+            let _ = tx.send(j.note);
+        });
+    let progress = tokio::spawn(crate::progress::show(rx, total, bell));
+    let result = coord.drive(job, only, cancel.clone(), notes).await;
     let cancelled = cancel.is_cancelled();
     cancel.cancel();
     while workers.join_next().await.is_some() {}
+    // The progress ends when the journal's writer has taken every note (and the notifier
+    // has queued what they make).
     let _ = progress.await;
+    notifier.flush(NOTIFY_GRACE).await;
     Ok((result?, cancelled))
 }
 

@@ -143,6 +143,7 @@ fn print_note(out: &mut impl Write, json: bool, n: &Note, seq: Option<u64>) -> a
         ),
         Note::Conflict { task, paths, .. } => (task.as_str(), "conflict", paths.join(", ")),
         Note::Stopped { reason, .. } => ("-", "stopped", reason.clone()),
+        Note::Ended { state, .. } => ("-", "ended", state.clone()),
         Note::Published { branches, skipped, .. } => {
             let s = if skipped.is_empty() {
                 String::new()
