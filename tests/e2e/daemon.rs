@@ -633,3 +633,62 @@ fn listings_and_diffs_larger_than_one_reply_arrive_whole() {
     assert!(diff.stdout.contains("\n+1\n") && diff.stdout.contains("\n+700000\n"), "the whole patch");
     assert!(!diff.stdout.contains("(cut:"), "nothing was cut");
 }
+
+/// `grove coordinator --metrics-listen`: after a 3-task job, `GET /metrics` is Prometheus
+/// text whose series count what happened (issue 18, metrics).
+#[test]
+fn metrics_count_what_the_daemon_did() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    let (_nats, nats) = nats_server(&env.path().join("nats"));
+    let (port, mport) = (free_port(), free_port());
+    let child = grove_tests::command("grove")
+        .args(["coordinator", "--nats", &nats, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{mport}")])
+        .env("HOME", env.path().join("home"))
+        .env("GROVE_HOME", env.grove_home())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn grove coordinator");
+    let _coord = Proc(child);
+    wait_port(port);
+    wait_port(mport);
+    let _w = worker(&env, &nats, "w1", "local", false);
+    let repo = dirs_repo(&env, "r", 3);
+    let api = format!("http://127.0.0.1:{port}");
+    let run = env.grove(
+        &repo,
+        &[
+            "run",
+            "--coordinator",
+            &api,
+            "--split",
+            "dirs",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            r#"echo x >> "$GROVE_TASK/f.txt""#,
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", mport)).expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("reply");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let mut series = std::collections::BTreeMap::new();
+    for line in body.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        series.insert(name.to_owned(), v);
+    }
+    assert_eq!(series.get("grove_jobs{state=\"done\"}"), Some(&1.0), "{body}");
+    assert_eq!(series.get("grove_tasks{state=\"succeeded\"}"), Some(&3.0), "{body}");
+    assert_eq!(series.get("grove_merges_total"), Some(&3.0), "{body}");
+    assert_eq!(series.get("grove_agent_turns_total"), Some(&3.0), "{body}");
+    assert_eq!(series.get("grove_conflicts_total"), Some(&0.0), "{body}");
+}

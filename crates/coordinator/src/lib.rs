@@ -20,6 +20,7 @@ pub mod home;
 pub mod journal;
 pub mod launch;
 pub mod logs;
+pub mod metrics;
 pub mod notify;
 pub mod rerun;
 pub mod review;

@@ -49,6 +49,11 @@ pub struct CoordinatorArgs {
     /// The address to serve gRPC on
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Serve Prometheus metrics at http://ADDR/metrics (jobs and tasks by state, queue depth
+    /// per pool, merges, conflicts, redos, agent turns, tokens and cost); plain HTTP, no token:
+    /// keep it on loopback or a private network
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The NATS server(s) [env: GROVE_NATS]
     #[arg(long, env = "GROVE_NATS", value_name = "URL")]
     pub nats: String,
@@ -266,6 +271,28 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
     if let Some(every) = args.gc_every {
         let policy = grove_coordinator::gc::Policy { older_than: args.gc_older_than, ..Default::default() };
         tokio::spawn(collect_every(daemon.clone(), every, policy, stop.clone()));
+    }
+    if let Some(addr) = args.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (--metrics-listen)"))?;
+        let at = metrics.local_addr()?;
+        eprintln!("grove coordinator: metrics on http://{at}/metrics");
+        let routes = tonic::service::Routes::from(grove_coordinator::metrics::router(daemon.coord.clone()));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .accept_http1(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(metrics),
+                    stop.cancelled_owned(),
+                )
+                .await;
+            if let Err(e) = served {
+                tracing::warn!("serving metrics on {at}: {e}");
+            }
+        });
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
