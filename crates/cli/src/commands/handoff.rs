@@ -23,7 +23,7 @@ use grove_worker::adapter::session;
   grove handoff --prompt 'finish the migration, then run the tests' --include-ignored .env
   grove handoff --agent codex --no-session --prompt 'port src/db to the new API'
   grove handoff --job rename-3f2a --no-session     # one more task of a running job
-  grove pull j-0001/handoff          # later: bring it back (a new worktree beside this one)
+  grove pull handoff-3f2a/all        # later: bring it back (a new worktree beside this one)
   grove handoff                      # inside that worktree: send it back as the next attempt")]
 pub struct HandoffArgs {
     /// What the agent does next [default: "continue"]

@@ -20,7 +20,7 @@ use super::handoff::{PULL_MARKER, dirs, place};
 /// folder is never written into.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
-  grove pull j-0001/handoff                       # into ../<repo>-handoff
+  grove pull handoff-3f2a/all                     # into ../<repo>-all
   grove pull handoff --stop --into ~/work/fix     # stop the remote attempt, then pull
   cd ../myrepo-handoff && claude --resume <id>    # go on by hand
   grove handoff --prompt 'now the docs'           # and send it back")]
