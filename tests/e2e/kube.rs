@@ -90,6 +90,8 @@ fn cloud(extra_config: &str) -> Cloud {
                 ("LC_ALL".into(), "C".into()),
                 ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
             ],
+            // The pods see neither the coordinator's home nor the person's repository.
+            hide: vec![env.grove_home(), env.path().join("r")],
         },
     );
     Cloud {
@@ -172,8 +174,10 @@ fn cloud_tasks_run_in_launched_pods_and_merge() {
     let marks = c.env.path().join("marks");
     std::fs::create_dir_all(&marks).expect("marks");
     let script = format!(
-        r#"echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt"; git remote get-url origin > {m}/$GROVE_TASK.origin"#,
-        m = marks.display()
+        r#"echo "by $GROVE_TASK" >> "$GROVE_TASK/f.txt"; git remote get-url origin > {m}/$GROVE_TASK.origin; find {h} {r} -mindepth 1 | grep -c . > {m}/$GROVE_TASK.seen || true"#,
+        m = marks.display(),
+        h = c.env.grove_home().display(),
+        r = repo.display()
     );
     assert_eq!(c.jobs(), 0, "nothing queued, no Job");
     let job = finished(c.run_job(&repo, &script), &c);
@@ -190,6 +194,16 @@ fn cloud_tasks_run_in_launched_pods_and_merge() {
         let origin = std::fs::read_to_string(marks.join(format!("{t}.origin"))).expect("origin");
         assert!(origin.starts_with(&format!("http://127.0.0.1:{}/git/", c.port)), "{origin}");
         assert!(!origin.contains(TOKEN) && !origin.contains("gwt1"), "{origin}");
+        // Where the machine allows a mount namespace, the pod saw neither the coordinator's
+        // home nor the repository (empty in it), so all it did went through the endpoint.
+        let hidden = std::fs::read_dir(c.env.path().join("pods"))
+            .expect("pods")
+            .flatten()
+            .any(|p| p.path().join("hidden").is_file());
+        if hidden {
+            let seen = std::fs::read_to_string(marks.join(format!("{t}.seen"))).expect("seen");
+            assert_eq!(seen.trim(), "0", "the pod saw files of the coordinator's home or the repository");
+        }
         // Its workspace and log were in the pod's own volume (its GROVE_HOME).
         let id = job["id"].as_str().expect("id");
         let in_a_pod = std::fs::read_dir(c.env.path().join("pods"))

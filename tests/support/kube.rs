@@ -289,6 +289,23 @@ pub struct KubeletConfig {
     pub programs: Vec<(String, PathBuf)>,
     /// The image's own environment (PATH and the like), before the pod's.
     pub image_env: Vec<(String, String)>,
+    /// Folders of this machine a pod must not see (the coordinator's home, the person's
+    /// repository): where the machine allows it, each container runs in a mount namespace of
+    /// its own with an empty tmpfs over each of them that exists.
+    pub hide: Vec<PathBuf>,
+}
+
+/// Whether this machine lets a process make a mount namespace and mount in it.
+fn can_hide() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount -t tmpfs probe /mnt"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// The fake kubelet; it stops (killing its containers) when dropped.
@@ -556,7 +573,25 @@ fn start_container(
         .or_else(|| which(&program))
         .ok_or(format!("{program}: not in the image"))?;
     let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(program);
+    let hidden: Vec<&PathBuf> = config.hide.iter().filter(|d| d.is_dir()).collect();
+    let mut cmd = if !hidden.is_empty() && can_hide() {
+        // unshare and sh exec: the container's pid is the program's, as in a pod.
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"n=$1; shift; while [ "$n" -gt 0 ]; do mount -t tmpfs -o size=1m,mode=000 hidden "$1" || exit 97; shift; n=$((n-1)); done; exec "$@""#)
+            .arg("sh")
+            .arg(hidden.len().to_string())
+            .args(&hidden)
+            .arg(&program);
+        std::fs::write(
+            dir.join("hidden"),
+            hidden.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join("\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        c
+    } else {
+        Command::new(&program)
+    };
     cmd.args(&argv[1..])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
