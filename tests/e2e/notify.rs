@@ -384,6 +384,12 @@ fn the_daemon_notifies_once_across_a_restart() {
     });
     assert_eq!(kinds(&before), [("task-failed".to_owned(), "d00".to_owned())], "{before:#?}");
     assert_eq!(before[0]["job"], id.as_str());
+    // Killed once the daemon recorded that delivery (a kill between the sink's answer and the
+    // record would send it again: at least once, as documented).
+    until(Duration::from_secs(30), "the delivery recorded", || {
+        let log = log_of(&env, "coordinator-1");
+        log.lines().any(|l| l.contains("notified") && l.contains("failed:d00")).then_some(())
+    });
 
     coord.0.kill().expect("SIGKILL the coordinator");
     let _ = coord.0.wait();

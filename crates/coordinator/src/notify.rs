@@ -588,7 +588,8 @@ async fn send_all(
             tracing::warn!(job = %d.job, "notifications: recording a try: {e}");
         }
         match error {
-            None => tracing::debug!(job = %d.job, key = %d.key, sink = d.kind.as_str(), "notified"),
+            // After it is recorded: a crash from here on sends it no more.
+            None => tracing::info!(job = %d.job, key = %d.key, sink = d.kind.as_str(), "notified"),
             Some(e) if d.tries < MAX_TRIES => {
                 let wait = FIRST_WAIT * 2u32.pow(d.tries - 1);
                 tracing::warn!(
