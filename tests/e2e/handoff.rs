@@ -171,31 +171,8 @@ fn work_in_progress_goes_to_the_cloud_and_back_with_its_claude_session() {
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("claude's json");
     let session = result["session_id"].as_str().expect("session id").to_owned();
 
-    let (_nats, nats) = nats_server(&env.path().join("nats"));
-    let port = free_port();
-    let api = format!("http://127.0.0.1:{port}");
+    let (_nats, _coord, _worker, api) = fleet(&env, &server.claude_env(&env.path().join("pod")));
     let logs = env.path().join("logs");
-    std::fs::create_dir_all(&logs).expect("logs");
-    let log = |n: &str| Stdio::from(std::fs::File::create(logs.join(n)).expect("log"));
-    let mut cmd = grove_tests::command("grove");
-    grove_tests::hermetic(&mut cmd)
-        .args(["coordinator", "--nats", &nats, "--listen", &format!("127.0.0.1:{port}")])
-        .env("HOME", env.path().join("home"))
-        .env("GROVE_HOME", env.grove_home())
-        .stdout(Stdio::null())
-        .stderr(log("coordinator.log"));
-    let _coord = Proc(cmd.spawn().expect("coordinator"));
-    wait_port(port);
-    let pod = env.path().join("pod");
-    let mut cmd = grove_tests::command("grove");
-    grove_tests::hermetic(&mut cmd)
-        .args(["worker", "--nats", &nats, "--pool", "cloud", "--clone", "--id", "pod-1", "--ack-wait", "5s"])
-        .env("HOME", &pod)
-        .env("GROVE_HOME", pod.join("grove"))
-        .envs(server.claude_env(&pod))
-        .stdout(Stdio::null())
-        .stderr(log("worker.log"));
-    let _worker = Proc(cmd.spawn().expect("worker"));
 
     // Laptop → cloud.
     let before = state(&env, &repo);
@@ -347,18 +324,7 @@ fn handoff_refusals_create_nothing() {
     let env = Env::new();
     let repo = work_in_progress(&env);
     let server = ModelServer::start();
-    let (_nats, nats) = nats_server(&env.path().join("nats"));
-    let port = free_port();
-    let api = format!("http://127.0.0.1:{port}");
-    let mut cmd = grove_tests::command("grove");
-    grove_tests::hermetic(&mut cmd)
-        .args(["coordinator", "--nats", &nats, "--listen", &format!("127.0.0.1:{port}")])
-        .env("HOME", env.path().join("home"))
-        .env("GROVE_HOME", env.grove_home())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _coord = Proc(cmd.spawn().expect("coordinator"));
-    wait_port(port);
+    let (_nats, _coord, _worker, api) = fleet(&env, &[]);
     let objects = |repo: &Path| env.git(repo, &["count-objects", "-v"]);
 
     std::fs::write(repo.join("big.bin"), vec![1u8; 200_000]).expect("write");

@@ -560,7 +560,7 @@ impl Coordinator {
         pool: &str,
     ) -> Assignment {
         let mut a = assignment(job, t, attempt, job_spent);
-        a.carried = self.carried_for(job, t, pool);
+        a.carried = self.carried_for(job, t, pool, &a.ignored_files);
         if let Some(base) = &self.git_url {
             a.remote = crate::githttp::mirror_url(base, std::path::Path::new(&job.mirror));
         }

@@ -1061,15 +1061,7 @@ impl CoordinatorApi for Api {
         }
         let mut t = self.task(&r.task)?;
         allow_job(&self.daemon.coord.store, &caller, &t.job, "PullTask")?;
-        let active = |t: &TaskRow| {
-            matches!(
-                t.state,
-                grove_core::TaskState::Queued
-                    | grove_core::TaskState::Preparing
-                    | grove_core::TaskState::Running
-                    | grove_core::TaskState::Checking
-            )
-        };
+        let active = |t: &TaskRow| t.state.is_on_worker();
         if r.stop && active(&t) {
             self.daemon.cancel_task(&t).await.map_err(status)?;
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);

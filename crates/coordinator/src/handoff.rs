@@ -163,8 +163,15 @@ pub fn session_ref(job: &JobId, task: &str) -> String {
 impl Coordinator {
     /// The ignored files an assignment of `t` carries, for the pool it goes to: a hand-off's
     /// (always), else, for a pool other than `local` (whose workers read the source's working
-    /// tree themselves), the job's listed ignored files read from that working tree.
-    pub(crate) fn carried_for(&self, job: &JobRow, t: &TaskRow, pool: &str) -> Vec<Carried> {
+    /// tree themselves), `listed` (the assignment's ignored files, already those inside the
+    /// task's checkout) read from that working tree.
+    pub(crate) fn carried_for(
+        &self,
+        job: &JobRow,
+        t: &TaskRow,
+        pool: &str,
+        listed: &[String],
+    ) -> Vec<Carried> {
         let dir = carried_dir(&self.layout, &job.id, &t.slug);
         if dir.exists() {
             return read_carried(&dir).unwrap_or_else(|e| {
@@ -173,20 +180,7 @@ impl Coordinator {
             });
         }
         match &job.source_dir {
-            Some(src) if pool != LOCAL && !job.ignored_files.is_empty() => {
-                let mine: Vec<String> = job
-                    .ignored_files
-                    .iter()
-                    .filter(|f| match &t.sparse {
-                        None => true,
-                        Some(dirs) => {
-                            !f.contains('/') || dirs.iter().any(|d| f.starts_with(&format!("{d}/")))
-                        }
-                    })
-                    .cloned()
-                    .collect();
-                carried_from_source(Path::new(src), &mine)
-            }
+            Some(src) if pool != LOCAL && !listed.is_empty() => carried_from_source(Path::new(src), listed),
             _ => Vec::new(),
         }
     }
@@ -301,11 +295,7 @@ impl Coordinator {
         let row = self.store.job(job.as_str())?;
         let t = self.store.task(job, slug)?.ok_or_else(|| StoreError::NoTask(name.clone()))?;
         let refuse = |why: String| Err(CoordError::Refused { task: name.clone(), why });
-        if matches!(
-            t.state,
-            TaskState::Queued | TaskState::Preparing | TaskState::Running | TaskState::Checking
-        ) && t.attempt > 0
-        {
+        if t.state.is_on_worker() && t.attempt > 0 {
             return refuse(format!(
                 "it is {} on pool {}: `grove pull --stop {name}` ends that attempt first",
                 t.state, t.pool

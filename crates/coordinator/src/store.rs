@@ -396,6 +396,34 @@ pub struct Store {
     path: String,
 }
 
+/// One new task row; `base` is its own start (`task_base`), else the job's base.
+fn insert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow, base: Option<&str>) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO tasks (job, slug, ord, level, title, sparse, files, lines, depends_on, branch, pool,
+           state, merge_state, updated_at, variant, variant_of, task_base)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
+        params![
+            t.job.as_str(),
+            t.slug,
+            t.ord,
+            t.level,
+            t.title,
+            t.sparse.as_deref().map(json),
+            json(&t.files),
+            t.lines as i64,
+            json(&t.depends_on),
+            t.branch,
+            t.pool,
+            t.state.as_str(),
+            t.merge_state.as_str(),
+            now(),
+            t.train.variant,
+            t.train.variant_of,
+            base,
+        ],
+    )
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -480,29 +508,7 @@ impl Store {
                 ],
             )?;
             for t in tasks {
-                tx.execute(
-                    "INSERT INTO tasks (job, slug, ord, level, title, sparse, files, lines, depends_on, branch, pool,
-                       state, merge_state, updated_at, variant, variant_of)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
-                    params![
-                        t.job.as_str(),
-                        t.slug,
-                        t.ord,
-                        t.level,
-                        t.title,
-                        t.sparse.as_deref().map(json),
-                        json(&t.files),
-                        t.lines as i64,
-                        json(&t.depends_on),
-                        t.branch,
-                        t.pool,
-                        t.state.as_str(),
-                        t.merge_state.as_str(),
-                        now(),
-                        t.train.variant,
-                        t.train.variant_of,
-                    ],
-                )?;
+                insert_task(&tx, t, None)?;
             }
             tx.commit()
         })
@@ -513,28 +519,7 @@ impl Store {
     pub fn add_task(&self, t: &TaskRow, base: &str) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO tasks (job, slug, ord, level, title, sparse, files, lines, depends_on, branch, pool,
-                   state, merge_state, updated_at, task_base)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
-                params![
-                    t.job.as_str(),
-                    t.slug,
-                    t.ord,
-                    t.level,
-                    t.title,
-                    t.sparse.as_deref().map(json),
-                    json(&t.files),
-                    t.lines as i64,
-                    json(&t.depends_on),
-                    t.branch,
-                    t.pool,
-                    t.state.as_str(),
-                    t.merge_state.as_str(),
-                    now(),
-                    base,
-                ],
-            )?;
+            insert_task(&tx, t, Some(base))?;
             tx.execute("UPDATE jobs SET state = 'running' WHERE id = ?1", params![t.job.as_str()])?;
             tx.commit()
         })

@@ -54,6 +54,11 @@ impl TaskState {
         }
     }
 
+    /// Queued for a worker or on one (dispatched, preparing, running, checking).
+    pub fn is_on_worker(self) -> bool {
+        matches!(self, TaskState::Queued | TaskState::Preparing | TaskState::Running | TaskState::Checking)
+    }
+
     /// No worker will move a task out of a terminal state by itself.
     pub fn is_terminal(self) -> bool {
         matches!(

@@ -190,9 +190,13 @@ fn newest(kind: AgentKind, dir: &Path, d: &session::Dirs) -> Option<(String, std
                         stack.push(p);
                         continue;
                     }
-                    let Ok(text) = std::fs::read_to_string(&p) else { continue };
-                    let Some(first) = text.lines().next() else { continue };
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(first) else { continue };
+                    // Only the first line (`session_meta`): a rollout can be large.
+                    let Ok(f) = std::fs::File::open(&p) else { continue };
+                    let mut first = String::new();
+                    if std::io::BufRead::read_line(&mut std::io::BufReader::new(f), &mut first).is_err() {
+                        continue;
+                    }
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&first) else { continue };
                     let meta = &v["payload"];
                     if meta["cwd"].as_str() == Some(dir.to_string_lossy().as_ref())
                         && let Some(id) = meta["id"].as_str()

@@ -218,7 +218,7 @@ pub async fn cmd_pull(home: PathBuf, args: PullArgs) -> anyhow::Result<ExitCode>
     // The session, where its CLI looks from the new folder.
     let kind = h.session.as_ref().and_then(|s| s.agent.parse::<AgentKind>().ok());
     let mut placed = 0;
-    if let (Some(kind), Some(s)) = (kind, &h.session) {
+    if let (Some(kind), Some(_)) = (kind, &h.session) {
         let d = dirs();
         for f in got.files.iter().filter(|f| f.kind == "session") {
             let Some(to) = session::restore_path(kind, &f.name, &into, &scratch, &d) else { continue };
@@ -231,7 +231,6 @@ pub async fn cmd_pull(home: PathBuf, args: PullArgs) -> anyhow::Result<ExitCode>
             std::fs::write(&to, &f.data).with_context(|| format!("writing {}", to.display()))?;
             placed += 1;
         }
-        let _ = s;
     }
     let wt_git_dir = git.run(&into, ["rev-parse", "--absolute-git-dir"])?.stdout.trim().to_owned();
     let marker = serde_json::json!({
