@@ -691,4 +691,19 @@ fn metrics_count_what_the_daemon_did() {
     assert_eq!(series.get("grove_merges_total"), Some(&3.0), "{body}");
     assert_eq!(series.get("grove_agent_turns_total"), Some(&3.0), "{body}");
     assert_eq!(series.get("grove_conflicts_total"), Some(&0.0), "{body}");
+    // The worker's registration, and the durations of what the coordinator saw happen.
+    assert_eq!(series.get("grove_workers{pool=\"local\"}"), Some(&1.0), "{body}");
+    assert_eq!(series.get("grove_worker_slots{pool=\"local\"}"), Some(&2.0), "{body}");
+    for h in ["dispatch_latency", "turn_duration", "attempt_duration", "task_duration"] {
+        let name = format!("grove_{h}_seconds");
+        assert_eq!(series.get(&format!("{name}_count")), Some(&3.0), "{name}: {body}");
+        assert_eq!(series.get(&format!("{name}_bucket{{le=\"+Inf\"}}")), Some(&3.0), "{name}: {body}");
+        let buckets: Vec<f64> = body
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{name}'s buckets are cumulative: {buckets:?}");
+        assert!(series.get(&format!("{name}_sum")).is_some_and(|s| *s >= 0.0), "{name}: {body}");
+    }
 }

@@ -24,4 +24,5 @@ mod refusals;
 mod rerun;
 mod run;
 mod secrets;
+mod telemetry;
 mod train;

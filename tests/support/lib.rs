@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod model_server;
+pub mod otlp;
 
 /// The path of one of grove-cli's binaries (`grove`, `grove-coordinator`, `grove-worker`),
 /// built on first use by `cargo build -p grove-cli --bins` in the profile this test was built

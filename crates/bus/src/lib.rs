@@ -37,12 +37,20 @@ pub struct Delivery {
     pub assignment: Assignment,
     /// The pool it was dispatched to (the queue it came from).
     pub pool: String,
+    /// The W3C `traceparent` of the dispatch, when the coordinator traces (the worker's
+    /// attempt span is its child).
+    pub trace: Option<String>,
     acker: Box<dyn Acker>,
 }
 
 impl Delivery {
     pub fn new(pool: &str, assignment: Assignment, acker: Box<dyn Acker>) -> Self {
-        Delivery { assignment, pool: pool.to_owned(), acker }
+        Delivery { assignment, pool: pool.to_owned(), trace: None, acker }
+    }
+    /// The same delivery, joined to the trace of its dispatch.
+    pub fn with_trace(mut self, trace: Option<String>) -> Self {
+        self.trace = trace;
+        self
     }
     /// The attempt is over (whatever its outcome): do not deliver again.
     pub async fn ack(self) -> Result<(), BusError> {
@@ -67,6 +75,20 @@ impl Delivery {
     pub fn delivered(&self) -> u32 {
         self.acker.delivered()
     }
+}
+
+/// The span of one dispatch: the root of the attempt's trace, whatever the caller was doing
+/// (a tick, an event), so each attempt is one trace from coordinator to agent.
+pub fn dispatch_span(pool: &str, a: &Assignment) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "dispatch",
+        otel.kind = "producer",
+        grove.job = %a.job,
+        grove.task = %a.task,
+        grove.attempt = a.attempt,
+        grove.pool = pool,
+    )
 }
 
 /// How a delivery is settled; one per bus implementation.
@@ -154,12 +176,19 @@ pub struct InProcessBus {
 }
 
 struct Queues {
-    tasks: std::sync::Mutex<HashMap<String, VecDeque<Assignment>>>,
+    tasks: std::sync::Mutex<HashMap<String, VecDeque<Queued>>>,
     ready: Notify,
 }
 
+/// An assignment waiting in the in-process queue, with the trace of its dispatch.
+#[derive(Clone)]
+struct Queued {
+    assignment: Assignment,
+    trace: Option<String>,
+}
+
 impl Queues {
-    fn push(&self, pool: &str, a: Assignment, front: bool) {
+    fn push(&self, pool: &str, a: Queued, front: bool) {
         let mut q = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         let queue = q.entry(pool.to_owned()).or_default();
         if front {
@@ -171,7 +200,7 @@ impl Queues {
         self.ready.notify_waiters();
         self.ready.notify_one();
     }
-    fn pop(&self, pools: &[String]) -> Option<(String, Assignment)> {
+    fn pop(&self, pools: &[String]) -> Option<(String, Queued)> {
         let mut q = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         pools.iter().find_map(|p| q.get_mut(p).and_then(VecDeque::pop_front).map(|a| (p.clone(), a)))
     }
@@ -200,11 +229,11 @@ struct InProcessAcker {
     queues: Arc<Queues>,
     pool: String,
     /// `Some` until settled; a drop while `Some` redelivers.
-    pending: std::sync::Mutex<Option<Assignment>>,
+    pending: std::sync::Mutex<Option<Queued>>,
 }
 
 impl InProcessAcker {
-    fn take(&self) -> Option<Assignment> {
+    fn take(&self) -> Option<Queued> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
@@ -212,7 +241,7 @@ impl InProcessAcker {
 impl Drop for InProcessAcker {
     fn drop(&mut self) {
         if let Some(a) = self.take() {
-            tracing::debug!(task = %a.task, "delivery dropped without ack: redelivering");
+            tracing::debug!(task = %a.assignment.task, "delivery dropped without ack: redelivering");
             self.queues.push(&self.pool, a, true);
         }
     }
@@ -243,20 +272,21 @@ impl Acker for InProcessAcker {
 #[async_trait]
 impl Bus for InProcessBus {
     async fn dispatch(&self, pool: &str, assignment: Assignment) -> Result<(), BusError> {
-        self.inner.push(pool, assignment, false);
+        let trace = grove_telemetry::traceparent(&dispatch_span(pool, &assignment));
+        self.inner.push(pool, Queued { assignment, trace }, false);
         Ok(())
     }
 
     async fn next_task(&self, pools: &[String]) -> Result<Delivery, BusError> {
         loop {
             let notified = self.inner.ready.notified();
-            if let Some((pool, a)) = self.inner.pop(pools) {
+            if let Some((pool, q)) = self.inner.pop(pools) {
                 let acker = InProcessAcker {
                     queues: self.inner.clone(),
                     pool: pool.clone(),
-                    pending: std::sync::Mutex::new(Some(a.clone())),
+                    pending: std::sync::Mutex::new(Some(q.clone())),
                 };
-                return Ok(Delivery::new(&pool, a, Box::new(acker)));
+                return Ok(Delivery::new(&pool, q.assignment, Box::new(acker)).with_trace(q.trace));
             }
             notified.await;
         }

@@ -39,6 +39,7 @@ use grove_core::task::{Assignment, EventKind, LogChunk, TaskEvent, TaskOutcome, 
 use grove_core::{DiffStat, JobId, TaskState};
 use grove_proto::SCHEMA_VERSION;
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 use crate::wire;
 use crate::{Acker, Bus, BusError, Cancel, Delivery};
@@ -555,6 +556,9 @@ fn json_number(payload: &[u8], key: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
+/// The W3C trace-context header an assignment's dispatch span travels in.
+const TRACEPARENT: &str = "traceparent";
+
 fn headers(kind: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("Grove-Schema", SCHEMA_VERSION.to_string().as_str());
@@ -600,17 +604,27 @@ impl Bus for NatsBus {
         // The pool's consumer is the coordinator's to make: workers only look it up.
         self.pool_consumer(pool).await?;
         let id = format!("{}/{}/{}", a.job, a.task, a.attempt);
+        let span = crate::dispatch_span(pool, &a);
+        let mut headers = headers("TaskAssignment");
+        // The trace travels beside the payload, as W3C trace context does over any transport.
+        if let Some(tp) = grove_telemetry::traceparent(&span) {
+            headers.insert(TRACEPARENT, tp.as_str());
+        }
         let msg = PublishMessage::build()
             .payload(wire::encode_assignment(&a).into())
-            .headers(headers("TaskAssignment"))
+            .headers(headers)
             .message_id(id);
-        let ack = self
-            .js
-            .send_publish(task_subject(pool), msg)
-            .await
-            .map_err(|e| BusError::Transport(format!("dispatching {}/{}: {e}", a.job, a.task)))?;
-        ack.await.map_err(|e| BusError::Transport(format!("dispatching {}/{}: {e}", a.job, a.task)))?;
-        Ok(())
+        async {
+            let ack = self
+                .js
+                .send_publish(task_subject(pool), msg)
+                .await
+                .map_err(|e| BusError::Transport(format!("dispatching {}/{}: {e}", a.job, a.task)))?;
+            ack.await.map_err(|e| BusError::Transport(format!("dispatching {}/{}: {e}", a.job, a.task)))?;
+            Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     async fn next_task(&self, pools: &[String]) -> Result<Delivery, BusError> {
@@ -644,7 +658,14 @@ impl Bus for NatsBus {
                     match wire::decode_assignment(&msg.payload) {
                         Ok(a) => {
                             let lease = consumer.cached_info().config.ack_wait;
-                            return Ok(Delivery::new(pool, a, Box::new(NatsAcker { msg, lease })));
+                            let trace = msg
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(TRACEPARENT))
+                                .map(|v| v.as_str().to_owned());
+                            return Ok(
+                                Delivery::new(pool, a, Box::new(NatsAcker { msg, lease })).with_trace(trace)
+                            );
                         }
                         Err(e @ wire::WireError::NewerSchema { .. }) => {
                             // A newer coordinator's work: a newer worker of the pool takes it.

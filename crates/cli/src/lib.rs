@@ -25,13 +25,17 @@ pub fn main(subcommand: Option<&str>) -> ExitCode {
         args.insert(1.min(args.len()), sub.into());
     }
     let cli = commands::Cli::parse_from(args);
-    init_tracing(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // The exporters live on the runtime: made in it, flushed (on drop) before it ends.
+    let _telemetry = {
+        let _in = runtime.enter();
+        init_tracing(cli.global.verbose, cli.service_name())
     };
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(code) => code,
@@ -61,7 +65,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing(verbose: u8) {
+/// The log on stderr (`GROVE_LOG`, `-v`), and OpenTelemetry export when the `OTEL_*`
+/// variables ask for it (see `grove_telemetry::export`). Each layer has its own filter, so a
+/// quiet log does not starve the traces and traces do not make the log louder.
+fn init_tracing(verbose: u8, service: &str) -> grove_telemetry::export::Telemetry {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default = match verbose {
         0 => "warn",
         1 => "info,grove=debug",
@@ -69,9 +79,17 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(output::color_enabled_stderr())
-        .try_init();
+        .with_filter(filter);
+    let (otel, telemetry) = match grove_telemetry::export::init(service) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("warning: {e}; going on without telemetry");
+            (None, grove_telemetry::export::Telemetry::default())
+        }
+    };
+    let _ = tracing_subscriber::registry().with(log).with(otel).try_init();
+    telemetry
 }

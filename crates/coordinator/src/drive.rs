@@ -482,6 +482,8 @@ impl Coordinator {
             tracing::debug!(task = %ev.task, attempt = ev.attempt, "stale event ignored");
             return Ok(None);
         }
+        let pool = task.placed.as_deref().unwrap_or(&task.pool);
+        self.timings.event(ev, pool, task.train.first_dispatched_at);
         let (job, slug) = (ev.job.clone(), ev.task.clone());
         match &ev.kind {
             EventKind::State { state, turn } => {
@@ -549,8 +551,9 @@ impl Coordinator {
 }
 
 impl Coordinator {
-    /// Attempt `attempt` of `t`, as a worker gets it; `job_spent` is what the job's agents
-    /// spent so far.
+    /// Attempt `attempt` of `t`, as a worker gets it, made just before it is dispatched (its
+    /// dispatch latency is timed from here: a worker may report before the bus confirms the
+    /// dispatch); `job_spent` is what the job's agents spent so far.
     pub(crate) fn assignment(
         &self,
         job: &JobRow,
@@ -560,6 +563,7 @@ impl Coordinator {
         pool: &str,
     ) -> Assignment {
         let mut a = assignment(job, t, attempt, job_spent);
+        self.timings.dispatched(job.id.as_str(), &t.slug, attempt);
         a.carried = self.carried_for(job, t, pool, &a.ignored_files);
         if let Some(base) = &self.git_url {
             a.remote = crate::githttp::mirror_url(base, std::path::Path::new(&job.mirror));

@@ -151,6 +151,8 @@ pub struct Coordinator {
     stopping: tokio_util::sync::CancellationToken,
     /// Per job, fired to end its running integration check (the job is being cancelled).
     checks: std::sync::Mutex<std::collections::HashMap<JobId, tokio_util::sync::CancellationToken>>,
+    /// Dispatch, turn, attempt and task durations as the events arrive (`/metrics`, OTLP).
+    pub timings: metrics::Timings,
 }
 
 impl Coordinator {
@@ -169,6 +171,7 @@ impl Coordinator {
             trains: Default::default(),
             stopping: Default::default(),
             checks: Default::default(),
+            timings: Default::default(),
         })
     }
 

@@ -118,6 +118,8 @@ impl Coordinator {
     /// Nothing is refused here ([`prepare`] did that): an id the state already has is replaced
     /// by a free one, whose integration branch (when the branch names the job) is free too.
     pub fn submit(&self, p: Prepared) -> Result<(JobRow, Vec<TaskRow>), CoordError> {
+        let span = tracing::info_span!(parent: None, "job", grove.job = %p.id, grove.job.name = %p.name);
+        let _in = span.enter();
         let (mut id, mut branch, mut salt) = (p.id.clone(), p.integration_branch.clone(), p.salt);
         let taken = |id: &JobId, branch: &str| -> Result<bool, CoordError> {
             if self.store.job_exists(id.as_str())? {

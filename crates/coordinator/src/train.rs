@@ -146,6 +146,14 @@ impl Coordinator {
                         continue;
                     }
                 }
+                let span = tracing::info_span!(
+                    parent: None,
+                    "merge",
+                    grove.job = %job,
+                    grove.task = %t.slug,
+                    grove.outcome = tracing::field::Empty,
+                );
+                let _in = span.enter();
                 let fast = match self.git.merge_bases(mirror, &tip, &task_head)?.as_slice() {
                     [base] => w.merge_disjoint(base, &tip, &task_head).unwrap_or_else(|e| {
                         tracing::warn!(task = %t.slug, "merging in process failed, git merges instead: {e}");
@@ -157,6 +165,10 @@ impl Coordinator {
                     Some(tree) => MergeOutcome::Clean { tree },
                     None => merge_trees(&self.git, mirror, &tip, &task_head)?,
                 };
+                span.record(
+                    "grove.outcome",
+                    if matches!(outcome, MergeOutcome::Clean { .. }) { "clean" } else { "conflict" },
+                );
                 match outcome {
                     MergeOutcome::Clean { tree } => {
                         let current = match tip_tree.take() {
@@ -445,6 +457,14 @@ impl Coordinator {
         check: &str,
         commit: &str,
     ) -> Result<(bool, String), CoordError> {
+        let span = tracing::info_span!(
+            parent: None,
+            "check",
+            grove.job = %row.id,
+            grove.check.scope = "integration",
+            grove.commit = commit,
+        );
+        let _in = span.enter();
         let path = self.layout.worktree(&row.id, ".integration");
         grove_git::worktree::detached_at(&self.git, Path::new(&row.mirror), &path, commit)?;
         let log_path = self.layout.run_dir(&row.id, ".integration").join("check.log");

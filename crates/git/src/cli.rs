@@ -257,11 +257,26 @@ impl Git {
         let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let shown = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
         tracing::debug!(dir = %dir.display(), "git {shown}");
+        // A span per git process, inside whatever grove is tracing (not a trace of its own:
+        // a git call outside any span is not worth one). Only the subcommand is recorded:
+        // arguments may carry URLs.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            let sub = args.iter().map(|a| a.to_string_lossy()).find(|a| !a.starts_with('-'));
+            tracing::debug_span!(
+                "git",
+                grove.git.command = sub.as_deref().unwrap_or(""),
+                grove.git.exit = tracing::field::Empty
+            )
+        };
+        let _in = span.enter();
         cmd.args(&args);
         let Output { status, stdout, stderr } = cmd
             .output()
             .map_err(|source| GitError::Spawn { program: self.program.display().to_string(), source })?;
         let code = status.code().unwrap_or(-1);
+        span.record("grove.git.exit", code);
         let stderr = String::from_utf8_lossy(&stderr).into_owned();
         if code == 0 || ok.contains(&code) {
             return Ok(GitOutput { stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr, code });

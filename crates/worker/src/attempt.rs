@@ -9,6 +9,7 @@ use grove_core::task::{Assignment, EventKind, Retry, TaskEvent, TaskOutcome};
 use grove_core::{DiffStat, TaskState, spec::KeepWorktrees};
 use grove_git::worktree::Identity;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use grove_core::usage::{SessionRef, TurnOutcome, Usage};
 
@@ -25,6 +26,24 @@ use crate::workspace::{self, Workspace};
 /// [`lease::fence_after`], the worker stops the agent, makes no checkpoint and reports
 /// nothing, and leaves the task to whichever worker gets it after the lease.
 pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: CancellationToken) {
+    // The attempt's span continues the coordinator's dispatch span (over NATS, its header).
+    let span = tracing::info_span!(
+        parent: None,
+        "attempt",
+        otel.kind = "consumer",
+        grove.job = %delivery.assignment.job,
+        grove.task = %delivery.assignment.task,
+        grove.attempt = delivery.assignment.attempt,
+        grove.pool = %delivery.pool,
+        grove.worker = %ctx.id,
+        grove.delivered = delivery.delivered(),
+        grove.outcome = tracing::field::Empty,
+    );
+    grove_telemetry::set_parent(&span, delivery.trace.as_deref());
+    attempt(ctx, delivery, cancel).instrument(span).await
+}
+
+async fn attempt(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: CancellationToken) {
     let a = delivery.assignment.clone();
     let mut tail = LogTail::start(&ctx, &a).await;
     let resume = Resume::find(&ctx, &a, delivery.delivered()).await;
@@ -120,6 +139,7 @@ pub async fn run(ctx: Arc<WorkerContext>, delivery: Delivery, cancel: Cancellati
         }
         return;
     }
+    tracing::Span::current().record("grove.outcome", outcome.state.as_str());
     // The log (and so its tail) is masked already; a reason may quote anything (a check's
     // command line, a process's error): masked too, before it leaves this worker.
     let mut outcome = outcome;
@@ -501,6 +521,21 @@ async fn turns(
     let mut turn_no = 0;
     loop {
         turn_no += 1;
+        let adapter = a.agent.kind.map_or("command", |k| k.as_str());
+        // GenAI semantic conventions on the turn: the agent's system, model, tokens and cost.
+        let turn_span = tracing::info_span!(
+            "turn",
+            grove.turn = turn_no,
+            gen_ai.operation.name = "invoke_agent",
+            gen_ai.system = genai_system(adapter),
+            gen_ai.provider.name = genai_system(adapter),
+            gen_ai.request.model = a.agent.model.as_deref(),
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            grove.cost_usd = tracing::field::Empty,
+            grove.outcome = tracing::field::Empty,
+        );
         log.reset_tail();
         let _ = log.note(&format!("turn {turn_no}")).await;
         report(&ctx.bus, a, EventKind::State { state: TaskState::Running, turn: Some(turn_no) }).await;
@@ -549,7 +584,10 @@ async fn turns(
         };
         // The agent gets its credentials; the check (below) does not.
         let mut agent_env = env.clone();
-        let adapter = a.agent.kind.map_or("command", |k| k.as_str());
+        // A CLI that exports its own telemetry joins the turn's trace.
+        if let Some(tp) = grove_telemetry::traceparent(&turn_span) {
+            agent_env.push(("TRACEPARENT".into(), tp));
+        }
         // A builtin adapter's settings the worker has (its API's address, its state folder),
         // unless the job set them; then its credentials.
         for name in grove_core::env::adapter_settings(adapter) {
@@ -571,7 +609,7 @@ async fn turns(
             timeout: a.turn_timeout,
         };
         let (finished, turn_report) = match cli {
-            None => match agent::run_turn(&turn, log, cancel).await {
+            None => match agent::run_turn(&turn, log, cancel).instrument(turn_span.clone()).await {
                 Ok(f) => (f, None),
                 Err(e) => return failed(format!("turn {turn_no}: {e}"), log.tail(), turn_no),
             },
@@ -601,6 +639,7 @@ async fn turns(
                 };
                 let t =
                     match agent::run_cli_turn(&turn, &plan, &a.budget, &spent, prices.clone(), log, cancel)
+                        .instrument(turn_span.clone())
                         .await
                     {
                         Ok(t) => t,
@@ -648,7 +687,9 @@ async fn turns(
         let commit = {
             let (git, ws, who, since) = (ctx.git.clone(), ws.clone(), who.clone(), since.clone());
             let side = session_ref(a);
+            let span = tracing::info_span!(parent: &turn_span, "checkpoint");
             tokio::task::spawn_blocking(move || {
+                let _in = span.enter();
                 let keep_out = &ws.copied.keep_out;
                 let c = grove_git::worktree::checkpoint(
                     &git,
@@ -713,6 +754,14 @@ async fn turns(
             let _ = log.note(&format!("the agent asks: {q}")).await;
             r.question = Some(q);
         }
+        if let Some(r) = &turn_report {
+            turn_span.record("gen_ai.response.model", r.model.as_deref());
+            turn_span.record("gen_ai.usage.input_tokens", r.usage.input_tokens);
+            turn_span.record("gen_ai.usage.output_tokens", r.usage.output_tokens);
+            turn_span.record("grove.cost_usd", r.usage.cost_usd);
+            turn_span.record("grove.outcome", format!("{:?}", r.outcome).as_str());
+        }
+        drop(turn_span);
         report(
             &ctx.bus,
             a,
@@ -777,7 +826,9 @@ async fn turns(
         log.reset_tail();
         let _ = log.note(&format!("check: {check}")).await;
         let args = vec!["-c".to_owned(), check.clone()];
-        let result = process::run("sh", &args, &ws.path, &env, a.turn_timeout, log, cancel).await;
+        let result = process::run("sh", &args, &ws.path, &env, a.turn_timeout, log, cancel)
+            .instrument(tracing::info_span!("check", grove.turn = turn_no))
+            .await;
         let end = match result {
             Ok(f) => f.end,
             Err(e) => return failed(format!("running the check: {e}"), log.tail(), turn_no),
@@ -811,6 +862,18 @@ async fn turns(
         } else {
             format!("{prompt}\n{feedback}")
         };
+    }
+}
+
+/// The GenAI semantic conventions' `gen_ai.system` of an adapter: the provider whose model the
+/// CLI calls, where the CLI has one; otherwise the adapter's name.
+fn genai_system(adapter: &str) -> &str {
+    match adapter {
+        "claude" => "anthropic",
+        "codex" => "openai",
+        "gemini" => "gcp.gemini",
+        "copilot" => "github_copilot",
+        other => other,
     }
 }
 

@@ -272,13 +272,25 @@ pub async fn cmd_coordinator(home: PathBuf, args: CoordinatorArgs) -> anyhow::Re
         let policy = grove_coordinator::gc::Policy { older_than: args.gc_older_than, ..Default::default() };
         tokio::spawn(collect_every(daemon.clone(), every, policy, stop.clone()));
     }
+    let sources =
+        grove_coordinator::metrics::Sources { coord: daemon.coord.clone(), board: daemon.board.clone() };
+    // The gauges and counters go out over OTLP too when a meter provider is installed
+    // (`OTEL_EXPORTER_OTLP_ENDPOINT`); the durations are histograms recorded as they happen.
+    if grove_telemetry::export::Wanted::from_env(|k| std::env::var(k).ok()).metrics {
+        let every = std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis)
+            .min(std::time::Duration::from_secs(60));
+        sources.clone().export(every);
+    }
     if let Some(addr) = args.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} (--metrics-listen)"))?;
         let at = metrics.local_addr()?;
         eprintln!("grove coordinator: metrics on http://{at}/metrics");
-        let routes = tonic::service::Routes::from(grove_coordinator::metrics::router(daemon.coord.clone()));
+        let routes = tonic::service::Routes::from(grove_coordinator::metrics::router(sources.clone()));
         let stop = stop.clone();
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()

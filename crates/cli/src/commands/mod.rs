@@ -42,6 +42,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The `service.name` this process reports its telemetry as (`OTEL_SERVICE_NAME` wins).
+    pub fn service_name(&self) -> &'static str {
+        match self.command {
+            Command::Coordinator(_) => "grove-coordinator",
+            Command::Worker(_) => "grove-worker",
+            _ => "grove",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct Global {
     /// Where grove keeps its state, mirrors, worktrees and logs
