@@ -235,6 +235,9 @@ pub fn render(f: &mut Frame, v: &View) {
     if list.is_empty() {
         list.push(Line::raw("no tasks (filters may hide them)"));
     }
+    // Scroll so the selected row stays in sight.
+    let room = rows[0].height.saturating_sub(2).max(1) as usize;
+    list.drain(..v.selected.saturating_sub(room - 1).min(list.len().saturating_sub(1)));
     let mut filters = Vec::new();
     for (k, val) in [("state", &v.filter_state), ("repo", &v.filter_repo), ("pool", &v.filter_pool)] {
         if let Some(x) = val {
@@ -708,6 +711,17 @@ mod tests {
         for sym in ["~", "+*", "!", "x "] {
             assert!(s.contains(sym), "{sym}: {s}");
         }
+    }
+
+    #[test]
+    fn ui_list_scrolls_to_the_selected_task() {
+        let mut v = view();
+        for i in 0..30 {
+            v.tasks.push(line("big-1", &format!("t{i:02}"), Mark::Running, "running"));
+        }
+        v.selected = 33;
+        let s = draw(&v);
+        assert!(s.contains(">[ ] ~  big-1          t29"), "{s}");
     }
 
     #[test]
