@@ -25,3 +25,4 @@ mod rerun;
 mod run;
 mod secrets;
 mod train;
+mod ui;
