@@ -26,3 +26,4 @@ mod run;
 mod secrets;
 mod telemetry;
 mod train;
+mod ui;

@@ -20,6 +20,7 @@ mod reply;
 mod retry;
 mod run;
 mod status;
+mod ui;
 mod up;
 mod watch;
 mod worker;
@@ -88,6 +89,7 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     Coordinator(coordinator::CoordinatorArgs),
     Up(up::UpArgs),
+    Ui(ui::UiArgs),
     Watch(watch::WatchArgs),
     Handoff(handoff::HandoffArgs),
     Pull(pull::PullArgs),
@@ -116,6 +118,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workers(a) => workers::cmd_workers(a).await,
         Command::Agents(a) => agents::cmd_agents(home, a).await,
         Command::Up(a) => up::cmd_up(home, a).await,
+        Command::Ui(a) => ui::cmd_ui(home, a).await,
         Command::Watch(a) => watch::cmd_watch(home, a).await,
         Command::Handoff(a) => handoff::cmd_handoff(home, a).await,
         Command::Pull(a) => pull::cmd_pull(home, a).await,

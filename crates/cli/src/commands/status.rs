@@ -34,22 +34,7 @@ pub struct StatusArgs {
 pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.coordinator {
         let mut client = crate::remote::connect(url, &args.tls).await?;
-        let ids: Vec<String> = match &args.job {
-            Some(id) => vec![id.clone()],
-            None => crate::remote::list_jobs(&mut client)
-                .await
-                .map_err(|s| crate::remote::status(url, s))?
-                .into_iter()
-                .map(|j| j.id)
-                .collect(),
-        };
-        let mut jobs = Vec::new();
-        for id in ids {
-            let j = crate::remote::fetch_job(&mut client, &id)
-                .await
-                .map_err(|s| crate::remote::status(url, s))?;
-            jobs.push(crate::remote::rows(&j)?);
-        }
+        let mut jobs = remote_jobs(&mut client, url, args.job.as_deref()).await?;
         match (&args.job, jobs.pop()) {
             (Some(_), Some((job, tasks))) => print_job(&job, &tasks, args.json)?,
             (_, last) => {
@@ -70,22 +55,49 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&Layout::new(home).db())?;
-    match &args.job {
-        Some(id) => {
-            let job = store.job(id)?;
-            let tasks = store.tasks(&job.id)?;
-            print_job(&job, &tasks, args.json)?;
-        }
-        None => {
-            let mut jobs = Vec::new();
-            for j in store.jobs()? {
-                let t = store.tasks(&j.id)?;
-                jobs.push((j, t));
-            }
-            print_jobs(&jobs, args.json)?
-        }
+    let jobs = local_jobs(&store, args.job.as_deref())?;
+    match (&args.job, jobs.first()) {
+        (Some(_), Some((job, tasks))) => print_job(job, tasks, args.json)?,
+        _ => print_jobs(&jobs, args.json)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every job with its tasks (or only `job`) from the local state, as `grove status` shows them.
+pub fn local_jobs(store: &Store, job: Option<&str>) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
+    let jobs = match job {
+        Some(id) => vec![store.job(id)?],
+        None => store.jobs()?,
+    };
+    let mut out = Vec::new();
+    for j in jobs {
+        let t = store.tasks(&j.id)?;
+        out.push((j, t));
+    }
+    Ok(out)
+}
+
+/// The same from a coordinator daemon.
+pub async fn remote_jobs(
+    client: &mut crate::remote::Client,
+    url: &str,
+    job: Option<&str>,
+) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
+    let ids: Vec<String> = match job {
+        Some(id) => vec![id.to_owned()],
+        None => crate::remote::list_jobs(client)
+            .await
+            .map_err(|s| crate::remote::status(url, s))?
+            .into_iter()
+            .map(|j| j.id)
+            .collect(),
+    };
+    let mut jobs = Vec::new();
+    for id in ids {
+        let j = crate::remote::fetch_job(client, &id).await.map_err(|s| crate::remote::status(url, s))?;
+        jobs.push(crate::remote::rows(&j)?);
+    }
+    Ok(jobs)
 }
 
 /// Where a task's work is now: on its pool (remote), or pulled into a folder.
