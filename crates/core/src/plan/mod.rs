@@ -16,6 +16,9 @@
 //! 5. `order` (here): a topological order, level by level, by slug within a level; each task's
 //!    `depends_on` with redundant (implied) edges dropped.
 //!
+//! Across the repositories of a job, [`repos`] orders the repositories themselves from what
+//! their manifests define and need.
+//!
 //! # Split rules, one example each
 //!
 //! | rule | modules | edges |
@@ -34,6 +37,7 @@
 mod discover;
 mod graph;
 mod paths;
+pub mod repos;
 mod select;
 mod shard;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use globset::{GlobBuilder, GlobSetBuilder};
 use toml::{Table, Value};
 
-use super::{Modules, SourceTree, TreeError, named, parse_warning, read_text};
+use super::{Modules, PLAIN, SourceTree, TreeError, located, named, read_text};
 use crate::plan::paths::{is_within, join, parent};
 use crate::spec::SplitRule;
 
@@ -46,10 +46,10 @@ pub(super) fn discover(
             mods.add_plain(dir, SplitRule::Cargo);
             continue;
         };
-        match text.parse::<Table>() {
+        match parse(&f.path, &text) {
             Ok(table) => ms.push(Manifest { dir: dir.to_owned(), path: f.path.clone(), table }),
             Err(e) => {
-                warnings.push(parse_warning(&f.path, &text, e.span().map(|s| s.start), e.message()));
+                warnings.push(format!("{e}; {PLAIN}"));
                 mods.add_plain(dir, SplitRule::Cargo);
             }
         }
@@ -180,6 +180,23 @@ pub(super) fn discover(
     Ok(())
 }
 
+/// A Cargo.toml's table, or the parser's message naming the file and line.
+pub(crate) fn parse(path: &str, text: &str) -> Result<Table, String> {
+    text.parse::<Table>().map_err(|e| located(path, text, e.span().map(|s| s.start), e.message()))
+}
+
+/// The dependency tables of a manifest: normal, dev and build, at the top and under each
+/// `[target.<cfg>]` (`[workspace.dependencies]` is not one of them).
+pub(crate) fn dep_tables(table: &Table) -> Vec<&Table> {
+    let mut tables: Vec<&Table> = DEP_TABLES.iter().filter_map(|k| table.get(*k)?.as_table()).collect();
+    if let Some(targets) = table.get("target").and_then(Value::as_table) {
+        for t in targets.values().filter_map(Value::as_table) {
+            tables.extend(DEP_TABLES.iter().filter_map(|k| t.get(*k)?.as_table()));
+        }
+    }
+    tables
+}
+
 fn strings(v: Option<&Value>) -> impl Iterator<Item = &str> {
     v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
 }
@@ -203,12 +220,7 @@ fn patches(m: &Manifest) -> HashMap<String, String> {
 /// The folders of `m`'s local dependencies: `path` ones, `workspace = true` ones resolved
 /// through `ws`, and registry ones that `ws` (or `m`) patches with a local path.
 fn dep_dirs(m: &Manifest, ws: Option<&Manifest>) -> Vec<String> {
-    let mut tables: Vec<&Table> = DEP_TABLES.iter().filter_map(|k| m.table.get(*k)?.as_table()).collect();
-    if let Some(targets) = m.table.get("target").and_then(Value::as_table) {
-        for t in targets.values().filter_map(Value::as_table) {
-            tables.extend(DEP_TABLES.iter().filter_map(|k| t.get(*k)?.as_table()));
-        }
-    }
+    let tables = dep_tables(&m.table);
     let ws_deps = ws.and_then(|w| Some((w, w.workspace()?.get("dependencies")?.as_table()?)));
     let mut patched = ws.map(patches).unwrap_or_default();
     if ws.is_none_or(|w| w.dir != m.dir) {

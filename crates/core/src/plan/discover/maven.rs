@@ -7,16 +7,22 @@ use std::collections::{HashMap, HashSet};
 
 use roxmltree::{Document, Node};
 
-use super::{Modules, SourceTree, TreeError, named, read_text};
+use super::{Modules, PLAIN, SourceTree, TreeError, named, read_text};
 use crate::plan::paths::{is_within, join, parent};
 use crate::spec::SplitRule;
 
-struct Pom {
-    dir: String,
-    group: Option<String>,
-    artifact: Option<String>,
+/// What one pom.xml says.
+pub(crate) struct Pom {
+    pub dir: String,
+    /// Its own `groupId`, else its parent's.
+    pub group: Option<String>,
+    pub artifact: Option<String>,
     modules: Vec<String>,
-    deps: Vec<(Option<String>, String)>,
+    /// `(groupId, artifactId)` of its `<dependencies>`; no group id when it has none or it is a
+    /// property (`${project.groupId}`).
+    pub deps: Vec<(Option<String>, String)>,
+    /// The same, of its `<dependencyManagement>` (versions and BOMs, not dependencies yet).
+    pub managed: Vec<(Option<String>, String)>,
 }
 
 pub(super) fn discover(
@@ -31,12 +37,10 @@ pub(super) fn discover(
             mods.add_plain(dir, SplitRule::Maven);
             continue;
         };
-        match Document::parse(&text) {
-            Ok(doc) => poms.push(read(dir, &doc)),
+        match parse(&f.path, &text) {
+            Ok(pom) => poms.push(pom),
             Err(e) => {
-                let pos = e.pos();
-                warnings
-                    .push(format!("{}:{}: {e}; its folder is planned as a plain module", f.path, pos.row));
+                warnings.push(format!("{e}; {PLAIN}"));
                 mods.add_plain(dir, SplitRule::Maven);
             }
         }
@@ -99,6 +103,14 @@ pub(super) fn discover(
     Ok(())
 }
 
+/// The pom.xml at `path`, or the parser's message naming the file and line.
+pub(crate) fn parse(path: &str, text: &str) -> Result<Pom, String> {
+    match Document::parse(text) {
+        Ok(doc) => Ok(read(parent(path), &doc)),
+        Err(e) => Err(format!("{path}:{}: {e}", e.pos().row)),
+    }
+}
+
 fn read(dir: &str, doc: &Document) -> Pom {
     let project = doc.root_element();
     let text = |n: Node, name: &str| child(n, name).and_then(|c| c.text()).map(|t| t.trim().to_owned());
@@ -111,18 +123,24 @@ fn read(dir: &str, doc: &Document) -> Pom {
     for list in lists {
         modules.extend(children(list, "module").filter_map(|m| m.text()).map(|t| t.trim().to_owned()));
     }
-    let deps = child(project, "dependencies")
-        .into_iter()
-        .flat_map(|d| children(d, "dependency"))
-        // `${project.groupId}` and the like: compare artifacts only.
-        .filter_map(|d| Some((text(d, "groupId").filter(|g| !g.starts_with("${")), text(d, "artifactId")?)))
-        .collect();
+    let deps_of = |list: Option<Node>| -> Vec<(Option<String>, String)> {
+        list.into_iter()
+            .flat_map(|d| children(d, "dependency"))
+            // `${project.groupId}` and the like: compare artifacts only.
+            .filter_map(|d| {
+                Some((text(d, "groupId").filter(|g| !g.starts_with("${")), text(d, "artifactId")?))
+            })
+            .collect()
+    };
+    let deps = deps_of(child(project, "dependencies"));
+    let managed = deps_of(child(project, "dependencyManagement").and_then(|m| child(m, "dependencies")));
     Pom {
         dir: dir.to_owned(),
         group: text(project, "groupId").or(parent_group),
         artifact: text(project, "artifactId"),
         modules,
         deps,
+        managed,
     }
 }
 

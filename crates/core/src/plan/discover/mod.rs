@@ -7,13 +7,13 @@
 //! that does not parse gives a warning naming the file and the parser's message, and its folder
 //! becomes a plain module.
 
-mod cargo;
+pub(super) mod cargo;
 mod codeowners;
 mod dirs;
-mod go;
+pub(super) mod go;
 mod gradle;
-mod maven;
-mod npm;
+pub(super) mod maven;
+pub(super) mod npm;
 mod python;
 
 use std::collections::{BTreeSet, HashMap};
@@ -220,6 +220,9 @@ pub(crate) fn named<'t>(tree: &'t dyn SourceTree, name: &'t str) -> impl Iterato
 /// entity is ever expanded), so a manifest is a warning at worst, never a panic.
 pub(crate) const MANIFEST_MAX: u64 = 4 << 20;
 
+/// What becomes of a folder whose manifest is not read, in discovery's warnings.
+const PLAIN: &str = "its folder is planned as a plain module";
+
 /// A manifest's text, or `None` with a warning when it is not read: not a regular file (a
 /// symlink is never followed, a submodule has no content here), larger than [`MANIFEST_MAX`],
 /// or not UTF-8. `None` without a warning when the tree has no such file.
@@ -228,9 +231,20 @@ pub(crate) fn read_text(
     path: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Option<String>, TreeError> {
+    read_manifest(tree, path, PLAIN, warnings)
+}
+
+/// [`read_text`] for any reader of manifests: `then` ends each warning and says what comes of
+/// the file not being read.
+pub(crate) fn read_manifest(
+    tree: &dyn SourceTree,
+    path: &str,
+    then: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, TreeError> {
     let files = tree.files();
     let Ok(i) = files.binary_search_by(|f| f.path.as_str().cmp(path)) else { return Ok(None) };
-    let not_read = |why: String| format!("{path}: {why}; not read, its folder is planned as a plain module");
+    let not_read = |why: String| format!("{path}: {why}; not read, {then}");
     match files[i].kind {
         FileKind::Regular | FileKind::Executable => {}
         FileKind::Symlink => {
@@ -257,7 +271,7 @@ pub(crate) fn read_text(
     match String::from_utf8(bytes) {
         Ok(s) => Ok(Some(s)),
         Err(e) => {
-            warnings.push(format!("{path}: not UTF-8 ({e}); its folder is planned as a plain module"));
+            warnings.push(format!("{path}: not UTF-8 ({e}); {then}"));
             Ok(None)
         }
     }
@@ -298,14 +312,21 @@ pub(crate) fn too_deep(text: &str, max: usize) -> Option<usize> {
     None
 }
 
-/// `path:line: message` for a parser error at byte `offset` of `text`.
+/// `path:line: message; its folder is planned as a plain module` for a parser error at byte
+/// `offset` of `text`.
 pub(crate) fn parse_warning(path: &str, text: &str, offset: Option<usize>, message: &str) -> String {
+    format!("{}; {PLAIN}", located(path, text, offset, message))
+}
+
+/// `path:line: message` (`path: message` without an offset) for a parser error at byte `offset`
+/// of `text`, on one line.
+pub(crate) fn located(path: &str, text: &str, offset: Option<usize>, message: &str) -> String {
     let message = message.trim().replace('\n', " ");
     match offset {
         Some(o) => {
             let line = text.as_bytes()[..o.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1;
-            format!("{path}:{line}: {message}; its folder is planned as a plain module")
+            format!("{path}:{line}: {message}")
         }
-        None => format!("{path}: {message}; its folder is planned as a plain module"),
+        None => format!("{path}: {message}"),
     }
 }

@@ -19,7 +19,9 @@ use crate::spec::SplitRule;
 /// The deepest flow nesting (`[`, `{`) read in a pnpm-workspace.yaml (real ones have 1 or 2).
 const YAML_FLOW_MAX: usize = 64;
 
-const DEP_FIELDS: [&str; 4] = ["dependencies", "devDependencies", "peerDependencies", "optionalDependencies"];
+/// The fields of a package.json that name its dependencies.
+pub(crate) const DEP_FIELDS: [&str; 4] =
+    ["dependencies", "devDependencies", "peerDependencies", "optionalDependencies"];
 
 struct Package {
     dir: String,
