@@ -103,7 +103,10 @@ impl Remote {
         let path = path.trim_matches('/');
         let path = path.strip_suffix(".git").unwrap_or(path).trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').collect();
-        if host.is_empty() || segments.len() < 2 || segments.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
+        if host.is_empty()
+            || segments.len() < 2
+            || segments.iter().any(|s| s.is_empty() || *s == "." || *s == "..")
+        {
             return Err(bad());
         }
         Ok(Remote { host: host.to_ascii_lowercase(), project: segments.join("/") })
@@ -366,7 +369,9 @@ mod tests {
             let r = Remote::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
             assert_eq!((r.host.as_str(), r.project.as_str()), (host, project), "{url}");
         }
-        for bad in ["", "/local/path", "file:///x/y", "https://github.com/only", "git@host:", "https://h/a/../b"] {
+        for bad in
+            ["", "/local/path", "file:///x/y", "https://github.com/only", "git@host:", "https://h/a/../b"]
+        {
             assert!(Remote::parse(bad).is_err(), "{bad}");
         }
     }

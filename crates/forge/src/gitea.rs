@@ -82,12 +82,16 @@ fn pr_from(v: &Value, what: &str) -> Result<Pr, Error> {
 pub async fn find(api: &Api, project: &str, head: &str, base_branch: &str) -> Result<Option<Pr>, Error> {
     let base = base(project)?;
     for page in 1..=MAX_PAGES {
-        let path = format!("{base}/pulls?{}", query(&[("state", "open"), ("limit", "50"), ("page", &page.to_string())]));
+        let path = format!(
+            "{base}/pulls?{}",
+            query(&[("state", "open"), ("limit", "50"), ("page", &page.to_string())])
+        );
         let v = api.call(Method::GET, &path, None).await?;
-        let list = v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
-        let found = list
-            .iter()
-            .find(|p| str_at(p, &["head", "ref"]) == Some(head) && str_at(p, &["base", "ref"]) == Some(base_branch));
+        let list =
+            v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
+        let found = list.iter().find(|p| {
+            str_at(p, &["head", "ref"]) == Some(head) && str_at(p, &["base", "ref"]) == Some(base_branch)
+        });
         if let Some(p) = found {
             return pr_from(p, &path).map(Some);
         }
@@ -146,7 +150,8 @@ pub async fn update(api: &Api, project: &str, mut pr: Pr, spec: &PrSpec) -> Resu
     let want_title = title(spec);
     if pr.title != want_title || !same_text(&pr.body, &spec.body) {
         let path = format!("{}/pulls/{}", base(project)?, pr.number);
-        let v = api.call(Method::PATCH, &path, Some(&json!({ "title": want_title, "body": spec.body }))).await?;
+        let v =
+            api.call(Method::PATCH, &path, Some(&json!({ "title": want_title, "body": spec.body }))).await?;
         let created = pr.created;
         pr = pr_from(&v, &path)?;
         pr.created = created;
@@ -173,7 +178,8 @@ async fn request_reviewers(api: &Api, project: &str, pr: &mut Pr, spec: &PrSpec)
     let users: Vec<&String> = wanted.iter().copied().filter(|r| !r.contains('/')).collect();
     let teams: Vec<&str> = wanted.iter().filter_map(|t| t.split_once('/').map(|(_, team)| team)).collect();
     let path = format!("{}/pulls/{}/requested_reviewers", base(project)?, pr.number);
-    let reply = api.send(Method::POST, &path, Some(&json!({ "reviewers": users, "team_reviewers": teams }))).await?;
+    let reply =
+        api.send(Method::POST, &path, Some(&json!({ "reviewers": users, "team_reviewers": teams }))).await?;
     if matches!(reply.status.as_u16(), 422 | 404) {
         tracing::warn!(project, number = pr.number, message = reply.message(), "reviewers not requested");
     } else if !reply.status.is_success() {
@@ -192,15 +198,17 @@ pub async fn status(api: &Api, project: &str, number: u64) -> Result<PrStatus, E
     let mut runs = Vec::new();
     if let Some(sha) = &pr.head_sha {
         let combined = api.call(Method::GET, &format!("{base}/commits/{}/status", enc(sha)), None).await?;
-        runs.extend(combined.get("statuses").and_then(Value::as_array).into_iter().flatten().filter_map(|s| {
-            let name = str_at(s, &["context"])?.to_owned();
-            let run = match str_at(s, &["status"]).or_else(|| str_at(s, &["state"])) {
-                Some("success" | "warning") => Run::Pass,
-                Some("failure" | "error") => Run::Fail,
-                _ => Run::Pending,
-            };
-            Some((name, run))
-        }));
+        runs.extend(combined.get("statuses").and_then(Value::as_array).into_iter().flatten().filter_map(
+            |s| {
+                let name = str_at(s, &["context"])?.to_owned();
+                let run = match str_at(s, &["status"]).or_else(|| str_at(s, &["state"])) {
+                    Some("success" | "warning") => Run::Pass,
+                    Some("failure" | "error") => Run::Fail,
+                    _ => Run::Pending,
+                };
+                Some((name, run))
+            },
+        ));
     }
     Ok(PrStatus {
         state: pr.state,

@@ -79,7 +79,8 @@ pub async fn find(api: &Api, project: &str, head: &str, base_branch: &str) -> Re
         query(&[("head", &head), ("base", base_branch), ("state", "open"), ("per_page", "100")])
     );
     let v = api.call(Method::GET, &path, None).await?;
-    let list = v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
+    let list =
+        v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
     list.first().map(|p| pr_from(p, &path)).transpose()
 }
 
@@ -107,7 +108,8 @@ pub async fn create(api: &Api, project: &str, spec: &PrSpec) -> Result<Option<Pr
 pub async fn update(api: &Api, project: &str, mut pr: Pr, spec: &PrSpec) -> Result<Pr, Error> {
     if pr.title != spec.title || !same_text(&pr.body, &spec.body) {
         let path = format!("{}/pulls/{}", base(project)?, pr.number);
-        let v = api.call(Method::PATCH, &path, Some(&json!({ "title": spec.title, "body": spec.body }))).await?;
+        let v =
+            api.call(Method::PATCH, &path, Some(&json!({ "title": spec.title, "body": spec.body }))).await?;
         let created = pr.created;
         pr = pr_from(&v, &path)?;
         pr.created = created;
@@ -123,7 +125,10 @@ async fn add_labels_and_reviewers(api: &Api, project: &str, pr: &mut Pr, spec: &
         let path = format!("{}/issues/{}/labels", base(project)?, pr.number);
         let v = api.call(Method::POST, &path, Some(&json!({ "labels": labels }))).await?;
         if let Some(list) = v.as_array() {
-            pr.labels = list.iter().filter_map(|l| l.get("name").and_then(Value::as_str).map(str::to_owned)).collect();
+            pr.labels = list
+                .iter()
+                .filter_map(|l| l.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect();
         }
     }
     let wanted = missing(&spec.reviewers, &pr.reviewers);
@@ -131,7 +136,9 @@ async fn add_labels_and_reviewers(api: &Api, project: &str, pr: &mut Pr, spec: &
     let teams: Vec<&str> = wanted.iter().filter_map(|t| t.split_once('/').map(|(_, slug)| slug)).collect();
     if !users.is_empty() || !teams.is_empty() {
         let path = format!("{}/pulls/{}/requested_reviewers", base(project)?, pr.number);
-        let reply = api.send(Method::POST, &path, Some(&json!({ "reviewers": users, "team_reviewers": teams }))).await?;
+        let reply = api
+            .send(Method::POST, &path, Some(&json!({ "reviewers": users, "team_reviewers": teams })))
+            .await?;
         if reply.status.as_u16() == 422 {
             // The author, or someone without access: GitHub refuses the whole request.
             tracing::warn!(project, number = pr.number, message = reply.message(), "reviewers not requested");
@@ -171,10 +178,22 @@ pub async fn status(api: &Api, project: &str, number: u64) -> Result<PrStatus, E
     let pr = pr_from(&v, &path)?;
     let mut runs = Vec::new();
     if let Some(sha) = &pr.head_sha {
-        let statuses = api.call(Method::GET, &format!("{base}/commits/{}/status?per_page=100", enc(sha)), None).await?;
-        runs.extend(statuses.get("statuses").and_then(Value::as_array).into_iter().flatten().filter_map(commit_status));
-        let checks = api.call(Method::GET, &format!("{base}/commits/{}/check-runs?per_page=100", enc(sha)), None).await?;
-        runs.extend(checks.get("check_runs").and_then(Value::as_array).into_iter().flatten().filter_map(check_run));
+        let statuses =
+            api.call(Method::GET, &format!("{base}/commits/{}/status?per_page=100", enc(sha)), None).await?;
+        runs.extend(
+            statuses
+                .get("statuses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(commit_status),
+        );
+        let checks = api
+            .call(Method::GET, &format!("{base}/commits/{}/check-runs?per_page=100", enc(sha)), None)
+            .await?;
+        runs.extend(
+            checks.get("check_runs").and_then(Value::as_array).into_iter().flatten().filter_map(check_run),
+        );
     }
     Ok(PrStatus {
         state: pr.state,

@@ -39,7 +39,8 @@ fn pr_from(v: &Value, what: &str) -> Result<Pr, Error> {
     let shape = |message: &str| Error::Shape { what: what.to_owned(), message: message.to_owned() };
     let number = v.get("iid").and_then(Value::as_u64).ok_or_else(|| shape("no iid"))?;
     let url = str_at(v, &["web_url"]).ok_or_else(|| shape("no web_url"))?.to_owned();
-    let draft = v.get("draft").or_else(|| v.get("work_in_progress")).and_then(Value::as_bool).unwrap_or(false);
+    let draft =
+        v.get("draft").or_else(|| v.get("work_in_progress")).and_then(Value::as_bool).unwrap_or(false);
     let state = match (str_at(v, &["state"]), draft) {
         (Some("merged"), _) => PrState::Merged,
         (Some("closed" | "locked"), _) => PrState::Closed,
@@ -79,7 +80,8 @@ pub async fn find(api: &Api, project: &str, head: &str, base_branch: &str) -> Re
         query(&[("source_branch", head), ("target_branch", base_branch), ("state", "opened")])
     );
     let v = api.call(Method::GET, &path, None).await?;
-    let list = v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
+    let list =
+        v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
     list.first().map(|p| pr_from(p, &path)).transpose()
 }
 
@@ -130,7 +132,11 @@ pub async fn update(api: &Api, project: &str, pr: Pr, spec: &PrSpec) -> Result<P
     let want_title = title(spec);
     let labels = missing(&spec.labels, &pr.labels);
     let new_reviewers = missing(&spec.reviewers, &pr.reviewers);
-    if pr.title == want_title && same_text(&pr.body, &spec.body) && labels.is_empty() && new_reviewers.is_empty() {
+    if pr.title == want_title
+        && same_text(&pr.body, &spec.body)
+        && labels.is_empty()
+        && new_reviewers.is_empty()
+    {
         return Ok(pr);
     }
     let mut body = json!({ "title": want_title, "description": spec.body });
@@ -183,9 +189,13 @@ pub async fn status(api: &Api, project: &str, number: u64) -> Result<PrStatus, E
     let mergeable = match (detailed, str_at(&v, &["merge_status"])) {
         _ if v.get("has_conflicts").and_then(Value::as_bool) == Some(true) => Some(false),
         (Some("mergeable"), _) => Some(true),
-        (Some("checking" | "unchecked" | "preparing" | "approvals_syncing" | "ci_must_pass" | "ci_still_running"), _) => {
-            None
-        }
+        (
+            Some(
+                "checking" | "unchecked" | "preparing" | "approvals_syncing" | "ci_must_pass"
+                | "ci_still_running",
+            ),
+            _,
+        ) => None,
         (Some(_), _) => Some(false),
         (None, Some("can_be_merged")) => Some(true),
         (None, Some("cannot_be_merged" | "cannot_be_merged_recheck")) => Some(false),

@@ -12,8 +12,8 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{HostConfig, Kind, Token};
 use crate::Error;
+use crate::config::{HostConfig, Kind, Token};
 
 /// The most of an answer's body that is read.
 const BODY_LIMIT: usize = 16 << 20;
@@ -143,7 +143,10 @@ pub struct Api {
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api").field("kind", &self.kind).field("api_url", &self.config.api_url).finish_non_exhaustive()
+        f.debug_struct("Api")
+            .field("kind", &self.kind)
+            .field("api_url", &self.config.api_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,7 +187,8 @@ impl Api {
             Kind::GitLab => ("private-token", token.expose().to_owned()),
             Kind::Gitea => ("authorization", format!("token {}", token.expose())),
         };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| Error::BadToken { host: config.host.clone() })?;
+        let mut value =
+            HeaderValue::from_str(&value).map_err(|_| Error::BadToken { host: config.host.clone() })?;
         value.set_sensitive(true);
         Ok(Api {
             kind: config.kind,
@@ -233,7 +237,8 @@ impl Api {
 
     async fn once(&self, method: &Method, url: &str, body: Option<&Value>) -> Result<Reply, Error> {
         let what = || format!("{method} {url}");
-        let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| Error::Config(format!("{url}: {e}")))?;
+        let uri: hyper::Uri =
+            url.parse().map_err(|e: hyper::http::uri::InvalidUri| Error::Config(format!("{url}: {e}")))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -245,9 +250,9 @@ impl Api {
             .header(hyper::header::USER_AGENT, concat!("grove/", env!("CARGO_PKG_VERSION")))
             .header(self.auth.0.clone(), self.auth.1.clone());
         req = match self.kind {
-            Kind::GitHub => {
-                req.header(hyper::header::ACCEPT, "application/vnd.github+json").header("x-github-api-version", "2022-11-28")
-            }
+            Kind::GitHub => req
+                .header(hyper::header::ACCEPT, "application/vnd.github+json")
+                .header("x-github-api-version", "2022-11-28"),
             Kind::GitLab | Kind::Gitea => req.header(hyper::header::ACCEPT, "application/json"),
         };
         let bytes = match body {
@@ -352,7 +357,11 @@ mod tests {
         for (k, v) in headers {
             map.insert(*k, HeaderValue::from_str(v).expect("header"));
         }
-        Reply { status: StatusCode::from_u16(status).expect("status"), headers: map, body: Bytes::from(body.to_owned()) }
+        Reply {
+            status: StatusCode::from_u16(status).expect("status"),
+            headers: map,
+            body: Bytes::from(body.to_owned()),
+        }
     }
 
     #[test]
@@ -362,12 +371,17 @@ mod tests {
         assert_eq!(w(&reply(429, &[("retry-after", "7")], "")), Some(Duration::from_secs(7)));
         assert_eq!(w(&reply(403, &[("retry-after", "2")], "{}")), Some(Duration::from_secs(2)));
         let reset = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("now").as_secs() + 30;
-        let d = w(&reply(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())], ""))
-            .expect("primary");
+        let d =
+            w(&reply(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())], ""))
+                .expect("primary");
         assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(31), "{d:?}");
-        let secondary = r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes."}"#;
+        let secondary =
+            r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes."}"#;
         assert_eq!(w(&reply(403, &[], secondary)), Some(crate::config::DEFAULT_SECONDARY_WAIT));
-        assert_eq!(w(&reply(403, &[("x-ratelimit-remaining", "10")], r#"{"message":"Resource not accessible"}"#)), None);
+        assert_eq!(
+            w(&reply(403, &[("x-ratelimit-remaining", "10")], r#"{"message":"Resource not accessible"}"#)),
+            None
+        );
         assert_eq!(w(&reply(422, &[("retry-after", "1")], "")), None);
         assert_eq!(w(&reply(404, &[], "")), None);
     }
@@ -375,10 +389,19 @@ mod tests {
     #[test]
     fn reads_host_messages() {
         let gh = r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom","message":"A pull request already exists for o:b."}]}"#;
-        assert_eq!(reply(422, &[], gh).message(), "Validation Failed; A pull request already exists for o:b.");
+        assert_eq!(
+            reply(422, &[], gh).message(),
+            "Validation Failed; A pull request already exists for o:b."
+        );
         let gl = r#"{"message":["Another open merge request already exists for this source branch: !1"]}"#;
-        assert_eq!(reply(409, &[], gl).message(), "Another open merge request already exists for this source branch: !1");
-        assert_eq!(reply(400, &[], r#"{"message":{"title":["is too long"]}}"#).message(), "title is too long");
+        assert_eq!(
+            reply(409, &[], gl).message(),
+            "Another open merge request already exists for this source branch: !1"
+        );
+        assert_eq!(
+            reply(400, &[], r#"{"message":{"title":["is too long"]}}"#).message(),
+            "title is too long"
+        );
         assert_eq!(reply(502, &[], "Bad gateway\nmore").message(), "Bad gateway");
         assert_eq!(enc("group/sub repo"), "group%2Fsub%20repo");
     }

@@ -330,7 +330,11 @@ impl Forge {
                 match created {
                     Some(pr) => return Ok(pr),
                     None => {
-                        tracing::info!(project, head = spec.head, "a pull request exists already; updating it");
+                        tracing::info!(
+                            project,
+                            head = spec.head,
+                            "a pull request exists already; updating it"
+                        );
                         self.find(project, &spec.head, &spec.base).await?.ok_or_else(|| Error::Vanished {
                             project: project.to_owned(),
                             head: spec.head.clone(),
@@ -461,7 +465,12 @@ pub async fn open_all(items: &[OpenItem]) -> Result<Vec<Pr>, Error> {
     };
     let mut prs: Vec<Option<Pr>> = Vec::with_capacity(items.len());
     for item in items {
-        prs.push(item.forge.find(&item.project, &item.spec.head, &item.spec.base).await.map_err(named(&item.name))?);
+        prs.push(
+            item.forge
+                .find(&item.project, &item.spec.head, &item.spec.base)
+                .await
+                .map_err(named(&item.name))?,
+        );
     }
     let links = |prs: &[Option<Pr>], i: usize| {
         let link = |j: usize| {
@@ -520,7 +529,9 @@ impl fmt::Display for Blocked {
             Blocked::ChecksPending(names) if names.is_empty() => f.write_str("checks have not finished"),
             Blocked::ChecksPending(names) => write!(f, "checks have not finished: {}", names.join(", ")),
             Blocked::NoChecks => f.write_str("no checks ran on its head commit"),
-            Blocked::NotMergeable => f.write_str("the host says it cannot be merged (conflicts or branch protection)"),
+            Blocked::NotMergeable => {
+                f.write_str("the host says it cannot be merged (conflicts or branch protection)")
+            }
             Blocked::Draft => f.write_str("it is a draft"),
             Blocked::Closed => f.write_str("it was closed without merging"),
             Blocked::Error(e) => f.write_str(e),
