@@ -58,6 +58,8 @@ pub struct Request {
     pub body: Value,
     pub status: u16,
     pub at: Instant,
+    /// The request's headers, lower-case names; the auth headers' values are `***`.
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 impl Request {
@@ -466,7 +468,17 @@ async fn handle(AxState(state): AxState<Arc<Mutex<State>>>, req: axum::extract::
         found.unwrap_or_else(|| not_found(kind))
     };
     let status = ans.status;
-    s.requests.push(Request { kind, method, path: rest.to_owned(), query, body, status, at });
+    let headers = headers
+        .iter()
+        .map(|(k, v)| {
+            let value = match k.as_str() {
+                "authorization" | "private-token" => "***".to_owned(),
+                _ => v.to_str().unwrap_or_default().to_owned(),
+            };
+            (k.as_str().to_owned(), value)
+        })
+        .collect();
+    s.requests.push(Request { kind, method, path: rest.to_owned(), query, body, status, at, headers });
     let used = s.used;
     let reset = s.primary.as_ref().map(|(_, r)| *r).unwrap_or(now_epoch() + 3600);
     drop(s);
