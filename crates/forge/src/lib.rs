@@ -370,10 +370,13 @@ impl Forge {
     }
 }
 
+/// Looks an environment variable up.
+type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// One [`Forge`] per host, made on first use, so writes to one host share a throttle.
 pub struct Forges {
     hosts: Hosts,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: EnvLookup,
     made: HashMap<String, Forge>,
 }
 
