@@ -470,3 +470,62 @@ async fn gitlab_and_gitea_send_their_auth_headers() {
         }
     }
 }
+
+#[tokio::test]
+async fn default_write_spacing_is_one_second_end_to_end() {
+    let server = Server::start().await.expect("fake host");
+    let config = server.host_config(Kind::GitHub, grove_forge::DEFAULT_WRITE_INTERVAL);
+    let forge = Forge::new(config, &Token::new(TOKEN)).expect("forge");
+    let mut s = spec("T", "B");
+    s.reviewers.clear();
+    forge.upsert("acme/lib", &s).await.expect("create, then labels");
+    let at: Vec<_> = server.requests().into_iter().filter(|r| r.is_write()).map(|r| r.at).collect();
+    assert_eq!(at.len(), 2);
+    assert!(at[1] - at[0] + Duration::from_millis(15) >= Duration::from_secs(1), "{:?}", at[1] - at[0]);
+}
+
+#[tokio::test]
+async fn rerun_adds_only_what_is_missing() {
+    for kind in [Kind::GitHub, Kind::GitLab, Kind::Gitea] {
+        let (server, forge) = start(kind, FAST).await;
+        let p = project(kind, "lib");
+        server.add_label(kind, &p, "needs-review");
+        forge.upsert(&p, &spec("T", "B")).await.expect("open");
+        server.clear_requests();
+        let mut more = spec("T", "B");
+        more.labels.push("needs-review".into());
+        more.reviewers.push("bob".into());
+        let pr = forge.upsert(&p, &more).await.expect("update");
+        let held = &server.prs(kind, &p)[0];
+        assert_eq!(held.labels, ["grove", "needs-review"], "{kind}");
+        assert_eq!(held.reviewers, ["alice", "bob"], "{kind}: reviewers kept and added");
+        assert_eq!(pr.labels, held.labels, "{kind}");
+        let w = server.requests().iter().filter(|r| r.is_write()).count();
+        // GitLab: one PUT; GitHub and Gitea: labels, then reviewers.
+        assert_eq!(w, if kind == Kind::GitLab { 1 } else { 2 }, "{kind}: {:#?}", server.requests());
+    }
+}
+
+#[tokio::test]
+async fn github_team_reviewers_and_author_refusal() {
+    let (server, forge) = start(Kind::GitHub, FAST).await;
+    let mut s = spec("T", "B");
+    s.reviewers = vec!["acme/core".into()];
+    let pr = forge.upsert("acme/lib", &s).await.expect("open");
+    let post =
+        server.requests().into_iter().find(|r| r.path.ends_with("/requested_reviewers")).expect("asked");
+    assert_eq!(post.body["team_reviewers"], serde_json::json!(["core"]));
+    assert_eq!(pr.reviewers, ["acme/core"]);
+    // Asking the author is refused (422) by GitHub; that is not a failure of the run.
+    s.reviewers = vec!["grove-bot".into()];
+    forge.upsert("acme/lib", &s).await.expect("the author is left out");
+}
+
+#[tokio::test]
+async fn gitea_unknown_label_is_named() {
+    let (_server, forge) = start(Kind::Gitea, FAST).await;
+    let mut s = spec("T", "B");
+    s.labels = vec!["nope".into()];
+    let e = forge.upsert("acme/lib", &s).await.expect_err("no such label");
+    assert!(matches!(e, Error::NoLabel { ref label, .. } if label == "nope"), "{e}");
+}
