@@ -79,27 +79,39 @@ fn pr_from(v: &Value, what: &str) -> Result<Pr, Error> {
     })
 }
 
-pub async fn find(api: &Api, project: &str, head: &str, base_branch: &str) -> Result<Option<Pr>, Error> {
+/// The open pull request head → base, or with `any_state` the latest in any state.
+pub async fn find(
+    api: &Api,
+    project: &str,
+    head: &str,
+    base_branch: &str,
+    any_state: bool,
+) -> Result<Option<Pr>, Error> {
     let base = base(project)?;
+    let state = if any_state { "all" } else { "open" };
+    let mut latest: Option<(Value, String)> = None;
     for page in 1..=MAX_PAGES {
         let path = format!(
             "{base}/pulls?{}",
-            query(&[("state", "open"), ("limit", "50"), ("page", &page.to_string())])
+            query(&[("state", state), ("limit", "50"), ("page", &page.to_string())])
         );
         let v = api.call(Method::GET, &path, None).await?;
         let list =
             v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
-        let found = list.iter().find(|p| {
-            str_at(p, &["head", "ref"]) == Some(head) && str_at(p, &["base", "ref"]) == Some(base_branch)
-        });
-        if let Some(p) = found {
-            return pr_from(p, &path).map(Some);
+        let number = |p: &Value| p.get("number").and_then(Value::as_u64);
+        for p in list {
+            let matches =
+                str_at(p, &["head", "ref"]) == Some(head) && str_at(p, &["base", "ref"]) == Some(base_branch);
+            if matches && latest.as_ref().is_none_or(|(l, _)| number(l) < number(p)) {
+                latest = Some((p.clone(), path.clone()));
+            }
         }
-        if list.len() < 50 {
+        // Only one can be open for a head and base.
+        if list.len() < 50 || (!any_state && latest.is_some()) {
             break;
         }
     }
-    Ok(None)
+    latest.map(|(p, path)| pr_from(&p, &path)).transpose()
 }
 
 /// The ids of the repository's labels named `wanted`.

@@ -70,18 +70,31 @@ fn pr_from(v: &Value, what: &str) -> Result<Pr, Error> {
     })
 }
 
-pub async fn find(api: &Api, project: &str, head: &str, base_branch: &str) -> Result<Option<Pr>, Error> {
+/// The open pull request head → base, or with `any_state` the latest in any state.
+pub async fn find(
+    api: &Api,
+    project: &str,
+    head: &str,
+    base_branch: &str,
+    any_state: bool,
+) -> Result<Option<Pr>, Error> {
     let (owner, _) = repo(project)?;
     let head = if head.contains(':') { head.to_owned() } else { format!("{owner}:{head}") };
     let path = format!(
         "{}/pulls?{}",
         base(project)?,
-        query(&[("head", &head), ("base", base_branch), ("state", "open"), ("per_page", "100")])
+        query(&[
+            ("head", &head),
+            ("base", base_branch),
+            ("state", if any_state { "all" } else { "open" }),
+            ("per_page", "100")
+        ])
     );
     let v = api.call(Method::GET, &path, None).await?;
     let list =
         v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
-    list.first().map(|p| pr_from(p, &path)).transpose()
+    let latest = list.iter().max_by_key(|p| p.get("number").and_then(Value::as_u64));
+    latest.map(|p| pr_from(p, &path)).transpose()
 }
 
 /// Opens the pull request; `None` when GitHub says one exists for head → base (422).

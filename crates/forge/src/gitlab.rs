@@ -73,16 +73,28 @@ fn pr_from(v: &Value, what: &str) -> Result<Pr, Error> {
     })
 }
 
-pub async fn find(api: &Api, project: &str, head: &str, base_branch: &str) -> Result<Option<Pr>, Error> {
+/// The open merge request head → base, or with `any_state` the latest in any state.
+pub async fn find(
+    api: &Api,
+    project: &str,
+    head: &str,
+    base_branch: &str,
+    any_state: bool,
+) -> Result<Option<Pr>, Error> {
     let path = format!(
         "{}/merge_requests?{}",
         base(project),
-        query(&[("source_branch", head), ("target_branch", base_branch), ("state", "opened")])
+        query(&[
+            ("source_branch", head),
+            ("target_branch", base_branch),
+            ("state", if any_state { "all" } else { "opened" })
+        ])
     );
     let v = api.call(Method::GET, &path, None).await?;
     let list =
         v.as_array().ok_or_else(|| Error::Shape { what: path.clone(), message: "not a list".into() })?;
-    list.first().map(|p| pr_from(p, &path)).transpose()
+    let latest = list.iter().max_by_key(|p| p.get("iid").and_then(Value::as_u64));
+    latest.map(|p| pr_from(p, &path)).transpose()
 }
 
 /// The ids of these usernames.

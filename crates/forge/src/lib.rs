@@ -303,10 +303,20 @@ impl Forge {
 
     /// The open pull request from `head` into `base` in `project`, if there is one.
     pub async fn find(&self, project: &str, head: &str, base: &str) -> Result<Option<Pr>, Error> {
+        self.find_in(project, head, base, false).await
+    }
+
+    /// The latest pull request from `head` into `base` in any state (open, merged, closed),
+    /// for `grove pr --status` and `--merge` after some have merged.
+    pub async fn find_latest(&self, project: &str, head: &str, base: &str) -> Result<Option<Pr>, Error> {
+        self.find_in(project, head, base, true).await
+    }
+
+    async fn find_in(&self, project: &str, head: &str, base: &str, any: bool) -> Result<Option<Pr>, Error> {
         match self.kind() {
-            Kind::GitHub => github::find(&self.api, project, head, base).await,
-            Kind::GitLab => gitlab::find(&self.api, project, head, base).await,
-            Kind::Gitea => gitea::find(&self.api, project, head, base).await,
+            Kind::GitHub => github::find(&self.api, project, head, base, any).await,
+            Kind::GitLab => gitlab::find(&self.api, project, head, base, any).await,
+            Kind::Gitea => gitea::find(&self.api, project, head, base, any).await,
         }
     }
 

@@ -529,3 +529,33 @@ async fn gitea_unknown_label_is_named() {
     let e = forge.upsert("acme/lib", &s).await.expect_err("no such label");
     assert!(matches!(e, Error::NoLabel { ref label, .. } if label == "nope"), "{e}");
 }
+
+async fn finds_the_latest_in_any_state(kind: Kind) {
+    let (server, forge) = start(kind, FAST).await;
+    let p = project(kind, "lib");
+    let pr = forge.upsert(&p, &spec("T", "B")).await.expect("open");
+    server.set_check(kind, &p, pr.number, "ci/test", Check::Passed);
+    let item = MergeItem { name: "lib".into(), forge: forge.clone(), project: p.clone(), pr: pr.clone() };
+    assert!(matches!(merge_in_order(&[item], false).await[0].1, MergeStep::Merged(_)));
+    assert_eq!(forge.find(&p, "grove/job-7", "main").await.expect("find"), None, "no open one");
+    let latest = forge.find_latest(&p, "grove/job-7", "main").await.expect("find").expect("merged one");
+    assert_eq!((latest.number, latest.state), (pr.number, PrState::Merged));
+    let status = forge.status(&p, &latest).await.expect("status");
+    assert_eq!((status.state, status.checks), (PrState::Merged, Checks::Passed));
+    assert_eq!(forge.find_latest(&p, "other", "main").await.expect("find"), None);
+}
+
+#[tokio::test]
+async fn github_finds_the_latest_in_any_state() {
+    finds_the_latest_in_any_state(Kind::GitHub).await;
+}
+
+#[tokio::test]
+async fn gitlab_finds_the_latest_in_any_state() {
+    finds_the_latest_in_any_state(Kind::GitLab).await;
+}
+
+#[tokio::test]
+async fn gitea_finds_the_latest_in_any_state() {
+    finds_the_latest_in_any_state(Kind::Gitea).await;
+}
