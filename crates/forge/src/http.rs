@@ -153,6 +153,10 @@ impl std::fmt::Debug for Api {
 /// Why an answer asks to wait, and how long.
 fn rate_limit_wait(reply: &Reply, config: &HostConfig) -> Option<(Duration, &'static str)> {
     let status = reply.status.as_u16();
+    if status == 422 && String::from_utf8_lossy(&reply.body).contains("submitted too quickly") {
+        // GitHub's content-creation limit comes as a validation error.
+        return Some((config.secondary_wait, "secondary rate limit (submitted too quickly)"));
+    }
     if status != 429 && status != 403 {
         return None;
     }
@@ -383,6 +387,8 @@ mod tests {
             None
         );
         assert_eq!(w(&reply(422, &[("retry-after", "1")], "")), None);
+        let quickly = r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"unprocessable","field":"data","message":"was submitted too quickly"}]}"#;
+        assert_eq!(w(&reply(422, &[], quickly)), Some(crate::config::DEFAULT_SECONDARY_WAIT));
         assert_eq!(w(&reply(404, &[], "")), None);
     }
 

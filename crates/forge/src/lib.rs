@@ -18,9 +18,39 @@
 //! opt-in. Writes to one host start at least [`HostConfig::min_write_interval`] apart
 //! (default 1 s). A 429 or 403 with `Retry-After` waits that long; a 403 with
 //! `x-ratelimit-remaining: 0` waits until `x-ratelimit-reset`; a 403 naming a secondary
-//! rate limit without either waits [`HostConfig::secondary_wait`]; at most
-//! [`HostConfig::max_retries`] times, and never longer than [`HostConfig::max_wait`] at
-//! once. 404, 409 and 422 are never retried.
+//! rate limit without either (or GitHub's 422 "was submitted too quickly") waits
+//! [`HostConfig::secondary_wait`]. At most [`HostConfig::max_retries`] retries, none
+//! after a wait longer than [`HostConfig::max_wait`]; every wait is logged at info. 404,
+//! 409 and other 422s are never retried; a 502-504 on a read is, after a doubling wait.
+//!
+//! Limits: labels and reviewers are only added, never removed; GitHub cannot turn a draft
+//! ready (or back) over REST, so an existing pull request keeps its draft flag there
+//! (GitLab's `Draft: ` and Gitea's `WIP: ` prefixes follow `--draft`); merges are merge
+//! commits; a reviewer GitHub refuses (the author) is logged and left out.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), grove_forge::Error> {
+//! use grove_forge::{Forges, Hosts, MergeItem, OpenItem, PrSpec, Remote};
+//!
+//! let mut forges = Forges::new(Hosts::default(), |k| std::env::var(k).ok());
+//! let mut items = Vec::new();
+//! for (name, url) in [("lib", "git@github.com:acme/lib.git"), ("app", "git@github.com:acme/app.git")] {
+//!     let remote = Remote::parse(url)?;
+//!     let spec = PrSpec { head: "grove/job-7".into(), base: "main".into(), title: "Rename".into(), ..PrSpec::default() };
+//!     items.push(OpenItem { name: name.into(), forge: forges.get(&remote)?, project: remote.project, spec });
+//! }
+//! let prs = grove_forge::open_all(&items).await?;
+//! let merges: Vec<MergeItem> = items
+//!     .into_iter()
+//!     .zip(prs)
+//!     .map(|(i, pr)| MergeItem { name: i.name, forge: i.forge, project: i.project, pr })
+//!     .collect();
+//! for (name, step) in grove_forge::merge_in_order(&merges, false).await {
+//!     println!("{name}: {step}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! API boundary: nothing here prints, reads `$HOME` or the process environment on its own
 //! (callers pass a lookup to [`HostConfig::token`]), or runs git: pushing the branches is
@@ -563,6 +593,17 @@ pub enum MergeStep {
     Stopped(Blocked),
     /// Not tried: one before it stopped.
     NotTried,
+}
+
+impl fmt::Display for MergeStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MergeStep::Merged(_) => f.write_str("merged"),
+            MergeStep::AlreadyMerged => f.write_str("already merged"),
+            MergeStep::Stopped(why) => write!(f, "not merged: {why}"),
+            MergeStep::NotTried => f.write_str("not tried: one before it did not merge"),
+        }
+    }
 }
 
 /// One repository's pull request for [`merge_in_order`].
