@@ -21,6 +21,7 @@ pub enum Kind {
     GitLab,
     /// Gitea and Forgejo (REST v1).
     #[value(name = "gitea", alias = "forgejo")]
+    #[serde(alias = "forgejo")]
     Gitea,
 }
 
@@ -418,6 +419,9 @@ mod tests {
         assert_eq!(hosts.config("codeberg.org").expect("cb").kind, Kind::Gitea);
         assert!(matches!(hosts.config("other.org"), Err(Error::UnknownHost { .. })));
         assert!(Hosts::from_toml("[forge.\"x\"]\nkind = \"svn\"").is_err());
+        let forgejo = Hosts::from_toml("[forge.\"f.example\"]\nkind = \"forgejo\"").expect("forgejo");
+        assert_eq!(forgejo.config("f.example").expect("f").api_url, "https://f.example/api/v1");
+        assert_eq!("GitLab".parse::<Kind>(), Ok(Kind::GitLab));
         assert_eq!(Hosts::from_toml("").expect("empty"), Hosts::default());
     }
 

@@ -338,8 +338,8 @@ impl Server {
         self.lock().open(kind, project, head, base, title, "")
     }
 
-    /// The next `count` writes get GitHub's secondary-rate-limit 403 (GitLab and Gitea: 429),
-    /// with `retry-after: SECONDS` when given.
+    /// The next `count` writes get GitHub's secondary-rate-limit 403 (GitLab and Gitea: 429
+    /// "Retry later"), with `retry-after: SECONDS` when given.
     pub fn secondary_limit(&self, count: u32, retry_after: Option<u64>) {
         self.lock().secondary = Some(Fault { count, retry_after });
     }
@@ -505,11 +505,14 @@ fn fault(s: &mut State, kind: Kind, write: bool) -> Option<Answer> {
         && f.count > 0
     {
         f.count -= 1;
-        let status = if kind == Kind::GitHub { 403 } else { 429 };
-        let mut a = answer(
-            status,
-            json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.", "documentation_url": "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}),
-        );
+        let mut a = match kind {
+            Kind::GitHub => answer(
+                403,
+                json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.", "documentation_url": "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}),
+            ),
+            // GitLab's (Rack::Attack) answer is plain text.
+            Kind::GitLab | Kind::Gitea => answer(429, json!("Retry later\n")),
+        };
         if let Some(after) = f.retry_after {
             a.headers.push(("retry-after", after.to_string()));
         }
@@ -519,8 +522,13 @@ fn fault(s: &mut State, kind: Kind, write: bool) -> Option<Answer> {
 }
 
 fn respond(kind: Option<Kind>, ans: Answer, used: u64, reset: u64) -> Response {
-    let mut resp =
-        Response::new(Body::from(if ans.body.is_null() { String::new() } else { ans.body.to_string() }));
+    // A JSON string is sent as plain text.
+    let (text, content_type) = match ans.body {
+        Value::Null => (String::new(), "application/json; charset=utf-8"),
+        Value::String(s) => (s, "text/plain; charset=utf-8"),
+        other => (other.to_string(), "application/json; charset=utf-8"),
+    };
+    let mut resp = Response::new(Body::from(text));
     *resp.status_mut() = StatusCode::from_u16(ans.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
     let mut put = |name: &'static str, value: String| {
@@ -528,7 +536,7 @@ fn respond(kind: Option<Kind>, ans: Answer, used: u64, reset: u64) -> Response {
             h.insert(name, v);
         }
     };
-    put("content-type", "application/json; charset=utf-8".into());
+    put("content-type", content_type.into());
     let remaining = 5000u64.saturating_sub(used);
     match kind {
         Some(Kind::GitHub) => {
