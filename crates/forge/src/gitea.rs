@@ -183,7 +183,13 @@ pub async fn update(api: &Api, project: &str, mut pr: Pr, spec: &PrSpec) -> Resu
 }
 
 async fn request_reviewers(api: &Api, project: &str, pr: &mut Pr, spec: &PrSpec) -> Result<(), Error> {
-    let wanted = missing(&spec.reviewers, &pr.reviewers);
+    let mut wanted = missing(&spec.reviewers, &pr.reviewers);
+    if !pr.created && !wanted.is_empty() {
+        // Who has reviewed may have left requested_reviewers: do not ask them again.
+        let path = format!("{}/pulls/{}/reviews?limit=50", base(project)?, pr.number);
+        let done = crate::github::reviewed(&api.call(Method::GET, &path, None).await?);
+        wanted.retain(|r| r.contains('/') || !done.iter().any(|d| d.eq_ignore_ascii_case(r)));
+    }
     if wanted.is_empty() {
         return Ok(());
     }

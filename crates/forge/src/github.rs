@@ -144,7 +144,13 @@ async fn add_labels_and_reviewers(api: &Api, project: &str, pr: &mut Pr, spec: &
                 .collect();
         }
     }
-    let wanted = missing(&spec.reviewers, &pr.reviewers);
+    let mut wanted = missing(&spec.reviewers, &pr.reviewers);
+    if !pr.created && wanted.iter().any(|r| !r.contains('/')) {
+        // Who has reviewed leaves requested_reviewers: asking again would notify them again.
+        let path = format!("{}/pulls/{}/reviews?per_page=100", base(project)?, pr.number);
+        let done = reviewed(&api.call(Method::GET, &path, None).await?);
+        wanted.retain(|r| r.contains('/') || !done.iter().any(|d| d.eq_ignore_ascii_case(r)));
+    }
     let users: Vec<&String> = wanted.iter().copied().filter(|r| !r.contains('/')).collect();
     let teams: Vec<&str> = wanted.iter().filter_map(|t| t.split_once('/').map(|(_, slug)| slug)).collect();
     if !users.is_empty() || !teams.is_empty() {
@@ -162,6 +168,15 @@ async fn add_labels_and_reviewers(api: &Api, project: &str, pr: &mut Pr, spec: &
         }
     }
     Ok(())
+}
+
+/// The logins of a review list's authors.
+pub(crate) fn reviewed(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| str_at(r, &["user", "login"]).map(str::to_owned))
+        .collect()
 }
 
 fn check_run(v: &Value) -> Option<(String, Run)> {

@@ -557,3 +557,17 @@ async fn gitlab_finds_the_latest_in_any_state() {
 async fn gitea_finds_the_latest_in_any_state() {
     finds_the_latest_in_any_state(Kind::Gitea).await;
 }
+
+#[tokio::test]
+async fn a_reviewer_who_reviewed_is_not_asked_again() {
+    for kind in [Kind::GitHub, Kind::GitLab, Kind::Gitea] {
+        let (server, forge) = start(kind, FAST).await;
+        let p = project(kind, "lib");
+        let pr = forge.upsert(&p, &spec("T", "B")).await.expect("open");
+        server.review(kind, &p, pr.number, "alice");
+        server.clear_requests();
+        forge.upsert(&p, &spec("T", "B")).await.expect("re-run");
+        let asked = server.requests().iter().filter(|r| r.is_write()).count();
+        assert_eq!(asked, 0, "{kind}: {:#?}", server.requests());
+    }
+}

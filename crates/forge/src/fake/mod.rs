@@ -84,6 +84,8 @@ pub struct FakePr {
     pub merge_seq: Option<u64>,
     pub labels: Vec<String>,
     pub reviewers: Vec<String>,
+    /// Who reviewed it (on GitHub and Gitea they leave `reviewers` then).
+    pub reviewed: Vec<String>,
     pub head_sha: String,
     pub mergeable: bool,
 }
@@ -165,6 +167,7 @@ impl State {
             merge_seq: None,
             labels: Vec::new(),
             reviewers: Vec::new(),
+            reviewed: Vec::new(),
             head_sha: sha,
             mergeable: true,
         };
@@ -364,6 +367,17 @@ impl Server {
         let checks = s.repo(kind, project).checks.entry(sha).or_default();
         checks.retain(|(n, _)| n != name);
         checks.push((name.to_owned(), check));
+    }
+
+    /// `user` reviews pull request `number`: on GitHub and Gitea they leave the requested
+    /// reviewers, as there; on GitLab they stay.
+    pub fn review(&self, kind: Kind, project: &str, number: u64, user: &str) {
+        if let Some(pr) = self.lock().pr_mut(kind, project, number) {
+            if kind != Kind::GitLab {
+                pr.reviewers.retain(|r| r != user);
+            }
+            pr.reviewed.push(user.to_owned());
+        }
     }
 
     /// Whether the host can merge pull request `number`.
