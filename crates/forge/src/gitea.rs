@@ -232,6 +232,7 @@ pub async fn status(api: &Api, project: &str, number: u64) -> Result<PrStatus, E
         state: pr.state,
         checks: Checks::from_runs(runs),
         mergeable: v.get("mergeable").and_then(Value::as_bool),
+        merge_detail: None,
         url: pr.url,
         head_sha: pr.head_sha,
     })

@@ -213,7 +213,14 @@ pub async fn status(api: &Api, project: &str, number: u64) -> Result<PrStatus, E
         (None, Some("cannot_be_merged" | "cannot_be_merged_recheck")) => Some(false),
         (None, _) => None,
     };
-    Ok(PrStatus { state: pr.state, checks, mergeable, url: pr.url, head_sha: pr.head_sha })
+    Ok(PrStatus {
+        state: pr.state,
+        checks,
+        mergeable,
+        merge_detail: detailed.or_else(|| str_at(&v, &["merge_status"])).map(str::to_owned),
+        url: pr.url,
+        head_sha: pr.head_sha,
+    })
 }
 
 pub async fn merge(api: &Api, project: &str, pr: &Pr, head_sha: Option<&str>) -> Result<MergeOutcome, Error> {

@@ -293,6 +293,10 @@ pub struct PrStatus {
     pub checks: Checks,
     /// Whether the host can merge it (None: not computed yet).
     pub mergeable: Option<bool>,
+    /// The host's word on mergeability, when it has one: GitHub's `mergeable_state`
+    /// (`clean`, `dirty`, `blocked`, `behind`), GitLab's `detailed_merge_status`
+    /// (`mergeable`, `conflict`, `not_approved`, ...).
+    pub merge_detail: Option<String>,
     pub url: String,
     pub head_sha: Option<String>,
 }
@@ -555,8 +559,9 @@ pub enum Blocked {
     ChecksPending(Vec<String>),
     /// The head commit has no checks (and the caller wants some).
     NoChecks,
-    /// The host says it cannot be merged (conflicts, branch protection).
-    NotMergeable,
+    /// The host says it cannot be merged (conflicts, branch protection), with its word on
+    /// why when it has one.
+    NotMergeable(Option<String>),
     /// It is a draft.
     Draft,
     /// It was closed without merging.
@@ -572,7 +577,8 @@ impl fmt::Display for Blocked {
             Blocked::ChecksPending(names) if names.is_empty() => f.write_str("checks have not finished"),
             Blocked::ChecksPending(names) => write!(f, "checks have not finished: {}", names.join(", ")),
             Blocked::NoChecks => f.write_str("no checks ran on its head commit"),
-            Blocked::NotMergeable => {
+            Blocked::NotMergeable(Some(detail)) => write!(f, "the host says it cannot be merged ({detail})"),
+            Blocked::NotMergeable(None) => {
                 f.write_str("the host says it cannot be merged (conflicts or branch protection)")
             }
             Blocked::Draft => f.write_str("it is a draft"),
@@ -649,7 +655,9 @@ async fn merge_one(item: &MergeItem, allow_no_checks: bool) -> MergeStep {
         (PrState::Open, Checks::Failed(names)) => Some(Blocked::ChecksFailed(names.clone())),
         (PrState::Open, Checks::Pending(names)) => Some(Blocked::ChecksPending(names.clone())),
         (PrState::Open, Checks::None) if !allow_no_checks => Some(Blocked::NoChecks),
-        (PrState::Open, _) if status.mergeable == Some(false) => Some(Blocked::NotMergeable),
+        (PrState::Open, _) if status.mergeable == Some(false) => {
+            Some(Blocked::NotMergeable(status.merge_detail.clone()))
+        }
         (PrState::Open, _) => None,
     };
     if let Some(why) = blocked {

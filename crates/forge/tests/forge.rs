@@ -329,7 +329,12 @@ async fn stops_for_the_other_reasons(kind: Kind) {
     server.set_check(kind, &p, pr.number, "ci/test", Check::Passed);
     server.set_mergeable(kind, &p, pr.number, false);
     let steps = merge_in_order(&item(pr.clone()), false).await;
-    assert_eq!(steps[0].1, MergeStep::Stopped(Blocked::NotMergeable));
+    let detail = match kind {
+        Kind::GitHub => Some("dirty".to_owned()),
+        Kind::GitLab => Some("conflict".to_owned()),
+        Kind::Gitea => None,
+    };
+    assert_eq!(steps[0].1, MergeStep::Stopped(Blocked::NotMergeable(detail)));
 
     // The head moved after the status was read: the host refuses, and says so.
     server.set_mergeable(kind, &p, pr.number, true);
