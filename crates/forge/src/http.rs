@@ -223,7 +223,7 @@ impl Api {
             let wait = match rate_limit_wait(&reply, &self.config) {
                 Some(w) => Some(w),
                 None if !write && matches!(reply.status.as_u16(), 502..=504) => {
-                    Some((Duration::from_secs(1 << tries.min(5)), "server error"))
+                    Some((Duration::from_secs(1 << (tries - 1).min(5)), "server error"))
                 }
                 None => None,
             };

@@ -237,6 +237,26 @@ async fn rate_limits_give_up_after_bounded_retries_and_long_waits() {
 }
 
 #[tokio::test]
+async fn a_bad_gateway_is_retried_on_reads_only() {
+    let (server, forge) = start(Kind::GitHub, FAST).await;
+    server.fail_next(1, 502);
+    assert_eq!(forge.find("acme/lib", "grove/job-7", "main").await.expect("read retried"), None);
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [502, 200]);
+
+    server.clear_requests();
+    let pr = forge.upsert("acme/lib", &spec("T", "B")).await.expect("open");
+    server.fail_next(1, 502);
+    let e = forge.merge("acme/lib", &pr, None).await.expect_err("a write is not retried");
+    assert!(matches!(e, Error::Status { status: 502, .. }), "{e}");
+    assert!(!server.prs(Kind::GitHub, "acme/lib")[0].merged);
+    // A 404 is not retried either, and says what was asked.
+    let e = forge.status("acme/nothing", &pr).await.expect_err("no such pull request");
+    assert!(matches!(e, Error::Status { status: 404, .. }), "{e}");
+    assert!(e.to_string().contains("/repos/acme/nothing/pulls/1"), "{e}");
+}
+
+#[tokio::test]
 async fn writes_are_spaced_by_the_min_interval() {
     let interval = Duration::from_millis(120);
     let (server, forge) = start(Kind::GitHub, interval).await;

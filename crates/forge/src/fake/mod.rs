@@ -114,6 +114,8 @@ struct State {
     secondary: Option<Fault>,
     primary: Option<(u32, u64)>,
     hide_finds: u32,
+    /// The next requests answered with this status and no more.
+    fail: Option<(u32, u16)>,
     /// GitLab users by id (index + 1); any username asked for exists.
     users: Vec<String>,
     merges: u64,
@@ -282,6 +284,7 @@ impl Server {
             secondary: None,
             primary: None,
             hide_finds: 0,
+            fail: None,
             users: Vec::new(),
             merges: 0,
             next_sha: 0,
@@ -351,6 +354,11 @@ impl Server {
     /// `reset_in` seconds from now.
     pub fn primary_limit(&self, count: u32, reset_in: u64) {
         self.lock().primary = Some((count, now_epoch() + reset_in));
+    }
+
+    /// The next `count` requests answer `status` (a 502 from a proxy, say) and do nothing.
+    pub fn fail_next(&self, count: u32, status: u16) {
+        self.lock().fail = Some((count, status));
     }
 
     /// The next `count` list requests answer an empty list.
@@ -501,6 +509,12 @@ async fn handle(AxState(state): AxState<Arc<Mutex<State>>>, req: axum::extract::
 
 /// A programmed fault for this request, if one is due.
 fn fault(s: &mut State, kind: Kind, write: bool) -> Option<Answer> {
+    if let Some((count, status)) = s.fail.as_mut()
+        && *count > 0
+    {
+        *count -= 1;
+        return Some(answer(*status, json!("<html><body><h1>Bad gateway</h1></body></html>")));
+    }
     if let Some((count, reset)) = s.primary.as_mut()
         && *count > 0
     {
