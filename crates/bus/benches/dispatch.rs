@@ -47,6 +47,7 @@ fn assignment(job: &JobId, i: usize) -> Assignment {
         session: None,
         reply: None,
         carried: Vec::new(),
+        upstreams: Vec::new(),
         prices: Default::default(),
     }
 }

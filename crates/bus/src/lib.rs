@@ -368,6 +368,7 @@ mod tests {
             session: None,
             reply: None,
             carried: Vec::new(),
+            upstreams: Vec::new(),
             prices: Default::default(),
         }
     }

@@ -34,6 +34,8 @@ pub mod limits {
     pub const FILES: usize = 200_000;
     pub const SPARSE_DIRS: usize = 10_000;
     pub const IGNORED_FILES: usize = 10_000;
+    /// Repositories a task's repository depends on.
+    pub const UPSTREAMS: usize = 256;
     /// A prompt, a redo's conflict hunks or previous diff (the coordinator caps those at 256 KiB).
     pub const PROMPT: usize = 1 << 20;
     pub const REDO_TEXT: usize = 1 << 20;
@@ -184,15 +186,15 @@ fn cut(mut s: String, max: usize) -> String {
 
 /// The mirror an assignment names: an absolute, plain path to a bare repository grove made
 /// (`<home>/mirrors/<name>.git`), so a worker never makes a worktree of any other repository.
-fn check_mirror(c: &Check, s: &str) -> Result<(), WireError> {
-    c.abs_path("mirror", s)?;
+fn check_mirror(c: &Check, f: &'static str, s: &str) -> Result<(), WireError> {
+    c.abs_path(f, s)?;
     let p = Path::new(s);
     let named = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() > 4 && n.ends_with(".git"));
     let under = p.parent().and_then(Path::file_name).is_some_and(|n| n == "mirrors");
     if !(named && under) {
         return Err(field(
             c.0,
-            "mirror",
+            f,
             format!("{:?} is not a grove mirror (<home>/mirrors/<name>.git)", shown(s)),
         ));
     }
@@ -292,6 +294,16 @@ pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
             .iter()
             .map(|c| pb::CarriedFile { path: c.path.clone(), data: c.data.clone(), mode: c.mode })
             .collect(),
+        upstreams: a
+            .upstreams
+            .iter()
+            .map(|u| pb::Upstream {
+                name: u.name.clone(),
+                mirror: u.mirror.display().to_string(),
+                remote: u.remote.clone(),
+                commit: u.commit.clone(),
+            })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -388,7 +400,7 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
     let job = c.job(&m.job)?;
     c.task(&m.task)?;
     c.attempt(m.attempt)?;
-    check_mirror(&c, &m.mirror)?;
+    check_mirror(&c, "mirror", &m.mirror)?;
     check_remote(&m.remote).map_err(|e| field(W, "remote", e))?;
     if let Some(dir) = &m.source_dir {
         c.abs_path("source_dir", dir)?;
@@ -472,6 +484,15 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
             "carried",
             format!("{carried_bytes} bytes is more than {}", grove_core::task::CARRIED_MAX),
         ));
+    }
+    // Upstream checkouts: a repository name (it names a folder and a variable), a mirror and
+    // a remote as safe as the task's own, a commit id.
+    c.count("upstreams", &m.upstreams, limits::UPSTREAMS)?;
+    for u in &m.upstreams {
+        c.name("upstreams.name", names::check_repo_name(&u.name))?;
+        check_mirror(&c, "upstreams.mirror", &u.mirror)?;
+        check_remote(&u.remote).map_err(|e| field(W, "upstreams.remote", e))?;
+        c.commit("upstreams.commit", &u.commit)?;
     }
     let port_base = u16::try_from(m.port_base).map_err(|e| field(W, "port_base", e))?;
     let port_count = u16::try_from(m.port_count).map_err(|e| field(W, "port_count", e))?;
@@ -570,6 +591,16 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, WireError> {
             .carried
             .into_iter()
             .map(|f| grove_core::task::Carried { path: f.path, data: f.data, mode: f.mode & 0o777 })
+            .collect(),
+        upstreams: m
+            .upstreams
+            .into_iter()
+            .map(|u| grove_core::task::Upstream {
+                name: u.name,
+                mirror: u.mirror.into(),
+                remote: u.remote,
+                commit: u.commit,
+            })
             .collect(),
     })
 }
@@ -885,6 +916,12 @@ pub(crate) mod tests {
                 data: b"TOKEN=1\n".to_vec(),
                 mode: 0o600,
             }],
+            upstreams: vec![grove_core::task::Upstream {
+                name: "my-lib".into(),
+                mirror: "/home/g/mirrors/lib-1a2b.git".into(),
+                remote: "https://coord:7070/git/lib-1a2b.git".into(),
+                commit: "1".repeat(40),
+            }],
         }
     }
 
@@ -1007,6 +1044,12 @@ pub(crate) mod tests {
             ("remote", Box::new(|m| m.remote = "https://user:token@example.com/r.git".into())),
             ("remote", Box::new(|m| m.remote = "file://relative/path".into())),
             ("remote", Box::new(|m| m.remote = "ssh://-oProxyCommand=x/r".into())),
+            ("upstreams.name", Box::new(|m| m.upstreams[0].name = "../lib".into())),
+            ("upstreams.name", Box::new(|m| m.upstreams[0].name = String::new())),
+            ("upstreams.mirror", Box::new(|m| m.upstreams[0].mirror = "/home/me/lib".into())),
+            ("upstreams.remote", Box::new(|m| m.upstreams[0].remote = "ext::sh -c id".into())),
+            ("upstreams.commit", Box::new(|m| m.upstreams[0].commit = "--output=/tmp/x".into())),
+            ("upstreams", Box::new(|m| m.upstreams = vec![m.upstreams[0].clone(); limits::UPSTREAMS + 1])),
             ("source_dir", Box::new(|m| m.source_dir = Some("src".into()))),
             ("source_dir", Box::new(|m| m.source_dir = Some("/a/../etc".into()))),
             ("base", Box::new(|m| m.base = "HEAD".into())),

@@ -67,6 +67,7 @@ fn assignment(task: &str, attempt: u32) -> Assignment {
         session: None,
         reply: None,
         carried: Vec::new(),
+        upstreams: Vec::new(),
         prices: Default::default(),
     }
 }

@@ -216,6 +216,8 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
         ignored_files: Vec::new(),
         train: JobTrain { approved: j.merge_approved, stopped: j.merge_stopped.clone() },
         collected_at: None,
+        // The daemon takes no cross-repository job.
+        repo: None,
     };
     Ok((job, tasks))
 }

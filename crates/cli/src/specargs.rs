@@ -14,9 +14,13 @@ pub struct SpecArgs {
     /// The job spec (TOML); see examples/job.toml. Flags override its fields.
     pub spec: Option<PathBuf>,
 
-    /// The repository: a path or a git URL [repo.source]
+    /// The repository: a path or a git URL [repo.source]; repeated, the repositories of a
+    /// job that changes several [[[repos]] source]
     #[arg(long, value_name = "PATH|URL", help_heading = "Job")]
-    pub repo: Option<String>,
+    pub repo: Vec<String>,
+    /// The repositories of the job, one path or URL per line (`#` comments) [[[repos]] source]
+    #[arg(long, value_name = "FILE", help_heading = "Job")]
+    pub repos_from: Option<PathBuf>,
     /// The commit tasks start from [repo.base; default HEAD]
     #[arg(long, value_name = "REV", help_heading = "Job")]
     pub base: Option<String>,
@@ -255,13 +259,38 @@ impl SpecArgs {
             None => (JobSpec::default(), None, cwd.to_path_buf()),
         };
         // A flag given on the command line is relative to where grove runs.
-        let dir = if self.repo.is_some() { cwd.to_path_buf() } else { dir };
+        let dir = if self.repo.len() == 1 { cwd.to_path_buf() } else { dir };
         let set = |field: &mut Option<String>, v: &Option<String>| {
             if v.is_some() {
                 field.clone_from(v);
             }
         };
-        set(&mut spec.repo.source, &self.repo);
+        let mut sources = self.repo.clone();
+        if let Some(list) = &self.repos_from {
+            let text = std::fs::read_to_string(list)
+                .with_context(|| format!("reading the repository list {} (--repos-from)", list.display()))?;
+            sources.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        match sources.as_slice() {
+            [] => {}
+            [one] if self.repos_from.is_none() && spec.repos.is_empty() => {
+                spec.repo.source = Some(one.clone())
+            }
+            many => {
+                // Several: paths from the command line or the list are relative to where grove
+                // runs, whatever folder the spec file is in.
+                spec.repo.source = None;
+                spec.repos = many
+                    .iter()
+                    .map(|s| grove_core::spec::RepoEntry { source: absolute(cwd, s), ..Default::default() })
+                    .collect();
+            }
+        }
         set(&mut spec.repo.base, &self.base);
         set(&mut spec.name, &self.name);
         set(&mut spec.prompt, &self.prompt);
@@ -354,9 +383,16 @@ impl SpecArgs {
         }
         spec.merge.pick = self.pick.or(spec.merge.pick);
         self.apply_notify(&mut spec)?;
-        if spec.repo.source.is_none() {
+        if spec.repo.source.is_none() && spec.repos.is_empty() {
             spec.repo.source = Some(".".into());
         }
         Ok(Loaded { spec, file, dir })
     }
+}
+
+/// `s` as given when it is a URL (`scheme://`, `user@host:path`) or absolute, else joined to
+/// `cwd`.
+fn absolute(cwd: &Path, s: &str) -> String {
+    let url = s.contains("://") || (s.contains(':') && s.contains('@') && !s.starts_with('/'));
+    if url || Path::new(s).is_absolute() { s.to_owned() } else { cwd.join(s).display().to_string() }
 }

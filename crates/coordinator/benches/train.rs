@@ -161,6 +161,7 @@ fn job_row(job: &JobId, repo: &Path, base: &str, integration: &str) -> JobRow {
         ignored_files: Vec::new(),
         train: JobTrain::default(),
         collected_at: None,
+        repo: None,
     }
 }
 

@@ -111,6 +111,16 @@ impl Daemon {
         base_dir: &Path,
     ) -> Result<JobRow, CoordError> {
         let spec = JobSpec::from_toml(name, text)?;
+        if !spec.repos.is_empty() {
+            return Err(CoordError::Spec(grove_core::SpecError::Invalid {
+                location: None,
+                field: "repos".into(),
+                message:
+                    "a job of several repositories runs with `grove run` (embedded, or --nats for a fleet); \
+                          the coordinator daemon does not take [[repos]] jobs yet"
+                        .into(),
+            }));
+        }
         let coord = self.coord.clone();
         let (name, text, dir) = (name.to_owned(), text.to_owned(), base_dir.to_path_buf());
         let (job, _) = tokio::task::spawn_blocking(move || {

@@ -1,7 +1,7 @@
 //! Driving a job: dispatch its tasks, take the workers' events, keep the store true, move the
 //! merge train, and publish grove's branches back to a local source repository at the end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use grove_core::spec::{KeepWorktrees, defaults};
@@ -121,22 +121,41 @@ impl Coordinator {
         cancel: CancellationToken,
         notes: UnboundedSender<Note>,
     ) -> Result<JobRow, CoordError> {
-        self.dispatch_pending(job, only, &notes).await?;
-        // Tasks that ended while no coordinator ran (a resumed job) merge now.
-        self.train(job, &notes)?;
+        let mut rows = self.drive_jobs(std::slice::from_ref(job), only, cancel, notes).await?;
+        rows.pop().ok_or_else(|| CoordError::Store(crate::store::StoreError::NoJob(job.to_string())))
+    }
+
+    /// [`Coordinator::drive`] for several jobs at once (the repositories of one level of a
+    /// cross-repository job): one event loop, so no job's events wait for another's; each job
+    /// is concluded when its own tasks have ended. Returns the jobs as they ended, in the order
+    /// given.
+    pub async fn drive_jobs(
+        &self,
+        jobs: &[JobId],
+        only: Option<&BTreeSet<String>>,
+        cancel: CancellationToken,
+        notes: UnboundedSender<Note>,
+    ) -> Result<Vec<JobRow>, CoordError> {
+        for job in jobs {
+            self.dispatch_pending(job, only, &notes).await?;
+            // Tasks that ended while no coordinator ran (a resumed job) merge now.
+            self.train(job, &notes)?;
+        }
         // Ctrl-C also ends a running integration check (its process group).
-        let checks = self.check_token(job);
+        let checks: Vec<CancellationToken> = jobs.iter().map(|j| self.check_token(j)).collect();
         let stop_checks = {
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 cancel.cancelled().await;
-                checks.cancel();
+                for c in checks {
+                    c.cancel();
+                }
             })
         };
         let chosen = |slug: &str| only.is_none_or(|o| o.contains(slug));
         // What is still to end: dispatched now, or queued again by the train (a redo).
         // Tasks held back by the job's budget are not waited for: the job pauses without them.
-        let unfinished = || -> Result<BTreeSet<String>, CoordError> {
+        let unfinished = |job: &JobId| -> Result<BTreeSet<String>, CoordError> {
             Ok(self
                 .store
                 .tasks(job)?
@@ -145,55 +164,74 @@ impl Coordinator {
                 .map(|t| t.slug)
                 .collect())
         };
-        let mut waiting = unfinished()?;
+        let mut waiting: std::collections::BTreeMap<JobId, BTreeSet<String>> = BTreeMap::new();
+        for job in jobs {
+            waiting.insert(job.clone(), unfinished(job)?);
+        }
+        let mut ended: std::collections::BTreeMap<JobId, JobRow> = BTreeMap::new();
         let mut cancelling: Option<tokio::time::Instant> = None;
         let mut clocks = tokio::time::interval(TICK);
-        while !waiting.is_empty() {
+        loop {
+            // A job whose tasks have all ended is concluded now: its dependents need it.
+            let over: Vec<JobId> =
+                waiting.iter().filter(|(_, w)| w.is_empty()).map(|(j, _)| j.clone()).collect();
+            for job in over {
+                waiting.remove(&job);
+                ended.insert(job.clone(), self.conclude(&job, cancel.is_cancelled(), &notes)?);
+            }
+            if waiting.is_empty() {
+                break;
+            }
             let deadline =
                 cancelling.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
             tokio::select! {
                 ev = self.bus.next_event() => {
                     let ev = ev?;
                     if let Some(done) = self.handle_event(&ev, &notes)?
-                        && ev.job == *job
+                        && let Some(w) = waiting.get_mut(&ev.job)
                     {
                         if cancelling.is_none() {
-                            waiting = unfinished()?;
+                            *w = unfinished(&ev.job)?;
                         } else {
-                            waiting.remove(&done);
+                            w.remove(&done);
                         }
                     }
                 }
                 () = cancel.cancelled(), if cancelling.is_none() => {
                     cancelling = Some(tokio::time::Instant::now() + CANCEL_GRACE);
-                    for slug in self.begin_cancel(job, &notes).await? {
-                        waiting.remove(&slug);
+                    for (job, w) in &mut waiting {
+                        for slug in self.begin_cancel(job, &notes).await? {
+                            w.remove(&slug);
+                        }
                     }
                 }
                 _ = clocks.tick(), if cancelling.is_none() => {
-                    // A clock that cannot be read now (the state or the bus away for a moment)
-                    // is read again at the next tick.
-                    match self.tick(job, &notes).await {
-                        Ok(true) => {
-                            self.train(job, &notes)?;
-                            waiting = unfinished()?;
+                    for (job, w) in &mut waiting {
+                        // A clock that cannot be read now (the state or the bus away for a
+                        // moment) is read again at the next tick.
+                        match self.tick(job, &notes).await {
+                            Ok(true) => {
+                                self.train(job, &notes)?;
+                                *w = unfinished(job)?;
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(%job, "timers: {e}"),
                         }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(%job, "timers: {e}"),
                     }
                 }
                 () = tokio::time::sleep_until(deadline), if cancelling.is_some() => {
-                    self.end_cancel(job, &notes)?;
-                    waiting.clear();
+                    for (job, w) in &mut waiting {
+                        self.end_cancel(job, &notes)?;
+                        w.clear();
+                    }
                 }
             }
         }
         stop_checks.abort();
-        let row = self.conclude(job, cancel.is_cancelled(), &notes)?;
-        if let Err(e) = self.bus.unfollow(std::slice::from_ref(job)).await {
-            tracing::debug!(%job, "no longer following the job's events: {e}");
+        if let Err(e) = self.bus.unfollow(jobs).await {
+            tracing::debug!("no longer following the jobs' events: {e}");
         }
-        Ok(row)
+        Ok(jobs.iter().filter_map(|j| ended.remove(j)).collect())
     }
 
     /// Dispatch the job's tasks that have not ended (only those in `only`, when given) as new
@@ -242,7 +280,7 @@ impl Coordinator {
             }
             self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
             self.bus
-                .dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent, &placed.pool))
+                .dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent, &placed.pool)?)
                 .await?;
             self.store.set_on_bus(job, &t.slug, attempt)?;
             dispatched.insert(t.slug.clone());
@@ -283,7 +321,7 @@ impl Coordinator {
         let job_spent = self.job_spent(job)?;
         for t in self.store.tasks(job)?.iter().filter(|t| slugs.contains(&t.slug)) {
             let pool = t.placed.clone().unwrap_or_else(|| t.pool.clone());
-            self.bus.dispatch(&pool, self.assignment(&row, t, t.attempt, job_spent, &pool)).await?;
+            self.bus.dispatch(&pool, self.assignment(&row, t, t.attempt, job_spent, &pool)?).await?;
             self.store.set_on_bus(job, &t.slug, t.attempt)?;
         }
         Ok(slugs)
@@ -455,7 +493,7 @@ impl Coordinator {
                     let job_spent = self.job_spent(job)?;
                     crate::train::block_on(self.bus.dispatch(
                         &placed.pool,
-                        self.assignment(&row, &t, attempt, job_spent, &placed.pool),
+                        self.assignment(&row, &t, attempt, job_spent, &placed.pool)?,
                     ))??;
                     self.store.set_on_bus(job, &t.slug, attempt)?;
                     let _ = notes.send(n.clone());
@@ -561,19 +599,28 @@ impl Coordinator {
         attempt: u32,
         job_spent: f64,
         pool: &str,
-    ) -> Assignment {
+    ) -> Result<Assignment, CoordError> {
         let mut a = assignment(job, t, attempt, job_spent);
         self.timings.dispatched(job.id.as_str(), &t.slug, attempt);
         a.carried = self.carried_for(job, t, pool, &a.ignored_files);
         if let Some(base) = &self.git_url {
             a.remote = crate::githttp::mirror_url(base, std::path::Path::new(&job.mirror));
         }
-        a
+        a.upstreams = self.upstreams(job)?;
+        Ok(a)
     }
 
     /// The dollars the job's agents are known to have spent.
+    /// For a repository of a cross-repository job, what all its repositories spent: they
+    /// share the job's budget.
     pub(crate) fn job_spent(&self, job: &JobId) -> Result<f64, CoordError> {
-        Ok(self.store.job_usage(job)?.map_or(0.0, |u| u.known_cost()))
+        let spent = |j: &JobId| -> Result<f64, CoordError> {
+            Ok(self.store.job_usage(j)?.map_or(0.0, |u| u.known_cost()))
+        };
+        match self.store.job(job.as_str())?.repo {
+            Some(r) => self.store.group(r.group.as_str())?.iter().map(|m| spent(&m.id)).sum(),
+            None => spent(job),
+        }
     }
 }
 
@@ -645,6 +692,7 @@ pub(crate) fn assignment(job: &JobRow, t: &TaskRow, attempt: u32, job_spent: f64
         reply: t.agent.reply.clone(),
         prices: spec.prices.clone(),
         carried: Vec::new(),
+        upstreams: Vec::new(),
     }
 }
 

@@ -653,6 +653,7 @@ mod tests {
             ignored_files: vec![],
             train: JobTrain::default(),
             collected_at: None,
+            repo: None,
         }
     }
 

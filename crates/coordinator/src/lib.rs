@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod drive;
 pub mod gc;
 pub mod githttp;
+pub mod group;
 pub mod grpc;
 pub mod handoff;
 pub mod home;
@@ -111,6 +112,15 @@ pub enum CoordError {
          would race it"
     )]
     HomeServed { home: String, holder: String },
+    /// One repository of a cross-repository job refused it.
+    #[error("repository {repo} ({location}): {error}")]
+    InRepo { repo: String, location: String, error: Box<CoordError> },
+    /// Two repositories of a cross-repository job are one.
+    #[error("repositories {a} and {b} are the same repository ({location}); give it once")]
+    SameRepo { a: String, b: String, location: String },
+    /// The repositories of a job cannot be ordered.
+    #[error("[[repos]]: {0}")]
+    RepoOrder(#[from] grove_core::plan::repos::RepoOrderError),
     /// A path could not be read or written.
     #[error("{what}: {source}")]
     Io {

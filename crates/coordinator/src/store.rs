@@ -124,6 +124,17 @@ CREATE TABLE IF NOT EXISTS tasks (
     held TEXT,
     PRIMARY KEY (job, slug)
 );
+CREATE TABLE IF NOT EXISTS job_repos (
+    job TEXT PRIMARY KEY REFERENCES jobs(id),
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    ord INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    upstream TEXT NOT NULL,
+    edges TEXT NOT NULL,
+    pr TEXT
+);
+CREATE INDEX IF NOT EXISTS job_repos_by_grp ON job_repos(grp, ord);
 CREATE TABLE IF NOT EXISTS job_owners (
     job TEXT PRIMARY KEY,
     owner TEXT NOT NULL
@@ -214,6 +225,26 @@ pub struct JobRow {
     pub train: JobTrain,
     /// When `grove gc` removed the job's worktrees and run dirs (seconds since the epoch).
     pub collected_at: Option<i64>,
+    /// For one repository of a cross-repository job: which, and where it stands in the order.
+    pub repo: Option<RepoOf>,
+}
+
+/// A job that is one repository of a cross-repository job (`[[repos]]`): the job `<group>.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoOf {
+    /// The cross-repository job's id.
+    pub group: JobId,
+    /// The repository's name in it.
+    pub name: String,
+    /// Its place in the order across repositories (0 first), and its level (0: needs none).
+    pub ord: u32,
+    pub level: u32,
+    /// The repositories it depends on (direct ones), by name.
+    pub upstream: Vec<String>,
+    /// Why: one line per dependency ("app/Cargo.toml needs cargo:mylib").
+    pub edges: Vec<String>,
+    /// Its pull request, once `grove pr` opened one (the code host's JSON, as grove keeps it).
+    pub pr: Option<String>,
 }
 
 /// One move of a task's work (`grove handoff`, `grove pull`).
@@ -507,11 +538,39 @@ impl Store {
                     json(&job.ignored_files),
                 ],
             )?;
+            if let Some(r) = &job.repo {
+                tx.execute(
+                    "INSERT INTO job_repos (job, grp, name, ord, level, upstream, edges, pr)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                    params![
+                        job.id.as_str(),
+                        r.group.as_str(),
+                        r.name,
+                        r.ord,
+                        r.level,
+                        json(&r.upstream),
+                        json(&r.edges),
+                        r.pr,
+                    ],
+                )?;
+            }
             for t in tasks {
                 insert_task(&tx, t, None)?;
             }
             tx.commit()
         })
+    }
+
+    /// The jobs of the cross-repository job `group`, in its order across repositories (empty:
+    /// no such group).
+    pub fn group(&self, group: &str) -> Result<Vec<JobRow>, StoreError> {
+        self.select_jobs("WHERE r.grp = ?1 ORDER BY r.ord", &[group])
+    }
+
+    /// Record the pull request of a repository's job (`grove pr`).
+    pub fn set_pr(&self, job: &JobId, pr: Option<&str>) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE job_repos SET pr = ?2 WHERE job = ?1", params![job.as_str(), pr]))?;
+        Ok(())
     }
 
     /// A task added to a running job (`grove handoff --job`), starting from `base`; the job
@@ -527,12 +586,12 @@ impl Store {
 
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
-        self.select_jobs("ORDER BY created_at, rowid", &[])
+        self.select_jobs("ORDER BY created_at, jobs.rowid", &[])
     }
 
     /// The jobs in `state` (`running`, say), oldest first: an index lookup, not a scan.
     pub fn jobs_in(&self, state: &str) -> Result<Vec<JobRow>, StoreError> {
-        self.select_jobs("WHERE state = ?1 ORDER BY created_at, rowid", &[state])
+        self.select_jobs("WHERE state = ?1 ORDER BY created_at, jobs.rowid", &[state])
     }
 
     /// Up to `limit` jobs created after the job `after` (in the order of [`Store::jobs`]), for
@@ -541,10 +600,10 @@ impl Store {
         let limit = limit.max(1);
         let take = (limit + 1).to_string();
         let mut jobs = match after {
-            None => self.select_jobs("ORDER BY created_at, rowid LIMIT ?1", &[&take])?,
+            None => self.select_jobs("ORDER BY created_at, jobs.rowid LIMIT ?1", &[&take])?,
             Some(id) => self.select_jobs(
-                "WHERE (created_at, rowid) > (SELECT created_at, rowid FROM jobs WHERE id = ?1)
-                 ORDER BY created_at, rowid LIMIT ?2",
+                "WHERE (created_at, jobs.rowid) > (SELECT created_at, rowid FROM jobs WHERE id = ?1)
+                 ORDER BY created_at, jobs.rowid LIMIT ?2",
                 &[id, &take],
             )?,
         };
@@ -557,7 +616,9 @@ impl Store {
         let rows = self.with(|c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT id, created_at, spec, source, source_dir, mirror, base, integration_branch, integration_head,
-                   state, warnings, ignored_files, merge_approved, merge_stopped, collected_at FROM jobs {tail}"
+                   state, warnings, ignored_files, merge_approved, merge_stopped, collected_at,
+                   r.grp, r.name, r.ord, r.level, r.upstream, r.edges, r.pr
+                 FROM jobs LEFT JOIN job_repos r ON r.job = jobs.id {tail}"
             ))?;
             st.query_map(rusqlite::params_from_iter(args), |r| {
                 Ok((
@@ -570,6 +631,18 @@ impl Store {
                     r.get::<_, String>(11)?,
                     JobTrain { approved: r.get::<_, i64>(12)? != 0, stopped: r.get(13)? },
                     r.get::<_, Option<i64>>(14)?,
+                    match r.get::<_, Option<String>>(15)? {
+                        None => None,
+                        Some(grp) => Some((
+                            grp,
+                            r.get::<_, String>(16)?,
+                            r.get::<_, u32>(17)?,
+                            r.get::<_, u32>(18)?,
+                            r.get::<_, String>(19)?,
+                            r.get::<_, String>(20)?,
+                            r.get::<_, Option<String>>(21)?,
+                        )),
+                    },
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -586,7 +659,22 @@ impl Store {
                     ignored,
                     train,
                     collected_at,
+                    repo,
                 )| {
+                    let repo = match repo {
+                        None => None,
+                        Some((grp, name, ord, level, upstream, edges, pr)) => Some(RepoOf {
+                            group: JobId::parse(&grp).map_err(|e| self.corrupt("job group", e))?,
+                            name,
+                            ord,
+                            level,
+                            upstream: serde_json::from_str(&upstream)
+                                .map_err(|e| self.corrupt("upstream repositories", e))?,
+                            edges: serde_json::from_str(&edges)
+                                .map_err(|e| self.corrupt("repository edges", e))?,
+                            pr,
+                        }),
+                    };
                     Ok(JobRow {
                         id: JobId::parse(&id).map_err(|e| self.corrupt("job id", e))?,
                         created_at,
@@ -603,6 +691,7 @@ impl Store {
                             .map_err(|e| self.corrupt("ignored files", e))?,
                         train,
                         collected_at,
+                        repo,
                     })
                 },
             )
@@ -619,7 +708,7 @@ impl Store {
         match id {
             Some(id) => self.job(id),
             None => self
-                .select_jobs("ORDER BY created_at DESC, rowid DESC LIMIT 1", &[])?
+                .select_jobs("ORDER BY created_at DESC, jobs.rowid DESC LIMIT 1", &[])?
                 .pop()
                 .ok_or_else(|| StoreError::NoJob("(none yet)".into())),
         }

@@ -34,6 +34,10 @@ pub struct Prepared {
     /// What the source URL's userinfo carried, taken out of the spec: used for the fetches of
     /// this submission, never stored.
     credential: Option<grove_core::urls::Credential>,
+    /// For one repository of a cross-repository job: which (`crate::group`).
+    pub(crate) member: Option<crate::store::RepoOf>,
+    /// The repository whose objects hold the base commit: the local source, else the mirror.
+    pub(crate) tree_repo: std::path::PathBuf,
 }
 
 /// git with the source's credential, when its URL carried one.
@@ -60,6 +64,16 @@ pub fn prepare(
     cwd: &Path,
 ) -> Result<Prepared, CoordError> {
     spec.validate(text)?;
+    if !spec.repos.is_empty() {
+        // Several repositories are prepared, each as a job, by `group::prepare`.
+        return Err(CoordError::Spec(grove_core::SpecError::Invalid {
+            location: None,
+            field: "repos".into(),
+            message: "a job of several repositories ([[repos]]) runs with `grove run` and plans with `grove plan`, \
+                      here, not on a coordinator daemon"
+                .into(),
+        }));
+    }
     // A credential in the URL is taken out here, before anything is stored or shown.
     let (location, credential) =
         grove_core::urls::split_credential(spec.repo.source.as_deref().unwrap_or("."));
@@ -110,6 +124,8 @@ pub fn prepare(
         salt,
         mirror,
         credential,
+        member: None,
+        tree_repo,
     })
 }
 
@@ -163,11 +179,13 @@ impl Coordinator {
             base: p.base.clone(),
             integration_branch: branch,
             integration_head: p.base.clone(),
-            state: "running".into(),
+            // A repository of a cross-repository job waits to be started (`crate::group`).
+            state: if p.member.is_some() { "waiting" } else { "running" }.into(),
             warnings: p.plan.warnings.clone(),
             ignored_files,
             train: Default::default(),
             collected_at: None,
+            repo: p.member.clone(),
         };
         let pool = p.spec.run.pool.clone().unwrap_or_else(|| "local".into());
         let mut tasks: Vec<TaskRow> = Vec::new();
@@ -324,7 +342,7 @@ fn check_symlinks(spec: &JobSpec, tree: &CommitTree) -> Result<(), CoordError> {
     Ok(())
 }
 
-fn default_name(spec: &JobSpec) -> String {
+pub(crate) fn default_name(spec: &JobSpec) -> String {
     if let Some(p) = &spec.prompt {
         let words: Vec<&str> = p.split_whitespace().take(4).collect();
         if !words.is_empty() {

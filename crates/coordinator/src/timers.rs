@@ -177,7 +177,7 @@ impl Coordinator {
                 self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
                 if let Err(e) = self
                     .bus
-                    .dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent, &placed.pool))
+                    .dispatch(&placed.pool, self.assignment(&row, t, attempt, job_spent, &placed.pool)?)
                     .await
                 {
                     tracing::warn!(task = %t.slug, attempt, "dispatching again: {e}; the next tick sends it");

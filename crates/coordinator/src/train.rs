@@ -658,6 +658,7 @@ pub(crate) mod tests {
             ignored_files: ignored.iter().map(|f| (*f).to_owned()).collect(),
             train: JobTrain::default(),
             collected_at: None,
+            repo: None,
         };
         let stat = DiffStat { files: 1, insertions: 1, deletions: 1 };
         let tasks: Vec<TaskRow> = tips

@@ -16,8 +16,9 @@ pub enum NameError {
     Invalid { what: &'static str, name: String, why: &'static str },
 }
 
-/// The longest job id: a job name cut to 40 bytes, a dash and four hex digits, with room.
-pub const JOB_ID_MAX: usize = 64;
+/// The longest job id: a job name cut to 40 bytes, a dash and four hex digits, then for one
+/// repository of a cross-repository job a dot and its name (40), with room.
+pub const JOB_ID_MAX: usize = 96;
 /// The longest task slug: a planner slug (60 bytes, plus a `-N` to make it unique), a dot and
 /// a variant name (30), with room.
 pub const TASK_SLUG_MAX: usize = 128;
@@ -169,6 +170,12 @@ impl JobId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id of the job of repository `repo` (a name [`check_repo_name`] accepts) of the
+    /// cross-repository job `self`: `<self>.<repo>`.
+    pub fn of_repo(&self, repo: &str) -> JobId {
+        JobId(format!("{}.{repo}", self.0))
+    }
 }
 
 impl fmt::Display for JobId {
@@ -208,6 +215,11 @@ pub fn slugify(s: &str, max: usize) -> String {
 /// The branch a task's work lives on.
 pub fn task_branch(job: &JobId, slug: &str) -> String {
     format!("grove/{job}/{slug}")
+}
+
+/// Check the name of a repository of a job (`[[repos]] name`): a slug of at most 40 bytes.
+pub fn check_repo_name(s: &str) -> Result<(), NameError> {
+    check_slug(s, "repository name", 40)
 }
 
 /// The default integration branch of a job.

@@ -36,6 +36,11 @@ pub struct JobSpec {
     pub prompt: Option<String>,
     #[serde(default)]
     pub repo: RepoSpec,
+    /// `[[repos]]`: the repositories of a job that changes several (instead of `[repo]`). Each
+    /// gets its own tasks, mirror and integration branch; they merge in the order of the
+    /// dependencies between them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<RepoEntry>,
     #[serde(default)]
     pub select: Selection,
     #[serde(default)]
@@ -274,6 +279,41 @@ pub struct RepoSpec {
     pub source: Option<String>,
     /// The commit the tasks start from: a branch, tag, commit id or `HEAD` (the default).
     pub base: Option<String>,
+}
+
+/// One repository of a job that changes several (`[[repos]]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepoEntry {
+    /// Its name in the job (tasks, status, `GROVE_UPSTREAM_<NAME>`); default: the last part of
+    /// its path or URL, without `.git`.
+    pub name: Option<String>,
+    /// A path to a local repository, or a git URL.
+    pub source: String,
+    /// The commit its tasks start from (default: the job's `repo.base`, else `HEAD`).
+    pub base: Option<String>,
+    /// Its own `[select]`, instead of the job's.
+    pub select: Option<Selection>,
+    /// Its own `[split]`, instead of the job's.
+    pub split: Option<Split>,
+    /// Repositories of the job (by name) it needs merged first, besides those its manifests
+    /// name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+impl RepoEntry {
+    /// Its name: given, or the last part of its source without `.git`, as a slug.
+    pub fn name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let s = self.source.trim_end_matches(['/', '\\']);
+        let last = s.rsplit(['/', '\\', ':']).next().unwrap_or(s);
+        let last = last.strip_suffix(".git").unwrap_or(last);
+        let slug = names::slugify(last, 40);
+        if slug.is_empty() { "repo".to_owned() } else { slug }
+    }
 }
 
 /// Which files are in the change.
@@ -735,6 +775,80 @@ impl JobSpec {
     pub fn variant(&self, name: &str) -> Option<&VariantSpec> {
         self.variants.iter().find(|v| v.name == name)
     }
+    /// `[[repos]]`: sources given, names valid and distinct, `depends_on` naming repositories
+    /// of the job, each one's own selection and split valid.
+    fn validate_repos(&self, err: &dyn Fn(&str, String) -> SpecError) -> Result<(), SpecError> {
+        if self.repo.source.is_some() {
+            return Err(err(
+                "repo.source",
+                "give either [repo] (one repository) or [[repos]] (several), not both".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.repos {
+            if r.source.trim().is_empty() {
+                return Err(err("repos.source", "a repository without a source".into()));
+            }
+            let name = r.name();
+            names::check_repo_name(&name).map_err(|e| err("repos.name", e.to_string()))?;
+            if !seen.insert(name.clone()) {
+                return Err(err(
+                    "repos.name",
+                    format!(
+                        "two repositories are named {name:?} ({}); give each a distinct `name`",
+                        self.repos
+                            .iter()
+                            .filter(|o| o.name() == name)
+                            .map(|o| o.source.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        for r in &self.repos {
+            for d in &r.depends_on {
+                if !seen.contains(d) {
+                    return Err(err(
+                        "repos.depends_on",
+                        format!(
+                            "repository {} depends on {d:?}, which is not a repository of the job (it has {})",
+                            r.name(),
+                            seen.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+            // Its own selection and split, checked as a job of its own would be.
+            let one = self.for_repo(r);
+            one.validate(None).map_err(|e| match e {
+                SpecError::Invalid { field, message, .. } => {
+                    err(&format!("repos.{field}"), format!("repository {}: {message}", r.name()))
+                }
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The spec of one repository of a `[[repos]]` job: the job's fields, with the
+    /// repository's source, base, selection and split.
+    pub fn for_repo(&self, r: &RepoEntry) -> JobSpec {
+        let mut one = self.clone();
+        one.repos = Vec::new();
+        one.repo = RepoSpec {
+            source: Some(r.source.clone()),
+            base: r.base.clone().or_else(|| self.repo.base.clone()),
+        };
+        if let Some(sel) = &r.select {
+            one.select = sel.clone();
+        }
+        if let Some(split) = &r.split {
+            one.split = split.clone();
+        }
+        one
+    }
+
     pub fn base(&self) -> &str {
         self.repo.base.as_deref().unwrap_or("HEAD")
     }
@@ -753,7 +867,9 @@ impl JobSpec {
             field: field.to_owned(),
             message,
         };
-        if self.repo.source.as_deref().is_none_or(str::is_empty) {
+        if !self.repos.is_empty() {
+            self.validate_repos(&err)?;
+        } else if self.repo.source.as_deref().is_none_or(str::is_empty) {
             return Err(err("repo.source", "no repository given (set repo.source or pass --repo)".into()));
         }
         if let Some(name) = &self.name

@@ -254,6 +254,36 @@ pub struct Assignment {
     /// `source_dir` (a clone elsewhere, a pod), or that were snapshot at a hand-off: written
     /// into the workspace before `ignored_files` are copied, and never committed.
     pub carried: Vec<Carried>,
+    /// For a repository of a cross-repository job: the repositories it depends on (all of
+    /// them, not only the direct ones), each at its merged integration head.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// A repository a task's repository depends on, as its workspace gets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Upstream {
+    /// Its name in the job (`GROVE_UPSTREAM_<NAME>`).
+    pub name: String,
+    /// Its mirror on the coordinator's machine.
+    pub mirror: std::path::PathBuf,
+    /// A URL of the mirror, for workers without it.
+    pub remote: String,
+    /// Its integration head.
+    pub commit: String,
+}
+
+impl Upstream {
+    /// The environment variable naming its checkout: `GROVE_UPSTREAM_` and the name in upper
+    /// case, every character that is not a letter or digit an `_` (`my-lib` →
+    /// `GROVE_UPSTREAM_MY_LIB`).
+    pub fn env_name(&self) -> String {
+        let up: String = self
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .collect();
+        format!("GROVE_UPSTREAM_{up}")
+    }
 }
 
 /// A git-ignored file carried in an assignment.

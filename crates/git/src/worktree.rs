@@ -314,6 +314,36 @@ pub fn detached_at(git: &Git, mirror: &Path, path: &Path, commit: &str) -> Resul
     Ok(())
 }
 
+/// A repository of its own at `path` holding `commit` of `remote` checked out (detached, full,
+/// one commit deep): what a worker without the mirror makes of an upstream repository's
+/// integration head. Made again when it is there.
+pub fn clone_detached(git: &Git, remote: &str, path: &Path, commit: &str) -> Result<(), GitError> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        std::fs::remove_dir_all(path).map_err(|e| GitError::io(format!("removing {}", path.display()), e))?;
+    }
+    std::fs::create_dir_all(path).map_err(|e| GitError::io(format!("creating {}", path.display()), e))?;
+    git.run(path, ["init", "--quiet", "--template="])?;
+    let ws = Repo::Workspace(path.to_path_buf());
+    git.run_in(&ws, ["config", "remote.origin.url", remote])?;
+    let upload_pack = format!("--upload-pack=git {} upload-pack --strict", crate::cli::hardening_args());
+    git.run_in(
+        &ws,
+        [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            upload_pack.as_str(),
+            "--depth",
+            "1",
+            "origin",
+            commit,
+        ],
+    )?;
+    git.run_in(&ws, ["checkout", "--quiet", "--detach", commit])?;
+    Ok(())
+}
+
 /// Forget worktrees of `repo` whose folders are gone (`git worktree prune`), taking turns
 /// with adds and removes.
 pub fn prune(git: &Git, repo: &Path) -> Result<(), GitError> {

@@ -554,6 +554,10 @@ async fn turns(
         if turn_no > 1 {
             env.push(("GROVE_FEEDBACK_FILE".into(), feedback_file.display().to_string()));
         }
+        // A cross-repository job: the repositories this one depends on, merged, checked out.
+        for (name, dir) in &ws.upstreams {
+            env.push((name.clone(), dir.display().to_string()));
+        }
         if let Some(d) = &a.agent.definition {
             env.push(("GROVE_AGENT_NAME".into(), d.name.clone()));
             env.push(("GROVE_AGENT_FILE".into(), agent_file.display().to_string()));

@@ -30,6 +30,18 @@ pub struct Workspace {
     branch: String,
     /// The ignored files copied in, and those never to be committed.
     pub copied: Copied,
+    /// The upstream repositories' checkouts (a cross-repository job): each one's variable
+    /// (`GROVE_UPSTREAM_<NAME>`) and folder, read-only by agreement, remade every attempt.
+    pub upstreams: Vec<(String, PathBuf)>,
+    /// The folder holding them.
+    upstream_root: PathBuf,
+}
+
+/// Where the upstream checkouts of the task whose workspace is `path` go: beside the task's
+/// workspaces, in a folder no task slug can name (`worktrees/<job>/.upstreams/<task>`).
+fn upstream_root(path: &Path) -> PathBuf {
+    let task = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    path.parent().unwrap_or(path).join(".upstreams").join(task)
 }
 
 impl Workspace {
@@ -62,12 +74,30 @@ impl Workspace {
                 a.ignored_files.len()
             );
         }
+        // Each upstream repository at its integration head: a worktree of its mirror when it
+        // is on this machine, else a one-commit clone of its URL.
+        let root = upstream_root(path);
+        let mut upstreams = Vec::new();
+        for u in &a.upstreams {
+            let dir = root.join(&u.name);
+            let made = if mode == Mode::Auto && u.mirror.join("HEAD").exists() {
+                worktree::detached_at(git, &u.mirror, &dir, &u.commit)
+            } else {
+                worktree::clone_detached(git, &u.remote, &dir, &u.commit)
+            };
+            made.map_err(|e| {
+                format!("checking out the upstream repository {} at {}: {e}", u.name, u.commit)
+            })?;
+            upstreams.push((u.env_name(), dir));
+        }
         let ws = Workspace {
             path: path.to_path_buf(),
             mirror: local.then(|| a.mirror.clone()),
             remote: if local { a.mirror.display().to_string() } else { a.remote.clone() },
             branch: a.branch.clone(),
             copied,
+            upstreams,
+            upstream_root: root,
         };
         Ok((ws, how))
     }
@@ -132,8 +162,13 @@ impl Workspace {
         }
     }
 
-    /// Remove the workspace (grove's own); the branch stays.
+    /// Remove the workspace (grove's own) and its upstream checkouts; the branch stays.
     pub fn remove(&self, git: &Git) -> Result<(), String> {
+        if std::fs::symlink_metadata(&self.upstream_root).is_ok() {
+            // Repositories of their own (borrowing the mirrors' objects): a folder to remove.
+            std::fs::remove_dir_all(&self.upstream_root)
+                .map_err(|e| format!("removing {}: {e}", self.upstream_root.display()))?;
+        }
         match &self.mirror {
             Some(m) => worktree::remove(git, m, &self.path),
             None => std::fs::remove_dir_all(&self.path).map_err(|e| grove_git::GitError::Io {

@@ -49,7 +49,7 @@ pub async fn cmd_demo(home: PathBuf, args: DemoArgs) -> anyhow::Result<ExitCode>
     write_sample(&git, &dir, args.crates.max(2))?;
     eprintln!("sample repository: {} ({} crates)", dir.display(), args.crates.max(2));
     let spec = SpecArgs {
-        repo: Some(dir.display().to_string()),
+        repo: vec![dir.display().to_string()],
         name: Some("demo-rename".into()),
         prompt: Some("Rename FileId to SourceFileId".into()),
         grep: Some(r"\bFileId\b".into()),

@@ -67,6 +67,9 @@ pub async fn cmd_plan(home: PathBuf, args: PlanArgs) -> anyhow::Result<ExitCode>
             loaded.spec.agent.kind = Some(grove_core::spec::AgentKind::Command);
             loaded.spec.agent.command = vec!["true".into()];
         }
+        if !loaded.spec.repos.is_empty() {
+            return plan_group(home, loaded, &args);
+        }
         let git = grove_git::Git::detect()?;
         let layout = grove_core::layout::Layout::new(home);
         let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
@@ -160,6 +163,121 @@ fn print(p: &View, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         p.tasks.len(),
         p.selected_files,
         &p.base[..p.base.len().min(12)]
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A cross-repository job's plan: the order across repositories and why, then each
+/// repository's tasks (each naming its repository); `--dot`: one cluster per repository and
+/// the edges between them.
+fn plan_group(home: PathBuf, loaded: crate::specargs::Loaded, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let git = grove_git::Git::detect()?;
+    let layout = grove_core::layout::Layout::new(home);
+    let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
+    let g = tokio::task::block_in_place(|| {
+        grove_coordinator::group::prepare(&git, &layout, loaded.spec.clone(), file, &loaded.dir)
+    })?;
+    for w in &g.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut out = std::io::stdout().lock();
+    let pool = g.spec.run.pool.clone().unwrap_or_else(|| grove_core::placement::LOCAL.to_owned());
+    if args.dot {
+        writeln!(out, "digraph plan {{\n  rankdir=LR;\n  compound=true;")?;
+        for (name, p) in &g.repos {
+            writeln!(out, "  subgraph \"cluster_{name}\" {{\n    label=\"{name}\";")?;
+            writeln!(
+                out,
+                "    \"{name}\" [shape=box, style=dashed, label=\"{name} ({} task(s))\"];",
+                p.plan.tasks.len()
+            )?;
+            for t in &p.plan.tasks {
+                writeln!(out, "    \"{name}/{}\" [label=\"{}\"];", t.slug, t.slug)?;
+                for d in &t.depends_on {
+                    writeln!(out, "    \"{name}/{}\" -> \"{name}/{d}\";", t.slug)?;
+                }
+            }
+            writeln!(out, "  }}")?;
+        }
+        for e in &g.order.edges {
+            writeln!(
+                out,
+                "  \"{}\" -> \"{}\" [label=\"{}\", style=bold];",
+                e.from,
+                e.to,
+                e.why.replace('"', "'")
+            )?;
+        }
+        writeln!(out, "}}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.json {
+        let repos: Vec<_> = g
+            .repos
+            .iter()
+            .map(|(name, p)| {
+                let tasks: Vec<_> = p
+                    .plan
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        serde_json::json!({
+                            "repository": name, "order": i, "task": t.slug, "title": t.title, "level": t.level,
+                            "sparse": t.sparse, "files": t.files, "lines": t.lines, "depends_on": t.depends_on,
+                            "pool": pool,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": name, "source": p.source.fetch_url(), "base": p.base,
+                    "level": g.order.level.get(name), "selected_files": p.plan.selected_files, "tasks": tasks,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "order": g.order.order, "edges": g.order.edges, "integration_branch": g.integration_branch(),
+            "warnings": g.warnings, "repositories": repos,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "{} repositories, merged in this order: {}", g.repos.len(), g.order.order.join(" -> "))?;
+    for e in &g.order.edges {
+        writeln!(out, "  {} needs {}: {}", e.from, e.to, e.why)?;
+    }
+    let mut rows = Vec::new();
+    for (name, p) in &g.repos {
+        for (i, t) in p.plan.tasks.iter().enumerate() {
+            rows.push(vec![
+                name.clone(),
+                (i + 1).to_string(),
+                t.slug.clone(),
+                t.level.to_string(),
+                match &t.sparse {
+                    None => "(all)".into(),
+                    Some(d) if d.is_empty() => "(top level)".into(),
+                    Some(d) => d.join(" "),
+                },
+                t.files.len().to_string(),
+                t.lines.to_string(),
+                t.depends_on.join(","),
+                pool.clone(),
+            ]);
+        }
+    }
+    writeln!(out)?;
+    write!(
+        out,
+        "{}",
+        table(&["REPOSITORY", "#", "TASK", "LEVEL", "SCOPE", "FILES", "LINES", "DEPENDS ON", "POOL"], &rows)
+    )?;
+    let tasks: usize = g.repos.iter().map(|(_, p)| p.plan.tasks.len()).sum();
+    writeln!(
+        out,
+        "\n{tasks} task(s) in {} repositories; integration branch {} in each",
+        g.repos.len(),
+        g.integration_branch()
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -135,6 +135,9 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let loaded = args.spec.load(&cwd)?;
+    if !loaded.spec.repos.is_empty() {
+        return run_group(home, args, loaded).await;
+    }
     let concurrency = loaded.spec.concurrency() as usize;
     let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
     if args.nats.is_none()
@@ -180,6 +183,136 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (row, cancelled) = drive(&emb, &job.id, None, concurrency).await?;
     finish(&coord.store, &row, args.json, cancelled)
+}
+
+/// A cross-repository job (`[[repos]]`), embedded: every repository prepared and ordered
+/// before anything is recorded, then the repositories run level by level (those that need
+/// none first, each next level once its upstream repositories merged), one set of workers
+/// for all.
+async fn run_group(
+    home: PathBuf,
+    args: RunArgs,
+    loaded: crate::specargs::Loaded,
+) -> anyhow::Result<ExitCode> {
+    if args.canary.is_some() {
+        anyhow::bail!(
+            "--canary takes the first tasks of one repository's order; it does not apply to [[repos]] jobs"
+        );
+    }
+    if args.nats.is_none()
+        && let Some(pool) = loaded.spec.run.pool.as_deref()
+        && ![placement::LOCAL, placement::AUTO].contains(&pool)
+    {
+        anyhow::bail!(
+            "run.pool is {pool:?}, but the embedded mode only has the local pool: give --nats URL (with \
+             workers serving {pool}), or use --pool local or auto"
+        );
+    }
+    let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
+    let git = grove_git::Git::detect()?;
+    let layout = Layout::new(&home);
+    let prepared = tokio::task::block_in_place(|| {
+        grove_coordinator::group::prepare(&git, &layout, loaded.spec.clone(), file, &loaded.dir)
+    })?;
+    let concurrency = args.workers(loaded.spec.concurrency() as usize);
+    let mut emb = Embedded::open(home, args.nats()?).await?;
+    emb.credentials(&args.agent_env)?;
+    let coord = emb.coordinator.clone();
+    for w in &prepared.warnings {
+        eprintln!("warning: {w}");
+    }
+    let order = prepared.order.clone();
+    let members = tokio::task::block_in_place(|| coord.submit_group(prepared))?;
+    let Some(group) = members.first().and_then(|(j, _)| j.repo.as_ref()).map(|r| r.group.clone()) else {
+        anyhow::bail!("the job has no repository");
+    };
+    let tasks: usize = members.iter().map(|(_, t)| t.len()).sum();
+    eprintln!(
+        "job {group}: {} repositories, {tasks} task(s), integration branch {} in each; order {}",
+        members.len(),
+        members.first().map_or("", |(j, _)| j.integration_branch.as_str()),
+        order.order.join(" -> ")
+    );
+    for (j, t) in &members {
+        let r = j.repo.as_ref();
+        eprintln!(
+            "  {}: {} task(s), base {}{}",
+            r.map_or("", |r| r.name.as_str()),
+            t.len(),
+            &j.base[..j.base.len().min(12)],
+            r.filter(|r| !r.upstream.is_empty())
+                .map(|r| format!(", after {}", r.upstream.join(", ")))
+                .unwrap_or_default()
+        );
+    }
+    for e in &order.edges {
+        eprintln!("  {} needs {}: {}", e.from, e.to, e.why);
+    }
+    let cancelled = drive_group(&emb, &group, tasks, concurrency).await?;
+    let members = super::status::local_group(&coord.store, group.as_str())?;
+    super::status::print_group(group.as_str(), &members, args.json)?;
+    if !args.json {
+        println!();
+        println!("  grove status {group}        # again, later");
+        println!("  grove pr {group}            # one pull request per repository, linked in order");
+        println!("  grove diff {group}.REPO/TASK  # review one task's branch");
+    }
+    let all: Vec<&grove_coordinator::TaskRow> = members.iter().flat_map(|(_, t)| t).collect();
+    Ok(if cancelled {
+        ExitCode::from(130)
+    } else if all.iter().all(|t| merged_or_empty(t)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Drive a cross-repository job's repositories level by level with one set of embedded
+/// workers; returns whether it was cancelled (repositories still waiting are then cancelled).
+async fn drive_group(
+    emb: &Embedded,
+    group: &grove_core::JobId,
+    total: usize,
+    concurrency: usize,
+) -> anyhow::Result<bool> {
+    let coord: &Coordinator = &emb.coordinator;
+    let cancel = CancellationToken::new();
+    crate::signal::install(cancel.clone());
+    let mut workers = emb.start_workers(concurrency, &cancel);
+    let bell =
+        coord.store.group(group.as_str())?.first().is_some_and(|j| j.spec.notify.bell.unwrap_or(false));
+    let notifier = emb.notifier();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let notes =
+        grove_coordinator::journal::writer(emb.coordinator.clone(), Some(notifier.clone()), move |j| {
+            let _ = tx.send(j.note);
+        });
+    let progress = tokio::spawn(crate::progress::show(rx, total, bell));
+    let result = async {
+        loop {
+            let ready = tokio::task::block_in_place(|| coord.start_ready(group, &notes))?;
+            if ready.is_empty() {
+                break;
+            }
+            coord.drive_jobs(&ready, None, cancel.clone(), notes.clone()).await?;
+            if cancel.is_cancelled() {
+                tokio::task::block_in_place(|| {
+                    coord.cancel_waiting(group, "cancelled before it started", &notes)
+                })?;
+                break;
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let cancelled = cancel.is_cancelled();
+    cancel.cancel();
+    while workers.join_next().await.is_some() {}
+    drop(notes);
+    let _ = progress.await;
+    notifier.flush(NOTIFY_GRACE).await;
+    result?;
+    Ok(cancelled)
 }
 
 /// --coordinator: submit to the daemon, watch the job, print it. Ctrl-C cancels the job there.

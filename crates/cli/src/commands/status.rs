@@ -55,6 +55,13 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&Layout::new(home).db())?;
+    if let Some(id) = args.job.as_deref() {
+        let members = local_group(&store, id)?;
+        if !members.is_empty() {
+            print_group(id, &members, args.json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let jobs = local_jobs(&store, args.job.as_deref())?;
     match (&args.job, jobs.first()) {
         (Some(_), Some((job, tasks))) => print_job(job, tasks, args.json)?,
@@ -71,6 +78,17 @@ pub fn local_jobs(store: &Store, job: Option<&str>) -> anyhow::Result<Vec<(JobRo
     };
     let mut out = Vec::new();
     for j in jobs {
+        let t = store.tasks(&j.id)?;
+        out.push((j, t));
+    }
+    Ok(out)
+}
+
+/// The repositories' jobs of the cross-repository job `group`, with their tasks, in its order
+/// (empty when `group` is not one).
+pub fn local_group(store: &Store, group: &str) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
+    let mut out = Vec::new();
+    for j in store.group(group)? {
         let t = store.tasks(&j.id)?;
         out.push((j, t));
     }
@@ -407,6 +425,8 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
                     .collect();
                 o.insert("handoffs".into(), moves.into());
                 o.insert("where".into(), where_now(t).into());
+                // The repository it changes (a cross-repository job's; else none).
+                o.insert("repository".into(), job.repo.as_ref().map(|r| r.name.clone()).into());
             }
             v
         }).collect::<Vec<_>>(),
@@ -415,6 +435,113 @@ fn job_json(job: &JobRow, tasks: &[TaskRow]) -> serde_json::Value {
         // What the job's agents spent, and its budget.
         o.insert("usage".into(), usage_json(usage.as_ref()));
         o.insert("budget".into(), budget);
+        o.insert("repository".into(), repo_json(job));
     }
     v
+}
+
+/// A cross-repository job's repository: its name, group, place, what it needs and its pull
+/// request; `null` for a job of one repository.
+fn repo_json(job: &JobRow) -> serde_json::Value {
+    let Some(r) = &job.repo else { return serde_json::Value::Null };
+    serde_json::json!({
+        "name": r.name,
+        "group": r.group.as_str(),
+        "order": r.ord,
+        "level": r.level,
+        "depends_on": r.upstream,
+        "edges": r.edges,
+        "pull_request": r.pr.as_deref().and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()),
+    })
+}
+
+/// A cross-repository job (`grove status GROUP`): each repository's progress and pull
+/// request, dependencies first, then each one's tasks; or JSON with every repository and
+/// every task (each task naming its repository).
+pub fn print_group(group: &str, members: &[(JobRow, Vec<TaskRow>)], json: bool) -> anyhow::Result<()> {
+    if json {
+        let repos: Vec<serde_json::Value> = members.iter().map(|(j, t)| job_json(j, t)).collect();
+        let tasks: Vec<serde_json::Value> = repos
+            .iter()
+            .flat_map(|r| r.get("tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default())
+            .collect();
+        let state = group_state(members.iter().map(|(j, _)| j));
+        let v = serde_json::json!({ "id": group, "state": state, "repositories": repos, "tasks": tasks });
+        writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let branch = members.first().map_or("", |(j, _)| j.integration_branch.as_str());
+        writeln!(
+            out,
+            "job {group}  ({})  {} repositories, dependencies first; integration branch {branch} in each",
+            group_state(members.iter().map(|(j, _)| j)),
+            members.len()
+        )?;
+        let rows: Vec<Vec<String>> = members
+            .iter()
+            .map(|(j, tasks)| {
+                let r = j.repo.as_ref();
+                let merged = tasks
+                    .iter()
+                    .filter(|t| matches!(t.merge_state, MergeState::Merged | MergeState::Empty))
+                    .count();
+                vec![
+                    r.map_or(0, |r| r.ord + 1).to_string(),
+                    r.map_or_else(String::new, |r| r.name.clone()),
+                    j.state.clone(),
+                    format!("{merged}/{}", tasks.len()),
+                    cost_cell(job_usage(tasks).as_ref()),
+                    r.and_then(|r| r.pr.as_deref()).map_or_else(|| "-".into(), pr_cell),
+                    r.map_or_else(String::new, |r| {
+                        if r.upstream.is_empty() { "-".into() } else { r.upstream.join(", ") }
+                    }),
+                    j.source.clone(),
+                ]
+            })
+            .collect();
+        write!(
+            out,
+            "{}",
+            table(&["#", "REPOSITORY", "STATE", "MERGED", "COST", "PULL REQUEST", "NEEDS", "SOURCE"], &rows)
+        )?;
+    }
+    for (j, tasks) in members {
+        let mut out = std::io::stdout().lock();
+        writeln!(out)?;
+        if let Some(r) = &j.repo {
+            writeln!(out, "repository {}:", r.name)?;
+            for e in &r.edges {
+                writeln!(out, "  {e}")?;
+            }
+        }
+        drop(out);
+        print_job(j, tasks, false)?;
+    }
+    Ok(())
+}
+
+/// A cross-repository job's state: `running` while any repository runs or waits, else
+/// `cancelled` if any was, else `done`.
+pub fn group_state<'a>(jobs: impl Iterator<Item = &'a JobRow>) -> &'static str {
+    let states: Vec<&str> = jobs.map(|j| j.state.as_str()).collect();
+    if states.iter().any(|s| matches!(*s, "running" | "waiting")) {
+        "running"
+    } else if states.contains(&"paused") {
+        "paused"
+    } else if states.contains(&"cancelled") {
+        "cancelled"
+    } else {
+        "done"
+    }
+}
+
+/// `#12 open https://...` from a kept pull request.
+fn pr_cell(pr: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(pr).unwrap_or_default();
+    let field = |k: &str| {
+        v.get(k).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).unwrap_or_default()
+    };
+    format!("#{} {} {}", field("number"), field("state"), field("url")).trim().to_owned()
 }
