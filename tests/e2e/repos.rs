@@ -1,0 +1,231 @@
+//! Cross-repository jobs (`[[repos]]`, `--repo` repeated, `--repos-from`): a library and the
+//! repositories that consume it, ordered by their manifests, run level by level, each
+//! consumer's checks built against its upstream's integration head (`GROVE_UPSTREAM_<NAME>`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::harness::{Env, write_files};
+
+fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(p, c)| ((*p).to_owned(), (*c).to_owned())).collect()
+}
+
+fn utf8(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// The Rust toolchain this test runs with, as absolute paths: grove's processes get a cleared
+/// environment, without rustup's variables, so the checks name the real binaries.
+fn sysroot() -> PathBuf {
+    let out = Command::new("rustc").args(["--print", "sysroot"]).output().expect("rustc --print sysroot");
+    assert!(out.status.success(), "rustc --print sysroot: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// `sh -c script` in `cwd`, hermetic, with `env` added, as a check runs.
+fn sh(env: &Env, cwd: &Path, script: &str, vars: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new("sh");
+    grove_tests::hermetic(&mut cmd).env("HOME", env.path().join("home"));
+    cmd.current_dir(cwd).args(["-c", script]).envs(vars.iter().map(|(k, v)| (*k, *v)));
+    cmd.output().expect("run sh")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A checkout of `repo`'s `branch` at `env.path()/name`, outside grove.
+fn checkout(env: &Env, repo: &Path, branch: &str, name: &str) -> PathBuf {
+    env.git(env.path(), &["clone", "--quiet", "--branch", branch, utf8(repo), name]);
+    env.path().join(name)
+}
+
+/// Names of the `grove/...` branches of `repo`.
+fn grove_branches(env: &Env, repo: &Path) -> String {
+    env.git(repo, &["for-each-ref", "--format=%(refname)", "refs/heads/grove"])
+}
+
+/// The repository named `name` in a group's JSON.
+fn repository<'a>(group: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    group["repositories"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["repository"]["name"] == name))
+        .unwrap_or_else(|| panic!("no repository {name} in {group:#}"))
+}
+
+/// A Cargo library `mylib` (in `lib`) with `old_name`, and two binaries (`app1`, `app2`) that
+/// call it through a git dependency on `lib`.
+fn cargo_repos(env: &Env) -> (PathBuf, PathBuf, PathBuf) {
+    let lib = env.repo(
+        "lib",
+        &files(&[
+            ("Cargo.toml", "[package]\nname = \"mylib\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+            ("src/lib.rs", "pub fn old_name() -> u32 {\n    1\n}\n"),
+            (".gitignore", "/target\n"),
+        ]),
+    );
+    let app = |name: &str| {
+        let manifest = format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nmylib = {{ git = \"file://{}\" }}\n",
+            lib.display()
+        );
+        env.repo(
+            name,
+            &[
+                ("Cargo.toml".to_owned(), manifest),
+                (
+                    "src/main.rs".to_owned(),
+                    "fn main() {\n    println!(\"{}\", mylib::old_name());\n}\n".to_owned(),
+                ),
+                (".gitignore".to_owned(), "/target\n".to_owned()),
+            ],
+        )
+    };
+    let (app1, app2) = (app("app1"), app("app2"));
+    (lib, app1, app2)
+}
+
+/// `cargo check` of the workspace it runs in; given GROVE_UPSTREAM_LIB, with `mylib` patched
+/// to that checkout (else `mylib` is what its git source, `lib`'s HEAD, has).
+fn cargo_check(env: &Env, lib: &Path) -> String {
+    let sys = sysroot();
+    let t = env.path();
+    format!(
+        "CARGO_HOME={t}/cargo-home CARGO_TARGET_DIR={t}/target RUSTC={sys}/bin/rustc {sys}/bin/cargo check -q \
+         ${{GROVE_UPSTREAM_LIB:+--config \"patch.'file://{lib}'.mylib.path='$GROVE_UPSTREAM_LIB'\"}}",
+        t = t.display(),
+        sys = sys.display(),
+        lib = lib.display()
+    )
+}
+
+/// A `[[repos]]` spec renaming `from` to `to` in `repos`, one task each, with `check`.
+fn rename_spec(env: &Env, repos: &[&str], from: &str, to: &str, check: &str) -> PathBuf {
+    let mut spec = String::from("name = \"rename\"\n");
+    for r in repos {
+        spec.push_str(&format!("\n[[repos]]\nsource = \"{r}\"\n"));
+    }
+    spec.push_str(&format!(
+        "\n[split]\nrule = \"single\"\n\n[agent]\nkind = \"replace\"\npattern = '\\b{from}\\b'\nreplace = \"{to}\"\n\n[checks]\ntask = '''{check}'''\n"
+    ));
+    let path = env.path().join("job.toml");
+    std::fs::write(&path, spec).expect("write spec");
+    path
+}
+
+#[test]
+fn cargo_library_and_two_consumers_rename_across_repositories() {
+    let env = Env::new();
+    let (lib, app1, app2) = cargo_repos(&env);
+    let check = cargo_check(&env, &lib);
+    // app2 first in the spec: the order comes from the manifests, not the spec.
+    let spec = rename_spec(&env, &["app2", "lib", "app1"], "old_name", "new_name", &check);
+    let spec = utf8(&spec);
+
+    // The plan: lib first, each consumer needing it because of its Cargo.toml.
+    let plan = env.grove(env.path(), &["plan", spec, "--json"]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stderr, plan.stdout);
+    let p = plan.json();
+    assert_eq!(p["order"][0], "lib", "{p:#}");
+    let mut consumers: Vec<&str> =
+        p["order"].as_array().expect("order")[1..].iter().filter_map(|v| v.as_str()).collect();
+    consumers.sort_unstable();
+    assert_eq!(consumers, ["app1", "app2"], "{p:#}");
+    for app in ["app1", "app2"] {
+        let edge = p["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .find(|e| e["from"] == app)
+            .unwrap_or_else(|| panic!("no edge from {app}: {p:#}"));
+        assert_eq!(edge["to"], "lib", "{p:#}");
+        let why = edge["why"].as_str().expect("why");
+        assert!(why.contains("Cargo.toml") && why.contains("cargo:mylib"), "{why}");
+    }
+    let repos = p["repositories"].as_array().expect("repositories");
+    assert_eq!(repos.len(), 3, "{p:#}");
+    for r in repos {
+        let name = r["name"].as_str().expect("name");
+        assert_eq!(r["level"], if name == "lib" { 0 } else { 1 }, "{r:#}");
+        let tasks = r["tasks"].as_array().expect("tasks");
+        assert_eq!(tasks.len(), 1, "split single: one task per repository: {r:#}");
+        assert_eq!(tasks[0]["repository"], name);
+    }
+    let human = env.grove(env.path(), &["plan", spec]);
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    let order = p["order"].as_array().expect("order").iter().filter_map(|v| v.as_str()).collect::<Vec<_>>();
+    assert!(
+        human.stdout.contains(&format!("3 repositories, merged in this order: {}", order.join(" -> "))),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("  app1 needs lib: ") && human.stdout.contains("  app2 needs lib: "),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains("REPOSITORY"), "{}", human.stdout);
+    let dot = env.grove(env.path(), &["plan", spec, "--dot"]);
+    assert_eq!(dot.code, 0, "{}", dot.stderr);
+    for want in [
+        "subgraph \"cluster_lib\"",
+        "subgraph \"cluster_app1\"",
+        "\"app1\" -> \"lib\"",
+        "\"app2\" -> \"lib\"",
+    ] {
+        assert!(dot.stdout.contains(want), "{want:?} in {}", dot.stdout);
+    }
+    assert!(!env.grove_home().exists(), "grove plan created state");
+
+    // The run: every repository's one task merged, consumers checked against lib's head.
+    let run = env.grove(env.path(), &["run", spec, "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let g = run.json();
+    let group = g["id"].as_str().expect("id").to_owned();
+    assert!(group.starts_with("rename-"), "{group}");
+    let branch = format!("grove/{group}/integration");
+    let tasks = g["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 3, "{g:#}");
+    assert!(tasks.iter().all(|t| t["shown"] == "merged"), "{g:#}");
+    let mut named: Vec<&str> = tasks.iter().filter_map(|t| t["repository"].as_str()).collect();
+    named.sort_unstable();
+    assert_eq!(named, ["app1", "app2", "lib"], "{g:#}");
+    for (name, repo, file, want) in [
+        ("lib", &lib, "src/lib.rs", "pub fn new_name() -> u32"),
+        ("app1", &app1, "src/main.rs", "mylib::new_name()"),
+        ("app2", &app2, "src/main.rs", "mylib::new_name()"),
+    ] {
+        let r = repository(&g, name);
+        assert_eq!(r["id"], format!("{group}.{name}"), "{r:#}");
+        assert_eq!(r["integration_branch"], branch.as_str(), "{r:#}");
+        assert_eq!(r["repository"]["group"], group.as_str(), "{r:#}");
+        assert_eq!(r["repository"]["level"], if name == "lib" { 0 } else { 1 }, "{r:#}");
+        let deps = if name == "lib" { serde_json::json!([]) } else { serde_json::json!(["lib"]) };
+        assert_eq!(r["repository"]["depends_on"], deps, "{r:#}");
+        // grove published the branch back into the person's repository.
+        let head = env.git(repo, &["rev-parse", &branch]);
+        assert_eq!(r["integration_head"], head.as_str(), "{r:#}");
+        let changed = env.git(repo, &["show", &format!("{branch}:{file}")]);
+        assert!(changed.contains(want) && !changed.contains("old_name"), "{name}: {changed}");
+        assert!(env.git(repo, &["show", &format!("main:{file}")]).contains("old_name"), "main moved");
+        assert_eq!(env.git(repo, &["status", "--porcelain"]), "", "{name}'s checkout was touched");
+    }
+    let status = env.grove(env.path(), &["status", &group, "--json"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let s = status.json();
+    assert_eq!(s["id"], group.as_str());
+    assert_eq!(s["repositories"].as_array().map(Vec::len), Some(3), "{s:#}");
+    assert_eq!(repository(&s, "app2")["integration_head"], repository(&g, "app2")["integration_head"]);
+
+    // The consumers' checks passed only because of the upstream: app1's integration head does
+    // not build against mylib at its own source (lib's main, old_name only), and builds
+    // against lib's integration head.
+    let app1_int = checkout(&env, &app1, &branch, "app1-int");
+    let lib_int = checkout(&env, &lib, &branch, "lib-int");
+    let alone = sh(&env, &app1_int, &check, &[]);
+    assert!(!alone.status.success(), "app1 built without its upstream: {}", text(&alone));
+    assert!(text(&alone).contains("new_name"), "{}", text(&alone));
+    let with = sh(&env, &app1_int, &check, &[("GROVE_UPSTREAM_LIB", &lib_int)]);
+    assert!(with.status.success(), "app1 against lib's integration head: {}", text(&with));
+}
