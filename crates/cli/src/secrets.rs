@@ -67,6 +67,11 @@ pub const CONFIG_FILE: &str = "grove.toml";
 struct Config {
     #[serde(default)]
     credentials: CredentialsConfig,
+    /// Read by the launcher (`[kube]`) and `grove pr` (`[forge]`), not here.
+    #[serde(default, rename = "kube")]
+    _kube: Option<toml::Value>,
+    #[serde(default, rename = "forge")]
+    _forge: Option<toml::Value>,
 }
 
 /// `[credentials]`: what workers of this machine pass to agents.

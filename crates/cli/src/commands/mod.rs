@@ -14,6 +14,7 @@ mod logs;
 mod merge;
 mod pick;
 mod plan;
+mod pr;
 mod pull;
 mod push;
 mod reply;
@@ -77,6 +78,7 @@ pub enum Command {
     Merge(merge::MergeArgs),
     Discard(discard::DiscardArgs),
     Push(push::PushArgs),
+    Pr(pr::PrArgs),
     Gc(gc::GcArgs),
     Compare(compare::CompareArgs),
     Pick(pick::PickArgs),
@@ -106,6 +108,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Merge(a) => merge::cmd_merge(home, a).await,
         Command::Discard(a) => discard::cmd_discard(home, a).await,
         Command::Push(a) => push::cmd_push(home, a).await,
+        Command::Pr(a) => pr::cmd_pr(home, a).await,
         Command::Gc(a) => gc::cmd_gc(home, a).await,
         Command::Compare(a) => compare::cmd_compare(home, a).await,
         Command::Pick(a) => pick::cmd_pick(home, a).await,
