@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::harness::{Env, write_files};
+use crate::harness::Env;
 
 fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(p, c)| ((*p).to_owned(), (*c).to_owned())).collect()
@@ -92,7 +92,7 @@ fn cargo_check(env: &Env, lib: &Path) -> String {
     let sys = sysroot();
     let t = env.path();
     format!(
-        "CARGO_HOME={t}/cargo-home CARGO_TARGET_DIR={t}/target RUSTC={sys}/bin/rustc {sys}/bin/cargo check -q \
+        "echo \"upstream: ${{GROVE_UPSTREAM_LIB:-none}}\"; CARGO_HOME={t}/cargo-home CARGO_TARGET_DIR={t}/target RUSTC={sys}/bin/rustc {sys}/bin/cargo check -q \
          ${{GROVE_UPSTREAM_LIB:+--config \"patch.'file://{lib}'.mylib.path='$GROVE_UPSTREAM_LIB'\"}}",
         t = t.display(),
         sys = sys.display(),
@@ -217,6 +217,13 @@ fn cargo_library_and_two_consumers_rename_across_repositories() {
     assert_eq!(s["id"], group.as_str());
     assert_eq!(s["repositories"].as_array().map(Vec::len), Some(3), "{s:#}");
     assert_eq!(repository(&s, "app2")["integration_head"], repository(&g, "app2")["integration_head"]);
+    // Each check ran, the consumers' with a checkout of lib, lib's with none.
+    for (name, want) in [("lib", "upstream: none"), ("app1", "upstream: /"), ("app2", "upstream: /")] {
+        let t = tasks.iter().find(|t| t["repository"] == name).expect("task");
+        let logs = env.grove(env.path(), &["logs", &format!("{group}.{name}/{}", t["task"].as_str().expect("slug"))]);
+        assert_eq!(logs.code, 0, "{}", logs.stderr);
+        assert!(logs.stdout.contains("check: ") && logs.stdout.contains(want), "{name}: {}", logs.stdout);
+    }
 
     // The consumers' checks passed only because of the upstream: app1's integration head does
     // not build against mylib at its own source (lib's main, old_name only), and builds
@@ -226,6 +233,99 @@ fn cargo_library_and_two_consumers_rename_across_repositories() {
     let alone = sh(&env, &app1_int, &check, &[]);
     assert!(!alone.status.success(), "app1 built without its upstream: {}", text(&alone));
     assert!(text(&alone).contains("new_name"), "{}", text(&alone));
+    let with = sh(&env, &app1_int, &check, &[("GROVE_UPSTREAM_LIB", &lib_int)]);
+    assert!(with.status.success(), "app1 against lib's integration head: {}", text(&with));
+}
+
+/// A Go module `example.com/lib` with `OldName`, and two commands (`app1`, `app2`) that
+/// require it.
+fn go_repos(env: &Env) -> (PathBuf, PathBuf, PathBuf) {
+    let lib = env.repo(
+        "lib",
+        &files(&[
+            ("go.mod", "module example.com/lib\n\ngo 1.19\n"),
+            ("lib.go", "package lib\n\nfunc OldName() int { return 1 }\n"),
+        ]),
+    );
+    let app = |name: &str| {
+        env.repo(
+            name,
+            &[
+                (
+                    "go.mod".to_owned(),
+                    format!("module example.com/{name}\n\ngo 1.19\n\nrequire example.com/lib v0.0.0\n"),
+                ),
+                (
+                    "main.go".to_owned(),
+                    "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/lib\"\n)\n\nfunc main() { fmt.Println(lib.OldName()) }\n"
+                        .to_owned(),
+                ),
+            ],
+        )
+    };
+    let (app1, app2) = (app("app1"), app("app2"));
+    (lib, app1, app2)
+}
+
+/// `go build` of the module it runs in; given GROVE_UPSTREAM_LIB, in a Go workspace (made
+/// outside the task's workspace) with that checkout as `example.com/lib`. No network.
+fn go_check(env: &Env) -> String {
+    format!(
+        "export HOME={t}/home GOCACHE={t}/gocache GOPATH={t}/gopath GOPROXY=off GOFLAGS=; \
+         if [ -n \"$GROVE_UPSTREAM_LIB\" ]; then \
+           w=$(mktemp -d {t}/gowork.XXXXXX) && (cd \"$w\" && go work init \"$OLDPWD\" \"$GROVE_UPSTREAM_LIB\") \
+           && GOWORK=\"$w/go.work\" go build -o /dev/null .; \
+         else go build -o /dev/null ./...; fi",
+        t = env.path().display()
+    )
+}
+
+#[test]
+fn go_modules_library_and_two_consumers() {
+    let env = Env::new();
+    let (lib, app1, app2) = go_repos(&env);
+    let check = go_check(&env);
+    let spec = rename_spec(&env, &["app1", "app2", "lib"], "OldName", "NewName", &check);
+    let spec = utf8(&spec);
+
+    let plan = env.grove(env.path(), &["plan", spec, "--json"]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stderr, plan.stdout);
+    let p = plan.json();
+    assert_eq!(p["order"][0], "lib", "{p:#}");
+    let edges = p["edges"].as_array().expect("edges");
+    assert_eq!(edges.len(), 2, "{p:#}");
+    for e in edges {
+        assert_eq!(e["to"], "lib", "{p:#}");
+        let why = e["why"].as_str().expect("why");
+        assert!(why.contains("go.mod") && why.contains("go:example.com/lib"), "{why}");
+    }
+
+    let run = env.grove(env.path(), &["run", spec, "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let g = run.json();
+    let group = g["id"].as_str().expect("id");
+    let branch = format!("grove/{group}/integration");
+    assert!(g["tasks"].as_array().expect("tasks").iter().all(|t| t["shown"] == "merged"), "{g:#}");
+    assert!(env.git(&lib, &["show", &format!("{branch}:lib.go")]).contains("func NewName() int"));
+    for app in [&app1, &app2] {
+        let main = env.git(app, &["show", &format!("{branch}:main.go")]);
+        assert!(main.contains("lib.NewName()") && !main.contains("OldName"), "{main}");
+    }
+
+    // app1's integration head builds only in a workspace with lib's integration head: not on
+    // its own (its go.mod's requirement resolves nowhere), not with lib's main (OldName).
+    let app1_int = checkout(&env, &app1, &branch, "app1-int");
+    let lib_int = checkout(&env, &lib, &branch, "lib-int");
+    let env_go = format!(
+        "export HOME={t}/home GOCACHE={t}/gocache GOPATH={t}/gopath GOPROXY=off GOFLAGS=; go build -o /dev/null .",
+        t = env.path().display()
+    );
+    let alone = sh(&env, &app1_int, &env_go, &[]);
+    assert!(!alone.status.success(), "app1 built on its own: {}", text(&alone));
+    assert!(text(&alone).contains("missing go.sum entry"), "{}", text(&alone));
+    let old = sh(&env, &app1_int, &check, &[("GROVE_UPSTREAM_LIB", &lib)]);
+    assert!(!old.status.success(), "app1 built against lib's main: {}", text(&old));
+    assert!(text(&old).contains("NewName"), "{}", text(&old));
     let with = sh(&env, &app1_int, &check, &[("GROVE_UPSTREAM_LIB", &lib_int)]);
     assert!(with.status.success(), "app1 against lib's integration head: {}", text(&with));
 }
