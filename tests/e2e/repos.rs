@@ -329,3 +329,89 @@ fn go_modules_library_and_two_consumers() {
     let with = sh(&env, &app1_int, &check, &[("GROVE_UPSTREAM_LIB", &lib_int)]);
     assert!(with.status.success(), "app1 against lib's integration head: {}", text(&with));
 }
+
+#[test]
+fn a_consumer_does_not_start_when_its_library_did_not_merge() {
+    let env = Env::new();
+    let lib = env.repo("lib", &files(&[("LIBRARY", "the library\n"), ("api.txt", "old_name\n")]));
+    let app1 = env.repo("app1", &files(&[("use.txt", "calls old_name\n")]));
+    let app2 = env.repo("app2", &files(&[("use.txt", "calls old_name\n")]));
+    let docs = env.repo("docs", &files(&[("guide.txt", "about old_name\n")]));
+    // The check fails only in lib (the one repository with a LIBRARY file); app1 and app2 need
+    // lib by depends_on; docs needs nothing.
+    let spec = env.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        r#"name = "rename"
+
+[[repos]]
+source = "lib"
+
+[[repos]]
+source = "app1"
+depends_on = ["lib"]
+
+[[repos]]
+source = "app2"
+depends_on = ["lib"]
+
+[[repos]]
+source = "docs"
+
+[split]
+rule = "single"
+
+[agent]
+kind = "replace"
+pattern = '\bold_name\b'
+replace = "new_name"
+
+[checks]
+task = '''if [ -f LIBRARY ]; then echo "the library's check fails" >&2; exit 4; fi'''
+"#,
+    )
+    .expect("write spec");
+    let run = env.grove(env.path(), &["run", utf8(&spec), "--json"]);
+    assert_eq!(run.code, 1, "a repository that did not merge makes the run exit 1: {}\n{}", run.stderr, run.stdout);
+    let g = run.json();
+    let group = g["id"].as_str().expect("id").to_owned();
+    let branch = format!("grove/{group}/integration");
+    let tasks = g["tasks"].as_array().expect("tasks");
+    let of = |name: &str| tasks.iter().find(|t| t["repository"] == name).unwrap_or_else(|| panic!("{name}: {g:#}"));
+
+    let lib_task = of("lib");
+    assert_eq!(lib_task["state"], "failed", "{lib_task:#}");
+    assert!(lib_task["reason"].as_str().expect("reason").contains("failed (exit 4)"), "{lib_task:#}");
+    let slug = lib_task["task"].as_str().expect("slug");
+    for app in ["app1", "app2"] {
+        let t = of(app);
+        assert_eq!(t["state"], "cancelled", "{t:#}");
+        let reason = t["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains(&format!("not started: it needs lib ended with tasks not merged: {slug}")),
+            "{app}: {reason}"
+        );
+        assert_eq!(repository(&g, app)["state"], "cancelled", "{g:#}");
+    }
+    // A repository that needs nothing of lib's ran and merged.
+    assert_eq!(of("docs")["shown"], "merged", "{g:#}");
+    assert!(env.git(&docs, &["show", &format!("{branch}:guide.txt")]).contains("new_name"));
+
+    // Neither consumer's agent ran: nothing of theirs was published. lib's failed task keeps
+    // its branch (with the rename, for a person to look at); its integration branch is main.
+    assert_eq!(grove_branches(&env, &app1), "", "app1 started");
+    assert_eq!(grove_branches(&env, &app2), "", "app2 started");
+    assert_eq!(
+        env.git(&lib, &["rev-parse", &format!("{branch}^{{tree}}")]),
+        env.git(&lib, &["rev-parse", "main^{tree}"]),
+        "lib's integration branch has something merged"
+    );
+
+    // status says the same, later.
+    let status = env.grove(env.path(), &["status", &group, "--json"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let s = status.json();
+    assert_eq!(repository(&s, "app2")["state"], "cancelled", "{s:#}");
+    let human = env.grove(env.path(), &["status", &group]);
+    assert!(human.stdout.contains("not started: it needs lib"), "{}", human.stdout);
+}
