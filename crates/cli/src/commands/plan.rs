@@ -242,7 +242,7 @@ fn plan_group(home: PathBuf, loaded: crate::specargs::Loaded, args: &PlanArgs) -
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "{} repositories, merged in this order: {}", g.repos.len(), g.order.order.join(" -> "))?;
+    writeln!(out, "{} repositories, merged in this order: {}", g.repos.len(), levels(&g.order))?;
     for e in &g.order.edges {
         writeln!(out, "  {} needs {}: {}", e.from, e.to, e.why)?;
     }
@@ -280,4 +280,13 @@ fn plan_group(home: PathBuf, loaded: crate::specargs::Loaded, args: &PlanArgs) -
         g.integration_branch()
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The order across repositories by level: `lib, then app1 + app2`.
+pub(crate) fn levels(order: &grove_core::plan::repos::RepoOrder) -> String {
+    let mut by_level: std::collections::BTreeMap<u32, Vec<&str>> = std::collections::BTreeMap::new();
+    for name in &order.order {
+        by_level.entry(order.level.get(name).copied().unwrap_or(0)).or_default().push(name);
+    }
+    by_level.values().map(|names| names.join(" + ")).collect::<Vec<_>>().join(", then ")
 }

@@ -231,7 +231,7 @@ async fn run_group(
         "job {group}: {} repositories, {tasks} task(s), integration branch {} in each; order {}",
         members.len(),
         members.first().map_or("", |(j, _)| j.integration_branch.as_str()),
-        order.order.join(" -> ")
+        super::plan::levels(&order)
     );
     for (j, t) in &members {
         let r = j.repo.as_ref();
