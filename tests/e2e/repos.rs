@@ -154,9 +154,10 @@ fn cargo_library_and_two_consumers_rename_across_repositories() {
     }
     let human = env.grove(env.path(), &["plan", spec]);
     assert_eq!(human.code, 0, "{}", human.stderr);
+    // By level: lib, then both consumers (in the JSON's order).
     let order = p["order"].as_array().expect("order").iter().filter_map(|v| v.as_str()).collect::<Vec<_>>();
     assert!(
-        human.stdout.contains(&format!("3 repositories, merged in this order: {}", order.join(" -> "))),
+        human.stdout.contains(&format!("3 repositories, merged in this order: lib, then {}", order[1..].join(" + "))),
         "{}",
         human.stdout
     );
@@ -414,4 +415,98 @@ task = '''if [ -f LIBRARY ]; then echo "the library's check fails" >&2; exit 4; 
     assert_eq!(repository(&s, "app2")["state"], "cancelled", "{s:#}");
     let human = env.grove(env.path(), &["status", &group]);
     assert!(human.stdout.contains("not started: it needs lib"), "{}", human.stdout);
+}
+
+/// Every refusal of a cross-repository job exits 2, says what was wrong (naming the
+/// repository), and leaves nothing behind: no grove state, no branch in any repository.
+#[test]
+fn cross_repository_refusals_create_nothing() {
+    let env = Env::new();
+    let lib = env.repo("lib", &files(&[("src/api.txt", "old_name\n")]));
+    let app1 = env.repo("app1", &files(&[("use.txt", "calls old_name\n")]));
+    // Another repository whose folder is also called lib.
+    let other = env.repo("other/lib", &files(&[("more.txt", "old_name\n")]));
+    // A folder that is no repository.
+    std::fs::create_dir_all(env.path().join("notrepo")).expect("mkdir");
+    std::fs::write(env.path().join("notrepo/f.txt"), "old_name\n").expect("write");
+    let repos = [&lib, &app1, &other];
+
+    let tail = "\n[split]\nrule = \"single\"\n\n[agent]\nkind = \"replace\"\npattern = \"old_name\"\nreplace = \"new_name\"\n";
+    let specs: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "unreachable",
+            "[[repos]]\nsource = \"lib\"\n\n[[repos]]\nsource = \"notrepo\"\n".into(),
+            vec!["repository notrepo"],
+        ),
+        (
+            "unknown-base",
+            "[[repos]]\nsource = \"lib\"\n\n[[repos]]\nsource = \"app1\"\nbase = \"no-such-branch\"\n".into(),
+            vec!["repository app1", "no-such-branch"],
+        ),
+        (
+            "same-name",
+            "[[repos]]\nsource = \"lib\"\n\n[[repos]]\nsource = \"other/lib\"\n".into(),
+            vec!["two repositories are named", "lib"],
+        ),
+        (
+            "same-repository",
+            "[[repos]]\nsource = \"lib\"\n\n[[repos]]\nname = \"lib2\"\nsource = \"./lib\"\n".into(),
+            vec!["lib and lib2 are the same repository"],
+        ),
+        (
+            "unknown-dependency",
+            "[[repos]]\nsource = \"lib\"\ndepends_on = [\"nowhere\"]\n\n[[repos]]\nsource = \"app1\"\n".into(),
+            vec!["repository lib depends on \"nowhere\"", "which is not a repository of the job"],
+        ),
+        (
+            "cycle",
+            "[[repos]]\nsource = \"lib\"\ndepends_on = [\"app1\"]\n\n[[repos]]\nsource = \"app1\"\ndepends_on = [\"lib\"]\n"
+                .into(),
+            vec!["cycle", "lib", "app1"],
+        ),
+        (
+            "repo-and-repos",
+            "[repo]\nsource = \"lib\"\n\n[[repos]]\nsource = \"lib\"\n\n[[repos]]\nsource = \"app1\"\n".into(),
+            vec!["[repo]", "[[repos]]", "not both"],
+        ),
+    ];
+    let mut cases: Vec<(String, Vec<String>, Vec<&str>)> = Vec::new();
+    for (name, body, expected) in specs {
+        let path = env.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("name = \"{name}\"\n\n{body}{tail}")).expect("write spec");
+        cases.push((name.to_owned(), vec![utf8(&path).to_owned()], expected));
+    }
+    // The same refusals from flags.
+    let agent = ["--split", "single", "--agent", "replace", "--pattern", "old_name", "--replace", "new_name"];
+    let flags = |repos: &[&str]| -> Vec<String> {
+        repos.iter().flat_map(|r| ["--repo".to_owned(), (*r).to_owned()]).chain(agent.iter().map(|a| (*a).to_owned())).collect()
+    };
+    cases.push(("flags-unreachable".into(), flags(&["lib", "notrepo"]), vec!["repository notrepo"]));
+    cases.push(("flags-same-name".into(), flags(&["lib", "other/lib"]), vec!["two repositories are named"]));
+    // A folder inside a repository is that repository.
+    cases.push((
+        "flags-same-repository".into(),
+        flags(&["lib", "app1", "lib/src"]),
+        vec!["lib and src are the same repository"],
+    ));
+    std::fs::write(env.path().join("list.txt"), "# the job's repositories\nlib\n\nnotrepo\n").expect("write list");
+    let mut listed: Vec<String> = vec!["--repos-from".into(), "list.txt".into()];
+    listed.extend(agent.iter().map(|a| (*a).to_owned()));
+    cases.push(("repos-from-unreachable".into(), listed, vec!["repository notrepo"]));
+
+    for verb in ["plan", "run"] {
+        for (name, args, expected) in &cases {
+            let mut all = vec![verb];
+            all.extend(args.iter().map(String::as_str));
+            let run = env.grove(env.path(), &all);
+            assert_eq!(run.code, 2, "{verb} {name} should be refused: {}\n{}", run.stderr, run.stdout);
+            for e in expected {
+                assert!(run.stderr.contains(e), "{verb} {name}: expected {e:?} in: {}", run.stderr);
+            }
+            assert!(!env.grove_home().exists(), "{verb} {name}: grove created state for a refused job");
+            for r in repos {
+                assert_eq!(grove_branches(&env, r), "", "{verb} {name}: a branch in {}", r.display());
+            }
+        }
+    }
 }
