@@ -510,3 +510,66 @@ fn cross_repository_refusals_create_nothing() {
         }
     }
 }
+
+/// The plan's JSON without what differs between two plans of one job (its id's salt).
+fn comparable(mut plan: serde_json::Value) -> serde_json::Value {
+    plan.as_object_mut().expect("object").remove("integration_branch");
+    plan
+}
+
+#[test]
+fn flags_and_repos_from_make_the_same_job() {
+    let env = Env::new();
+    let (lib, _app1, app2) = cargo_repos(&env);
+    let agent = ["--split", "single", "--agent", "replace", "--pattern", r"\bold_name\b", "--replace", "new_name"];
+    let plan = |args: &[&str]| {
+        let mut all = vec!["plan"];
+        all.extend(args);
+        all.extend(["--name", "rename", "--json"]);
+        all.extend(agent);
+        let run = env.grove(env.path(), &all);
+        assert_eq!(run.code, 0, "{args:?}: {}\n{}", run.stderr, run.stdout);
+        run.json()
+    };
+
+    // Flags, in an order the manifests overrule.
+    let flags = plan(&["--repo", "app2", "--repo", "app1", "--repo", "lib"]);
+    assert_eq!(flags["order"][0], "lib", "{flags:#}");
+    let names: Vec<&str> = flags["repositories"].as_array().expect("repositories").iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names.len(), 3, "{flags:#}");
+    assert_eq!(names[0], "lib", "repositories are listed in the order they merge: {flags:#}");
+    assert_eq!(flags["edges"].as_array().map(Vec::len), Some(2), "{flags:#}");
+    let lib_entry = &flags["repositories"][0];
+    assert_eq!(lib_entry["source"], utf8(&lib.canonicalize().expect("canonical")), "{lib_entry:#}");
+    assert_eq!(lib_entry["tasks"][0]["files"], serde_json::json!([".gitignore", "Cargo.toml", "src/lib.rs"]));
+
+    // The same repositories from a list: comments, blank lines, a path relative to where
+    // grove runs and an absolute one.
+    let list = env.path().join("list.txt");
+    std::fs::write(&list, format!("# the consumers\napp2\n  app1  \n\n# the library\n{}\n", lib.display()))
+        .expect("write list");
+    let listed = plan(&["--repos-from", utf8(&list)]);
+    assert_eq!(comparable(listed), comparable(flags.clone()));
+
+    // And from a spec in another folder: its paths are relative to its own folder.
+    std::fs::create_dir_all(env.path().join("jobs")).expect("mkdir");
+    let spec = env.path().join("jobs/job.toml");
+    std::fs::write(
+        &spec,
+        "name = \"rename\"\n\n[[repos]]\nsource = \"../app2\"\n\n[[repos]]\nsource = \"../app1\"\n\n[[repos]]\nsource = \"../lib\"\n",
+    )
+    .expect("write spec");
+    let from_spec = plan(&[utf8(&spec)]);
+    assert_eq!(comparable(from_spec), comparable(flags));
+
+    // The listed job runs as the spec's would: every repository's integration branch renamed.
+    let mut args = vec!["run", "--repos-from", utf8(&list), "--json"];
+    args.extend(agent);
+    let run = env.grove(env.path(), &args);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let g = run.json();
+    assert_eq!(g["repositories"].as_array().map(Vec::len), Some(3), "{g:#}");
+    let branch = format!("grove/{}/integration", g["id"].as_str().expect("id"));
+    assert!(env.git(&app2, &["show", &format!("{branch}:src/main.rs")]).contains("mylib::new_name()"));
+    assert!(env.git(&lib, &["show", &format!("{branch}:src/lib.rs")]).contains("pub fn new_name()"));
+}
