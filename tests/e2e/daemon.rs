@@ -707,3 +707,67 @@ fn metrics_count_what_the_daemon_did() {
         assert!(series.get(&format!("{name}_sum")).is_some_and(|s| *s >= 0.0), "{name}: {body}");
     }
 }
+
+/// A `[[repos]]` job submitted to a daemon: the library's repository runs first, the
+/// consumers after it (waiting meanwhile), each consumer's check finding the library's merged
+/// integration head in `GROVE_UPSTREAM_LIB`; `grove status GROUP` on the daemon shows all
+/// three in order.
+#[test]
+fn a_cross_repository_job_runs_on_a_coordinator_library_first() {
+    let env = Env::new();
+    let (_nats, nats) = nats_server(&env.path().join("nats"));
+    let port = free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let _coord = coordinator(&env, &nats, port, "coordinator");
+    let _w = worker(&env, &nats, "w1", "local", false);
+    let lib = env.repo(
+        "lib",
+        &[
+            ("package.json".into(), "{\"name\": \"@acme/lib\", \"version\": \"1.0.0\"}\n".into()),
+            ("index.js".into(), "exports.oldName = () => 1;\n".into()),
+        ],
+    );
+    for app in ["app1", "app2"] {
+        env.repo(
+            app,
+            &[
+                (
+                    "package.json".into(),
+                    format!("{{\"name\": \"{app}\", \"dependencies\": {{\"@acme/lib\": \"^1.0.0\"}}}}\n"),
+                ),
+                ("main.js".into(), "require('@acme/lib').oldName();\n".into()),
+            ],
+        );
+    }
+    let spec = env.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        "name = \"rename\"\n[[repos]]\nsource = \"app1\"\n[[repos]]\nsource = \"app2\"\n[[repos]]\nsource = \"lib\"\n\
+         [split]\nrule = \"single\"\n[agent]\nkind = \"replace\"\npattern = \"oldName\"\nreplace = \"newName\"\n\
+         [checks]\ntask = 'test -z \"$GROVE_UPSTREAM_LIB\" || grep -q newName \"$GROVE_UPSTREAM_LIB/index.js\"'\n",
+    )
+    .expect("spec");
+    let run = env.grove(env.path(), &["run", "job.toml", "--coordinator", &api, "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}\n{}", run.stdout, run.stderr, log_of(&env, "coordinator"));
+    let group = run.json();
+    let names: Vec<&str> = group["repositories"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .filter_map(|r| r["repository"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["lib", "app1", "app2"], "{group:#}");
+    assert!(group["tasks"].as_array().expect("tasks").iter().all(|t| t["shown"] == "merged"), "{group:#}");
+    let id = group["id"].as_str().expect("id");
+    // The consumers started only after the library merged.
+    let lib_done =
+        group["repositories"][0]["tasks"][0]["merge_commit"].as_str().expect("lib merged").to_owned();
+    assert_eq!(env.git(&lib, &["rev-parse", &format!("grove/{id}/integration")]), lib_done);
+    let text = env.grove(env.path(), &["status", id, "--coordinator", &api]);
+    assert!(text.stdout.contains("3 repositories, dependencies first"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("app1 needs lib") || text.stdout.contains("needs lib: package.json"),
+        "{}",
+        text.stdout
+    );
+}

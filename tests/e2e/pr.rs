@@ -158,7 +158,11 @@ fn one_pull_request_per_repository_linked_in_order_updated_on_rerun_merged_until
     assert!(merged.stdout.contains("lib: merged"), "{}", merged.stdout);
     assert!(merged.stdout.contains("app2: not merged: checks failed: ci/test"), "{}", merged.stdout);
     assert!(merged.stdout.contains("app1: not tried"), "{}", merged.stdout);
-    assert!(gh("acme/lib")[0].merged && !fake.prs(Kind::GitLab, "acme/app2")[0].merged && !gh("acme/app1")[0].merged);
+    assert!(
+        gh("acme/lib")[0].merged
+            && !fake.prs(Kind::GitLab, "acme/app2")[0].merged
+            && !gh("acme/app1")[0].merged
+    );
 
     // Fixed: the rest merges, in order.
     fake.set_check(Kind::GitLab, "acme/app2", app2_pr.number, "ci/test", Check::Passed);

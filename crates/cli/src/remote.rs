@@ -216,8 +216,19 @@ pub fn rows(j: &pb::Job) -> anyhow::Result<(JobRow, Vec<TaskRow>)> {
         ignored_files: Vec::new(),
         train: JobTrain { approved: j.merge_approved, stopped: j.merge_stopped.clone() },
         collected_at: None,
-        // The daemon takes no cross-repository job.
-        repo: None,
+        repo: match &j.repo {
+            None => None,
+            Some(r) => Some(grove_coordinator::store::RepoOf {
+                group: JobId::parse(&r.group)
+                    .map_err(|e| anyhow::anyhow!("the coordinator sent a bad group id: {e}"))?,
+                name: r.name.clone(),
+                ord: r.order,
+                level: r.level,
+                upstream: r.upstream.clone(),
+                edges: r.edges.clone(),
+                pr: r.pull_request.clone(),
+            }),
+        },
     };
     Ok((job, tasks))
 }

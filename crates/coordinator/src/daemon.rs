@@ -112,14 +112,7 @@ impl Daemon {
     ) -> Result<JobRow, CoordError> {
         let spec = JobSpec::from_toml(name, text)?;
         if !spec.repos.is_empty() {
-            return Err(CoordError::Spec(grove_core::SpecError::Invalid {
-                location: None,
-                field: "repos".into(),
-                message:
-                    "a job of several repositories runs with `grove run` (embedded, or --nats for a fleet); \
-                          the coordinator daemon does not take [[repos]] jobs yet"
-                        .into(),
-            }));
+            return self.submit_group(spec, name, text, base_dir).await;
         }
         let coord = self.coord.clone();
         let (name, text, dir) = (name.to_owned(), text.to_owned(), base_dir.to_path_buf());
@@ -132,6 +125,46 @@ impl Daemon {
         self.coord.dispatch_pending(&job.id, None, &self.notes).await?;
         self.kick(&job.id);
         Ok(self.coord.store.job(job.id.as_str())?)
+    }
+
+    /// A cross-repository job: every repository prepared and recorded (`group`), those that
+    /// need none started. Returns the first repository's job (its `repo` names the group).
+    async fn submit_group(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        name: &str,
+        text: &str,
+        base_dir: &Path,
+    ) -> Result<JobRow, CoordError> {
+        let coord = self.coord.clone();
+        let (name, text, dir) = (name.to_owned(), text.to_owned(), base_dir.to_path_buf());
+        let members = tokio::task::spawn_blocking(move || {
+            let g = crate::group::prepare(&coord.git, &coord.layout, spec, Some((&name, &text)), &dir)?;
+            coord.submit_group(g)
+        })
+        .await
+        .map_err(|e| CoordError::Io { what: "submitting".into(), source: std::io::Error::other(e) })??;
+        let Some(first) = members.first().map(|(j, _)| j.clone()) else {
+            return Err(CoordError::Refused {
+                task: "[[repos]]".into(),
+                why: "the job has no repository".into(),
+            });
+        };
+        if let Some(r) = &first.repo {
+            self.start_repos(&r.group).await?;
+        }
+        Ok(self.coord.store.job(first.id.as_str())?)
+    }
+
+    /// Start the repositories of `group` whose upstreams all merged (cancelling those whose
+    /// upstream did not): their tasks are dispatched and followed.
+    pub async fn start_repos(self: &Arc<Self>, group: &JobId) -> Result<(), CoordError> {
+        let ready = tokio::task::block_in_place(|| self.coord.start_ready(group, &self.notes))?;
+        for job in ready {
+            self.coord.dispatch_pending(&job, None, &self.notes).await?;
+            self.kick(&job);
+        }
+        Ok(())
     }
 
     /// A hand-off (`grove handoff`): a new one-task job on the snapshot, or, for a pulled task
@@ -215,6 +248,13 @@ impl Daemon {
     /// Cancel a job: its running integration check ends now, workers stop its attempts; it
     /// ends when they confirm or the grace is over. Returns at once.
     pub async fn cancel(self: &Arc<Self>, job: &JobId) -> Result<JobRow, CoordError> {
+        if self.coord.store.job(job.as_str())?.state == "waiting" {
+            // A repository that never started: cancelled now, and its dependents with it.
+            tokio::task::block_in_place(|| {
+                self.coord.cancel_repo(job, "cancelled before it started", &self.notes)
+            })?;
+            return Ok(self.coord.store.job(job.as_str())?);
+        }
         self.coord.stop_checks(job);
         self.coord.begin_cancel(job, &self.notes).await?;
         let deadline =
@@ -444,8 +484,15 @@ impl Daemon {
         } else {
             // Still in `cancelling` should it fail: `end_stopped` ends it cancelled.
             let cancelling = held(&self.cancelling).contains_key(job);
-            c.conclude_held(job, cancelling, &self.notes)?;
+            let ended = c.conclude_held(job, cancelling, &self.notes)?;
             held(&self.cancelling).remove(job);
+            // A repository of a cross-repository job ended: the ones that waited for it go
+            // (or are cancelled, saying why).
+            if let Some(r) = &ended.repo {
+                for next in c.start_ready(&r.group, &self.notes)? {
+                    crate::train::block_on(c.dispatch_pending(&next, None, &self.notes))??;
+                }
+            }
         }
         if let Err(e) = crate::train::block_on(c.bus.unfollow(std::slice::from_ref(job)))? {
             tracing::debug!(%job, "no longer following the job's events: {e}");
@@ -499,6 +546,17 @@ impl Daemon {
             // Merges recorded in the branch but not in the state, and tasks that ended while
             // the coordinator was away, move the train (in the background).
             self.kick(&job.id);
+        }
+        // Cross-repository jobs whose next repositories had not been started when the last
+        // daemon stopped.
+        let mut groups: BTreeSet<JobId> = BTreeSet::new();
+        for j in self.coord.store.jobs_in("waiting")? {
+            groups.extend(j.repo.map(|r| r.group));
+        }
+        for g in groups {
+            if let Err(e) = self.start_repos(&g).await {
+                tracing::warn!(group = %g, "starting the repositories that waited: {e}");
+            }
         }
         // What an earlier daemon recorded and did not get through.
         self.notifier.resume();

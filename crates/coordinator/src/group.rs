@@ -233,6 +233,27 @@ impl Coordinator {
         }
     }
 
+    /// Cancel one repository that has not started (`grove cancel GROUP.NAME`); the
+    /// repositories waiting for it are cancelled by the next [`Coordinator::start_ready`].
+    pub fn cancel_repo(
+        &self,
+        job: &JobId,
+        why: &str,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<(), CoordError> {
+        for t in self.store.tasks(job)? {
+            if !t.state.is_terminal() {
+                self.cancelled(job, &t, why, notes)?;
+            }
+        }
+        self.store.set_job_state(job, "cancelled")?;
+        let _ = notes.send(Note::Ended { job: job.clone(), state: "cancelled".into() });
+        if let Some(r) = self.store.job(job.as_str())?.repo {
+            self.start_ready(&r.group, notes)?;
+        }
+        Ok(())
+    }
+
     /// Cancel the repositories of `group` still waiting for others (the job was cancelled).
     pub fn cancel_waiting(
         &self,

@@ -208,6 +208,15 @@ pub fn job_pb(j: &JobRow, tasks: &[TaskRow]) -> pb::Job {
         merge_stopped: j.train.stopped.clone(),
         tasks: tasks.iter().map(task_pb).collect(),
         more_tasks: false,
+        repo: j.repo.as_ref().map(|r| pb::JobRepo {
+            group: r.group.to_string(),
+            name: r.name.clone(),
+            order: r.ord,
+            level: r.level,
+            upstream: r.upstream.clone(),
+            edges: r.edges.clone(),
+            pull_request: r.pr.clone(),
+        }),
     }
 }
 

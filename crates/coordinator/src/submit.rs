@@ -69,8 +69,8 @@ pub fn prepare(
         return Err(CoordError::Spec(grove_core::SpecError::Invalid {
             location: None,
             field: "repos".into(),
-            message: "a job of several repositories ([[repos]]) runs with `grove run` and plans with `grove plan`, \
-                      here, not on a coordinator daemon"
+            message: "a job of several repositories ([[repos]]) is planned per repository: run `grove plan` \
+                      without --coordinator (a coordinator runs such jobs; it plans one repository)"
                 .into(),
         }));
     }

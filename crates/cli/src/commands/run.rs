@@ -338,13 +338,69 @@ async fn remote_run(url: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
         job.tasks.len(),
         job.integration_branch
     );
+    let bell = loaded.spec.notify.bell.unwrap_or(false);
+    if let Some(r) = &job.repo {
+        // A cross-repository job: its repositories' jobs, watched in turn.
+        let group = grove_core::JobId::parse(&r.group)?;
+        let ids: Vec<String> =
+            loaded.spec.repos.iter().map(|e| group.of_repo(&e.name()).to_string()).collect();
+        return watch_group(&mut link, &group, &ids, args.json, bell, args.detach).await;
+    }
     if args.detach {
         let (row, tasks) = crate::remote::rows(&job)?;
         super::status::print_job(&row, &tasks, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let bell = loaded.spec.notify.bell.unwrap_or(false);
     watch_remote(&mut link, &job.id, job.tasks.len(), args.json, bell).await
+}
+
+/// A cross-repository job on a coordinator: each repository's job is followed until it ends
+/// (in the order given; one that waits for others is simply still going), then the whole job
+/// is printed as `grove status GROUP` does. Ctrl-C cancels the repositories not over.
+async fn watch_group(
+    link: &mut crate::remote::Link,
+    group: &grove_core::JobId,
+    ids: &[String],
+    json: bool,
+    bell: bool,
+    detach: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut cancelled = false;
+    if !detach {
+        for id in ids {
+            let total = crate::remote::fetch_job(&mut link.client, id)
+                .await
+                .map_err(|s| crate::remote::status(&link.url, s))?
+                .tasks
+                .len();
+            if follow_remote(link, id, total, bell).await? {
+                cancelled = true;
+                for other in ids {
+                    let req = grove_proto::v1::GetJobRequest { id: other.clone(), ..Default::default() };
+                    // Those over already refuse nothing: cancelling an ended job is a no-op there.
+                    let _ = link.client.cancel_job(req).await;
+                }
+                break;
+            }
+        }
+    }
+    let mut members = Vec::new();
+    for id in ids {
+        let j = crate::remote::fetch_job(&mut link.client, id)
+            .await
+            .map_err(|s| crate::remote::status(&link.url, s))?;
+        members.push(crate::remote::rows(&j)?);
+    }
+    members.sort_by_key(|(j, _)| j.repo.as_ref().map_or(0, |r| r.ord));
+    super::status::print_group(group.as_str(), &members, json)?;
+    let all = members.iter().flat_map(|(_, t)| t).all(merged_or_empty);
+    Ok(if cancelled {
+        ExitCode::from(130)
+    } else if detach || all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Watch a job on the coordinator at `url` until it ends (progress on stderr; Ctrl-C cancels
@@ -360,6 +416,32 @@ pub(crate) async fn watch_remote(
     json: bool,
     bell: bool,
 ) -> anyhow::Result<ExitCode> {
+    let cancelled = follow_remote(link, id, total, bell).await?;
+    let job = link
+        .call(|mut c| {
+            let id = id.to_owned();
+            async move { crate::remote::fetch_job(&mut c, &id).await }
+        })
+        .await?;
+    let (row, tasks) = crate::remote::rows(&job)?;
+    super::status::print_job(&row, &tasks, json)?;
+    Ok(if cancelled {
+        ExitCode::from(130)
+    } else if tasks.iter().all(merged_or_empty) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Follow job `id` on the coordinator until it ends, with progress on stderr; returns whether
+/// Ctrl-C cancelled it (there).
+async fn follow_remote(
+    link: &mut crate::remote::Link,
+    id: &str,
+    total: usize,
+    bell: bool,
+) -> anyhow::Result<bool> {
     use tokio_stream::StreamExt;
     let cancel = CancellationToken::new();
     crate::signal::install(cancel.clone());
@@ -434,21 +516,7 @@ pub(crate) async fn watch_remote(
     }
     drop(tx);
     let _ = progress.await;
-    let job = link
-        .call(|mut c| {
-            let id = id.to_owned();
-            async move { crate::remote::fetch_job(&mut c, &id).await }
-        })
-        .await?;
-    let (row, tasks) = crate::remote::rows(&job)?;
-    super::status::print_job(&row, &tasks, json)?;
-    Ok(if cancelled {
-        ExitCode::from(130)
-    } else if tasks.iter().all(merged_or_empty) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(cancelled)
 }
 
 /// --job / --only / --failed: go on with an existing job.

@@ -34,6 +34,13 @@ pub struct StatusArgs {
 pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.coordinator {
         let mut client = crate::remote::connect(url, &args.tls).await?;
+        if let Some(id) = args.job.as_deref() {
+            let members = remote_group(&mut client, url, id).await?;
+            if !members.is_empty() {
+                print_group(id, &members, args.json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
         let mut jobs = remote_jobs(&mut client, url, args.job.as_deref()).await?;
         match (&args.job, jobs.pop()) {
             (Some(_), Some((job, tasks))) => print_job(&job, &tasks, args.json)?,
@@ -93,6 +100,29 @@ pub fn local_group(store: &Store, group: &str) -> anyhow::Result<Vec<(JobRow, Ve
         out.push((j, t));
     }
     Ok(out)
+}
+
+/// The repositories' jobs of the cross-repository job `group` on a coordinator daemon, in its
+/// order (empty when `group` is not one).
+pub async fn remote_group(
+    client: &mut crate::remote::Client,
+    url: &str,
+    group: &str,
+) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
+    let ids: Vec<String> = crate::remote::list_jobs(client)
+        .await
+        .map_err(|s| crate::remote::status(url, s))?
+        .into_iter()
+        .filter(|j| j.repo.as_ref().is_some_and(|r| r.group == group))
+        .map(|j| j.id)
+        .collect();
+    let mut jobs = Vec::new();
+    for id in ids {
+        let j = crate::remote::fetch_job(client, &id).await.map_err(|s| crate::remote::status(url, s))?;
+        jobs.push(crate::remote::rows(&j)?);
+    }
+    jobs.sort_by_key(|(j, _)| j.repo.as_ref().map_or(0, |r| r.ord));
+    Ok(jobs)
 }
 
 /// The same from a coordinator daemon.
