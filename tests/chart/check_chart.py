@@ -3,8 +3,9 @@ the grove binary of this checkout):
 
 - rendered with helm-python-sdk (Helm's Go SDK) and linted, strict, for a matrix of values;
 - every object validated with kubernetes-validate, strict (unknown fields refused), for
-  Kubernetes 1.33 and 1.37; the KEDA ScaledJob's jobTargetRef as a batch/v1 JobSpec and its
-  trigger by the fields KEDA's nats-jetstream scaler reads;
+  Kubernetes 1.33 and 1.37; the KEDA ScaledJob against KEDA's CRD schema
+  (@kubernetes-models/keda under Node, GROVE_TEST_NODE_MODULES), its jobTargetRef as a
+  batch/v1 JobSpec and its trigger by the fields KEDA's nats-jetstream scaler reads;
 - the coordinator's and the worker's command lines as rendered parse with the binary
   (`--dry-run`), with the rendered grove.toml; and the worker pod the builtin launcher makes
   from that grove.toml is the KEDA ScaledJob's pod, field for field;
@@ -131,9 +132,29 @@ def validate(case, path, obj):
             fail(case, f"{name} on Kubernetes {v}: {type(e).__name__}: {e}")
 
 
+def keda_schema(case, name, obj):
+    """The ScaledJob against KEDA's CRD schema (@kubernetes-models/keda, under Node)."""
+    modules = os.environ.get("GROVE_TEST_NODE_MODULES")
+    if not modules or not os.path.isdir(os.path.join(modules, "@kubernetes-models", "keda")):
+        fail(case, f"{name}: KEDA's CRD schema is not installed (@kubernetes-models/keda in "
+                   f"{modules}): run scripts/test, which installs it")
+        return
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "validate_keda.mjs")
+    r = subprocess.run(["node", script, modules], input=json.dumps([obj]), capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode != 0:
+        fail(case, f"{name} against KEDA's CRD schema: {(r.stdout + r.stderr).strip()}")
+    else:
+        checked_against_crd.append(r.stdout.strip())
+
+
+checked_against_crd = []
+
+
 def check_scaled_job(case, name, obj):
-    """KEDA's CRD is not here: its jobTargetRef is a batch/v1 JobSpec (validated as one), its
-    top-level fields and trigger are the ones KEDA 2.20 reads."""
+    """Against KEDA's CRD schema; and, stricter than it: its jobTargetRef as a batch/v1 JobSpec
+    (validated as one), its top-level fields and trigger the ones KEDA 2.20 reads."""
+    keda_schema(case, name, obj)
     spec = obj["spec"]
     known = {
         "jobTargetRef", "pollingInterval", "minReplicaCount", "maxReplicaCount", "successfulJobsHistoryLimit",
@@ -343,6 +364,8 @@ def main():
         else:
             continue
         print(f"ok refused: {case}")
+    for line in sorted(set(checked_against_crd)):
+        print(f"crd: {line}")
     if failures:
         print("\n".join(failures), file=sys.stderr)
         sys.exit(1)

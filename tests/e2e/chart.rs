@@ -34,6 +34,8 @@ fn the_chart_renders_validates_and_runs_this_grove() {
         .env("XDG_CACHE_HOME", env.path().join("cache"))
         .env("XDG_CONFIG_HOME", env.path().join("config"))
         .env("XDG_DATA_HOME", env.path().join("data"))
+        // KEDA's CRD schema, as scripts/test installs it (@kubernetes-models/keda).
+        .env("GROVE_TEST_NODE_MODULES", root.join(".tools/npm/node_modules"))
         .current_dir(env.path())
         .output()
         .expect("run tests/chart/check_chart.py");
@@ -44,4 +46,6 @@ fn the_chart_renders_validates_and_runs_this_grove() {
         assert!(stdout.lines().any(|l| l.starts_with(&format!("ok {case}:"))), "{case}:\n{stdout}");
     }
     assert!(stdout.matches("ok refused:").count() >= 9, "{stdout}");
+    // The ScaledJobs were checked against KEDA's CRD schema, not only by grove's own rules.
+    assert!(stdout.lines().any(|l| l.starts_with("crd: valid ScaledJob/")), "{stdout}");
 }
