@@ -187,6 +187,7 @@ fn cargo_library_and_two_consumers_rename_across_repositories() {
     let g = run.json();
     let group = g["id"].as_str().expect("id").to_owned();
     assert!(group.starts_with("rename-"), "{group}");
+    assert_eq!(g["state"], "done", "{g:#}");
     let branch = format!("grove/{group}/integration");
     let tasks = g["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 3, "{g:#}");
@@ -403,6 +404,8 @@ task = '''if [ -f LIBRARY ]; then echo "the library's check fails" >&2; exit 4; 
         );
         assert_eq!(repository(&g, app)["state"], "cancelled", "{g:#}");
     }
+    assert_eq!(repository(&g, "lib")["state"], "done", "{g:#}");
+    assert_eq!(g["state"], "cancelled", "a repository of the job was cancelled: {g:#}");
     // A repository that needs nothing of lib's ran and merged.
     assert_eq!(of("docs")["shown"], "merged", "{g:#}");
     assert!(env.git(&docs, &["show", &format!("{branch}:guide.txt")]).contains("new_name"));
@@ -599,7 +602,7 @@ fn flags_and_repos_from_make_the_same_job() {
 /// One repository named through its `.git` folder, or through a linked worktree of it, is
 /// still the repository another entry names: refused like `./lib` is.
 #[test]
-#[ignore = "bug: Source::parse keeps lib/.git and a linked worktree as repositories of their own (see the report); un-ignore with the fix"]
+
 fn one_repository_through_its_git_dir_or_a_linked_worktree_is_refused() {
     let env = Env::new();
     let lib = env.repo("lib", &files(&[("api.txt", "old_name\n")]));
@@ -626,7 +629,7 @@ fn one_repository_through_its_git_dir_or_a_linked_worktree_is_refused() {
 /// Two upstream repositories whose names make one variable (`my-lib`, `my_lib`: both
 /// GROVE_UPSTREAM_MY_LIB) are refused: a consumer of both would see only one checkout.
 #[test]
-#[ignore = "bug: names that map to one GROVE_UPSTREAM_<NAME> are accepted and one checkout is silently hidden (see the report); un-ignore with the fix"]
+
 fn upstream_names_that_make_one_variable_are_refused() {
     let env = Env::new();
     for r in ["my-lib", "my_lib", "app"] {
@@ -649,7 +652,7 @@ fn upstream_names_that_make_one_variable_are_refused() {
 /// A refused job leaves nothing in the grove home, also when one of its repositories is a URL
 /// (grove mirrors those while it prepares the job).
 #[test]
-#[ignore = "bug: the mirror of a URL repository is made before the refusal and stays (see the report); un-ignore with the fix"]
+
 fn a_refused_job_with_a_url_repository_leaves_no_mirror() {
     let env = Env::new();
     let lib = env.repo("lib", &files(&[("api.txt", "old_name\n")]));
