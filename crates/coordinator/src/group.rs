@@ -51,16 +51,46 @@ pub fn prepare(
     text: Option<(&str, &str)>,
     cwd: &Path,
 ) -> Result<PreparedGroup, CoordError> {
+    // A repository given by URL is read through a mirror made here; a refusal takes back
+    // what this call made (mirrors, and the home when there was none), so bad input leaves
+    // nothing behind.
+    let home_was = layout.home().exists();
+    let mirrors_were: BTreeSet<std::ffi::OsString> = std::fs::read_dir(layout.mirrors())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let prepared = prepare_all(git, layout, spec, text, cwd);
+    if prepared.is_err() {
+        if !home_was {
+            let _ = std::fs::remove_dir_all(layout.home());
+        } else if let Ok(dir) = std::fs::read_dir(layout.mirrors()) {
+            for e in dir.filter_map(Result::ok).filter(|e| !mirrors_were.contains(&e.file_name())) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    prepared
+}
+
+fn prepare_all(
+    git: &Git,
+    layout: &Layout,
+    spec: JobSpec,
+    text: Option<(&str, &str)>,
+    cwd: &Path,
+) -> Result<PreparedGroup, CoordError> {
     spec.validate(text)?;
     let mut prepared: Vec<(String, Prepared)> = Vec::new();
+    let mut identities: Vec<(String, String)> = Vec::new();
     for entry in &spec.repos {
         let name = entry.name();
         let one = prepare_one(git, layout, spec.for_repo(entry), None, cwd).map_err(|e| {
             CoordError::InRepo { repo: name.clone(), location: entry.source.clone(), error: Box::new(e) }
         })?;
-        if let Some((other, _)) = prepared.iter().find(|(_, p)| p.source == one.source) {
+        let identity = identity(git, &one.source);
+        if let Some((other, _)) = identities.iter().find(|(_, id)| *id == identity) {
             return Err(CoordError::SameRepo { a: other.clone(), b: name, location: one.source.fetch_url() });
         }
+        identities.push((name.clone(), identity));
         prepared.push((name, one));
     }
     let mut warnings = Vec::new();
@@ -90,6 +120,22 @@ pub fn prepare(
     let mut group = PreparedGroup { id, spec, repos: prepared, order, warnings, name, salt };
     group.name_members()?;
     Ok(group)
+}
+
+/// What makes two sources one repository: a local one's common git folder (its `.git`,
+/// whichever worktree or folder of it was named), a URL as given.
+fn identity(git: &Git, source: &grove_git::Source) -> String {
+    match source {
+        grove_git::Source::Local(dir) => git
+            .run(dir, ["rev-parse", "--path-format=absolute", "--git-common-dir"])
+            .ok()
+            .map(|o| std::path::PathBuf::from(o.stdout.trim()))
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .unwrap_or_else(|| dir.clone())
+            .display()
+            .to_string(),
+        grove_git::Source::Url(url) => url.trim_end_matches('/').trim_end_matches(".git").to_owned(),
+    }
 }
 
 impl PreparedGroup {

@@ -791,6 +791,22 @@ impl JobSpec {
             }
             let name = r.name();
             names::check_repo_name(&name).map_err(|e| err("repos.name", e.to_string()))?;
+            // Each name is a variable of its dependents' tasks: two that make one would hide
+            // one checkout.
+            if let Some(other) = self
+                .repos
+                .iter()
+                .map(RepoEntry::name)
+                .find(|o| *o != name && crate::task::upstream_env(o) == crate::task::upstream_env(&name))
+            {
+                return Err(err(
+                    "repos.name",
+                    format!(
+                        "repositories {other:?} and {name:?} would both be {} for the tasks that need them; rename one",
+                        crate::task::upstream_env(&name)
+                    ),
+                ));
+            }
             if !seen.insert(name.clone()) {
                 return Err(err(
                     "repos.name",

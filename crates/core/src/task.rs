@@ -277,13 +277,16 @@ impl Upstream {
     /// case, every character that is not a letter or digit an `_` (`my-lib` →
     /// `GROVE_UPSTREAM_MY_LIB`).
     pub fn env_name(&self) -> String {
-        let up: String = self
-            .name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-            .collect();
-        format!("GROVE_UPSTREAM_{up}")
+        upstream_env(&self.name)
     }
+}
+
+/// The variable naming the checkout of the upstream repository `name` (see
+/// [`Upstream::env_name`]).
+pub fn upstream_env(name: &str) -> String {
+    let up: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("GROVE_UPSTREAM_{up}")
 }
 
 /// A git-ignored file carried in an assignment.
