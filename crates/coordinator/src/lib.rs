@@ -120,7 +120,7 @@ pub enum CoordError {
     SameRepo { a: String, b: String, location: String },
     /// The repositories of a job cannot be ordered.
     #[error("[[repos]]: {0}")]
-    RepoOrder(#[from] grove_core::plan::repos::RepoOrderError),
+    RepoOrder(grove_core::plan::repos::RepoOrderError),
     /// A path could not be read or written.
     #[error("{what}: {source}")]
     Io {
@@ -128,6 +128,13 @@ pub enum CoordError {
         #[source]
         source: std::io::Error,
     },
+}
+
+// Not `#[from]`: that would make the order's error the source too, and print it twice.
+impl From<grove_core::plan::repos::RepoOrderError> for CoordError {
+    fn from(e: grove_core::plan::repos::RepoOrderError) -> Self {
+        CoordError::RepoOrder(e)
+    }
 }
 
 fn hint(warnings: &[String]) -> String {

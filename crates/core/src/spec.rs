@@ -309,6 +309,8 @@ impl RepoEntry {
             return n.clone();
         }
         let s = self.source.trim_end_matches(['/', '\\']);
+        // `lib/.git` is `lib`.
+        let s = s.strip_suffix("/.git").unwrap_or(s);
         let last = s.rsplit(['/', '\\', ':']).next().unwrap_or(s);
         let last = last.strip_suffix(".git").unwrap_or(last);
         let slug = names::slugify(last, 40);
@@ -1169,6 +1171,58 @@ mod tests {
     use super::*;
 
     /// The documented example is a valid spec: every field it shows exists and parses.
+    /// A repository's default name is the last part of its path or URL, without `.git`.
+    #[test]
+    fn repository_names_come_from_their_source() {
+        let name = |source: &str| RepoEntry { source: source.into(), ..RepoEntry::default() }.name();
+        assert_eq!(name("../lib"), "lib");
+        assert_eq!(name("/src/lib/"), "lib");
+        assert_eq!(name("/src/lib/.git"), "lib");
+        assert_eq!(name("git@github.com:acme/app1.git"), "app1");
+        assert_eq!(name("https://gitlab.example.com/group/sub/My_Service.git"), "my_service");
+        assert_eq!(
+            RepoEntry { name: Some("core".into()), source: "x".into(), ..RepoEntry::default() }.name(),
+            "core"
+        );
+    }
+
+    /// `[[repos]]` is refused with `[repo]`, with names that collide, and with a `depends_on`
+    /// outside the job, each naming the field.
+    #[test]
+    fn repos_are_validated() {
+        let spec = |text: &str| {
+            JobSpec::from_toml(
+                "job.toml",
+                &format!("{text}\n[agent]\nkind = \"replace\"\npattern = \"a\"\nreplace = \"b\"\n"),
+            )
+        };
+        let err = |text: &str| {
+            spec(text)
+                .and_then(|s| s.validate(None).map(|()| s))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("[repo]\nsource = \"a\"\n[[repos]]\nsource = \"b\"\n").contains("not both"));
+        assert!(
+            err("[[repos]]\nsource = \"a/lib\"\n[[repos]]\nsource = \"b/lib\"\n")
+                .contains("two repositories are named \"lib\"")
+        );
+        assert!(
+            err("[[repos]]\nsource = \"my-lib\"\n[[repos]]\nsource = \"my_lib\"\n")
+                .contains("GROVE_UPSTREAM_MY_LIB")
+        );
+        assert!(
+            err("[[repos]]\nsource = \"a\"\ndepends_on = [\"z\"]\n").contains("not a repository of the job")
+        );
+        let ok = spec("[[repos]]\nsource = \"lib\"\n[[repos]]\nsource = \"app\"\ndepends_on = [\"lib\"]\n")
+            .expect("parses");
+        ok.validate(None).expect("valid");
+        let one = ok.for_repo(&ok.repos[1]);
+        assert_eq!(one.repo.source.as_deref(), Some("app"));
+        assert!(one.repos.is_empty());
+    }
+
     #[test]
     fn the_example_spec_is_valid() {
         let text = include_str!("../../../examples/job.toml");
