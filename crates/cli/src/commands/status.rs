@@ -80,7 +80,11 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
 /// Every job with its tasks (or only `job`) from the local state, as `grove status` shows them.
 pub fn local_jobs(store: &Store, job: Option<&str>) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
     let jobs = match job {
-        Some(id) => vec![store.job(id)?],
+        // A cross-repository job's id: its repositories' jobs.
+        Some(id) => match store.group(id)? {
+            g if g.is_empty() => vec![store.job(id)?],
+            g => g,
+        },
         None => store.jobs()?,
     };
     let mut out = Vec::new();
@@ -131,6 +135,12 @@ pub async fn remote_jobs(
     url: &str,
     job: Option<&str>,
 ) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
+    if let Some(id) = job {
+        let members = remote_group(client, url, id).await?;
+        if !members.is_empty() {
+            return Ok(members);
+        }
+    }
     let ids: Vec<String> = match job {
         Some(id) => vec![id.to_owned()],
         None => crate::remote::list_jobs(client)

@@ -39,7 +39,8 @@ pub struct UiArgs {
     /// Show only tasks in this state (running, attention, unread, done, failed)
     #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
-    /// Show only jobs of this repository (the job's source)
+    /// Show only tasks of this repository (a cross-repository job's repository name, else a
+    /// job's source)
     #[arg(long, value_name = "NAME")]
     pub repo: Option<String>,
     /// Show only tasks of this pool
@@ -103,7 +104,7 @@ impl Mark {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskLine {
     pub job: String,
-    /// The repository (for now the job's source; a task's own once jobs span repositories).
+    /// The repository: its name in a cross-repository job, else the job's source.
     pub repo: String,
     pub task: String,
     pub shown: String,
@@ -186,7 +187,8 @@ pub fn lines(jobs: &[(JobRow, Vec<TaskRow>)], seen: &BTreeMap<String, String>) -
             let id = format!("{}/{}", j.id, t.slug);
             out.push(TaskLine {
                 job: j.id.to_string(),
-                repo: j.source.clone(),
+                // A cross-repository job's repository by name; else the job's source.
+                repo: j.repo.as_ref().map_or_else(|| j.source.clone(), |r| r.name.clone()),
                 task: t.slug.clone(),
                 mark: Mark::of(t),
                 unread: seen.get(&id).is_some_and(|k| *k != key),
