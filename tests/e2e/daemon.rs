@@ -708,7 +708,8 @@ fn metrics_count_what_the_daemon_did() {
     }
 }
 
-/// A `[[repos]]` job submitted to a daemon: the library's repository runs first, the
+/// A `[[repos]]` job submitted to a daemon, run by a worker in clone mode: the library's
+/// repository runs first, the
 /// consumers after it (waiting meanwhile), each consumer's check finding the library's merged
 /// integration head in `GROVE_UPSTREAM_LIB`; `grove status GROUP` on the daemon shows all
 /// three in order.
@@ -719,7 +720,9 @@ fn a_cross_repository_job_runs_on_a_coordinator_library_first() {
     let port = free_port();
     let api = format!("http://127.0.0.1:{port}");
     let _coord = coordinator(&env, &nats, port, "coordinator");
-    let _w = worker(&env, &nats, "w1", "local", false);
+    // In clone mode, as a pod: its workspaces and the upstream checkouts are clones of the
+    // mirrors' URLs, not worktrees of them.
+    let _w = worker(&env, &nats, "w1", "local", true);
     let lib = env.repo(
         "lib",
         &[
