@@ -709,10 +709,9 @@ fn metrics_count_what_the_daemon_did() {
 }
 
 /// A `[[repos]]` job submitted to a daemon, run by a worker in clone mode: the library's
-/// repository runs first, the
-/// consumers after it (waiting meanwhile), each consumer's check finding the library's merged
-/// integration head in `GROVE_UPSTREAM_LIB`; `grove status GROUP` on the daemon shows all
-/// three in order.
+/// repository runs first, the consumers after it (waiting meanwhile), each consumer's check
+/// finding the library's merged integration head in `GROVE_UPSTREAM_LIB`; `grove status
+/// GROUP` on the daemon shows all three in order.
 #[test]
 fn a_cross_repository_job_runs_on_a_coordinator_library_first() {
     let env = Env::new();
