@@ -17,24 +17,24 @@ use crate::embedded::Embedded;
 /// forced) and opens a pull request (GitHub, GitHub Enterprise, Gitea/Forgejo) or merge request
 /// (GitLab) from it into the base branch. Each body links the pull requests to merge before
 /// and after it. Run again, it updates them instead of opening others. The code host comes
-/// from the remote's URL: github.com, gitlab.com and codeberg.org are known; any other host
-/// is configured in grove.toml:
-///
-///   [forge."git.example.com"]
-///   kind = "gitlab"                      # github | gitlab | gitea
-///   api = "https://git.example.com/api/v4"
-///   token_env = "EXAMPLE_TOKEN"          # else GITHUB_TOKEN (GH_TOKEN), GITLAB_TOKEN, GITEA_TOKEN
-///   credentials = "/path/to/tokens.toml" # or a file of `"host" = "token"` lines
-///
-/// Tokens are never printed. Writes go at most one per second per host (min_write_interval);
-/// Retry-After and rate limits are waited out.
+/// from the remote's URL: github.com, gitlab.com and codeberg.org are known; any other host is
+/// configured in grove.toml (see below). Tokens are never printed. Writes go at most one per
+/// second per host; Retry-After and rate limits are waited out.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   grove pr rename-1a2b --draft --label refactor --reviewer alice
   grove pr rename-1a2b --status
-  grove pr rename-1a2b --merge            # in dependency order; stops at the first that cannot merge
+  grove pr rename-1a2b --merge     # in dependency order; stops at the first that cannot
   grove pr rename-1a2b --repo app1 --title 'Rename FileId' --body-file notes.md
-  grove pr rename-1a2b --status --json | jq -r '.[] | \"\\(.repository) \\(.checks)\"'")]
+  grove pr rename-1a2b --status --json | jq -r '.[] | \"\\(.repository) \\(.checks)\"'
+
+A host of your own, in $GROVE_HOME/grove.toml (or --config):
+  [forge.\"git.example.com\"]
+  kind = \"gitlab\"                          # github | gitlab | gitea
+  api = \"https://git.example.com/api/v4\"
+  token_env = \"EXAMPLE_TOKEN\"              # else GITHUB_TOKEN (GH_TOKEN), GITLAB_TOKEN, GITEA_TOKEN
+  credentials = \"/path/to/tokens.toml\"     # or a file of \"host\" = \"token\" lines
+  min_write_interval = \"1s\"")]
 pub struct PrArgs {
     /// The job (a cross-repository job's id, or one job's; default: the latest)
     pub job: Option<String>,
