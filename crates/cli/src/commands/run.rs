@@ -140,15 +140,7 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let concurrency = loaded.spec.concurrency() as usize;
     let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
-    if args.nats.is_none()
-        && let Some(pool) = loaded.spec.run.pool.as_deref()
-        && ![placement::LOCAL, placement::AUTO].contains(&pool)
-    {
-        anyhow::bail!(
-            "run.pool is {pool:?}, but the embedded mode only has the local pool: give --nats URL (with \
-             workers serving {pool}) or --coordinator URL, or use --pool local or auto"
-        );
-    }
+    embedded_pool(&loaded.spec, args.nats.is_some())?;
     // Everything that can refuse the job runs before grove opens or creates its state.
     let git = grove_git::Git::detect()?;
     let layout = Layout::new(&home);
@@ -199,15 +191,7 @@ async fn run_group(
             "--canary takes the first tasks of one repository's order; it does not apply to [[repos]] jobs"
         );
     }
-    if args.nats.is_none()
-        && let Some(pool) = loaded.spec.run.pool.as_deref()
-        && ![placement::LOCAL, placement::AUTO].contains(&pool)
-    {
-        anyhow::bail!(
-            "run.pool is {pool:?}, but the embedded mode only has the local pool: give --nats URL (with \
-             workers serving {pool}), or use --pool local or auto"
-        );
-    }
+    embedded_pool(&loaded.spec, args.nats.is_some())?;
     let file = loaded.file.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
     let git = grove_git::Git::detect()?;
     let layout = Layout::new(&home);
@@ -276,19 +260,9 @@ async fn drive_group(
     concurrency: usize,
 ) -> anyhow::Result<bool> {
     let coord: &Coordinator = &emb.coordinator;
-    let cancel = CancellationToken::new();
-    crate::signal::install(cancel.clone());
-    let mut workers = emb.start_workers(concurrency, &cancel);
     let bell =
         coord.store.group(group.as_str())?.first().is_some_and(|j| j.spec.notify.bell.unwrap_or(false));
-    let notifier = emb.notifier();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let notes =
-        grove_coordinator::journal::writer(emb.coordinator.clone(), Some(notifier.clone()), move |j| {
-            let _ = tx.send(j.note);
-        });
-    let progress = tokio::spawn(crate::progress::show(rx, total, bell));
-    let result = async {
+    let (result, cancelled) = with_workers(emb, total, bell, concurrency, |notes, cancel| async move {
         loop {
             let ready = tokio::task::block_in_place(|| coord.start_ready(group, &notes))?;
             if ready.is_empty() {
@@ -303,16 +277,25 @@ async fn drive_group(
             }
         }
         anyhow::Ok(())
-    }
+    })
     .await;
-    let cancelled = cancel.is_cancelled();
-    cancel.cancel();
-    while workers.join_next().await.is_some() {}
-    drop(notes);
-    let _ = progress.await;
-    notifier.flush(NOTIFY_GRACE).await;
     result?;
     Ok(cancelled)
+}
+
+/// The embedded mode has only the local pool (and `auto`, which places there), unless its
+/// bus is NATS.
+fn embedded_pool(spec: &grove_core::spec::JobSpec, nats: bool) -> anyhow::Result<()> {
+    if !nats
+        && let Some(pool) = spec.run.pool.as_deref()
+        && ![placement::LOCAL, placement::AUTO].contains(&pool)
+    {
+        anyhow::bail!(
+            "run.pool is {pool:?}, but the embedded mode only has the local pool: give --nats URL (with \
+             workers serving {pool}) or --coordinator URL, or use --pool local or auto"
+        );
+    }
+    Ok(())
 }
 
 /// --coordinator: submit to the daemon, watch the job, print it. Ctrl-C cancels the job there.
@@ -576,8 +559,7 @@ async fn rerun(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
 const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Drive a job with `concurrency` embedded workers and progress; returns the job and whether it
-/// was cancelled. Notes are journaled and the job's notifications sent as in the daemon
-/// (`journal::writer`); the ones not tried yet when the job ends get [`NOTIFY_GRACE`].
+/// was cancelled.
 pub(crate) async fn drive(
     emb: &Embedded,
     job: &grove_core::JobId,
@@ -591,10 +573,32 @@ pub(crate) async fn drive(
         .iter()
         .filter(|t| !t.state.is_terminal() && only.is_none_or(|o| o.contains(&t.slug)))
         .count();
+    let bell = coord.store.job(job.as_str())?.spec.notify.bell.unwrap_or(false);
+    let (result, cancelled) = with_workers(emb, total, bell, concurrency, |notes, cancel| async move {
+        coord.drive(job, only, cancel, notes).await
+    })
+    .await;
+    Ok((result?, cancelled))
+}
+
+/// Run `body` with `concurrency` embedded workers, Ctrl-C cancelling, and progress over `total`
+/// tasks; returns what it returned and whether it was cancelled. Notes are journaled and the
+/// jobs' notifications sent as in the daemon (`journal::writer`); the ones not tried yet when
+/// `body` ends get [`NOTIFY_GRACE`].
+async fn with_workers<'a, T, E, F, Fut>(
+    emb: &'a Embedded,
+    total: usize,
+    bell: bool,
+    concurrency: usize,
+    body: F,
+) -> (Result<T, E>, bool)
+where
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<grove_coordinator::Note>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>> + 'a,
+{
     let cancel = CancellationToken::new();
     crate::signal::install(cancel.clone());
     let mut workers = emb.start_workers(concurrency, &cancel);
-    let bell = coord.store.job(job.as_str())?.spec.notify.bell.unwrap_or(false);
     let notifier = emb.notifier();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let notes =
@@ -602,7 +606,7 @@ pub(crate) async fn drive(
             let _ = tx.send(j.note);
         });
     let progress = tokio::spawn(crate::progress::show(rx, total, bell));
-    let result = coord.drive(job, only, cancel.clone(), notes).await;
+    let result = body(notes, cancel.clone()).await;
     let cancelled = cancel.is_cancelled();
     cancel.cancel();
     while workers.join_next().await.is_some() {}
@@ -610,7 +614,7 @@ pub(crate) async fn drive(
     // has queued what they make).
     let _ = progress.await;
     notifier.flush(NOTIFY_GRACE).await;
-    Ok((result?, cancelled))
+    (result, cancelled)
 }
 
 /// A task that needs nothing more: merged, no change, or a variant that lost to another.
