@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod merge;
+pub mod rewrite;
 pub mod mirror;
 pub mod sideref;
 pub mod snapshot;
