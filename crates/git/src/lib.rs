@@ -19,8 +19,8 @@
 
 pub mod cli;
 pub mod merge;
-pub mod rewrite;
 pub mod mirror;
+pub mod rewrite;
 pub mod sideref;
 pub mod snapshot;
 pub mod stats;

@@ -202,7 +202,8 @@ mod tests {
         git.run(&src, ["add", "--all"]).expect("add");
         let head = git.resolve_commit(&src, "HEAD").expect("head");
         // A submodule entry (a gitlink) pointing at some commit.
-        git.run(&src, ["update-index", "--add", "--cacheinfo", &format!("160000,{head},sub")]).expect("gitlink");
+        git.run(&src, ["update-index", "--add", "--cacheinfo", &format!("160000,{head},sub")])
+            .expect("gitlink");
         git.run(&src, ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "more"])
             .expect("commit");
         let start = git.resolve_commit(&src, "HEAD").expect("head");
@@ -220,7 +221,8 @@ mod tests {
         assert!(after.contains("100755 blob"), "executable kept: {after}");
         assert!(after.lines().any(|l| l.starts_with("120000") && l.ends_with("bin/link.rs")), "{after}");
         assert!(after.lines().any(|l| l.starts_with("160000") && l.ends_with("sub")), "{after}");
-        let unchanged = |t: &str| t.lines().filter(|l| !l.ends_with("bin/run.sh")).collect::<Vec<_>>().join("\n");
+        let unchanged =
+            |t: &str| t.lines().filter(|l| !l.ends_with("bin/run.sh")).collect::<Vec<_>>().join("\n");
         assert_eq!(unchanged(&before), unchanged(&after));
     }
 
