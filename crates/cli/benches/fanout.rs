@@ -22,6 +22,7 @@
 //! starts itself again with that environment, so the git commands grove's library runs in
 //! part 1 get it too. `GROVE_BENCH_SIZE=MODULESxFILES` (e.g. `20x10`) runs a smaller repository,
 //! for trying the bench out; the figures are the default 200x20.
+//! `GROVE_BENCH_BIN=PATH` runs that grove binary instead of this build's (a before/after pair).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -63,7 +64,7 @@ fn restart_hermetic() -> Result<ExitCode> {
     let me = std::env::current_exe().context("finding the bench executable")?;
     let mut cmd = Command::new(me);
     cmd.env_clear();
-    for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE", "GROVE_BENCH_HISTORY"] {
+    for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE", "GROVE_BENCH_HISTORY", "GROVE_BENCH_BIN"] {
         if let Some(v) = std::env::var_os(keep) {
             cmd.env(keep, v);
         }
@@ -548,7 +549,9 @@ struct GroveRun {
 /// Part 2, grove: the real binary, embedded, on the generated repository.
 fn grove_fanout(sandbox: &Path, home: &Path, repo: &Path, modules: usize) -> Result<GroveRun> {
     let repo_arg = repo.to_str().context("the sandbox path is UTF-8")?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    // `GROVE_BENCH_BIN`: another build's grove (say, the commit before a change), same bench.
+    let grove = std::env::var_os("GROVE_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_grove").into());
+    let mut cmd = Command::new(grove);
     cmd.current_dir(sandbox).env("GROVE_HOME", home).stdin(Stdio::null()).args([
         "run",
         "--repo",
