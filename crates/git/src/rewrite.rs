@@ -90,12 +90,27 @@ pub fn rewrite_files(
 
 /// Move `refs/heads/<branch>` in `repo` to `new` by compare-and-swap: only if it points at
 /// `old`, or, with `old` = `None`, only if it does not exist yet. Any other state is an error
-/// (someone else moved the branch): nothing is overwritten.
-pub fn move_branch(repo: &Path, branch: &str, new: &str, old: Option<&str>) -> Result<(), GitError> {
+/// (someone else moved the branch): nothing is overwritten. A reflog entry, where the
+/// repository keeps them, is by `who`.
+pub fn move_branch(
+    repo: &Path,
+    branch: &str,
+    new: &str,
+    old: Option<&str>,
+    who: &Identity,
+) -> Result<(), GitError> {
     let full = format!("refs/heads/{branch}");
     let what = || format!("moving {full} to {new} in {}", repo.display());
     let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
-    let r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
+    let mut r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
+    {
+        // Isolated, gix knows no identity; the reflog needs one.
+        use gix::config::tree::Committer;
+        let mut config = r.config_snapshot_mut();
+        config.set_value(&Committer::NAME, who.name.as_str()).map_err(|e| read(&e))?;
+        config.set_value(&Committer::EMAIL, who.email.as_str()).map_err(|e| read(&e))?;
+        config.commit().map_err(|e| read(&e))?;
+    }
     let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
     let constraint = match old {
         Some(old) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id(old)?)),
@@ -198,7 +213,8 @@ mod tests {
         let git = Git::detect().expect("git");
         let (_d, src) = repo_with(&[("bin/run.sh", "x\n"), ("target.rs", "x\n")]);
         std::os::unix::fs::symlink("../target.rs", src.join("bin/link.rs")).expect("symlink");
-        git.run(&src, ["update-index", "--add", "--chmod=+x", "bin/run.sh"]).expect("chmod");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(src.join("bin/run.sh"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         git.run(&src, ["add", "--all"]).expect("add");
         let head = git.resolve_commit(&src, "HEAD").expect("head");
         // A submodule entry (a gitlink) pointing at some commit.
@@ -235,10 +251,11 @@ mod tests {
         let done = rewrite_files(&src, &base, &files, &mut upper_x, "m", &Identity::default()).expect("rw");
         let c = done.commit.expect("commit");
         assert_eq!(branch_tip(&src, "grove/j/t").expect("tip"), None);
-        move_branch(&src, "grove/j/t", &base, None).expect("create");
-        assert!(move_branch(&src, "grove/j/t", &c, None).is_err(), "it exists already");
-        assert!(move_branch(&src, "grove/j/t", &c, Some(&c)).is_err(), "not where it is");
-        move_branch(&src, "grove/j/t", &c, Some(&base)).expect("move");
+        let who = Identity::default();
+        move_branch(&src, "grove/j/t", &base, None, &who).expect("create");
+        assert!(move_branch(&src, "grove/j/t", &c, None, &who).is_err(), "it exists already");
+        assert!(move_branch(&src, "grove/j/t", &c, Some(&c), &who).is_err(), "not where it is");
+        move_branch(&src, "grove/j/t", &c, Some(&base), &who).expect("move");
         assert_eq!(branch_tip(&src, "grove/j/t").expect("tip"), Some(c.clone()));
         assert_eq!(git.ref_target(&src, "refs/heads/grove/j/t").expect("git"), Some(c));
     }

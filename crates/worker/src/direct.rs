@@ -143,7 +143,7 @@ impl Direct {
         if let Some(new) = new {
             let (mirror, branch, old) = (a.mirror.clone(), a.branch.clone(), tip.clone());
             let moved = tokio::task::spawn_blocking(move || {
-                grove_git::rewrite::move_branch(&mirror, &branch, &new, old.as_deref())
+                grove_git::rewrite::move_branch(&mirror, &branch, &new, old.as_deref(), &Identity::default())
             })
             .await;
             match moved {
@@ -172,7 +172,7 @@ impl Direct {
             }
         };
         drop(turn_span);
-        let checkpoint_stat = if done.commit.is_some() { stat.clone() } else { DiffStat::default() };
+        let checkpoint_stat = if done.commit.is_some() { stat } else { DiffStat::default() };
         crate::attempt::report(
             &ctx.bus,
             a,
