@@ -140,7 +140,12 @@ pub fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>, GitError>
 /// or `COMMITTER`): `GIT_<ROLE>_NAME`, `_EMAIL` and `_DATE` from the environment when set,
 /// else `who` now.
 fn signature(who: &Identity, role: &str) -> gix::actor::Signature {
-    let var = |part: &str| std::env::var(format!("GIT_{role}_{part}")).ok().filter(|v| !v.is_empty());
+    signature_from(who, role, &|name| std::env::var(name).ok())
+}
+
+/// [`signature`] with the environment's variables read through `env`.
+fn signature_from(who: &Identity, role: &str, env: &dyn Fn(&str) -> Option<String>) -> gix::actor::Signature {
+    let var = |part: &str| env(&format!("GIT_{role}_{part}")).filter(|v| !v.is_empty());
     let time = var("DATE")
         .and_then(|d| gix::date::parse(&d, None).ok())
         .unwrap_or_else(gix::date::Time::now_local_or_utc);
@@ -214,7 +219,8 @@ mod tests {
         let (_d, src) = repo_with(&[("bin/run.sh", "x\n"), ("target.rs", "x\n")]);
         std::os::unix::fs::symlink("../target.rs", src.join("bin/link.rs")).expect("symlink");
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(src.join("bin/run.sh"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(src.join("bin/run.sh"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         git.run(&src, ["add", "--all"]).expect("add");
         let head = git.resolve_commit(&src, "HEAD").expect("head");
         // A submodule entry (a gitlink) pointing at some commit.
@@ -240,6 +246,23 @@ mod tests {
         let unchanged =
             |t: &str| t.lines().filter(|l| !l.ends_with("bin/run.sh")).collect::<Vec<_>>().join("\n");
         assert_eq!(unchanged(&before), unchanged(&after));
+    }
+
+    #[test]
+    fn the_environment_names_the_author_as_it_does_for_git() {
+        let env = |name: &str| match name {
+            "GIT_AUTHOR_NAME" => Some("Test".to_owned()),
+            "GIT_AUTHOR_DATE" => Some("2026-01-01T00:00:00Z".to_owned()),
+            _ => None,
+        };
+        let author = signature_from(&Identity::default(), "AUTHOR", &env);
+        assert_eq!(
+            (author.name.to_string(), author.email.to_string()),
+            ("Test".into(), "grove@localhost".into())
+        );
+        assert_eq!((author.time.seconds, author.time.offset), (1_767_225_600, 0));
+        let committer = signature_from(&Identity::default(), "COMMITTER", &env);
+        assert_eq!(committer.name, "grove");
     }
 
     #[test]
