@@ -12,6 +12,9 @@ use gix::refs::transaction::PreviousValue;
 use crate::cli::GitError;
 use crate::worktree::Identity;
 
+/// A file's new bytes from its path and bytes; `None` leaves it as it is.
+pub type Rewrite<'a> = dyn FnMut(&str, &[u8]) -> Option<Vec<u8>> + 'a;
+
 /// What [`rewrite_files`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rewritten {
@@ -33,7 +36,7 @@ pub fn rewrite_files(
     repo: &Path,
     start: &str,
     files: &[String],
-    rewrite: &mut dyn FnMut(&str, &[u8]) -> Option<Vec<u8>>,
+    rewrite: &mut Rewrite<'_>,
     message: &str,
     who: &Identity,
 ) -> Result<Rewritten, GitError> {
