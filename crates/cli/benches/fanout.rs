@@ -64,7 +64,9 @@ fn restart_hermetic() -> Result<ExitCode> {
     let me = std::env::current_exe().context("finding the bench executable")?;
     let mut cmd = Command::new(me);
     cmd.env_clear();
-    for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE", "GROVE_BENCH_HISTORY", "GROVE_BENCH_BIN"] {
+    for keep in
+        ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE", "GROVE_BENCH_HISTORY", "GROVE_BENCH_BIN"]
+    {
         if let Some(v) = std::env::var_os(keep) {
             cmd.env(keep, v);
         }
