@@ -10,6 +10,7 @@ mod chart;
 mod credentials;
 mod custom_agents;
 mod daemon;
+mod direct;
 mod distributed;
 mod faults;
 mod gc;

@@ -7,7 +7,9 @@
 //! 2. A 200-task `replace` fan-out with the real `grove run` binary (embedded, `-j 4`) against
 //!    the same work as a serial script of plain git commands (full `git worktree add` per
 //!    module, the regex rewrite, `git commit -am`, then `git checkout integration && git merge
-//!    --no-ff` of every branch in order in one checkout); both final trees must be equal.
+//!    --no-ff` of every branch in order in one checkout), and against the serial sed limit (the
+//!    whole rename in one checkout: `git grep -l | xargs sed -i`, one commit; goal: grove
+//!    within 3x of it); all final trees must be equal.
 //! 3. The first run on a repository with history (the same modules after `GROVE_BENCH_HISTORY`
 //!    = COMMITSxKIB commits of incompressible files, default 5000x20: about 100 MiB of packs):
 //!    the mirror as `Mirror::ensure` makes it against `git init --bare` + fetch; a pod's
@@ -20,6 +22,7 @@
 //! starts itself again with that environment, so the git commands grove's library runs in
 //! part 1 get it too. `GROVE_BENCH_SIZE=MODULESxFILES` (e.g. `20x10`) runs a smaller repository,
 //! for trying the bench out; the issue's figures are the default 200x20.
+//! `GROVE_BENCH_BIN=PATH` runs that grove binary instead of this build's (a before/after pair).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -61,7 +64,9 @@ fn restart_hermetic() -> Result<ExitCode> {
     let me = std::env::current_exe().context("finding the bench executable")?;
     let mut cmd = Command::new(me);
     cmd.env_clear();
-    for keep in ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE", "GROVE_BENCH_HISTORY"] {
+    for keep in
+        ["PATH", "TMPDIR", "RUST_BACKTRACE", "GROVE_BENCH_SIZE", "GROVE_BENCH_HISTORY", "GROVE_BENCH_BIN"]
+    {
         if let Some(v) = std::env::var_os(keep) {
             cmd.env(keep, v);
         }
@@ -145,12 +150,23 @@ fn bench(sandbox: &Path) -> Result<ExitCode> {
         secs(script.setup),
         secs(script.cleanup)
     );
-    let equal = grove.tree == script.tree;
+    let limit = sed_limit(sandbox, &repo)?;
     println!(
-        "   trees equal: {} (grove {}, script {}); FileId left in grove's tree: {}",
+        "   serial sed limit, one checkout (git grep -l | xargs sed -i, one git commit -a): {}",
+        secs(limit.wall)
+    );
+    println!(
+        "   ratios: grove / script {:.2}x, grove / sed limit {:.2}x (goal <= 3x)",
+        ratio(grove.wall, script.total()),
+        ratio(grove.wall, limit.wall)
+    );
+    let equal = grove.tree == script.tree && grove.tree == limit.tree;
+    println!(
+        "   trees equal: {} (grove {}, script {}, sed {}); FileId left in grove's tree: {}",
         if equal { "yes" } else { "NO" },
         &grove.tree[..12],
         &script.tree[..12],
+        &limit.tree[..12],
         if grove.leftover { "yes" } else { "none" }
     );
 
@@ -207,6 +223,8 @@ fn bench(sandbox: &Path) -> Result<ExitCode> {
         (&*format!("{modules}-task fan-out, grove run -j {CONCURRENCY}"), secs(grove.wall)),
         (&*format!("{modules}-task fan-out, git script (serial)"), secs(script.total())),
         ("  ratio grove / script", format!("{:.2}x", ratio(grove.wall, script.total()))),
+        (&*format!("{modules}-task fan-out, serial sed limit (one checkout)"), secs(limit.wall)),
+        ("  ratio grove / sed limit (goal <= 3)", format!("{:.2}x", ratio(grove.wall, limit.wall))),
         (
             "  per task: grove (wall x 4 workers / tasks), script",
             format!("{} , {}", ms(grove.wall * 4 / modules as u32), ms(script.total() / modules as u32)),
@@ -533,7 +551,9 @@ struct GroveRun {
 /// Part 2, grove: the real binary, embedded, on the generated repository.
 fn grove_fanout(sandbox: &Path, home: &Path, repo: &Path, modules: usize) -> Result<GroveRun> {
     let repo_arg = repo.to_str().context("the sandbox path is UTF-8")?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+    // `GROVE_BENCH_BIN`: another build's grove (say, the commit before a change), same bench.
+    let grove = std::env::var_os("GROVE_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_grove").into());
+    let mut cmd = Command::new(grove);
     cmd.current_dir(sandbox).env("GROVE_HOME", home).stdin(Stdio::null()).args([
         "run",
         "--repo",
@@ -629,6 +649,38 @@ fn script_fanout(sandbox: &Path, repo: &Path, modules: usize) -> Result<ScriptRu
     plain_git(&main, &["worktree", "prune"])?;
     run.cleanup = t.elapsed();
     Ok(run)
+}
+
+struct SedLimit {
+    wall: Duration,
+    tree: String,
+}
+
+/// Part 2, the limit: the whole rename in one checkout with nothing per module: `git grep -l`,
+/// `sed -i` over what it found, one `git commit -a`. The clone is not timed.
+fn sed_limit(sandbox: &Path, repo: &Path) -> Result<SedLimit> {
+    let dir = sandbox.join("part2-sed");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let repo_arg = repo.to_str().context("the sandbox path is UTF-8")?;
+    plain_git(&dir, &["clone", "--quiet", repo_arg, "checkout"])?;
+    let checkout = dir.join("checkout");
+    let script = r#"set -eu
+git grep -l -w FileId -- crates | xargs sed -i -E "s/\bFileId\b/SourceFileId/g"
+git commit -q -am "FileId -> SourceFileId"
+git rev-parse 'HEAD^{tree}'
+"#;
+    let t = Instant::now();
+    let out = Command::new("sh")
+        .current_dir(&checkout)
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .context("running the sed script")?;
+    let wall = t.elapsed();
+    ensure!(out.status.success(), "the sed script failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let tree = String::from_utf8(out.stdout).context("git printed UTF-8")?.trim().to_owned();
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(SedLimit { wall, tree })
 }
 
 /// Apply the rewrite to every file under `dir`; returns how many files changed.

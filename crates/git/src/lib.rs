@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod merge;
 pub mod mirror;
+pub mod rewrite;
 pub mod sideref;
 pub mod snapshot;
 pub mod stats;

@@ -201,24 +201,50 @@ async fn replace(turn: &Turn<'_>, log: &mut Log) -> Result<Finished, ProcessErro
                 return Ok(Finished { end: End::Exited(1), tail: log.tail(), duration: started.elapsed() });
             }
         };
-        let n = re.find_iter(&bytes).count();
-        if n == 0 {
-            continue;
+        let Some((out, n)) = rewrite_bytes(&re, with.as_bytes(), &bytes) else { continue };
+        if let Err(e) = tokio::fs::write(&path, &out).await {
+            log.note(&format!("replace: cannot write {f}: {e}")).await?;
+            return Ok(Finished { end: End::Exited(1), tail: log.tail(), duration: started.elapsed() });
         }
-        let out = re.replace_all(&bytes, with.as_bytes());
-        if out.as_ref() != bytes.as_slice() {
-            if let Err(e) = tokio::fs::write(&path, out.as_ref()).await {
-                log.note(&format!("replace: cannot write {f}: {e}")).await?;
-                return Ok(Finished { end: End::Exited(1), tail: log.tail(), duration: started.elapsed() });
-            }
-            changed += 1;
-            hits += n;
-            log.write(format!("{f}: {n} replacement(s)\n").as_bytes()).await?;
-        }
+        changed += 1;
+        hits += n;
+        log.write(replaced_line(f, n).as_bytes()).await?;
     }
-    log.note(&format!("replace: {hits} replacement(s) in {changed} of {} file(s)", turn.files.len())).await?;
+    log.note(&replace_summary(hits, changed, turn.files.len())).await?;
     log.flush().await?;
     Ok(Finished { end: End::Exited(0), tail: log.tail(), duration: started.elapsed() })
+}
+
+/// The builtin rewrite of one file's bytes: the new bytes and the number of matches, or `None`
+/// when nothing matched or the replacement left the bytes as they were.
+pub fn rewrite_bytes(re: &regex::bytes::Regex, with: &[u8], bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let n = re.find_iter(bytes).count();
+    if n == 0 {
+        return None;
+    }
+    let out = re.replace_all(bytes, with);
+    (out.as_ref() != bytes).then(|| (out.into_owned(), n))
+}
+
+/// The log line of one file the builtin rewrite changed.
+pub fn replaced_line(file: &str, n: usize) -> String {
+    format!("{file}: {n} replacement(s)\n")
+}
+
+/// The builtin rewrite's closing note.
+pub fn replace_summary(hits: usize, changed: usize, files: usize) -> String {
+    format!("replace: {hits} replacement(s) in {changed} of {files} file(s)")
+}
+
+/// The builtin rewrite's regex, when the agent is `replace` with a pattern that compiles and a
+/// replacement: what a turn can run without a checkout ([`crate::direct`]).
+pub fn replacer(agent: &AgentSpec) -> Option<(regex::bytes::Regex, Vec<u8>)> {
+    if !matches!(agent.kind, Some(AgentKind::Replace) | None) {
+        return None;
+    }
+    let (Some(pattern), Some(with)) = (&agent.pattern, &agent.replace) else { return None };
+    let re = regex::bytes::Regex::new(pattern).ok()?;
+    Some((re, with.clone().into_bytes()))
 }
 
 #[cfg(test)]

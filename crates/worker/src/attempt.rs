@@ -293,7 +293,7 @@ impl LogTail {
     }
 }
 
-async fn report(bus: &Arc<dyn Bus>, a: &Assignment, kind: EventKind) {
+pub(crate) async fn report(bus: &Arc<dyn Bus>, a: &Assignment, kind: EventKind) {
     let ev = TaskEvent { job: a.job.clone(), task: a.task.clone(), attempt: a.attempt, kind };
     if let Err(e) = bus.report(ev).await {
         tracing::warn!(task = %a.task, "cannot report an event: {e}");
@@ -373,6 +373,11 @@ async fn execute(
     let _ = log.note(&format!("attempt {} of {} on worker {}", a.attempt, a.task, ctx.id)).await;
     // This attempt takes the workspace back: disk hygiene may not remove it any more.
     crate::disk::unmark_kept(&ctx.layout, &a.job, &a.task);
+    // A `replace` turn that needs no folder on disk runs in the mirror, without a checkout.
+    if let Some(direct) = crate::direct::Direct::eligible(ctx, a, &path) {
+        let delivered = resume.map(|r| r.delivered);
+        return direct.run(ctx, a, &mut log, fence, delivered).await;
+    }
     let prep = {
         let (git, a, path, mode) = (ctx.git.clone(), a.clone(), path.clone(), ctx.workspace);
         tokio::task::spawn_blocking(move || Workspace::prepare(&git, &a, &path, mode)).await
@@ -678,10 +683,7 @@ async fn turns(
             return failed(format!("turn {turn_no}: the lease was lost"), log.tail(), turn_no);
         }
         // Checkpoint whatever the agent left, even after a failure: work is never lost.
-        let message = format!(
-            "grove: {} {} turn {turn_no}\n\nGrove-Job: {}\nGrove-Task: {}\nGrove-Attempt: {}\nGrove-Turn: {turn_no}",
-            a.job, a.task, a.job, a.task, a.attempt
-        );
+        let message = checkpoint_message(a, turn_no);
         let transcript = match (cli, &session) {
             (Some(kind), Some(s)) => session_files(ctx, a, ws, run_dir, kind, s),
             _ => None,
@@ -867,6 +869,14 @@ async fn turns(
             format!("{prompt}\n{feedback}")
         };
     }
+}
+
+/// The message of a turn's checkpoint commit: job, task, attempt and turn, as trailers too.
+pub(crate) fn checkpoint_message(a: &Assignment, turn_no: u32) -> String {
+    format!(
+        "grove: {} {} turn {turn_no}\n\nGrove-Job: {}\nGrove-Task: {}\nGrove-Attempt: {}\nGrove-Turn: {turn_no}",
+        a.job, a.task, a.job, a.task, a.attempt
+    )
 }
 
 /// The GenAI semantic conventions' `gen_ai.system` of an adapter: the provider whose model the

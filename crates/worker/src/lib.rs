@@ -8,6 +8,7 @@
 pub mod adapter;
 pub mod agent;
 mod attempt;
+mod direct;
 pub mod disk;
 pub mod limits;
 pub use attempt::lease;

@@ -1,0 +1,288 @@
+//! A rewrite of some files of a commit without a checkout: each file's blob is read from the
+//! object database, rewritten in memory, and the changed blobs, the edited tree and the commit
+//! are written in process with gix (no subprocess, no index, no working tree). For the builtin
+//! `replace` agent, whose whole turn is a function of the files' bytes.
+
+use std::path::Path;
+
+use gix::bstr::ByteSlice;
+use gix::objs::tree::EntryKind;
+use gix::refs::transaction::PreviousValue;
+
+use crate::cli::GitError;
+use crate::worktree::Identity;
+
+/// A file's new bytes from its path and bytes; `None` leaves it as it is.
+pub type Rewrite<'a> = dyn FnMut(&str, &[u8]) -> Option<Vec<u8>> + 'a;
+
+/// What [`rewrite_files`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The new commit (its parent the start); `None` when no file changed.
+    pub commit: Option<String>,
+    /// The files whose bytes changed, in the order they were given.
+    pub changed: Vec<String>,
+}
+
+/// Rewrite `files` (repository-relative, `/`-separated) of commit `start` in the repository at
+/// `repo` with `rewrite`, which gets a file's path and bytes and returns its new bytes (or
+/// `None` to leave it). Only regular files are given to it (executable ones keep their mode);
+/// a symlink, a submodule, a folder or a path the tree lacks is skipped, as the `replace`
+/// agent skips them in a checkout. When something changed, the tree is edited and a commit
+/// of it with `start` as its parent is written, by `who` (the author and committer git's
+/// environment names win, as they do for `git commit`): the commit a checkpoint of the same
+/// change would make. No ref moves: see [`move_branch`].
+pub fn rewrite_files(
+    repo: &Path,
+    start: &str,
+    files: &[String],
+    rewrite: &mut Rewrite<'_>,
+    message: &str,
+    who: &Identity,
+) -> Result<Rewritten, GitError> {
+    let what = || format!("rewriting files of {start} in {}", repo.display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+    let mut r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
+    // The folders along the task's paths are looked up once per file.
+    r.object_cache_size_if_unset(4 << 20);
+    let start_id = gix::ObjectId::from_hex(start.as_bytes()).map_err(|e| read(&e))?;
+    let tree = r.find_commit(start_id).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))?;
+    let mut done = Rewritten::default();
+    let mut editor = None;
+    for f in files {
+        let Some(entry) = tree.lookup_entry(f.split('/')).map_err(|e| read(&e))? else { continue };
+        let kind = entry.mode().kind();
+        if !matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable) {
+            continue;
+        }
+        let blob = r.find_blob(entry.object_id()).map_err(|e| read(&e))?;
+        let Some(out) = rewrite(f, &blob.data) else { continue };
+        if out == blob.data {
+            continue;
+        }
+        let id = r.write_blob(&out).map_err(|e| read(&e))?.detach();
+        let ed = match editor.as_mut() {
+            Some(ed) => ed,
+            None => editor.insert(r.edit_tree(tree.id).map_err(|e| read(&e))?),
+        };
+        ed.upsert(f.as_str(), kind, id).map_err(|e| read(&e))?;
+        done.changed.push(f.clone());
+    }
+    let Some(mut editor) = editor else { return Ok(done) };
+    let new_tree = editor.write().map_err(|e| read(&e))?.detach();
+    if new_tree == tree.id {
+        return Ok(done);
+    }
+    let mut message = message.to_owned();
+    if !message.ends_with('\n') {
+        message.push('\n');
+    }
+    let commit = gix::objs::Commit {
+        tree: new_tree,
+        parents: vec![start_id].into(),
+        author: signature(who, "AUTHOR"),
+        committer: signature(who, "COMMITTER"),
+        encoding: None,
+        message: message.into(),
+        extra_headers: Vec::new(),
+    };
+    let id = r.write_object(&commit).map_err(|e| read(&e))?;
+    done.commit = Some(id.detach().to_hex().to_string());
+    Ok(done)
+}
+
+/// Move `refs/heads/<branch>` in `repo` to `new` by compare-and-swap: only if it points at
+/// `old`, or, with `old` = `None`, only if it does not exist yet. Any other state is an error
+/// (someone else moved the branch): nothing is overwritten. A reflog entry, where the
+/// repository keeps them, is by `who`.
+pub fn move_branch(
+    repo: &Path,
+    branch: &str,
+    new: &str,
+    old: Option<&str>,
+    who: &Identity,
+) -> Result<(), GitError> {
+    let full = format!("refs/heads/{branch}");
+    let what = || format!("moving {full} to {new} in {}", repo.display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+    let mut r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
+    {
+        // Isolated, gix knows no identity; the reflog needs one.
+        use gix::config::tree::Committer;
+        let mut config = r.config_snapshot_mut();
+        config.set_value(&Committer::NAME, who.name.as_str()).map_err(|e| read(&e))?;
+        config.set_value(&Committer::EMAIL, who.email.as_str()).map_err(|e| read(&e))?;
+        config.commit().map_err(|e| read(&e))?;
+    }
+    let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
+    let constraint = match old {
+        Some(old) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id(old)?)),
+        None => PreviousValue::MustNotExist,
+    };
+    r.reference(full.as_str(), id(new)?, constraint, "grove").map_err(|e| read(&e))?;
+    Ok(())
+}
+
+/// The tip of `refs/heads/<branch>` in `repo`, or `None` when there is no such branch.
+pub fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>, GitError> {
+    let full = format!("refs/heads/{branch}");
+    let what = || format!("reading {full} in {}", repo.display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+    let r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
+    let found = r.try_find_reference(full.as_str()).map_err(|e| read(&e))?;
+    match found {
+        None => Ok(None),
+        Some(mut reference) => {
+            let id = reference.peel_to_id().map_err(|e| read(&e))?;
+            Ok(Some(id.detach().to_hex().to_string()))
+        }
+    }
+}
+
+/// The signature `git commit -c user.name=… -c user.email=…` would use for `role` (`AUTHOR`
+/// or `COMMITTER`): `GIT_<ROLE>_NAME`, `_EMAIL` and `_DATE` from the environment when set,
+/// else `who` now.
+fn signature(who: &Identity, role: &str) -> gix::actor::Signature {
+    signature_from(who, role, &|name| std::env::var(name).ok())
+}
+
+/// [`signature`] with the environment's variables read through `env`.
+fn signature_from(who: &Identity, role: &str, env: &dyn Fn(&str) -> Option<String>) -> gix::actor::Signature {
+    let var = |part: &str| env(&format!("GIT_{role}_{part}")).filter(|v| !v.is_empty());
+    let time = var("DATE")
+        .and_then(|d| gix::date::parse(&d, None).ok())
+        .unwrap_or_else(gix::date::Time::now_local_or_utc);
+    gix::actor::Signature {
+        name: var("NAME").unwrap_or_else(|| who.name.clone()).as_bytes().as_bstr().into(),
+        email: var("EMAIL").unwrap_or_else(|| who.email.clone()).as_bytes().as_bstr().into(),
+        time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Git;
+    use crate::testutil::repo_with;
+
+    fn upper_x(_: &str, b: &[u8]) -> Option<Vec<u8>> {
+        b.contains(&b'x').then(|| b.iter().map(|c| if *c == b'x' { b'X' } else { *c }).collect())
+    }
+
+    fn ls_tree(git: &Git, repo: &Path, rev: &str) -> String {
+        git.run(repo, ["ls-tree", "-r", "--full-tree", rev]).expect("ls-tree").stdout
+    }
+
+    fn show(git: &Git, repo: &Path, spec: &str) -> String {
+        git.run(repo, ["show", spec]).expect("show").stdout
+    }
+
+    #[test]
+    fn changed_files_are_rewritten_in_a_commit_on_the_start() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("a/b/c/x.rs", "x1\n"), ("a/y.rs", "none\n"), ("top.rs", "xx\n")]);
+        let start = git.resolve_commit(&src, "HEAD").expect("head");
+        let files: Vec<String> =
+            ["a/b/c/x.rs", "a/y.rs", "top.rs", "a/gone.rs", "a/b"].map(str::to_owned).into();
+        let message = "grove: j t turn 1\n\nGrove-Job: j";
+        let done = rewrite_files(&src, &start, &files, &mut upper_x, message, &Identity::default())
+            .expect("rewrite");
+        assert_eq!(done.changed, ["a/b/c/x.rs", "top.rs"], "unchanged, missing and folders skipped");
+        let commit = done.commit.expect("a commit");
+        assert_eq!(show(&git, &src, &format!("{commit}:a/b/c/x.rs")), "X1\n");
+        assert_eq!(show(&git, &src, &format!("{commit}:top.rs")), "XX\n");
+        assert_eq!(show(&git, &src, &format!("{commit}:a/y.rs")), "none\n");
+        let parents = git.run(&src, ["rev-parse", &format!("{commit}^@")]).expect("parents").stdout;
+        assert_eq!(parents.trim(), start);
+        let body = git.run(&src, ["log", "-1", "--format=%B", &commit]).expect("log").stdout;
+        assert_eq!(body.trim_end(), message);
+        // The same change made with git in a checkout gives the same tree.
+        std::fs::write(src.join("a/b/c/x.rs"), "X1\n").expect("write");
+        std::fs::write(src.join("top.rs"), "XX\n").expect("write");
+        git.run(&src, ["add", "--all"]).expect("add");
+        let tree = git.run(&src, ["write-tree"]).expect("write-tree").stdout;
+        let ours = git.run(&src, ["rev-parse", &format!("{commit}^{{tree}}")]).expect("tree").stdout;
+        assert_eq!(ours.trim(), tree.trim());
+    }
+
+    #[test]
+    fn nothing_changed_is_no_commit() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("a.rs", "none\n")]);
+        let start = git.resolve_commit(&src, "HEAD").expect("head");
+        let files = vec!["a.rs".to_owned(), "b.rs".to_owned()];
+        let same = &mut |_: &str, b: &[u8]| Some(b.to_vec());
+        let done = rewrite_files(&src, &start, &files, same, "m", &Identity::default()).expect("rewrite");
+        assert_eq!(done, Rewritten::default());
+    }
+
+    #[test]
+    fn symlinks_and_submodules_are_skipped_and_the_executable_bit_kept() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("bin/run.sh", "x\n"), ("target.rs", "x\n")]);
+        std::os::unix::fs::symlink("../target.rs", src.join("bin/link.rs")).expect("symlink");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(src.join("bin/run.sh"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        git.run(&src, ["add", "--all"]).expect("add");
+        let head = git.resolve_commit(&src, "HEAD").expect("head");
+        // A submodule entry (a gitlink) pointing at some commit.
+        git.run(&src, ["update-index", "--add", "--cacheinfo", &format!("160000,{head},sub")])
+            .expect("gitlink");
+        git.run(&src, ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "more"])
+            .expect("commit");
+        let start = git.resolve_commit(&src, "HEAD").expect("head");
+        let files: Vec<String> = ["bin/run.sh", "bin/link.rs", "sub"].map(str::to_owned).into();
+        let mut seen = Vec::new();
+        let mut rw = |p: &str, b: &[u8]| {
+            seen.push(p.to_owned());
+            upper_x(p, b)
+        };
+        let done = rewrite_files(&src, &start, &files, &mut rw, "m", &Identity::default()).expect("rewrite");
+        assert_eq!(seen, ["bin/run.sh"], "only the regular file is read");
+        let commit = done.commit.expect("a commit");
+        let before = ls_tree(&git, &src, &start);
+        let after = ls_tree(&git, &src, &commit);
+        assert!(after.contains("100755 blob"), "executable kept: {after}");
+        assert!(after.lines().any(|l| l.starts_with("120000") && l.ends_with("bin/link.rs")), "{after}");
+        assert!(after.lines().any(|l| l.starts_with("160000") && l.ends_with("sub")), "{after}");
+        let unchanged =
+            |t: &str| t.lines().filter(|l| !l.ends_with("bin/run.sh")).collect::<Vec<_>>().join("\n");
+        assert_eq!(unchanged(&before), unchanged(&after));
+    }
+
+    #[test]
+    fn the_environment_names_the_author_as_it_does_for_git() {
+        let env = |name: &str| match name {
+            "GIT_AUTHOR_NAME" => Some("Test".to_owned()),
+            "GIT_AUTHOR_DATE" => Some("2026-01-01T00:00:00Z".to_owned()),
+            _ => None,
+        };
+        let author = signature_from(&Identity::default(), "AUTHOR", &env);
+        assert_eq!(
+            (author.name.to_string(), author.email.to_string()),
+            ("Test".into(), "grove@localhost".into())
+        );
+        assert_eq!((author.time.seconds, author.time.offset), (1_767_225_600, 0));
+        let committer = signature_from(&Identity::default(), "COMMITTER", &env);
+        assert_eq!(committer.name, "grove");
+    }
+
+    #[test]
+    fn the_branch_moves_only_from_where_it_was() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("a.rs", "x\n")]);
+        let base = git.resolve_commit(&src, "HEAD").expect("head");
+        let files = vec!["a.rs".to_owned()];
+        let done = rewrite_files(&src, &base, &files, &mut upper_x, "m", &Identity::default()).expect("rw");
+        let c = done.commit.expect("commit");
+        assert_eq!(branch_tip(&src, "grove/j/t").expect("tip"), None);
+        let who = Identity::default();
+        move_branch(&src, "grove/j/t", &base, None, &who).expect("create");
+        assert!(move_branch(&src, "grove/j/t", &c, None, &who).is_err(), "it exists already");
+        assert!(move_branch(&src, "grove/j/t", &c, Some(&c), &who).is_err(), "not where it is");
+        move_branch(&src, "grove/j/t", &c, Some(&base), &who).expect("move");
+        assert_eq!(branch_tip(&src, "grove/j/t").expect("tip"), Some(c.clone()));
+        assert_eq!(git.ref_target(&src, "refs/heads/grove/j/t").expect("git"), Some(c));
+    }
+}
