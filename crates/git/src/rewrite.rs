@@ -91,6 +91,59 @@ pub fn rewrite_files(
     Ok(done)
 }
 
+/// Words of a gitattributes line under which git changes a file's bytes between the object
+/// database and a checkout (conversions, filters such as LFS, encodings, `ident`).
+const TRANSFORMING: [&str; 7] =
+    ["filter", "eol", "text", "crlf", "working-tree-encoding", "encoding", "ident"];
+
+/// Why git would change some of `files`' bytes between commit `start` of `repo` and a checkout
+/// (a `.gitattributes` along their paths, or the repository's `info/attributes`, that names a
+/// conversion, a filter, an encoding or `ident`), naming the file that says so; `None` when it
+/// would not. A rewrite of the stored bytes would then differ from one of the checkout's, so
+/// such files are rewritten in a checkout. Conservative: any such word counts, whatever the
+/// pattern.
+pub fn transformed(repo: &Path, start: &str, files: &[String]) -> Result<Option<String>, GitError> {
+    let what = || format!("reading the attributes of {start} in {}", repo.display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+    let says = |text: &[u8]| {
+        text.lines().map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with(b"#")).any(|l| {
+            l.split(|b| b.is_ascii_whitespace()).skip(1).any(|attr| {
+                let attr = attr.trim_start_with(|c| c == '-' || c == '!');
+                let name = attr.split(|b| *b == b'=').next().unwrap_or(attr);
+                TRANSFORMING.iter().any(|w| name == w.as_bytes())
+            })
+        })
+    };
+    if let Ok(text) = std::fs::read(repo.join("info").join("attributes"))
+        && says(&text)
+    {
+        return Ok(Some("info/attributes".into()));
+    }
+    let r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
+    let start_id = gix::ObjectId::from_hex(start.as_bytes()).map_err(|e| read(&e))?;
+    let tree = r.find_commit(start_id).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))?;
+    let mut dirs: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for f in files {
+        let mut d = f.as_str();
+        while let Some((parent, _)) = d.rsplit_once('/') {
+            dirs.insert(parent);
+            d = parent;
+        }
+        dirs.insert("");
+    }
+    for d in dirs {
+        let path = if d.is_empty() { ".gitattributes".to_owned() } else { format!("{d}/.gitattributes") };
+        let Some(entry) = tree.lookup_entry(path.split('/')).map_err(|e| read(&e))? else { continue };
+        if !entry.mode().is_blob() {
+            continue;
+        }
+        if says(&r.find_blob(entry.object_id()).map_err(|e| read(&e))?.data) {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
 /// Move `refs/heads/<branch>` in `repo` to `new` by compare-and-swap: only if it points at
 /// `old`, or, with `old` = `None`, only if it does not exist yet. Any other state is an error
 /// (someone else moved the branch): nothing is overwritten. A reflog entry, where the
@@ -175,6 +228,34 @@ mod tests {
 
     fn show(git: &Git, repo: &Path, spec: &str) -> String {
         git.run(repo, ["show", spec]).expect("show").stdout
+    }
+
+    /// Attributes that convert bytes on checkout, along a file's path or in info/attributes,
+    /// send the rewrite to a checkout; others do not.
+    #[test]
+    fn converting_attributes_are_found_along_the_paths() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[
+            ("a/b/x.rs", "x\n"),
+            ("c/y.rs", "x\n"),
+            ("a/.gitattributes", "# a comment names text\n*.rs linguist-generated\n"),
+            ("a/b/.gitattributes", "*.bin filter=lfs diff=lfs merge=lfs -text\n"),
+            ("d/.gitattributes", "*.rs eol=crlf\n"),
+            ("d/z.rs", "x\n"),
+        ]);
+        let start = git.resolve_commit(&src, "HEAD").expect("head");
+        let of = |f: &str| transformed(&src, &start, &[f.to_owned()]).expect("attributes");
+        assert_eq!(of("c/y.rs"), None, "no attributes on its path");
+        assert_eq!(of("a/b/x.rs").as_deref(), Some("a/b/.gitattributes"), "filter=lfs");
+        assert_eq!(of("d/z.rs").as_deref(), Some("d/.gitattributes"), "eol");
+        std::fs::create_dir_all(src.join(".git/info")).expect("info");
+        std::fs::write(src.join(".git/info/attributes"), "* text=auto\n").expect("write");
+        assert_eq!(of("c/y.rs"), None, "info/attributes of a bare repository is its own folder's");
+        let bare = src.join(".git");
+        assert_eq!(
+            transformed(&bare, &start, &["c/y.rs".to_owned()]).expect("attributes").as_deref(),
+            Some("info/attributes")
+        );
     }
 
     #[test]

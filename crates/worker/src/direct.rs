@@ -39,6 +39,18 @@ impl Direct {
         if !(here && plain) {
             return None;
         }
+        // Files git converts on checkout (line endings, LFS, encodings) are rewritten in one.
+        match grove_git::rewrite::transformed(&a.mirror, &a.base, &a.files) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                tracing::debug!(task = %a.task, "{why} converts files on checkout: rewriting in a checkout");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(task = %a.task, "reading the attributes: {e}; rewriting in a checkout");
+                return None;
+            }
+        }
         agent::replacer(&a.agent).map(|(re, with)| Direct { re, with })
     }
 
