@@ -263,7 +263,7 @@ impl Coordinator {
         // Tasks of this job already placed local and still going, which `auto` counts against
         // `placement.local_max`; the ones placed here are added as they go.
         let mut local_in_flight = local_in_flight(&tasks, |t| !chosen(&t.slug));
-        let job_spent = self.job_spent(job)?;
+        let job_spent = self.job_spent(&row)?;
         if let Some(why) = over_budget(&row, job_spent) {
             // Nothing more goes out; `grove run --job JOB --max-job-cost N` raises the budget.
             for t in to_dispatch {
@@ -318,7 +318,7 @@ impl Coordinator {
             return Ok(slugs);
         }
         let row = self.store.job(job.as_str())?;
-        let job_spent = self.job_spent(job)?;
+        let job_spent = self.job_spent(&row)?;
         for t in self.store.tasks(job)?.iter().filter(|t| slugs.contains(&t.slug)) {
             let pool = t.placed.clone().unwrap_or_else(|| t.pool.clone());
             self.bus.dispatch(&pool, self.assignment(&row, t, t.attempt, job_spent, &pool)?).await?;
@@ -490,7 +490,7 @@ impl Coordinator {
                     self.store.set_dispatched(job, &t.slug, attempt, &placed.pool, &placed.why)?;
                     // A job that had ended (a review verb moved its train) is followed again.
                     crate::train::block_on(self.bus.follow(std::slice::from_ref(job)))??;
-                    let job_spent = self.job_spent(job)?;
+                    let job_spent = self.job_spent(&row)?;
                     crate::train::block_on(self.bus.dispatch(
                         &placed.pool,
                         self.assignment(&row, &t, attempt, job_spent, &placed.pool)?,
@@ -610,16 +610,15 @@ impl Coordinator {
         Ok(a)
     }
 
-    /// The dollars the job's agents are known to have spent.
-    /// For a repository of a cross-repository job, what all its repositories spent: they
-    /// share the job's budget.
-    pub(crate) fn job_spent(&self, job: &JobId) -> Result<f64, CoordError> {
+    /// The dollars the job's agents are known to have spent; for a repository of a
+    /// cross-repository job, what all its repositories spent: they share the job's budget.
+    pub(crate) fn job_spent(&self, job: &JobRow) -> Result<f64, CoordError> {
         let spent = |j: &JobId| -> Result<f64, CoordError> {
             Ok(self.store.job_usage(j)?.map_or(0.0, |u| u.known_cost()))
         };
-        match self.store.job(job.as_str())?.repo {
+        match &job.repo {
             Some(r) => self.store.group(r.group.as_str())?.iter().map(|m| spent(&m.id)).sum(),
-            None => spent(job),
+            None => spent(&job.id),
         }
     }
 }

@@ -18,13 +18,13 @@ use grove_core::JobId;
 use grove_core::layout::Layout;
 use grove_core::plan::repos::{self, RepoNode, RepoOrder};
 use grove_core::spec::JobSpec;
-use grove_core::task::{MergeState, Upstream};
-use grove_git::{CommitTree, Git};
+use grove_core::task::Upstream;
+use grove_git::Git;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::drive::Note;
 use crate::store::{JobRow, RepoOf, TaskRow};
-use crate::submit::{Prepared, prepare as prepare_one};
+use crate::submit::{Prepared, prepare_with_tree};
 use crate::{CoordError, Coordinator, job_salt};
 
 /// A cross-repository job looked at before it is recorded: for `grove plan`, and the first
@@ -81,30 +81,29 @@ fn prepare_all(
     spec.validate(text)?;
     let mut prepared: Vec<(String, Prepared)> = Vec::new();
     let mut identities: Vec<(String, String)> = Vec::new();
+    let mut interfaces = Vec::new();
+    let mut warnings = Vec::new();
     for entry in &spec.repos {
         let name = entry.name();
-        let one = prepare_one(git, layout, spec.for_repo(entry), None, cwd).map_err(|e| {
-            CoordError::InRepo { repo: name.clone(), location: entry.source.clone(), error: Box::new(e) }
-        })?;
+        let in_repo = |e: CoordError| CoordError::InRepo {
+            repo: name.clone(),
+            location: entry.source.clone(),
+            error: Box::new(e),
+        };
+        let (one, tree) = prepare_with_tree(git, layout, spec.for_repo(entry), None, cwd).map_err(in_repo)?;
         let identity = identity(git, &one.source);
         if let Some((other, _)) = identities.iter().find(|(_, id)| *id == identity) {
             return Err(CoordError::SameRepo { a: other.clone(), b: name, location: one.source.fetch_url() });
         }
+        // What its manifests define and need, from the tree its plan was read from.
+        let mut w = Vec::new();
+        let interface = repos::interface(&tree, &mut w)
+            .map_err(|e| in_repo(CoordError::Plan(grove_core::plan::PlanError::from(e))))?;
+        interfaces.push(interface);
+        warnings.extend(w.into_iter().map(|w| format!("{name}: {w}")));
+        warnings.extend(one.plan.warnings.iter().map(|w| format!("{name}: {w}")));
         identities.push((name.clone(), identity));
         prepared.push((name, one));
-    }
-    let mut warnings = Vec::new();
-    let mut interfaces = Vec::new();
-    for (name, p) in &prepared {
-        let tree = CommitTree::load(&p.tree_repo, &p.base)?;
-        let mut w = Vec::new();
-        interfaces.push(repos::interface(&tree, &mut w).map_err(|e| CoordError::InRepo {
-            repo: name.clone(),
-            location: p.source.fetch_url(),
-            error: Box::new(CoordError::Plan(grove_core::plan::PlanError::from(e))),
-        })?);
-        warnings.extend(w.into_iter().map(|w| format!("{name}: {w}")));
-        warnings.extend(p.plan.warnings.iter().map(|w| format!("{name}: {w}")));
     }
     let nodes: Vec<RepoNode<'_>> = spec
         .repos
@@ -260,13 +259,7 @@ impl Coordinator {
                 }
                 if !blocked.is_empty() {
                     let why = format!("not started: it needs {}", blocked.join("; "));
-                    for t in self.store.tasks(&job.id)? {
-                        if !t.state.is_terminal() {
-                            self.cancelled(&job.id, &t, &why, notes)?;
-                        }
-                    }
-                    self.store.set_job_state(&job.id, "cancelled")?;
-                    let _ = notes.send(Note::Ended { job: job.id.clone(), state: "cancelled".into() });
+                    self.cancel_unstarted(&job.id, &why, notes)?;
                     changed = true;
                 } else if !waiting {
                     self.store.set_job_state(&job.id, "running")?;
@@ -287,13 +280,7 @@ impl Coordinator {
         why: &str,
         notes: &UnboundedSender<Note>,
     ) -> Result<(), CoordError> {
-        for t in self.store.tasks(job)? {
-            if !t.state.is_terminal() {
-                self.cancelled(job, &t, why, notes)?;
-            }
-        }
-        self.store.set_job_state(job, "cancelled")?;
-        let _ = notes.send(Note::Ended { job: job.clone(), state: "cancelled".into() });
+        self.cancel_unstarted(job, why, notes)?;
         if let Some(r) = self.store.job(job.as_str())?.repo {
             self.start_ready(&r.group, notes)?;
         }
@@ -308,28 +295,36 @@ impl Coordinator {
         notes: &UnboundedSender<Note>,
     ) -> Result<(), CoordError> {
         for job in self.store.group(group.as_str())?.iter().filter(|j| j.state == "waiting") {
-            for t in self.store.tasks(&job.id)? {
-                if !t.state.is_terminal() {
-                    self.cancelled(&job.id, &t, why, notes)?;
-                }
-            }
-            self.store.set_job_state(&job.id, "cancelled")?;
-            let _ = notes.send(Note::Ended { job: job.id.clone(), state: "cancelled".into() });
+            self.cancel_unstarted(&job.id, why, notes)?;
         }
         Ok(())
     }
 
-    /// The tasks of `job` that did not end merged (or with nothing to merge, or as a variant
-    /// another one won over).
+    /// A repository's job that never started ends cancelled: its tasks with `why`, then the job.
+    fn cancel_unstarted(
+        &self,
+        job: &JobId,
+        why: &str,
+        notes: &UnboundedSender<Note>,
+    ) -> Result<(), CoordError> {
+        for t in self.store.tasks(job)? {
+            if !t.state.is_terminal() {
+                self.cancelled(job, &t, why, notes)?;
+            }
+        }
+        self.store.set_job_state(job, "cancelled")?;
+        let _ = notes.send(Note::Ended { job: job.clone(), state: "cancelled".into() });
+        Ok(())
+    }
+
+    /// The tasks of `job` that need something more (not merged, not empty, not a variant
+    /// another one won over), as `slug (state)`.
     fn unmerged(&self, job: &JobId) -> Result<Vec<String>, CoordError> {
         Ok(self
             .store
             .tasks(job)?
             .into_iter()
-            .filter(|t| {
-                !(matches!(t.merge_state, MergeState::Merged | MergeState::Empty)
-                    || (t.train.variant_of.is_some() && t.merge_state == MergeState::Discarded))
-            })
+            .filter(|t| !t.needs_nothing_more())
             .map(|t| format!("{} ({})", t.slug, t.state.as_str()))
             .collect())
     }

@@ -416,6 +416,16 @@ pub struct TurnRow {
 }
 
 impl TaskRow {
+    /// Whether the task needs nothing more: merged, nothing to change, or a variant that lost
+    /// to another.
+    pub fn needs_nothing_more(&self) -> bool {
+        (self.state == TaskState::Succeeded
+            && matches!(self.merge_state, MergeState::Merged | MergeState::Empty))
+            || (self.train.variant_of.is_some()
+                && self.merge_state == MergeState::Discarded
+                && self.reason.as_deref().is_some_and(|r| r.starts_with("lost to variant")))
+    }
+
     /// The commit the task's branch is compared with: its redo base, else the job's base.
     pub fn base<'a>(&'a self, job: &'a JobRow) -> &'a str {
         self.train.base.as_deref().unwrap_or(&job.base)

@@ -36,8 +36,6 @@ pub struct Prepared {
     credential: Option<grove_core::urls::Credential>,
     /// For one repository of a cross-repository job: which (`crate::group`).
     pub(crate) member: Option<crate::store::RepoOf>,
-    /// The repository whose objects hold the base commit: the local source, else the mirror.
-    pub(crate) tree_repo: std::path::PathBuf,
 }
 
 /// git with the source's credential, when its URL carried one.
@@ -59,10 +57,22 @@ pub const WORKTREE_INCLUDE: &str = ".worktreeinclude";
 pub fn prepare(
     git: &Git,
     layout: &Layout,
-    mut spec: JobSpec,
+    spec: JobSpec,
     text: Option<(&str, &str)>,
     cwd: &Path,
 ) -> Result<Prepared, CoordError> {
+    prepare_with_tree(git, layout, spec, text, cwd).map(|(p, _)| p)
+}
+
+/// [`prepare`], and the base commit's tree it read (for what a cross-repository job reads of
+/// it too).
+pub(crate) fn prepare_with_tree(
+    git: &Git,
+    layout: &Layout,
+    mut spec: JobSpec,
+    text: Option<(&str, &str)>,
+    cwd: &Path,
+) -> Result<(Prepared, CommitTree), CoordError> {
     spec.validate(text)?;
     if !spec.repos.is_empty() {
         // Several repositories are prepared, each as a job, by `group::prepare`.
@@ -112,7 +122,7 @@ pub fn prepare(
         Source::Local(dir) => ignored_files(git, &spec, dir)?,
         Source::Url(_) => Vec::new(),
     };
-    Ok(Prepared {
+    let p = Prepared {
         spec,
         source,
         base,
@@ -125,8 +135,8 @@ pub fn prepare(
         mirror,
         credential,
         member: None,
-        tree_repo,
-    })
+    };
+    Ok((p, tree))
 }
 
 impl Coordinator {

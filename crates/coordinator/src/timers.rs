@@ -133,7 +133,7 @@ impl Coordinator {
         let deadline = row.spec.run.deadline;
         let tasks = self.store.tasks(job)?;
         let mut ended = false;
-        let job_spent = self.job_spent(job)?;
+        let job_spent = self.job_spent(&row)?;
         let over = crate::drive::over_budget(&row, job_spent);
         for t in tasks.iter().filter(|t| !t.state.is_terminal()) {
             if let (Some(d), Some(first)) = (deadline, t.train.first_dispatched_at)

@@ -7,10 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use grove_coordinator::rerun::Rerun;
 use grove_coordinator::{Coordinator, JobRow, Store};
-use grove_core::TaskState;
 use grove_core::layout::Layout;
 use grove_core::placement;
-use grove_core::task::MergeState;
 use tokio_util::sync::CancellationToken;
 
 use crate::embedded::Embedded;
@@ -168,7 +166,7 @@ pub async fn cmd_run(home: PathBuf, args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("canary: running the first {n} task(s) of the order alone");
         let (row, cancelled) = drive(&emb, &job.id, Some(&first), concurrency).await?;
         let done = coord.store.tasks(&row.id)?;
-        let ok = done.iter().filter(|t| first.contains(&t.slug)).all(merged_or_empty);
+        let ok = done.iter().filter(|t| first.contains(&t.slug)).all(|t| t.needs_nothing_more());
         if cancelled || !go_on(ok, args.yes, &row)? {
             return finish(&coord.store, &row, args.json, cancelled);
         }
@@ -233,7 +231,7 @@ async fn run_group(
         eprintln!("  {} needs {}: {}", e.from, e.to, e.why);
     }
     let cancelled = drive_group(&emb, &group, tasks, concurrency).await?;
-    let members = super::status::local_group(&coord.store, group.as_str())?;
+    let members = super::status::local_jobs(&coord.store, Some(group.as_str()))?;
     super::status::print_group(group.as_str(), &members, args.json)?;
     if !args.json {
         println!();
@@ -244,7 +242,7 @@ async fn run_group(
     let all: Vec<&grove_coordinator::TaskRow> = members.iter().flat_map(|(_, t)| t).collect();
     Ok(if cancelled {
         ExitCode::from(130)
-    } else if all.iter().all(|t| merged_or_empty(t)) {
+    } else if all.iter().all(|t| t.needs_nothing_more()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -376,7 +374,7 @@ async fn watch_group(
     }
     members.sort_by_key(|(j, _)| j.repo.as_ref().map_or(0, |r| r.ord));
     super::status::print_group(group.as_str(), &members, json)?;
-    let all = members.iter().flat_map(|(_, t)| t).all(merged_or_empty);
+    let all = members.iter().flat_map(|(_, t)| t).all(|t| t.needs_nothing_more());
     Ok(if cancelled {
         ExitCode::from(130)
     } else if detach || all {
@@ -410,7 +408,7 @@ pub(crate) async fn watch_remote(
     super::status::print_job(&row, &tasks, json)?;
     Ok(if cancelled {
         ExitCode::from(130)
-    } else if tasks.iter().all(merged_or_empty) {
+    } else if tasks.iter().all(|t| t.needs_nothing_more()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -617,14 +615,6 @@ where
     (result, cancelled)
 }
 
-/// A task that needs nothing more: merged, no change, or a variant that lost to another.
-fn merged_or_empty(t: &grove_coordinator::TaskRow) -> bool {
-    (t.state == TaskState::Succeeded && matches!(t.merge_state, MergeState::Merged | MergeState::Empty))
-        || (t.train.variant_of.is_some()
-            && t.merge_state == MergeState::Discarded
-            && t.reason.as_deref().is_some_and(|r| r.starts_with("lost to variant")))
-}
-
 /// Ask whether to go on after the canary tasks.
 fn go_on(ok: bool, yes: bool, job: &JobRow) -> anyhow::Result<bool> {
     let verdict = if ok { "all merged" } else { "not all merged (see grove status)" };
@@ -670,7 +660,7 @@ pub(crate) fn finish(store: &Store, row: &JobRow, json: bool, cancelled: bool) -
     }
     Ok(if cancelled {
         ExitCode::from(130)
-    } else if tasks.iter().all(merged_or_empty) {
+    } else if tasks.iter().all(|t| t.needs_nothing_more()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

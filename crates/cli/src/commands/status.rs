@@ -34,21 +34,8 @@ pub struct StatusArgs {
 pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.coordinator {
         let mut client = crate::remote::connect(url, &args.tls).await?;
-        if let Some(id) = args.job.as_deref() {
-            let members = remote_group(&mut client, url, id).await?;
-            if !members.is_empty() {
-                print_group(id, &members, args.json)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-        }
-        let mut jobs = remote_jobs(&mut client, url, args.job.as_deref()).await?;
-        match (&args.job, jobs.pop()) {
-            (Some(_), Some((job, tasks))) => print_job(&job, &tasks, args.json)?,
-            (_, last) => {
-                jobs.extend(last);
-                print_jobs(&jobs, args.json)?
-            }
-        }
+        let jobs = remote_jobs(&mut client, url, args.job.as_deref()).await?;
+        print(args.job.as_deref(), jobs, args.json)?;
         if !args.json {
             // A pool whose pods cannot start or keep failing says so, with the reason.
             let pools = client
@@ -62,22 +49,25 @@ pub async fn cmd_status(home: PathBuf, args: StatusArgs) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&Layout::new(home).db())?;
-    if let Some(id) = args.job.as_deref() {
-        let members = local_group(&store, id)?;
-        if !members.is_empty() {
-            print_group(id, &members, args.json)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    let jobs = local_jobs(&store, args.job.as_deref())?;
-    match (&args.job, jobs.first()) {
-        (Some(_), Some((job, tasks))) => print_job(job, tasks, args.json)?,
-        _ => print_jobs(&jobs, args.json)?,
-    }
+    print(args.job.as_deref(), local_jobs(&store, args.job.as_deref())?, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every job with its tasks (or only `job`) from the local state, as `grove status` shows them.
+/// `grove status [JOB]`: every job, one job, or the repositories of a cross-repository job
+/// (what [`local_jobs`] and [`remote_jobs`] give for its id).
+fn print(job: Option<&str>, mut jobs: Vec<(JobRow, Vec<TaskRow>)>, json: bool) -> anyhow::Result<()> {
+    let Some(id) = job else { return print_jobs(&jobs, json) };
+    if !jobs.is_empty() && jobs.iter().all(|(j, _)| j.repo.as_ref().is_some_and(|r| r.group.as_str() == id)) {
+        return print_group(id, &jobs, json);
+    }
+    match jobs.pop() {
+        Some((job, tasks)) => print_job(&job, &tasks, json),
+        None => print_jobs(&jobs, json),
+    }
+}
+
+/// Every job with its tasks (or only `job`, or for a cross-repository job's id its repositories' jobs in
+/// order) from the local state, as `grove status` shows them.
 pub fn local_jobs(store: &Store, job: Option<&str>) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
     let jobs = match job {
         // A cross-repository job's id: its repositories' jobs.
@@ -95,54 +85,31 @@ pub fn local_jobs(store: &Store, job: Option<&str>) -> anyhow::Result<Vec<(JobRo
     Ok(out)
 }
 
-/// The repositories' jobs of the cross-repository job `group`, with their tasks, in its order
-/// (empty when `group` is not one).
-pub fn local_group(store: &Store, group: &str) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
-    let mut out = Vec::new();
-    for j in store.group(group)? {
-        let t = store.tasks(&j.id)?;
-        out.push((j, t));
-    }
-    Ok(out)
-}
-
-/// The repositories' jobs of the cross-repository job `group` on a coordinator daemon, in its
-/// order (empty when `group` is not one).
-pub async fn remote_group(
-    client: &mut crate::remote::Client,
-    url: &str,
-    group: &str,
-) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
-    let ids: Vec<String> = crate::remote::list_jobs(client)
-        .await
-        .map_err(|s| crate::remote::status(url, s))?
-        .into_iter()
-        .filter(|j| j.repo.as_ref().is_some_and(|r| r.group == group))
-        .map(|j| j.id)
-        .collect();
-    let mut jobs = Vec::new();
-    for id in ids {
-        let j = crate::remote::fetch_job(client, &id).await.map_err(|s| crate::remote::status(url, s))?;
-        jobs.push(crate::remote::rows(&j)?);
-    }
-    jobs.sort_by_key(|(j, _)| j.repo.as_ref().map_or(0, |r| r.ord));
-    Ok(jobs)
-}
-
-/// The same from a coordinator daemon.
+/// The same from a coordinator daemon. A `job` the daemon has no job of is looked for as a
+/// cross-repository job (its repositories' jobs, in order).
 pub async fn remote_jobs(
     client: &mut crate::remote::Client,
     url: &str,
     job: Option<&str>,
 ) -> anyhow::Result<Vec<(JobRow, Vec<TaskRow>)>> {
-    if let Some(id) = job {
-        let members = remote_group(client, url, id).await?;
-        if !members.is_empty() {
-            return Ok(members);
-        }
-    }
     let ids: Vec<String> = match job {
-        Some(id) => vec![id.to_owned()],
+        Some(id) => match crate::remote::fetch_job(client, id).await {
+            Ok(j) => return Ok(vec![crate::remote::rows(&j)?]),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                let mut members: Vec<(u32, String)> = crate::remote::list_jobs(client)
+                    .await
+                    .map_err(|s| crate::remote::status(url, s))?
+                    .into_iter()
+                    .filter_map(|j| j.repo.filter(|r| r.group == id).map(|r| (r.order, j.id)))
+                    .collect();
+                if members.is_empty() {
+                    return Err(crate::remote::status(url, s));
+                }
+                members.sort();
+                members.into_iter().map(|(_, id)| id).collect()
+            }
+            Err(s) => return Err(crate::remote::status(url, s)),
+        },
         None => crate::remote::list_jobs(client)
             .await
             .map_err(|s| crate::remote::status(url, s))?
