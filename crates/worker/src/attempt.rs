@@ -300,7 +300,7 @@ pub(crate) async fn report(bus: &Arc<dyn Bus>, a: &Assignment, kind: EventKind) 
     }
 }
 
-fn failed(reason: String, tail: String, turns: u32) -> TaskOutcome {
+pub(crate) fn failed(reason: String, tail: String, turns: u32) -> TaskOutcome {
     TaskOutcome {
         state: TaskState::Failed,
         head: None,
@@ -1151,7 +1151,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// A failure around the agent's work, not of it: the coordinator may try again.
-fn transient(reason: String, tail: String, turns: u32) -> TaskOutcome {
+pub(crate) fn transient(reason: String, tail: String, turns: u32) -> TaskOutcome {
     TaskOutcome { retry: Retry::Transient, ..failed(reason, tail, turns) }
 }
 
@@ -1159,7 +1159,7 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn succeeded(turns: u32) -> TaskOutcome {
+pub(crate) fn succeeded(turns: u32) -> TaskOutcome {
     TaskOutcome {
         state: TaskState::Succeeded,
         head: None,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerContext;
 use crate::agent;
+use crate::attempt::{failed, succeeded, transient};
 use crate::process::Log;
 use crate::workspace::Mode;
 
@@ -66,11 +67,10 @@ impl Direct {
     ) -> grove_core::task::TaskOutcome {
         let tip = {
             let (mirror, branch) = (a.mirror.clone(), a.branch.clone());
-            tokio::task::spawn_blocking(move || grove_git::rewrite::branch_tip(&mirror, &branch)).await
+            blocking(move || grove_git::rewrite::branch_tip(&mirror, &branch)).await
         };
         let tip = match tip {
-            Ok(Ok(tip)) => tip,
-            Ok(Err(e)) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
+            Ok(tip) => tip,
             Err(e) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
         };
         let how = if tip.is_some() { Checkout::Resumed } else { Checkout::Fresh };
@@ -110,7 +110,7 @@ impl Direct {
         let rewritten = {
             let (mirror, start, Direct { re, with }) = (a.mirror.clone(), start.clone(), self);
             let span = tracing::info_span!(parent: &turn_span, "checkpoint");
-            tokio::task::spawn_blocking(move || {
+            blocking(move || {
                 let _in = span.enter();
                 let mut hits = Vec::new();
                 let mut rewrite = |f: &str, bytes: &[u8]| {
@@ -131,10 +131,7 @@ impl Direct {
             .await
         };
         let (done, hits) = match rewritten {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
-            }
+            Ok(r) => r,
             Err(e) => return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
         };
         for (f, n) in &hits {
@@ -154,35 +151,22 @@ impl Direct {
         };
         if let Some(new) = new {
             let (mirror, branch, old) = (a.mirror.clone(), a.branch.clone(), tip.clone());
-            let moved = tokio::task::spawn_blocking(move || {
+            let moved = blocking(move || {
                 grove_git::rewrite::move_branch(&mirror, &branch, &new, old.as_deref(), &Identity::default())
             })
             .await;
-            match moved {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
-                }
-                Err(e) => {
-                    return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
-                }
+            if let Err(e) = moved {
+                return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
             }
         }
         let stat = {
             let (mirror, base, head) = (a.mirror.clone(), a.base.clone(), head.clone());
-            tokio::task::spawn_blocking(move || grove_git::stats::diff_stat(&mirror, &base, &head)).await
+            blocking(move || grove_git::stats::diff_stat(&mirror, &base, &head)).await
         };
-        let stat = match stat {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::warn!(task = %a.task, "diff stat: {e}");
-                DiffStat::default()
-            }
-            Err(e) => {
-                tracing::warn!(task = %a.task, "diff stat: {e}");
-                DiffStat::default()
-            }
-        };
+        let stat = stat.unwrap_or_else(|e| {
+            tracing::warn!(task = %a.task, "diff stat: {e}");
+            DiffStat::default()
+        });
         drop(turn_span);
         let checkpoint_stat = if done.commit.is_some() { stat } else { DiffStat::default() };
         crate::attempt::report(
@@ -196,37 +180,20 @@ impl Direct {
             },
         )
         .await;
-        grove_core::task::TaskOutcome {
-            state: TaskState::Succeeded,
-            head: Some(head),
-            stat,
-            turns: turn_no,
-            reason: None,
-            log_tail: log.tail(),
-            retry: grove_core::task::Retry::Final,
-        }
+        grove_core::task::TaskOutcome { head: Some(head), stat, log_tail: log.tail(), ..succeeded(turn_no) }
     }
 }
 
-fn failed(reason: String, tail: String, turns: u32) -> grove_core::task::TaskOutcome {
-    grove_core::task::TaskOutcome {
-        state: TaskState::Failed,
-        head: None,
-        stat: DiffStat::default(),
-        turns,
-        reason: Some(reason),
-        log_tail: tail,
-        retry: grove_core::task::Retry::Final,
+/// `f` on a blocking thread; its error, or the thread's, as text.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
-fn transient(reason: String, tail: String, turns: u32) -> grove_core::task::TaskOutcome {
-    grove_core::task::TaskOutcome { retry: grove_core::task::Retry::Transient, ..failed(reason, tail, turns) }
-}
-
-/// Whether a cone-mode sparse checkout of `sparse` (`None`: everything) has `path`: the
-/// top-level files, the files directly in each folder leading to a cone folder, and everything
-/// under a cone folder. The checkout path's agent sees no other file.
 fn in_checkout(path: &str, sparse: Option<&[String]>) -> bool {
     let Some(dirs) = sparse else { return true };
     let Some((parent, _)) = path.rsplit_once('/') else { return true };
