@@ -34,21 +34,22 @@ pub struct KubeArgs {
     pub kube_max_pods: Option<u32>,
 }
 
-/// The config file: the one named, else `grove.toml` in the home when it exists.
-fn config_file(home: &Path, args: &KubeArgs) -> anyhow::Result<Option<PathBuf>> {
-    match &args.config {
+/// The config file: the one named (`--config`, `GROVE_CONFIG`), else `grove.toml` in the home
+/// when it exists.
+pub(crate) fn config_file(home: &Path, named: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    match named {
         Some(f) if !f.is_file() => {
             anyhow::bail!("{}: no such file (--config / GROVE_CONFIG names it)", f.display())
         }
-        Some(f) => Ok(Some(f.clone())),
-        None => Ok(Some(home.join("grove.toml")).filter(|f| f.is_file())),
+        Some(f) => Ok(Some(f.to_path_buf())),
+        None => Ok(Some(home.join(crate::secrets::CONFIG_FILE)).filter(|f| f.is_file())),
     }
 }
 
 /// The launcher's layers: file, then environment, then flags. `git_url` and `nats` are the
 /// coordinator's own, the defaults of what pods are told.
 pub fn layers(home: &Path, args: &KubeArgs, git_url: Option<&str>) -> anyhow::Result<Layers> {
-    let file = match config_file(home, args)? {
+    let file = match config_file(home, args.config.as_deref())? {
         Some(f) => Layers::read_file(&f)?,
         None => Default::default(),
     };

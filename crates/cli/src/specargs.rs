@@ -390,9 +390,11 @@ impl SpecArgs {
     }
 }
 
-/// `s` as given when it is a URL (`scheme://`, `user@host:path`) or absolute, else joined to
-/// `cwd`.
+/// `s` as given when it is a URL or absolute, else joined to `cwd`.
 fn absolute(cwd: &Path, s: &str) -> String {
-    let url = s.contains("://") || (s.contains(':') && s.contains('@') && !s.starts_with('/'));
-    if url || Path::new(s).is_absolute() { s.to_owned() } else { cwd.join(s).display().to_string() }
+    if grove_git::Source::is_url(s) || Path::new(s).is_absolute() {
+        s.to_owned()
+    } else {
+        cwd.join(s).display().to_string()
+    }
 }

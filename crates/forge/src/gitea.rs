@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::http::{Api, enc, query};
+use crate::http::{Api, enc, query, str_at};
 use crate::{Checks, Error, MergeOutcome, Pr, PrSpec, PrState, PrStatus, Run, missing, same_text};
 
 const DRAFT: &str = "WIP: ";
@@ -23,10 +23,6 @@ fn repo(project: &str) -> Result<(&str, &str), Error> {
 fn base(project: &str) -> Result<String, Error> {
     let (o, r) = repo(project)?;
     Ok(format!("/repos/{}/{}", enc(o), enc(r)))
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str)
 }
 
 fn is_draft_title(title: &str) -> bool {
@@ -245,15 +241,7 @@ pub async fn merge(api: &Api, project: &str, pr: &Pr, head_sha: Option<&str>) ->
         body["head_commit_id"] = json!(sha);
     }
     let reply = api.send(Method::POST, &path, Some(&body)).await?;
-    match reply.status.as_u16() {
-        200..=299 => {
-            tracing::info!(project, number = pr.number, "merged the pull request");
-            Ok(MergeOutcome { sha: None })
-        }
-        405 | 422 => Err(Error::NotMergeable { url: pr.url.clone(), message: reply.message() }),
-        409 => Err(Error::HeadMoved { url: pr.url.clone(), message: reply.message() }),
-        _ => Err(api.status_error(&Method::POST, &path, &reply)),
-    }
+    api.merged(&Method::POST, &path, &reply, pr, None)
 }
 
 #[cfg(test)]

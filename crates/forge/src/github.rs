@@ -7,7 +7,7 @@
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::http::{Api, enc, query};
+use crate::http::{Api, enc, query, str_at};
 use crate::{Checks, Error, MergeOutcome, Pr, PrSpec, PrState, PrStatus, Run, missing, same_text};
 
 fn repo(project: &str) -> Result<(&str, &str), Error> {
@@ -20,10 +20,6 @@ fn repo(project: &str) -> Result<(&str, &str), Error> {
 fn base(project: &str) -> Result<String, Error> {
     let (o, r) = repo(project)?;
     Ok(format!("/repos/{}/{}", enc(o), enc(r)))
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str)
 }
 
 fn names(v: &Value, list: &str, field: &str) -> Vec<String> {
@@ -240,13 +236,5 @@ pub async fn merge(api: &Api, project: &str, pr: &Pr, head_sha: Option<&str>) ->
         body["sha"] = json!(sha);
     }
     let reply = api.send(Method::PUT, &path, Some(&body)).await?;
-    match reply.status.as_u16() {
-        200..=299 => {
-            tracing::info!(project, number = pr.number, "merged the pull request");
-            Ok(MergeOutcome { sha: str_at(&reply.json(), &["sha"]).map(str::to_owned) })
-        }
-        405 | 422 => Err(Error::NotMergeable { url: pr.url.clone(), message: reply.message() }),
-        409 => Err(Error::HeadMoved { url: pr.url.clone(), message: reply.message() }),
-        _ => Err(api.status_error(&Method::PUT, &path, &reply)),
-    }
+    api.merged(&Method::PUT, &path, &reply, pr, Some("sha"))
 }

@@ -5,17 +5,13 @@
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::http::{Api, enc, query};
+use crate::http::{Api, enc, query, str_at};
 use crate::{Checks, Error, MergeOutcome, Pr, PrSpec, PrState, PrStatus, Run, missing, same_text};
 
 const DRAFT: &str = "Draft: ";
 
 fn base(project: &str) -> String {
     format!("/projects/{}", enc(project))
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str)
 }
 
 /// The title GitLab should have: `Draft: ` before it for a draft, no draft prefix else.
@@ -230,15 +226,7 @@ pub async fn merge(api: &Api, project: &str, pr: &Pr, head_sha: Option<&str>) ->
         None => json!({}),
     };
     let reply = api.send(Method::PUT, &path, Some(&body)).await?;
-    match reply.status.as_u16() {
-        200..=299 => {
-            tracing::info!(project, iid = pr.number, "merged the merge request");
-            Ok(MergeOutcome { sha: str_at(&reply.json(), &["merge_commit_sha"]).map(str::to_owned) })
-        }
-        405 | 406 | 422 => Err(Error::NotMergeable { url: pr.url.clone(), message: reply.message() }),
-        409 => Err(Error::HeadMoved { url: pr.url.clone(), message: reply.message() }),
-        _ => Err(api.status_error(&Method::PUT, &path, &reply)),
-    }
+    api.merged(&Method::PUT, &path, &reply, pr, Some("merge_commit_sha"))
 }
 
 #[cfg(test)]

@@ -60,6 +60,11 @@ impl Throttle {
     }
 }
 
+/// The string at `path` (object keys) in `v`.
+pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str)
+}
+
 /// An answer: its status, headers and body.
 #[derive(Debug)]
 pub struct Reply {
@@ -298,6 +303,29 @@ impl Api {
             return Ok(reply.json());
         }
         Err(self.status_error(&method, path, &reply))
+    }
+
+    /// A merge's answer, the same on every kind: merged (the merge commit read at `sha_at` in
+    /// the answer), not mergeable (405, 406, 422, with the host's message), or the head moved
+    /// (409).
+    pub fn merged(
+        &self,
+        method: &Method,
+        path: &str,
+        reply: &Reply,
+        pr: &crate::Pr,
+        sha_at: Option<&str>,
+    ) -> Result<crate::MergeOutcome, Error> {
+        match reply.status.as_u16() {
+            200..=299 => {
+                tracing::info!(url = pr.url, "merged");
+                let sha = sha_at.and_then(|k| str_at(&reply.json(), &[k]).map(str::to_owned));
+                Ok(crate::MergeOutcome { sha })
+            }
+            405 | 406 | 422 => Err(Error::NotMergeable { url: pr.url.clone(), message: reply.message() }),
+            409 => Err(Error::HeadMoved { url: pr.url.clone(), message: reply.message() }),
+            _ => Err(self.status_error(method, path, reply)),
+        }
     }
 
     pub fn status_error(&self, method: &Method, path: &str, reply: &Reply) -> Error {

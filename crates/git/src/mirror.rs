@@ -49,7 +49,7 @@ impl Source {
     /// Read a repository location as a person wrote it: a URL (`scheme://`, or scp-like
     /// `host:path`) or a path, relative to `cwd`, inside a git repository.
     pub fn parse(git: &Git, location: &str, cwd: &Path) -> Result<Source, GitError> {
-        if location.contains("://") || is_scp_like(location) {
+        if Source::is_url(location) {
             return Ok(Source::Url(location.to_owned()));
         }
         let path = cwd.join(location);
@@ -59,6 +59,12 @@ impl Source {
         let top = git.toplevel(&path)?;
         let top = top.canonicalize().map_err(|e| GitError::io(format!("resolving {}", top.display()), e))?;
         Ok(Source::Local(top))
+    }
+
+    /// Whether `location` is a URL git fetches from (`scheme://...` or scp-like
+    /// `user@host:path`), not a path.
+    pub fn is_url(location: &str) -> bool {
+        location.contains("://") || is_scp_like(location)
     }
 
     /// What git fetches from.

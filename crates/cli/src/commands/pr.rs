@@ -138,16 +138,9 @@ pub async fn cmd_pr(home: PathBuf, args: PrArgs) -> anyhow::Result<ExitCode> {
 
 /// The `[forge]` hosts of the config file (the one named, else the home's grove.toml).
 fn hosts(home: &Path, config: Option<&Path>) -> anyhow::Result<Hosts> {
-    let file = match config {
-        Some(f) => f.to_path_buf(),
-        None => home.join(crate::secrets::CONFIG_FILE),
-    };
-    match std::fs::read_to_string(&file) {
-        Ok(text) => Hosts::from_toml(&text)
-            .with_context(|| format!("reading the [forge] hosts of {}", file.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.is_none() => Ok(Hosts::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
-    }
+    let Some(file) = crate::launcher::config_file(home, config)? else { return Ok(Hosts::default()) };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    Hosts::from_toml(&text).with_context(|| format!("reading the [forge] hosts of {}", file.display()))
 }
 
 /// Where a repository's pull request goes: a local repository's remote as configured (not
