@@ -14,6 +14,9 @@
 //!    coordinator; published -> a worker took it (its first event); submit -> the agent runs.
 //! 3. Memory: one job of 10,000 tasks submitted to a pool no worker serves, so all 10,000 wait
 //!    in JetStream; the coordinator's peak RSS (VmHWM) once the last one is on the bus.
+//! 4. Git processes per task on the workers: the workers started again with `GIT_TRACE2_EVENT`
+//!    naming a folder, one job of `GROVE_BENCH_COUNTED` (default 100) tasks; every git
+//!    process writes a trace file there, counted by command.
 //!
 //! Run with `cargo bench -p grove-cli --bench fleet` (needs `nats-server` on PATH). Every
 //! process gets a hermetic environment (HOME and GROVE_HOME in the sandbox, no global git
@@ -90,6 +93,26 @@ impl Sandbox {
         let out = self.cmd("git", &self.dir.join("unused")).current_dir(dir).args(args).output()?;
         ensure!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
         Ok(())
+    }
+
+    /// `WORKERS` grove-worker processes on pool `local`; with `trace`, every git process they
+    /// start writes its trace2 events to a file of its own in that folder.
+    fn workers(&self, nats_url: &str, trace: Option<&Path>) -> Result<Vec<Proc>> {
+        let mut workers = Vec::new();
+        for w in 0..WORKERS {
+            let id = format!("w{w}");
+            let mut cmd =
+                self.cmd(env!("CARGO_BIN_EXE_grove-worker"), &self.dir.join(format!("worker-{id}")));
+            cmd.args(["--nats", nats_url, "--pool", "local", "--capacity", CAPACITY, "--id", &id])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Some(dir) = trace {
+                cmd.env("GIT_TRACE2_EVENT", dir);
+            }
+            workers.push(Proc(cmd.spawn().context("starting grove-worker")?));
+        }
+        Ok(workers)
     }
 
     /// A repository of `n` modules `dNNNNN/f.txt`, committed.
@@ -185,19 +208,7 @@ fn bench() -> Result<()> {
             .context("starting grove-coordinator")?,
     );
     wait_port(api_port, "grove-coordinator")?;
-    let mut workers = Vec::new();
-    for w in 0..WORKERS {
-        let id = format!("w{w}");
-        workers.push(Proc(
-            sb.cmd(env!("CARGO_BIN_EXE_grove-worker"), &sb.dir.join(format!("worker-{id}")))
-                .args(["--nats", &nats_url, "--pool", "local", "--capacity", CAPACITY, "--id", &id])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting grove-worker")?,
-        ));
-    }
+    let mut workers = sb.workers(&nats_url, None)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -312,6 +323,24 @@ fn bench() -> Result<()> {
     );
     ensure!(on_bus == QUEUED, "only {on_bus} of {QUEUED} tasks reached the bus");
 
+    // 4. Git processes per task on the worker side, counted with GIT_TRACE2: the same workers
+    // again, each git process they start writing its events to a file of its own.
+    drop(workers);
+    let traces = sb.dir.join("trace2");
+    std::fs::create_dir_all(&traces).context("making the trace folder")?;
+    workers = sb.workers(&nats_url, Some(&traces))?;
+    let counted: usize = env_number("GROVE_BENCH_COUNTED", 100)?;
+    let repo = sb.repo("counted", counted)?;
+    let (job, _) = sb.run(&repo, &api, &[], &stamps)?;
+    ensure!(count_merged(&job) == counted, "not every counted task merged:\n{job:#}");
+    let commands = git_commands(&traces)?;
+    let total: usize = commands.iter().map(|(_, n)| n).sum();
+    println!("\n4. git processes on the workers (GIT_TRACE2), one job of {counted} trivial worktree tasks");
+    println!("   {total} git processes: {:.1} per task (goal <= 6)", total as f64 / counted as f64);
+    for (name, n) in commands.iter().take(12) {
+        println!("   {:>9.2} per task  git {name}", *n as f64 / counted as f64);
+    }
+
     drop(workers);
     drop(coordinator);
     drop(nats);
@@ -342,6 +371,25 @@ async fn listen(url: &str, arrivals: Arrivals) -> Result<()> {
     // The client lives in the subscriptions' tasks.
     std::mem::forget(client);
     Ok(())
+}
+
+/// How many git processes wrote a trace into `dir`, by command (`git fetch`, `git
+/// upload-pack`...), most first. A process's command is its trace's `cmd_name` event.
+fn git_commands(dir: &Path) -> Result<Vec<(String, usize)>> {
+    let mut by: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).context("reading the trace folder")? {
+        let text = std::fs::read_to_string(entry?.path()).context("reading a trace")?;
+        let name = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "cmd_name")
+            .and_then(|e| e["name"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "(no command)".to_owned());
+        *by.entry(name).or_default() += 1;
+    }
+    let mut by: Vec<(String, usize)> = by.into_iter().collect();
+    by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(by)
 }
 
 fn count_merged(job: &serde_json::Value) -> usize {

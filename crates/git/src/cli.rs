@@ -302,7 +302,11 @@ impl Git {
     }
 
     /// The id a ref points at, or `None` when it does not exist.
+    /// A bare repository (a mirror) is read in process.
     pub fn ref_target(&self, repo: &Path, full_ref: &str) -> Result<Option<String>, GitError> {
+        if is_git_dir(repo) && full_ref.starts_with("refs/") {
+            return crate::refs::target(repo, full_ref);
+        }
         let out = self.run_allowing(repo, ["rev-parse", "--verify", "--quiet", full_ref], &[1])?;
         Ok((out.code == 0).then(|| out.stdout.trim().to_owned()))
     }
@@ -321,7 +325,8 @@ impl Git {
         Ok(out.stdout.split_whitespace().map(str::to_owned).collect())
     }
 
-    /// Set `full_ref` to `new` if it currently is `old` (`None`: it must not exist).
+    /// Set `full_ref` to `new` if it currently is `old` (`None`: it must not exist). In a bare
+    /// repository (a mirror) the ref moves in process.
     pub fn update_ref(
         &self,
         repo: &Path,
@@ -329,6 +334,19 @@ impl Git {
         new: &str,
         old: Option<&str>,
     ) -> Result<(), GitError> {
+        let id = |s: &str| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_git_dir(repo)
+            && full_ref.starts_with("refs/")
+            && id(new)
+            && old.is_none_or(|o| o.is_empty() || id(o))
+        {
+            // As for git, an empty (or all-zero) old value means the ref must not exist.
+            let expect = old
+                .filter(|o| !o.is_empty() && o.bytes().any(|b| b != b'0'))
+                .map_or(crate::refs::Expect::Absent, crate::refs::Expect::At);
+            let who = crate::worktree::Identity::default();
+            return crate::refs::set(repo, full_ref, new, expect, true, "grove", &who);
+        }
         self.run(repo, ["update-ref", "-m", "grove", full_ref, new, old.unwrap_or("")])?;
         Ok(())
     }
@@ -445,12 +463,35 @@ pub fn workspace_git_dir(top: &Path) -> Result<PathBuf, GitError> {
 /// (`git config --file F --list --no-includes`); the result is written beside it and renamed
 /// over it, so a symlink in its place is replaced, not followed. Returns the keys dropped
 /// (empty when the file was already as grove writes it). A missing file stays missing.
+///
+/// A file that is already a regular file in grove's layout with only allowed keys (what grove
+/// wrote last time, the common case) is recognised in process, without running git: its text
+/// must be exactly the layout's rendering of the entries read from it.
 pub fn sanitize_config(git: &Git, file: &Path, allowed: &[&str]) -> Result<Vec<String>, GitError> {
+    sanitize_config_entries(git, file, allowed).map(|(dropped, _)| dropped)
+}
+
+/// A config entry as grove keeps it: section, subsection, name (lower case, as `git config
+/// --list` names them) and value.
+pub(crate) type ConfigEntry = (String, Option<String>, String, String);
+
+/// [`sanitize_config`], also returning the entries the file keeps, in order.
+pub(crate) fn sanitize_config_entries(
+    git: &Git,
+    file: &Path,
+    allowed: &[&str],
+) -> Result<(Vec<String>, Vec<ConfigEntry>), GitError> {
     let meta = match std::fs::symlink_metadata(file) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(GitError::io(format!("reading {}", file.display()), e)),
     };
+    if meta.is_file() {
+        let text = std::fs::read(file).map_err(|e| GitError::io(format!("reading {}", file.display()), e))?;
+        if let Some(kept) = std::str::from_utf8(&text).ok().and_then(|t| in_grove_layout(t, allowed)) {
+            return Ok((Vec::new(), kept));
+        }
+    }
     let dir = file.parent().unwrap_or(Path::new("."));
     // Read by git itself (through a symlink too: its allowed values are kept, the link is not).
     let mut cmd = git.base(dir);
@@ -458,7 +499,7 @@ pub fn sanitize_config(git: &Git, file: &Path, allowed: &[&str]) -> Result<Vec<S
     let out = cmd.output().map_err(|source| GitError::Spawn { program: "git".into(), source })?;
     let unreadable = !out.status.success();
     let entries = if unreadable { String::new() } else { String::from_utf8_lossy(&out.stdout).into_owned() };
-    let mut kept: Vec<(String, Option<String>, String, String)> = Vec::new();
+    let mut kept: Vec<ConfigEntry> = Vec::new();
     let mut dropped = Vec::new();
     if unreadable {
         dropped.push(format!("(all of {}: not a config file git reads)", file.display()));
@@ -484,7 +525,7 @@ pub fn sanitize_config(git: &Git, file: &Path, allowed: &[&str]) -> Result<Vec<S
     if meta.is_file() {
         let now = std::fs::read(file).map_err(|e| GitError::io(format!("reading {}", file.display()), e))?;
         if now == text.as_bytes() {
-            return Ok(dropped);
+            return Ok((dropped, kept));
         }
     }
     // A name of this process and call: two processes putting one file back at once each
@@ -502,11 +543,73 @@ pub fn sanitize_config(git: &Git, file: &Path, allowed: &[&str]) -> Result<Vec<S
         let _ = std::fs::remove_file(&tmp);
         return Err(GitError::io(format!("replacing {}", file.display()), e));
     }
-    Ok(dropped)
+    Ok((dropped, kept))
+}
+
+/// The entries of `text` when it is exactly [`render_config`]'s rendering of them and every
+/// one is `allowed`; else `None` (git must read it). Strict: lower-case section and key names
+/// of letters, digits and `-`, every value quoted, nothing else on any line. Since `text` is
+/// then a rendering grove itself would write, git reads exactly these entries from it.
+fn in_grove_layout(text: &str, allowed: &[&str]) -> Option<Vec<ConfigEntry>> {
+    let plain = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    // A quoted string's contents, unescaped: `\"`, `\\` and (in values) `\t`.
+    let unquote = |q: &str, value: bool| -> Option<String> {
+        let inner = q.strip_prefix('"')?.strip_suffix('"')?;
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next()? {
+                    '"' => out.push('"'),
+                    '\\' => out.push('\\'),
+                    't' if value => out.push('\t'),
+                    _ => return None,
+                },
+                '"' => return None,
+                '\t' if value => return None,
+                c => out.push(c),
+            }
+        }
+        Some(out)
+    };
+    let mut entries = Vec::new();
+    let mut head: Option<(String, Option<String>)> = None;
+    for line in text.split_inclusive('\n') {
+        let line = line.strip_suffix('\n')?;
+        if let Some(kv) = line.strip_prefix('\t') {
+            let (section, sub) = head.clone()?;
+            let (name, value) = kv.split_once(" = ")?;
+            let value = unquote(value, true)?;
+            if !plain(name) || !name.starts_with(|c: char| c.is_ascii_lowercase()) || value.contains('\0') {
+                return None;
+            }
+            entries.push((section, sub, name.to_owned(), value));
+        } else {
+            let inside = line.strip_prefix('[')?.strip_suffix(']')?;
+            head = Some(match inside.split_once(' ') {
+                Some((section, sub)) => (section.to_owned(), Some(unquote(sub, false)?)),
+                None => (inside.to_owned(), None),
+            });
+            let (section, _) = head.as_ref()?;
+            if !plain(section) {
+                return None;
+            }
+        }
+    }
+    let allowed_entry = |(section, sub, name, _): &ConfigEntry| {
+        let pattern = match sub {
+            Some(_) => format!("{section}.*.{name}"),
+            None => format!("{section}.{name}"),
+        };
+        allowed.contains(&pattern.as_str())
+    };
+    (entries.iter().all(allowed_entry) && render_config(&entries) == text).then_some(entries)
 }
 
 /// A config file in grove's layout: sections in first-seen order, every value quoted.
-fn render_config(entries: &[(String, Option<String>, String, String)]) -> String {
+pub(crate) fn render_config(entries: &[ConfigEntry]) -> String {
     // Values: `\"`, `\\` and `\t` escaped; subsection names: only `\"` and `\\`.
     let quote = |v: &str, value: bool| {
         let mut q = String::with_capacity(v.len() + 2);
@@ -582,6 +685,56 @@ mod tests {
         assert!(out.contains("username=grove\n") && out.contains("password=first\n"), "{out}");
         std::fs::write(&file, "second\n").expect("rewritten in place");
         assert!(ask(&git).contains("password=second\n"));
+    }
+
+    /// The in-process reading of grove's own layout finds what git finds, and hands every
+    /// other file (git's own layout, an unknown key, a symlink, odd quoting) to git.
+    #[test]
+    fn grove_layout_is_read_as_git_reads_it() {
+        let git = Git::detect().expect("git");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let allowed = ["core.bare", "core.filemode", "remote.*.url", "extensions.worktreeconfig"];
+        let file = dir.path().join("config");
+        std::fs::write(
+            &file,
+            "[core]\n\tbare = true\n\tfileMode = false\n\thooksPath = /tmp/x\n[remote \"o \\\"q\\\"\"]\n\turl = a\\\\b\tc\n[extensions]\n\tworktreeConfig\n",
+        )
+        .expect("write");
+        // The first time git reads it and grove rewrites it in its layout.
+        let (dropped, kept) = sanitize_config_entries(&git, &file, &allowed).expect("sanitize");
+        assert_eq!(dropped, ["core.hookspath"]);
+        let text = std::fs::read_to_string(&file).expect("read");
+        let entries = in_grove_layout(&text, &allowed).expect("grove's layout now");
+        assert_eq!(entries, kept);
+        let listed = git
+            .run(dir.path(), ["config", "--no-includes", "--list", "-z", "--file", "config"])
+            .expect("list")
+            .stdout;
+        let by_git: Vec<String> = nul_fields(&listed).map(str::to_owned).collect();
+        let ours: Vec<String> = entries
+            .iter()
+            .map(|(s, sub, n, v)| match sub {
+                Some(sub) => format!("{s}.{sub}.{n}\n{v}"),
+                None => format!("{s}.{n}\n{v}"),
+            })
+            .collect();
+        assert_eq!(ours, by_git, "{text}");
+        // Nothing more to do, and no git needed to know it.
+        let (dropped, again) = sanitize_config_entries(&git, &file, &allowed).expect("again");
+        assert!(dropped.is_empty());
+        assert_eq!(again, kept);
+        for other in [
+            "[core]\n\tbare = true\n",
+            "[core]\n\thookspath = \"x\"\n",
+            "[Core]\n\tbare = \"true\"\n",
+            "[core]\n\tbare = \"true\" ; comment\n",
+            "[core]\n\tbare = \"tr\\ue\"\n",
+            "[core]\n\tbare = \"true\"",
+            "[core]\n\tbare = \"true\"\n[include]\n\tpath = \"x\"\n",
+            "\tbare = \"true\"\n",
+        ] {
+            assert_eq!(in_grove_layout(other, &allowed), None, "{other:?}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod merge;
 pub mod mirror;
+pub mod refs;
 pub mod rewrite;
 pub mod sideref;
 pub mod snapshot;
@@ -33,9 +34,11 @@ pub use mirror::{Mirror, Source};
 pub use tree::CommitTree;
 
 /// Open a repository with gix, reading only its own config: not the system's, the user's or
-/// the environment's, and no `include.path`.
+/// the environment's, and no `include.path`. A `path` that is itself a git dir (a bare mirror,
+/// a workspace's `.git`) is opened as it is: a `.git` planted inside it is never followed.
 pub fn open_gix(path: &std::path::Path) -> Result<gix::ThreadSafeRepository, gix::Error> {
-    gix::ThreadSafeRepository::open_opts(path, gix::open::Options::isolated())
+    let options = gix::open::Options::isolated().open_path_as_is(cli::is_git_dir(path));
+    gix::ThreadSafeRepository::open_opts(path, options)
 }
 
 /// A full object id in hex.

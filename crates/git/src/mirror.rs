@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Git, GitError, sanitize_config};
+use crate::cli::{Git, GitError, sanitize_config_entries};
 
 /// The config keys a mirror may have: format and layout, what clones of it may ask for, git's
 /// gc thresholds, and limits that only make it refuse more of what is pushed to it. Nothing
@@ -182,12 +182,27 @@ impl Mirror {
             }
             Err(_) => {}
         }
+        let mut kept = Vec::new();
         for file in ["config", "config.worktree"] {
-            for key in sanitize_config(git, &path.join(file), &MIRROR_KEYS)? {
+            let (dropped, entries) = sanitize_config_entries(git, &path.join(file), &MIRROR_KEYS)?;
+            for key in dropped {
                 changed.push(format!("dropped {key} from {file}"));
             }
+            kept.push(entries);
         }
-        Mirror { path: path.to_path_buf() }.enable_worktree_config(git)?;
+        // What `git config --file F --get KEY` prints: the last value.
+        let value = |entries: &[crate::cli::ConfigEntry], section: &str, name: &str| {
+            entries
+                .iter()
+                .rev()
+                .find(|(s, sub, n, _)| s == section && sub.is_none() && n == name)
+                .map(|e| e.3.clone())
+        };
+        let enabled = value(&kept[0], "extensions", "worktreeconfig").as_deref() == Some("true")
+            && value(&kept[1], "core", "bare").as_deref() == Some("true");
+        if !enabled {
+            Mirror { path: path.to_path_buf() }.enable_worktree_config(git)?;
+        }
         if !changed.is_empty() {
             tracing::warn!(mirror = %path.display(), ?changed, "the mirror was changed behind grove's back; put back");
         }
@@ -198,17 +213,8 @@ impl Mirror {
     /// `sparse-checkout`, moving `core.bare` out of the shared config, and a worktree made
     /// at that moment by another task reads a half-moved config ("must be run in a work
     /// tree"). So do the same move once, before any worktree exists.
+    /// [`Mirror::protect`] calls it when the sanitized config does not have it yet.
     fn enable_worktree_config(&self, git: &Git) -> Result<(), GitError> {
-        let file = |f: &str| self.path.join(f).into_os_string();
-        let get = |f: &str, key: &str| -> Result<String, GitError> {
-            let args = ["config".into(), "--file".into(), file(f), "--get".into(), key.into()];
-            Ok(git.run_allowing(&self.path, args, &[1])?.stdout.trim().to_owned())
-        };
-        if get("config", "extensions.worktreeConfig")? == "true"
-            && get("config.worktree", "core.bare")? == "true"
-        {
-            return Ok(());
-        }
         let per_worktree = self.path.join("config.worktree");
         git.run(
             &self.path,

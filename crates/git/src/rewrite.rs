@@ -73,10 +73,7 @@ pub fn rewrite_files(
     if new_tree == tree.id {
         return Ok(done);
     }
-    let mut message = message.to_owned();
-    if !message.ends_with('\n') {
-        message.push('\n');
-    }
+    let message = commit_message(message);
     let commit = gix::objs::Commit {
         tree: new_tree,
         parents: vec![start_id].into(),
@@ -195,8 +192,30 @@ pub fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>, GitError>
 /// The signature `git commit -c user.name=… -c user.email=…` would use for `role` (`AUTHOR`
 /// or `COMMITTER`): `GIT_<ROLE>_NAME`, `_EMAIL` and `_DATE` from the environment when set,
 /// else `who` now.
-fn signature(who: &Identity, role: &str) -> gix::actor::Signature {
+pub(crate) fn signature(who: &Identity, role: &str) -> gix::actor::Signature {
     signature_from(who, role, &|name| std::env::var(name).ok())
+}
+
+/// A commit message as `git commit -m` stores it (its default `--cleanup=whitespace`): every
+/// line's trailing whitespace removed, leading and trailing empty lines dropped, runs of empty
+/// lines made one, a newline at the end.
+pub(crate) fn commit_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 1);
+    let mut empty_run = false;
+    for line in message.lines() {
+        let line = line.trim_end_matches([' ', '\t', '\r', '\x0b', '\x0c']);
+        if line.is_empty() {
+            empty_run = !out.is_empty();
+            continue;
+        }
+        if empty_run {
+            out.push('\n');
+            empty_run = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// [`signature`] with the environment's variables read through `env`.

@@ -86,23 +86,115 @@ pub fn protect(git: &Git, top: &Path) -> Result<Vec<String>, GitError> {
     Ok(changed)
 }
 
-/// A new, empty repository at `path` (no template: no sample hooks) that borrows the objects of
-/// `mirror`.
-fn init_borrowing(git: &Git, mirror: &Path, path: &Path) -> Result<Repo, GitError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| GitError::io(format!("creating {}", parent.display()), e))?;
-    let args: [&std::ffi::OsStr; 4] =
-        ["init".as_ref(), "--quiet".as_ref(), "--template=".as_ref(), path.as_os_str()];
-    git.run(parent, args)?;
-    let objects = git.run(mirror, ["rev-parse", "--path-format=absolute", "--git-path", "objects"])?;
-    let objects = PathBuf::from(objects.stdout.trim_end_matches('\n'));
-    let info = path.join(".git").join("objects").join("info");
-    std::fs::create_dir_all(&info).map_err(|e| GitError::io(format!("creating {}", info.display()), e))?;
+/// A new, empty repository at `path` that borrows the objects of `mirror`, written in process
+/// in the shape `git init --template=` gives it (no sample hooks, nothing grove did not
+/// write): `HEAD` on `branch` (unborn), the config in grove's layout (with `extra` entries,
+/// such as a sparse checkout's), `objects/info/alternates` naming the mirror's objects, empty
+/// `refs/heads` and `refs/tags`. Like git, it records a file system that cannot make symlinks
+/// (`core.symlinks = false`) or tells no case (`core.ignorecase = true`).
+fn init_borrowing(
+    git: &Git,
+    mirror: &Path,
+    path: &Path,
+    branch: &str,
+    extra: &[(&str, &str)],
+) -> Result<Repo, GitError> {
+    let io = |what: String| move |e: std::io::Error| GitError::io(what, e);
+    let objects = objects_dir(git, mirror)?;
+    let git_dir = path.join(".git");
+    for dir in ["objects/info", "objects/pack", "refs/heads", "refs/tags", "info"] {
+        let d = git_dir.join(dir);
+        std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
+    }
     let mut line = objects.into_os_string().into_encoded_bytes();
     line.push(b'\n');
-    std::fs::write(info.join("alternates"), line)
-        .map_err(|e| GitError::io(format!("writing {}", info.display()), e))?;
+    let alternates = git_dir.join("objects/info/alternates");
+    std::fs::write(&alternates, line).map_err(io(format!("writing {}", alternates.display())))?;
+    let head = git_dir.join("HEAD");
+    std::fs::write(&head, format!("ref: refs/heads/{branch}\n"))
+        .map_err(io(format!("writing {}", head.display())))?;
+    let mut core: Vec<(&str, &str)> = vec![
+        ("repositoryformatversion", "0"),
+        ("filemode", "true"),
+        ("bare", "false"),
+        ("logallrefupdates", "true"),
+    ];
+    // git init's probes of the file system.
+    let probe = git_dir.join("grove-symlink-probe");
+    if std::os::unix::fs::symlink("target", &probe).is_err() {
+        core.push(("symlinks", "false"));
+    }
+    let _ = std::fs::remove_file(&probe);
+    if std::fs::symlink_metadata(git_dir.join("hEaD")).is_ok() {
+        core.push(("ignorecase", "true"));
+    }
+    let entries: Vec<crate::cli::ConfigEntry> = core
+        .iter()
+        .map(|(k, v)| ("core", *k, *v))
+        .chain(extra.iter().map(|(k, v)| {
+            let (section, name) = k.split_once('.').unwrap_or(("core", k));
+            (section, name, *v)
+        }))
+        .map(|(section, name, value)| (section.to_owned(), None, name.to_owned(), value.to_owned()))
+        .collect();
+    let config = git_dir.join("config");
+    std::fs::write(&config, crate::cli::render_config(&entries))
+        .map_err(io(format!("writing {}", config.display())))?;
     Ok(Repo::Workspace(path.to_path_buf()))
+}
+
+/// The absolute path of the object folder of `repo`: a bare mirror's `objects` (read without
+/// a git process), else where git says it is.
+fn objects_dir(git: &Git, repo: &Path) -> Result<PathBuf, GitError> {
+    if crate::cli::is_git_dir(repo) {
+        return std::path::absolute(repo.join("objects"))
+            .map_err(|e| GitError::io(format!("resolving {}", repo.display()), e));
+    }
+    let objects = git.run(repo, ["rev-parse", "--path-format=absolute", "--git-path", "objects"])?;
+    Ok(PathBuf::from(objects.stdout.trim_end_matches('\n')))
+}
+
+/// The `info/sparse-checkout` file `git sparse-checkout set --cone -- DIRS` writes: the
+/// top-level files, each folder's parents (their files only), each folder whole. `None` for a
+/// folder name git would escape or that is not a plain relative path (git then writes it).
+fn cone_patterns(dirs: &[String]) -> Option<String> {
+    let plain = |d: &str| {
+        !d.is_empty()
+            && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/@+".contains(&b))
+            && d.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+    };
+    let mut set: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for d in dirs {
+        let d = d.trim_end_matches('/');
+        if !plain(d) {
+            return None;
+        }
+        set.insert(d);
+    }
+    // A folder inside another one of the set adds nothing.
+    let whole: Vec<&str> = set
+        .iter()
+        .copied()
+        .filter(|d| {
+            !set.iter().any(|o| d.len() > o.len() && d.starts_with(o) && d.as_bytes()[o.len()] == b'/')
+        })
+        .collect();
+    let mut parents: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for d in &whole {
+        let mut at = *d;
+        while let Some((p, _)) = at.rsplit_once('/') {
+            parents.insert(p);
+            at = p;
+        }
+    }
+    let mut out = String::from("/*\n!/*/\n");
+    for p in parents.iter().filter(|p| !whole.contains(p)) {
+        out.push_str(&format!("/{p}/\n!/{p}/*/\n"));
+    }
+    for d in &whole {
+        out.push_str(&format!("/{d}/\n"));
+    }
+    Some(out)
 }
 
 /// Make the workspace of `branch` at `path` from `mirror`: a repository of its own borrowing
@@ -110,6 +202,9 @@ fn init_borrowing(git: &Git, mirror: &Path, path: &Path) -> Result<Repo, GitErro
 /// attempt's checkpoints), else on a new branch at `base`, which is also made in the mirror.
 /// `sparse`: folders for a cone-mode sparse checkout (top-level files are always there);
 /// `None` checks out everything. The checkpoints reach the mirror through [`push_branch`].
+///
+/// One git process: the checkout. The repository, its refs and its sparse-checkout patterns
+/// are written in process, as git would write them.
 pub fn add(
     git: &Git,
     mirror: &Path,
@@ -131,24 +226,34 @@ pub fn add(
             (Checkout::Fresh, base.to_owned())
         }
     };
-    let ws = init_borrowing(git, mirror, path)?;
-    git.run_in(&ws, ["update-ref", "-m", "grove", &full, &start])?;
+    let patterns = sparse.map(cone_patterns);
+    let extra: &[(&str, &str)] = match patterns {
+        Some(Some(_)) => &[("core.sparsecheckout", "true"), ("core.sparsecheckoutcone", "true")],
+        _ => &[],
+    };
+    let ws = init_borrowing(git, mirror, path, branch, extra)?;
+    let git_dir = path.join(".git");
+    let who = Identity::default();
+    let absent = crate::refs::Expect::Absent;
+    crate::refs::set(&git_dir, &full, &start, absent, false, "grove", &who)?;
     // What the mirror has, for `push_branch` to tell whether there is anything to push.
-    git.run_in(&ws, ["update-ref", "-m", "grove", &format!("refs/remotes/origin/{branch}"), &start])?;
-    git.run_in(&ws, ["symbolic-ref", "HEAD", &full])?;
-    checkout(git, &ws, sparse)?;
-    Ok(how)
-}
-
-/// Check out HEAD into the empty workspace, sparse to `sparse`.
-fn checkout(git: &Git, ws: &Repo, sparse: Option<&[String]>) -> Result<(), GitError> {
-    if let Some(dirs) = sparse {
-        let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
-        args.extend(dirs.iter().map(String::as_str));
-        git.run_in(ws, args)?;
+    let tracking = format!("refs/remotes/origin/{branch}");
+    crate::refs::set(&git_dir, &tracking, &start, absent, false, "grove", &who)?;
+    match (sparse, patterns) {
+        (Some(_), Some(Some(text))) => {
+            let file = git_dir.join("info/sparse-checkout");
+            std::fs::write(&file, text)
+                .map_err(|e| GitError::io(format!("writing {}", file.display()), e))?;
+        }
+        (Some(dirs), _) => {
+            let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
+            args.extend(dirs.iter().map(String::as_str));
+            git.run_in(&ws, args)?;
+        }
+        (None, _) => {}
     }
-    git.run_in(ws, ["checkout", "--quiet"])?;
-    Ok(())
+    git.run_in(&ws, ["checkout", "--quiet"])?;
+    Ok(how)
 }
 
 /// Make a workspace on a machine without the mirror: a shallow, partial, sparse clone of
@@ -221,8 +326,16 @@ pub fn clone_sparse(
 pub fn push_branch(git: &Git, path: &Path, remote: &str, branch: &str) -> Result<(), GitError> {
     protect(git, path)?;
     let ws = Repo::Workspace(path.to_path_buf());
+    let git_dir = workspace_git_dir(path)?;
     let full = format!("refs/heads/{branch}");
-    let tip = git.run_in(&ws, ["rev-parse", "--verify", &full])?.stdout.trim().to_owned();
+    let Some(tip) = crate::refs::target(&git_dir, &full)? else {
+        return Err(GitError::Failed {
+            args: format!("rev-parse --verify {full}"),
+            dir: path.display().to_string(),
+            code: 128,
+            stderr: format!("the workspace has no branch {full}"),
+        });
+    };
     if pushed_tip(git, path, branch)?.as_deref() == Some(tip.as_str()) {
         return Ok(());
     }
@@ -230,7 +343,10 @@ pub fn push_branch(git: &Git, path: &Path, remote: &str, branch: &str) -> Result
     // repository): name them again there.
     let hardened = crate::cli::hardening_args();
     let mirror = Path::new(remote);
-    if crate::cli::is_git_dir(mirror) {
+    if crate::cli::is_git_dir(mirror) && borrows_from(&git_dir, mirror) {
+        // The workspace reads the mirror's objects: what it made is copied over in process.
+        publish_into(&git_dir, mirror, &full, &tip)?;
+    } else if crate::cli::is_git_dir(mirror) {
         let top = std::path::absolute(path)
             .map_err(|e| GitError::io(format!("resolving {}", path.display()), e))?;
         let upload = format!("--upload-pack=git {hardened} upload-pack");
@@ -261,16 +377,23 @@ pub fn push_branch(git: &Git, path: &Path, remote: &str, branch: &str) -> Result
         git.run_in(&ws, ["push", "--quiet", "--no-verify", "--porcelain", &receive, "--", remote, &spec])?;
     }
     let tracking = format!("refs/remotes/origin/{branch}");
-    git.run_in(&ws, ["update-ref", "-m", "grove: pushed", &tracking, &tip])?;
+    let old = pushed_tip(git, path, branch)?;
+    let expect = old.as_deref().map_or(crate::refs::Expect::Absent, crate::refs::Expect::At);
+    crate::refs::set(&git_dir, &tracking, &tip, expect, false, "grove: pushed", &Identity::default())?;
     Ok(())
 }
 
+/// Whether the repository whose git dir is `git_dir` borrows the objects of `mirror` (its
+/// alternates name the mirror's object folder): a workspace [`add`] made.
+fn borrows_from(git_dir: &Path, mirror: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(git_dir.join("objects/info/alternates")) else { return false };
+    let Ok(objects) = std::path::absolute(mirror.join("objects")) else { return false };
+    text.lines().any(|l| Path::new(l) == objects)
+}
+
 /// What the remote last accepted of the workspace's `branch` (see [`push_branch`]).
-pub fn pushed_tip(git: &Git, path: &Path, branch: &str) -> Result<Option<String>, GitError> {
-    let ws = Repo::Workspace(path.to_path_buf());
-    let tracking = format!("refs/remotes/origin/{branch}");
-    let out = git.run_in_allowing(&ws, ["rev-parse", "--verify", "--quiet", &tracking], &[1])?;
-    Ok((out.code == 0).then(|| out.stdout.trim().to_owned()))
+pub fn pushed_tip(_git: &Git, path: &Path, branch: &str) -> Result<Option<String>, GitError> {
+    crate::refs::target(&workspace_git_dir(path)?, &format!("refs/remotes/origin/{branch}"))
 }
 
 /// Remove a workspace grove made (its files, uncommitted changes included). The branch stays.
@@ -309,7 +432,7 @@ pub fn detached_at(git: &Git, mirror: &Path, path: &Path, commit: &str) -> Resul
     if std::fs::symlink_metadata(path).is_ok() {
         remove(git, mirror, path)?;
     }
-    let ws = init_borrowing(git, mirror, path)?;
+    let ws = init_borrowing(git, mirror, path, "main", &[])?;
     git.run_in(&ws, ["checkout", "--quiet", "--detach", commit])?;
     Ok(())
 }
@@ -512,6 +635,15 @@ pub fn checkpoint(
             git.run_in(&ws, args)?;
         }
     }
+    let git_dir = workspace_git_dir(worktree)?;
+    if let Some(head) = crate::refs::target(&git_dir, "HEAD")? {
+        // The staged tree against HEAD's; the commit and the ref move in process, as `git
+        // commit` would make them.
+        let tree = git.run_in(&ws, ["write-tree"])?.stdout.trim().to_owned();
+        done.commit = commit_tree(&git_dir, &head, &tree, message, who)?;
+        return Ok(done);
+    }
+    // An unborn branch (the agent made an orphan): git commits it.
     let staged =
         git.run_in_allowing(&ws, ["diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv"], &[1])?;
     if staged.code == 0 {
@@ -528,6 +660,139 @@ pub fn checkpoint(
     let head = git.run_in(&ws, ["rev-parse", "HEAD"])?;
     done.commit = Some(head.stdout.trim().to_owned());
     Ok(done)
+}
+
+/// Commit `tree` on top of `head` in the repository whose git dir is `git_dir`, as `git commit
+/// -m MESSAGE` by `who` would (the environment's `GIT_AUTHOR_*`/`GIT_COMMITTER_*` win), and
+/// move HEAD (the branch it is on) there by compare-and-swap, with git's reflog message.
+/// `None` when `tree` is `head`'s own: nothing to commit.
+fn commit_tree(
+    git_dir: &Path,
+    head: &str,
+    tree: &str,
+    message: &str,
+    who: &Identity,
+) -> Result<Option<String>, GitError> {
+    let what = || format!("committing in {}", git_dir.display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+    let r = crate::open_gix(git_dir).map(gix::Repository::from).map_err(|e| read(&e))?;
+    let head_id = gix::ObjectId::from_hex(head.as_bytes()).map_err(|e| read(&e))?;
+    let tree_id = gix::ObjectId::from_hex(tree.as_bytes()).map_err(|e| read(&e))?;
+    if r.find_commit(head_id).map_err(|e| read(&e))?.tree_id().map_err(|e| read(&e))? == tree_id {
+        return Ok(None);
+    }
+    let message = crate::rewrite::commit_message(message);
+    let subject = message.lines().next().unwrap_or("").to_owned();
+    let commit = gix::objs::Commit {
+        tree: tree_id,
+        parents: vec![head_id].into(),
+        author: crate::rewrite::signature(who, "AUTHOR"),
+        committer: crate::rewrite::signature(who, "COMMITTER"),
+        encoding: None,
+        message: message.into(),
+        extra_headers: Vec::new(),
+    };
+    let id = r.write_object(&commit).map_err(|e| read(&e))?.detach().to_hex().to_string();
+    let log = format!("commit: {subject}");
+    crate::refs::set(git_dir, "HEAD", &id, crate::refs::Expect::At(head), true, &log, who)?;
+    Ok(Some(id))
+}
+
+/// The commit the workspace at `top` is on (HEAD), read in process; `None` on an unborn branch.
+pub fn head(top: &Path) -> Result<Option<String>, GitError> {
+    crate::refs::target(&workspace_git_dir(top)?, "HEAD")
+}
+
+/// Copy into `to` every object reachable from `tip` in `from` that `to` lacks, each after the
+/// objects it refers to (so an object `to` has always has everything below it), stopping at
+/// objects `to` has. Submodule commits are not followed. Returns how many were copied.
+fn copy_missing(from: &gix::Repository, to: &gix::Repository, tip: gix::ObjectId) -> Result<usize, String> {
+    use gix::objs::Write as _;
+    let copy = |id: gix::ObjectId| -> Result<(), String> {
+        let o = from.find_object(id).map_err(|e| format!("reading {id}: {e}"))?;
+        let written = to.objects.write_buf(o.kind, &o.data).map_err(|e| format!("writing {id}: {e}"))?;
+        if written != id {
+            return Err(format!("object {id} reads as {written}"));
+        }
+        Ok(())
+    };
+    // The commits `to` lacks, newest first.
+    let mut commits = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![tip];
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) || to.has_object(c) {
+            continue;
+        }
+        let commit = from.find_commit(c).map_err(|e| format!("reading commit {c}: {e}"))?;
+        stack.extend(commit.parent_ids().map(|p| p.detach()));
+        commits.push((c, commit.tree_id().map_err(|e| format!("reading commit {c}: {e}"))?.detach()));
+    }
+    let mut copied = 0;
+    // Trees, post-order: (tree, whether its entries were queued).
+    for (commit, tree) in commits.iter().rev() {
+        let mut stack = vec![(*tree, false)];
+        while let Some((t, expanded)) = stack.pop() {
+            if expanded {
+                if !to.has_object(t) {
+                    copy(t)?;
+                    copied += 1;
+                }
+                continue;
+            }
+            if !seen.insert(t) || to.has_object(t) {
+                continue;
+            }
+            stack.push((t, true));
+            let tree = from.find_tree(t).map_err(|e| format!("reading tree {t}: {e}"))?;
+            for entry in tree.iter() {
+                let entry = entry.map_err(|e| format!("reading tree {t}: {e}"))?;
+                let id = entry.object_id();
+                match entry.mode().kind() {
+                    gix::objs::tree::EntryKind::Tree => stack.push((id, false)),
+                    gix::objs::tree::EntryKind::Commit => {}
+                    _ => {
+                        if seen.insert(id) && !to.has_object(id) {
+                            copy(id)?;
+                            copied += 1;
+                        }
+                    }
+                }
+            }
+        }
+        copy(*commit)?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// Publish the workspace's new commits into the mirror in process: the objects the mirror
+/// lacks are copied, then its branch moves to `tip` by compare-and-swap, only as a fast-forward
+/// (as the fetch without `+` that [`push_branch`] would run refuses anything else).
+fn publish_into(git_dir: &Path, mirror: &Path, full: &str, tip: &str) -> Result<(), GitError> {
+    let what = || format!("publishing {full} into {}", mirror.display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+    let from = crate::open_gix(git_dir).map(gix::Repository::from).map_err(|e| read(&e))?;
+    let to = crate::open_gix(mirror).map(gix::Repository::from).map_err(|e| read(&e))?;
+    let tip_id = gix::ObjectId::from_hex(tip.as_bytes()).map_err(|e| read(&e))?;
+    copy_missing(&from, &to, tip_id).map_err(|e| read(&e))?;
+    let old = crate::refs::target(mirror, full)?;
+    if let Some(old) = &old {
+        let old_id = gix::ObjectId::from_hex(old.as_bytes()).map_err(|e| read(&e))?;
+        let base = to.merge_base(old_id, tip_id).ok().flatten().map(gix::Id::detach);
+        if base != Some(old_id) {
+            return Err(GitError::Failed {
+                args: format!("fetch {full} into {}", mirror.display()),
+                dir: git_dir.display().to_string(),
+                code: 1,
+                stderr: format!(
+                    "! [rejected] {full} (non-fast-forward: the mirror's is at {old}, not an ancestor of {tip})"
+                ),
+            });
+        }
+    }
+    let expect = old.as_deref().map_or(crate::refs::Expect::Absent, crate::refs::Expect::At);
+    crate::refs::set(mirror, full, tip, expect, false, "grove", &Identity::default())
 }
 
 /// The git-ignored files of a repository's working tree (not folders), repository-relative.
@@ -590,6 +855,122 @@ mod tests {
         let how = clone_sparse(&git, &url, &wt, "grove/j/a", &newer, Some(&["a".to_owned()])).expect("redo");
         assert_eq!(how, Checkout::Fresh);
         assert_eq!(git.resolve_commit(&wt, "HEAD").expect("head"), newer);
+    }
+
+    /// The sparse-checkout patterns grove writes are the file `git sparse-checkout set
+    /// --cone` writes for the same folders.
+    #[test]
+    fn cone_patterns_are_gits() {
+        let git = Git::detect().expect("git");
+        let d = tempfile::tempdir().expect("tmp");
+        let sets: [&[&str]; 6] = [
+            &[],
+            &["a"],
+            &["a/x", "b"],
+            &["z/q/r", "b", "z/q/s", "z/p"],
+            &["a", "a/x", "c.d/e_f", "@x/+y"],
+            &["b/", "a/b/c"],
+        ];
+        for (i, dirs) in sets.iter().enumerate() {
+            let dirs: Vec<String> = dirs.iter().map(|d| (*d).to_owned()).collect();
+            let repo = d.path().join(format!("r{i}"));
+            git.run(d.path(), ["init", "--quiet", repo.to_str().expect("utf8")]).expect("init");
+            let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
+            args.extend(dirs.iter().map(String::as_str));
+            git.run(&repo, args).expect("sparse-checkout");
+            let by_git = std::fs::read_to_string(repo.join(".git/info/sparse-checkout")).expect("read");
+            assert_eq!(cone_patterns(&dirs).as_deref(), Some(by_git.as_str()), "{dirs:?}");
+        }
+        for odd in ["a b", "a/*", "../a", "a//b", "./a", "[x]"] {
+            assert_eq!(cone_patterns(&[odd.to_owned()]), None, "{odd}");
+        }
+    }
+
+    /// A checkpoint is the commit `git commit -m` makes of the same staged tree: same tree,
+    /// parent, message (cleaned up as git does), author and committer, and the same reflog
+    /// line. Made by the one `git add --all` and `git write-tree`.
+    #[test]
+    fn a_checkpoint_is_the_commit_git_would_make() {
+        let git = Git::detect().expect("git");
+        let (dir, src) = repo_with(&[("a/f.rs", "1\n"), ("b/g.rs", "2\n")]);
+        let mirror = dir.path().join("m.git");
+        git.run(dir.path(), ["clone", "--quiet", "--bare", src.to_str().expect("utf8"), "m.git"])
+            .expect("clone");
+        let base = git.resolve_commit(&mirror, "HEAD").expect("head");
+        let ours = dir.path().join("ours");
+        let theirs = dir.path().join("theirs");
+        add(&git, &mirror, &ours, "grove/j/a", &base, Some(&["a".to_owned()])).expect("add");
+        add(&git, &mirror, &theirs, "grove/j/b", &base, Some(&["a".to_owned()])).expect("add");
+        let message = "grove: j a turn 1  \n\n\n\nGrove-Job: j\t\nGrove-Task: a\n\n";
+        for ws in [&ours, &theirs] {
+            std::fs::write(ws.join("a/f.rs"), "changed\n").expect("write");
+            std::fs::write(ws.join("a/new.rs"), "new\n").expect("write");
+        }
+        let who = Identity { name: "Grove Test".into(), email: "t@example.invalid".into() };
+        let c = commit_all(&git, &ours, message, &who).expect("checkpoint").expect("a commit");
+        let theirs_repo = Repo::Workspace(theirs.clone());
+        git.run_in(&theirs_repo, ["add", "--all"]).expect("add");
+        git.run_in(
+            &theirs_repo,
+            [
+                "-c",
+                "user.name=Grove Test",
+                "-c",
+                "user.email=t@example.invalid",
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "--no-gpg-sign",
+                "-m",
+                message,
+            ],
+        )
+        .expect("git commit");
+        let by_git = git.run_in(&theirs_repo, ["rev-parse", "HEAD"]).expect("head").stdout.trim().to_owned();
+        // The commits' text, but for the seconds they were made at.
+        let show = |ws: &Path, rev: &str| {
+            let text = git.run(ws, ["cat-file", "commit", rev]).expect("cat-file").stdout;
+            text.lines()
+                .map(|l| match l.split_once("> ") {
+                    Some((who, _)) if l.starts_with("author ") || l.starts_with("committer ") => {
+                        format!("{who}>")
+                    }
+                    _ => l.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(show(&ours, &c), show(&theirs, &by_git));
+        let reflog = |ws: &Path| {
+            git.run(ws, ["reflog", "show", "--format=%gs", "grove/j/a"]).map(|o| o.stdout).unwrap_or_default()
+        };
+        assert_eq!(reflog(&ours).lines().next(), Some("commit: grove: j a turn 1"));
+        assert_eq!(head(&ours).expect("head"), Some(c.clone()));
+        assert_eq!(
+            git.run(&ours, ["status", "--porcelain"]).expect("status").stdout,
+            "",
+            "index and tree agree"
+        );
+        // Nothing new: no commit.
+        assert_eq!(commit_all(&git, &ours, "again", &who).expect("checkpoint"), None);
+        // Published in process: the mirror has the objects and the branch, fast-forward only.
+        push_branch(&git, &ours, &mirror.display().to_string(), "grove/j/a").expect("push");
+        assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c.clone()));
+        git.run(&mirror, ["fsck", "--no-progress", "--connectivity-only"]).expect("the mirror stays whole");
+        git.run(&mirror, ["cat-file", "-e", &format!("{c}:a/new.rs")]).expect("the new blob is there");
+        // The mirror's branch moved elsewhere (not an ancestor): the push is refused, nothing moves.
+        let other = git
+            .run(&mirror, ["commit-tree", "-p", &base, "-m", "elsewhere", &format!("{base}^{{tree}}")])
+            .expect("commit-tree")
+            .stdout
+            .trim()
+            .to_owned();
+        git.update_ref(&mirror, "refs/heads/grove/j/a", &other, Some(&c)).expect("move");
+        std::fs::write(ours.join("a/f.rs"), "again\n").expect("write");
+        commit_all(&git, &ours, "turn 2", &who).expect("checkpoint").expect("a commit");
+        let e = push_branch(&git, &ours, &mirror.display().to_string(), "grove/j/a").expect_err("refused");
+        assert!(e.to_string().contains("non-fast-forward"), "{e}");
+        assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(other));
     }
 
     #[test]

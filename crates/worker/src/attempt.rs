@@ -584,12 +584,11 @@ async fn turns(
         }
         // Where the turn starts: commits the agent makes itself are seen against it.
         let since = {
-            let (git, dir) = (ctx.git.clone(), ws.path.clone());
-            tokio::task::spawn_blocking(move || git.run(&dir, ["rev-parse", "HEAD"]).ok())
+            let dir = ws.path.clone();
+            tokio::task::spawn_blocking(move || grove_git::worktree::head(&dir).ok().flatten())
                 .await
                 .ok()
                 .flatten()
-                .map(|o| o.stdout.trim().to_owned())
         };
         // The agent gets its credentials; the check (below) does not.
         let mut agent_env = env.clone();
