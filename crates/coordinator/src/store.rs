@@ -795,11 +795,12 @@ impl Store {
                  LEFT JOIN (SELECT slug AS us, COUNT(*) AS n, SUM(input_tokens) AS i, SUM(output_tokens) AS o,
                      SUM(cache_read_tokens) AS cr, SUM(cache_write_tokens) AS cw, SUM(cost_usd) AS cost,
                      COUNT(cost_usd) AS priced, SUM(known_cost_usd) AS known
-                   FROM turns WHERE job = ?1 GROUP BY slug) u ON u.us = tasks.slug
+                   FROM turns WHERE job = ?1 AND (?2 IS NULL OR slug = ?2) GROUP BY slug) u ON u.us = tasks.slug
                  LEFT JOIN (SELECT slug AS ss, session AS sid, COUNT(*) AS n, SUM(input_tokens) AS i,
                      SUM(output_tokens) AS o, SUM(cache_read_tokens) AS cr, SUM(cache_write_tokens) AS cw,
                      SUM(cost_usd) AS cost, COUNT(cost_usd) AS priced, SUM(known_cost_usd) AS known
-                   FROM turns WHERE job = ?1 AND session IS NOT NULL GROUP BY slug, session) s
+                   FROM turns WHERE job = ?1 AND (?2 IS NULL OR slug = ?2) AND session IS NOT NULL
+                   GROUP BY slug, session) s
                    ON s.ss = tasks.slug AND s.sid = tasks.session
                  WHERE job = ?1";
             // Two statements, so the one-task lookup is a primary-key lookup.

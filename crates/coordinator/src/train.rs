@@ -154,7 +154,7 @@ impl Coordinator {
                     grove.outcome = tracing::field::Empty,
                 );
                 let _in = span.enter();
-                let fast = match self.git.merge_bases(mirror, &tip, &task_head)?.as_slice() {
+                let fast = match w.merge_bases(&tip, &task_head)?.as_slice() {
                     [base] => w.merge_disjoint(base, &tip, &task_head).unwrap_or_else(|e| {
                         tracing::warn!(task = %t.slug, "merging in process failed, git merges instead: {e}");
                         None

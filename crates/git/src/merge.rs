@@ -133,6 +133,16 @@ impl CommitWriter {
         Ok(CommitWriter { repo: r })
     }
 
+    /// All merge bases of commits `a` and `b`, as `git merge-base --all` finds them (gix's
+    /// port of its walk), in process; empty when their histories are unrelated.
+    pub fn merge_bases(&self, a: &str, b: &str) -> Result<Vec<String>, GitError> {
+        let what = || format!("finding the merge bases of {a} and {b}");
+        let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+        let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
+        let bases = self.repo.merge_bases_many(id(a)?, &[id(b)?]).map_err(|e| read(&e))?;
+        Ok(bases.into_iter().map(|b| b.to_hex().to_string()).collect())
+    }
+
     /// Write a commit of `tree` with `parents` and `message`, by `who` now; returns its id.
     pub fn commit(
         &self,
@@ -332,6 +342,37 @@ impl CommitWriter {
 mod tests {
     use super::*;
     use crate::testutil::{commit_files, repo_with};
+
+    /// The merge bases found in process are git's: one, none (unrelated histories), and the
+    /// two of a criss-cross merge.
+    #[test]
+    fn merge_bases_are_gits() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("a.txt", "a\n")]);
+        let base = git.resolve_commit(&src, "HEAD").expect("head");
+        let commit = |parents: &[&str], msg: &str| {
+            let mut args = vec!["commit-tree".to_owned()];
+            for p in parents {
+                args.extend(["-p".to_owned(), (*p).to_owned()]);
+            }
+            args.extend(["-m".to_owned(), msg.to_owned(), format!("{base}^{{tree}}")]);
+            git.run(&src, &args).expect("commit-tree").stdout.trim().to_owned()
+        };
+        let (x, y) = (commit(&[&base], "x"), commit(&[&base], "y"));
+        // Criss-cross: each side merges the other's first commit.
+        let (m1, m2) = (commit(&[&x, &y], "m1"), commit(&[&y, &x], "m2"));
+        let (o, t) = (commit(&[&m1], "o"), commit(&[&m2], "t"));
+        let lonely = commit(&[], "unrelated");
+        let w = CommitWriter::open(&src).expect("open");
+        for (a, b) in [(&x, &y), (&o, &t), (&x, &lonely), (&m1, &x)] {
+            let mut ours = w.merge_bases(a, b).expect("in process");
+            let mut by_git = git.merge_bases(&src, a, b).expect("git");
+            ours.sort();
+            by_git.sort();
+            assert_eq!(ours, by_git, "{a} {b}");
+        }
+        assert_eq!(w.merge_bases(&o, &t).expect("bases").len(), 2);
+    }
 
     #[test]
     fn clean_and_conflicting_merges() {

@@ -36,6 +36,9 @@ const MIRROR_KEYS: [&str; 19] = [
     "transfer.fsckobjects",
 ];
 
+/// How many loose objects (estimated) make [`Mirror::pack_loose`] pack them.
+const LOOSE_TO_PACK: usize = 1024;
+
 /// Where a job's repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -144,7 +147,27 @@ impl Mirror {
         }
         mirror.serve_commits_by_id(git)?;
         mirror.fetch(git, source)?;
+        mirror.pack_loose(git)?;
         Ok(mirror)
+    }
+
+    /// Pack the mirror's loose objects when there are many (a source made of fresh commits
+    /// seeds it with loose objects, and every checkpoint and merge adds some): git then finds
+    /// an object in a pack index in memory instead of a file per object, which a checkout of
+    /// a large tree asks for thousands of times. The count is estimated as `git gc --auto`
+    /// does, from one of the 256 fan-out folders; `git repack -d -l` packs only the loose
+    /// objects and removes them once packed (readers find them in the new pack).
+    pub fn pack_loose(&self, git: &Git) -> Result<bool, GitError> {
+        let sample = self.path.join("objects").join("17");
+        let in_sample = match std::fs::read_dir(&sample) {
+            Ok(rd) => rd.filter_map(Result::ok).filter(|e| e.file_name().len() == 38).count(),
+            Err(_) => 0,
+        };
+        if in_sample * 256 < LOOSE_TO_PACK {
+            return Ok(false);
+        }
+        git.run(&self.path, ["repack", "-d", "-l", "-q"])?;
+        Ok(true)
     }
 
     /// Put the mirror's config, hooks and attributes back as grove keeps them, whatever a
@@ -521,6 +544,32 @@ mod tests {
         assert!(!is_scp_like("plain"));
         let s = Source::Url("https://example.com/org/My Repo.git".into());
         assert!(s.mirror_name().starts_with("my-repo-"), "{}", s.mirror_name());
+    }
+
+    /// A source of many fresh (loose) objects gives a mirror whose objects end in a pack;
+    /// one of a few stays as it is.
+    #[test]
+    fn many_loose_objects_are_packed() {
+        let git = Git::detect().expect("git");
+        let files: Vec<(String, String)> =
+            (0..1500).map(|i| (format!("d{i:04}/f.txt"), format!("{i}\n"))).collect();
+        let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+        let (dir, src) = crate::testutil::repo_with(&refs);
+        let loose = |repo: &Path| {
+            let out = git.run(repo, ["count-objects", "-v"]).expect("count-objects").stdout;
+            out.lines().find_map(|l| l.strip_prefix("count: ")).and_then(|n| n.trim().parse::<usize>().ok())
+        };
+        assert!(loose(&src).unwrap_or(0) > 3000, "the source's objects are loose");
+        let homes = dir.path().join("mirrors");
+        let m = Mirror::ensure(&git, &homes, &Source::Local(src.clone())).expect("mirror");
+        assert_eq!(loose(&m.path), Some(0), "packed");
+        git.run(&m.path, ["fsck", "--no-progress", "--connectivity-only"]).expect("whole");
+        assert!(!m.pack_loose(&git).expect("again"), "nothing left to pack");
+
+        let (small_dir, small) = crate::testutil::repo_with(&[("a.txt", "a\n")]);
+        let m =
+            Mirror::ensure(&git, &small_dir.path().join("mirrors"), &Source::Local(small)).expect("mirror");
+        assert!(loose(&m.path).unwrap_or(0) > 0, "a few loose objects stay loose");
     }
 
     /// A mirror of a local repository shares its object files (hard links), and stays whole

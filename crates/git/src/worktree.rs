@@ -227,8 +227,12 @@ pub fn add(
         }
     };
     let patterns = sparse.map(cone_patterns);
+    // A sparse index: folders outside the cone are one entry each, so git's checkout, add and
+    // write-tree read and write in proportion to the cone, not to the repository.
     let extra: &[(&str, &str)] = match patterns {
-        Some(Some(_)) => &[("core.sparsecheckout", "true"), ("core.sparsecheckoutcone", "true")],
+        Some(Some(_)) => {
+            &[("core.sparsecheckout", "true"), ("core.sparsecheckoutcone", "true"), ("index.sparse", "true")]
+        }
         _ => &[],
     };
     let ws = init_borrowing(git, mirror, path, branch, extra)?;
@@ -246,7 +250,7 @@ pub fn add(
                 .map_err(|e| GitError::io(format!("writing {}", file.display()), e))?;
         }
         (Some(dirs), _) => {
-            let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
+            let mut args = vec!["sparse-checkout", "set", "--cone", "--sparse-index", "--"];
             args.extend(dirs.iter().map(String::as_str));
             git.run_in(&ws, args)?;
         }
@@ -288,7 +292,7 @@ pub fn clone_sparse(
         git.run_in(&ws, ["config", key, value])?;
     }
     if let Some(dirs) = sparse {
-        let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
+        let mut args = vec!["sparse-checkout", "set", "--cone", "--sparse-index", "--"];
         args.extend(dirs.iter().map(String::as_str));
         git.run_in(&ws, args)?;
     }
