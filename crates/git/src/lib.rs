@@ -1,9 +1,11 @@
 //! Every git operation grove makes.
 //!
-//! gix reads: commits, trees, blobs and diff statistics ([`tree`], [`stats`]). The git CLI,
+//! gix reads commits, trees, blobs and diff statistics ([`tree`], [`stats`]), reads and moves
+//! refs ([`refs`]: a bare mirror's always, a workspace's HEAD), writes rewritten files, merge
+//! and checkpoint commits, and copies a checkpoint's objects into the mirror. The git CLI,
 //! through the one wrapper in [`cli`], does what gix does not or where git is needed anyway:
-//! fetch, worktrees and sparse checkout, commits that must update a worktree's index,
-//! `merge-tree --write-tree`, ref updates.
+//! fetch, the checkout that fills a workspace, `add --all` and `write-tree` (the index),
+//! `merge-tree --write-tree`, repacking.
 //!
 //! gix opens repositories with [`open_gix`]: the repository's own config only (no system,
 //! global or environment config, no `include.path`). gix runs no hooks, and what grove asks of

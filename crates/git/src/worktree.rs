@@ -102,7 +102,10 @@ fn init_borrowing(
     let io = |what: String| move |e: std::io::Error| GitError::io(what, e);
     let objects = objects_dir(git, mirror)?;
     let git_dir = path.join(".git");
-    for dir in ["objects/info", "objects/pack", "refs/heads", "refs/tags", "info"] {
+    // Only what git needs (`git init` also makes `objects/pack` and `refs/tags`, which git
+    // makes itself when it needs them): on a busy worker every folder made is one more inode
+    // for the file system to allocate and free.
+    for dir in ["objects/info", "refs/heads", "info"] {
         let d = git_dir.join(dir);
         std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
     }
@@ -240,9 +243,6 @@ pub fn add(
     let who = Identity::default();
     let absent = crate::refs::Expect::Absent;
     crate::refs::set(&git_dir, &full, &start, absent, false, "grove", &who)?;
-    // What the mirror has, for `push_branch` to tell whether there is anything to push.
-    let tracking = format!("refs/remotes/origin/{branch}");
-    crate::refs::set(&git_dir, &tracking, &start, absent, false, "grove", &who)?;
     match (sparse, patterns) {
         (Some(_), Some(Some(text))) => {
             let file = git_dir.join("info/sparse-checkout");
@@ -319,14 +319,15 @@ pub fn clone_sparse(
 
 /// Publish the workspace's `branch` into `remote` when it moved since the last time (a
 /// checkpoint, or the agent's own commits): a fast-forward, grove's branches only move on. The
-/// remote is named, not read from the workspace's config, and on success
-/// `refs/remotes/origin/<branch>` records what it accepted.
+/// remote is named, not read from the workspace's config.
 ///
-/// A `remote` that is a bare repository on this machine (the mirror) fetches the branch from the
-/// workspace, so the ref update happens in a git grove starts on the mirror by `--git-dir` (a
-/// push would let the mirror's receive-pack find its repository by itself: a `.git` planted in
-/// the mirror's folder would take the push elsewhere). Any other remote (a clone's URL) is
-/// pushed to.
+/// A workspace [`add`] made (it borrows the mirror's objects) publishes in process: the objects
+/// the mirror lacks are copied and the mirror's branch moves by compare-and-swap, no git at
+/// either end, so nothing of the mirror's or the workspace's config runs. Another bare
+/// repository on this machine fetches the branch from the workspace, a git grove starts on it
+/// by `--git-dir` (a push would let its receive-pack find its repository by itself: a `.git`
+/// planted in its folder would take the push elsewhere). Any other remote (a clone's URL) is
+/// pushed to. For these two, `refs/remotes/origin/<branch>` records what the remote accepted.
 pub fn push_branch(git: &Git, path: &Path, remote: &str, branch: &str) -> Result<(), GitError> {
     protect(git, path)?;
     let ws = Repo::Workspace(path.to_path_buf());
@@ -340,17 +341,22 @@ pub fn push_branch(git: &Git, path: &Path, remote: &str, branch: &str) -> Result
             stderr: format!("the workspace has no branch {full}"),
         });
     };
+    let mirror = Path::new(remote);
+    if crate::cli::is_git_dir(mirror) && borrows_from(&git_dir, mirror) {
+        // The workspace reads the mirror's objects: what it made is copied over in process,
+        // and the mirror's branch itself says what it has (no tracking ref to keep).
+        if crate::refs::target(mirror, &full)?.as_deref() == Some(tip.as_str()) {
+            return Ok(());
+        }
+        return publish_into(&git_dir, mirror, &full, &tip);
+    }
     if pushed_tip(git, path, branch)?.as_deref() == Some(tip.as_str()) {
         return Ok(());
     }
     // git clears its `-c` settings for the other end of a local transport (it runs in another
     // repository): name them again there.
     let hardened = crate::cli::hardening_args();
-    let mirror = Path::new(remote);
-    if crate::cli::is_git_dir(mirror) && borrows_from(&git_dir, mirror) {
-        // The workspace reads the mirror's objects: what it made is copied over in process.
-        publish_into(&git_dir, mirror, &full, &tip)?;
-    } else if crate::cli::is_git_dir(mirror) {
+    if crate::cli::is_git_dir(mirror) {
         let top = std::path::absolute(path)
             .map_err(|e| GitError::io(format!("resolving {}", path.display()), e))?;
         let upload = format!("--upload-pack=git {hardened} upload-pack");
@@ -1005,7 +1011,7 @@ mod tests {
         let at = mirror.display().to_string();
         push_branch(&git, &wt, &at, "grove/j/a").expect("push");
         assert_eq!(git.ref_target(&mirror, "refs/heads/grove/j/a").expect("ref"), Some(c.clone()));
-        assert_eq!(pushed_tip(&git, &wt, "grove/j/a").expect("tip"), Some(c.clone()));
+        push_branch(&git, &wt, &at, "grove/j/a").expect("nothing new to push");
 
         remove(&git, &mirror, &wt).expect("remove");
         assert!(!wt.exists());
