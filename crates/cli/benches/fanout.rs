@@ -349,7 +349,11 @@ struct PodTimes {
 /// no blobs but the module's) against a full `git clone`, both of the repository's URL.
 fn clone_both_ways(git: &Git, sandbox: &Path, repo: &Path, module: &str) -> Result<PodTimes> {
     let dir = sandbox.join("part3-pods");
-    let url = format!("file://{}", repo.display());
+    // A pod clones the coordinator's mirror (a bare repository that serves commits by id and
+    // partial fetches), here over file://; the full clone is of the same mirror.
+    let mirror = Mirror::ensure(git, &dir.join("mirrors"), &Source::Local(repo.to_path_buf()))
+        .context("the mirror the pods clone")?;
+    let url = format!("file://{}", mirror.path.display());
     let base = git.resolve_commit(repo, "main").context("the base")?;
     let sparse_dir = dir.join("sparse");
     let t = Instant::now();
