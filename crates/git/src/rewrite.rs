@@ -7,7 +7,6 @@ use std::path::Path;
 
 use gix::bstr::ByteSlice;
 use gix::objs::tree::EntryKind;
-use gix::refs::transaction::PreviousValue;
 
 use crate::cli::GitError;
 use crate::worktree::Identity;
@@ -152,41 +151,13 @@ pub fn move_branch(
     old: Option<&str>,
     who: &Identity,
 ) -> Result<(), GitError> {
-    let full = format!("refs/heads/{branch}");
-    let what = || format!("moving {full} to {new} in {}", repo.display());
-    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
-    let mut r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
-    {
-        // Isolated, gix knows no identity; the reflog needs one.
-        use gix::config::tree::Committer;
-        let mut config = r.config_snapshot_mut();
-        config.set_value(&Committer::NAME, who.name.as_str()).map_err(|e| read(&e))?;
-        config.set_value(&Committer::EMAIL, who.email.as_str()).map_err(|e| read(&e))?;
-        config.commit().map_err(|e| read(&e))?;
-    }
-    let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
-    let constraint = match old {
-        Some(old) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id(old)?)),
-        None => PreviousValue::MustNotExist,
-    };
-    r.reference(full.as_str(), id(new)?, constraint, "grove").map_err(|e| read(&e))?;
-    Ok(())
+    let expect = old.map_or(crate::refs::Expect::Absent, crate::refs::Expect::At);
+    crate::refs::set(repo, &format!("refs/heads/{branch}"), new, expect, false, "grove", who)
 }
 
 /// The tip of `refs/heads/<branch>` in `repo`, or `None` when there is no such branch.
 pub fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>, GitError> {
-    let full = format!("refs/heads/{branch}");
-    let what = || format!("reading {full} in {}", repo.display());
-    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
-    let r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
-    let found = r.try_find_reference(full.as_str()).map_err(|e| read(&e))?;
-    match found {
-        None => Ok(None),
-        Some(mut reference) => {
-            let id = reference.peel_to_id().map_err(|e| read(&e))?;
-            Ok(Some(id.detach().to_hex().to_string()))
-        }
-    }
+    crate::refs::target(repo, &format!("refs/heads/{branch}"))
 }
 
 /// The signature `git commit -c user.name=… -c user.email=…` would use for `role` (`AUTHOR`
