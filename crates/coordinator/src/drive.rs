@@ -156,13 +156,7 @@ impl Coordinator {
         // What is still to end: dispatched now, or queued again by the train (a redo).
         // Tasks held back by the job's budget are not waited for: the job pauses without them.
         let unfinished = |job: &JobId| -> Result<BTreeSet<String>, CoordError> {
-            Ok(self
-                .store
-                .tasks(job)?
-                .into_iter()
-                .filter(|t| !t.state.is_terminal() && t.agent.held.is_none() && chosen(&t.slug))
-                .map(|t| t.slug)
-                .collect())
+            Ok(self.store.in_flight(job)?.into_iter().filter(|slug| chosen(slug)).collect())
         };
         let mut waiting: std::collections::BTreeMap<JobId, BTreeSet<String>> = BTreeMap::new();
         for job in jobs {
@@ -401,6 +395,8 @@ impl Coordinator {
         notes: &UnboundedSender<Note>,
     ) -> Result<JobRow, CoordError> {
         self.train_held(job, notes)?;
+        // Learnt again should a review verb move the train of the ended job.
+        self.forget_ancestry(job);
         let state = if cancelled {
             "cancelled"
         } else if self.store.all_terminal(job)? {

@@ -164,6 +164,10 @@ pub struct Coordinator {
     /// (events, a submit's dispatch, review verbs, timers, cancellations, `--gc-every`): two at
     /// once would both start from the same head. Other jobs' trains move meanwhile.
     trains: std::sync::Mutex<std::collections::HashMap<JobId, std::sync::Arc<std::sync::Mutex<()>>>>,
+    /// Per job, what its train learnt of the integration branch's history (see
+    /// [`grove_git::merge::Ancestry`]) and its open mirror; taken out while the train moves,
+    /// under the job's lock.
+    ancestry: std::sync::Mutex<std::collections::HashMap<JobId, train::TrainMemo>>,
     /// Fired to end every running integration check (the coordinator stops).
     stopping: tokio_util::sync::CancellationToken,
     /// Per job, fired to end its running integration check (the job is being cancelled).
@@ -186,6 +190,7 @@ impl Coordinator {
             git_url: None,
             cancelling: Default::default(),
             trains: Default::default(),
+            ancestry: Default::default(),
             stopping: Default::default(),
             checks: Default::default(),
             timings: Default::default(),

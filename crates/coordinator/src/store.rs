@@ -193,6 +193,14 @@ CREATE TABLE IF NOT EXISTS turns (
 );
 ";
 
+/// Which of a job's task rows [`Store::select_tasks`] reads.
+#[derive(Clone, Copy)]
+enum Which<'a> {
+    All,
+    One(&'a str),
+    Pending { after: Option<(u32, &'a str)>, limit: u32 },
+}
+
 /// What a pool's tasks ask of it (see [`Store::pool_load`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolLoad {
@@ -746,7 +754,7 @@ impl Store {
 
     /// A job's tasks, in order.
     pub fn tasks(&self, job: &JobId) -> Result<Vec<TaskRow>, StoreError> {
-        let mut tasks = self.select_tasks(job, None)?;
+        let mut tasks = self.select_tasks(job, Which::All)?;
         for h in self.handoffs(job)? {
             if let Some(t) = tasks.iter_mut().find(|t| t.slug == h.slug) {
                 t.handoffs.push(h);
@@ -757,7 +765,21 @@ impl Store {
 
     /// One task of a job (an event's, say), without reading the others.
     pub fn task(&self, job: &JobId, slug: &str) -> Result<Option<TaskRow>, StoreError> {
-        Ok(self.select_tasks(job, Some(slug))?.pop())
+        Ok(self.select_tasks(job, Which::One(slug))?.pop())
+    }
+
+    /// Up to `limit` of the job's tasks the merge train has not settled (merge state
+    /// `pending`), in order, from after the task `after` (its place and slug). Without their
+    /// hand-offs. The train reads these a few at a time: it stops at the first one still
+    /// running, and a job's whole list read at every finished attempt would cost its size
+    /// squared.
+    pub fn pending_merges(
+        &self,
+        job: &JobId,
+        after: Option<(u32, &str)>,
+        limit: u32,
+    ) -> Result<Vec<TaskRow>, StoreError> {
+        self.select_tasks(job, Which::Pending { after, limit })
     }
 
     /// Whether every task of the job is in a terminal state (an index lookup, not a scan).
@@ -777,10 +799,27 @@ impl Store {
     /// Whether nothing of the job is in flight: every task ended, or is held back by the job's
     /// budget.
     pub fn nothing_in_flight(&self, job: &JobId) -> Result<bool, StoreError> {
-        Ok(self.tasks(job)?.iter().all(|t| t.state.is_terminal() || t.agent.held.is_some()))
+        Ok(self.in_flight(job)?.is_empty())
     }
 
-    fn select_tasks(&self, job: &JobId, slug: Option<&str>) -> Result<Vec<TaskRow>, StoreError> {
+    /// The slugs of the job's tasks that have not ended and are not held back by its budget:
+    /// what a driver still waits for. One indexed read of two columns, asked after every
+    /// finished attempt (the whole rows would make a job's events cost its size squared).
+    pub fn in_flight(&self, job: &JobId) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let going: Vec<&str> =
+            TaskState::ALL.iter().filter(|s| !s.is_terminal()).map(|s| s.as_str()).collect();
+        let marks = vec!["?"; going.len()].join(", ");
+        let sql = format!("SELECT slug FROM tasks WHERE job = ? AND state IN ({marks}) AND held IS NULL");
+        let id = job.as_str();
+        self.with(|c| {
+            let params = std::iter::once(&id).chain(&going);
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+    }
+
+    fn select_tasks(&self, job: &JobId, which: Which<'_>) -> Result<Vec<TaskRow>, StoreError> {
         let raw = self.with(|c| {
             const COLUMNS: &str =
                 "SELECT slug, ord, level, title, sparse, files, lines, depends_on, branch, pool, state, merge_state,
@@ -804,11 +843,31 @@ impl Store {
                    ON s.ss = tasks.slug AND s.sid = tasks.session
                  WHERE job = ?1";
             // Two statements, so the one-task lookup is a primary-key lookup.
-            let mut st = match slug {
-                Some(_) => c.prepare_cached(&format!("{COLUMNS} AND tasks.slug = ?2"))?,
-                None => c.prepare_cached(&format!("{COLUMNS} AND ?2 IS NULL ORDER BY ord, tasks.slug"))?,
+            // The turns' sums of one task read its rows only (an `OR` in their filter would
+            // make SQLite read the whole job's).
+            let (slug, after_ord, after_slug, limit) = match which {
+                Which::All => (None, None, None, None),
+                Which::One(slug) => (Some(slug), None, None, None),
+                Which::Pending { after, limit } => {
+                    (None, after.map(|a| a.0), after.map(|a| a.1), Some(limit))
+                }
             };
-            st.query_map(params![job.as_str(), slug], |r| {
+            let mut st = match which {
+                Which::One(_) => c.prepare_cached(&format!(
+                    "{} AND tasks.slug = ?2 AND ?3 IS NULL AND ?4 IS NULL AND ?5 IS NULL",
+                    COLUMNS.replace("(?2 IS NULL OR slug = ?2)", "slug = ?2")
+                ))?,
+                Which::All => c.prepare_cached(&format!(
+                    "{COLUMNS} AND ?2 IS NULL AND ?3 IS NULL AND ?4 IS NULL AND ?5 IS NULL ORDER BY ord, tasks.slug"
+                ))?,
+                Which::Pending { .. } => c.prepare_cached(&format!(
+                    "{COLUMNS} AND ?2 IS NULL AND merge_state = '{}'
+                       AND (?3 IS NULL OR (ord, tasks.slug) > (?3, ?4))
+                     ORDER BY ord, tasks.slug LIMIT ?5",
+                    MergeState::Pending.as_str()
+                ))?,
+            };
+            st.query_map(params![job.as_str(), slug, after_ord, after_slug, limit], |r| {
                 Ok(RawTask {
                     slug: r.get(0)?,
                     ord: r.get(1)?,

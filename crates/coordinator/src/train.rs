@@ -19,7 +19,7 @@ use grove_core::spec::{MergeMode, OnConflict, Pick};
 use grove_core::task::{MergeState, Redo};
 use grove_core::{JobId, TaskState};
 use grove_git::MergeOutcome;
-use grove_git::merge::{CommitWriter, conflict_hunks, merge_trees, patch, tree_of};
+use grove_git::merge::{Ancestry, CommitWriter, conflict_hunks, merge_trees, patch};
 
 use crate::drive::Note;
 use crate::store::{JobRow, MergeDecision, TaskRow};
@@ -38,6 +38,49 @@ enum Picked {
     Winner(Box<TaskRow>),
 }
 
+/// What a job's train keeps between its moves: what it learnt of the integration branch's
+/// history, and the mirror, open.
+#[derive(Default)]
+pub(crate) struct TrainMemo {
+    ancestry: Ancestry,
+    writer: Option<(String, CommitWriter)>,
+}
+
+/// The tasks the train goes through in order: a job's every row (given), or its rows not
+/// settled yet, read [`Queue::PAGE`] at a time as the train gets to them.
+struct Queue<'a> {
+    job: &'a JobId,
+    rows: std::collections::VecDeque<TaskRow>,
+    paged: bool,
+    last: Option<(u32, String)>,
+    exhausted: bool,
+}
+
+impl<'a> Queue<'a> {
+    const PAGE: u32 = 32;
+
+    fn new(job: &'a JobId, all: Option<Vec<TaskRow>>) -> Queue<'a> {
+        let paged = all.is_none();
+        Queue { job, rows: all.unwrap_or_default().into(), paged, last: None, exhausted: !paged }
+    }
+
+    fn next(&mut self, store: &crate::store::Store) -> Result<Option<TaskRow>, CoordError> {
+        if self.rows.is_empty() && !self.exhausted {
+            let after = self.last.as_ref().map(|(ord, slug)| (*ord, slug.as_str()));
+            let page = store.pending_merges(self.job, after, Self::PAGE)?;
+            self.exhausted = page.len() < Self::PAGE as usize;
+            self.rows.extend(page);
+        }
+        let t = self.rows.pop_front();
+        if self.paged
+            && let Some(t) = &t
+        {
+            self.last = Some((t.ord, t.slug.clone()));
+        }
+        Ok(t)
+    }
+}
+
 /// A branch merged in memory, not yet in the integration branch.
 struct Candidate {
     task: TaskRow,
@@ -48,6 +91,23 @@ impl Coordinator {
     /// Move the train as far as it can go now. Returns what happened, in order. A task the
     /// train queued for a redo comes back as [`Note::Redo`]; the caller dispatches it.
     pub fn advance_train(&self, job: &JobId) -> Result<Vec<Note>, CoordError> {
+        // What the last train of this job learnt of its history and the mirror it opened, so
+        // that a merge base costs a walk of the task's commits, not of every merge so far.
+        let mut memo = {
+            let mut all = self.ancestry.lock().unwrap_or_else(|p| p.into_inner());
+            all.remove(job).unwrap_or_default()
+        };
+        let moved = self.advance_train_with(job, &mut memo);
+        let mut all = self.ancestry.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(job.clone(), memo);
+        moved
+    }
+
+    pub(crate) fn forget_ancestry(&self, job: &JobId) {
+        self.ancestry.lock().unwrap_or_else(|p| p.into_inner()).remove(job);
+    }
+
+    fn advance_train_with(&self, job: &JobId, memo: &mut TrainMemo) -> Result<Vec<Note>, CoordError> {
         let row = self.store.job(job.as_str())?;
         let mut notes = Vec::new();
         if row.train.stopped.is_some() {
@@ -60,23 +120,35 @@ impl Coordinator {
         let mirror = Path::new(&row.mirror);
         // The mirror's config and attributes as grove keeps them: no merge driver of an agent's.
         grove_git::Mirror::protect(&self.git, mirror)?;
-        let mut head = self.reconcile(&row, &mut notes)?;
+        // Commits are written and refs read in process (gix), the mirror opened once per job.
+        let TrainMemo { ancestry, writer } = memo;
+        if writer.as_ref().is_some_and(|(at, _)| *at != row.mirror) {
+            *writer = None;
+        }
+        let (_, w) = match &mut *writer {
+            Some(open) => open,
+            None => writer.insert((row.mirror.clone(), CommitWriter::open(mirror)?)),
+        };
+        let w = &*w;
+        let mut head = self.reconcile(&row, w, &mut notes)?;
         let copied: std::collections::HashSet<&str> = row.ignored_files.iter().map(String::as_str).collect();
-        // Commits are written in-process (gix), opened at the first merge.
-        let mut writer: Option<CommitWriter> = None;
         loop {
             let mut cands: Vec<Candidate> = Vec::new();
             let mut tip = head.clone();
             // The tip's tree, once known (a merge just wrote it): one `rev-parse` less per merge.
             let mut tip_tree: Option<String> = None;
             let mut conflict: Option<(TaskRow, Vec<String>, String)> = None;
-            let all = self.store.tasks(job)?;
+            // With variants the groups need every row; without, the rows the train has not
+            // settled are read a page at a time, up to the first one still running.
+            let variants = !row.spec.variants.is_empty();
+            let all = if variants { self.store.tasks(job)? } else { Vec::new() };
+            let mut queue = Queue::new(job, variants.then(|| all.clone()));
             let mut groups = std::collections::BTreeSet::new();
-            for t in &all {
+            while let Some(t) = queue.next(&self.store)? {
                 // The variants of a task are one place in the order: the picked one stands for
                 // them, the others are discarded.
                 let t = match &t.train.variant_of {
-                    None => t.clone(),
+                    None => t,
                     Some(group) => {
                         if !groups.insert(group.clone()) {
                             continue;
@@ -118,10 +190,6 @@ impl Coordinator {
                 };
                 // Most merges touch paths nothing merged since the base touched: made in
                 // process, in time proportional to the task's change; git decides the rest.
-                let w = match &mut writer {
-                    Some(w) => w,
-                    None => writer.insert(CommitWriter::open(mirror)?),
-                };
                 // Files grove copied in as git-ignored never merge (workers leave them out of
                 // every checkpoint; this holds whatever a worker did).
                 if !copied.is_empty() {
@@ -154,12 +222,19 @@ impl Coordinator {
                     grove.outcome = tracing::field::Empty,
                 );
                 let _in = span.enter();
-                let fast = match w.merge_bases(&tip, &task_head)?.as_slice() {
-                    [base] => w.merge_disjoint(base, &tip, &task_head).unwrap_or_else(|e| {
+                let merge_base = match w.merge_base_above(ancestry, &base, &tip, &task_head)? {
+                    Some(known) => Some(known),
+                    None => match w.merge_bases(&tip, &task_head)?.as_slice() {
+                        [one] => Some(one.clone()),
+                        _ => None,
+                    },
+                };
+                let fast = match merge_base {
+                    Some(base) => w.merge_disjoint(&base, &tip, &task_head).unwrap_or_else(|e| {
                         tracing::warn!(task = %t.slug, "merging in process failed, git merges instead: {e}");
                         None
                     }),
-                    _ => None,
+                    None => None,
                 };
                 let outcome = match fast {
                     Some(tree) => MergeOutcome::Clean { tree },
@@ -173,7 +248,7 @@ impl Coordinator {
                     MergeOutcome::Clean { tree } => {
                         let current = match tip_tree.take() {
                             Some(t) => t,
-                            None => tree_of(&self.git, mirror, &tip)?,
+                            None => w.tree_of(&tip)?,
                         };
                         if tree == current {
                             tip_tree = Some(current);
@@ -191,10 +266,6 @@ impl Coordinator {
                         let parents: Vec<&str> = match mode {
                             MergeMode::Squash => vec![&tip],
                             MergeMode::Merge | MergeMode::Manual => vec![&tip, &task_head],
-                        };
-                        let w = match &mut writer {
-                            Some(w) => w,
-                            None => writer.insert(CommitWriter::open(mirror)?),
                         };
                         let commit = w.commit(&tree, &parents, &message, &self.identity)?;
                         tip = commit.clone();
@@ -229,7 +300,7 @@ impl Coordinator {
                 if good > 0 {
                     let new = &cands[good - 1].commit;
                     let full = format!("refs/heads/{}", row.integration_branch);
-                    self.git.update_ref(mirror, &full, new, Some(&head))?;
+                    w.update_ref(&full, new, &head, &self.identity)?;
                     for c in &cands[..good] {
                         let d = MergeDecision {
                             commit: Some(&c.commit),
@@ -310,10 +381,10 @@ impl Coordinator {
     /// coordinator that died between moving the branch and recording its merges finds them
     /// here, by their trailers (`Grove-Job`, `Grove-Task`), and records each once instead of
     /// merging it again. Returns the head to go on from.
-    fn reconcile(&self, row: &JobRow, notes: &mut Vec<Note>) -> Result<String, CoordError> {
+    fn reconcile(&self, row: &JobRow, w: &CommitWriter, notes: &mut Vec<Note>) -> Result<String, CoordError> {
         let mirror = Path::new(&row.mirror);
         let full = format!("refs/heads/{}", row.integration_branch);
-        let Some(actual) = self.git.ref_target(mirror, &full)? else {
+        let Some(actual) = w.ref_target(&full)? else {
             return Ok(row.integration_head.clone());
         };
         if actual == row.integration_head {

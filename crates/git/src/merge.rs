@@ -117,6 +117,25 @@ pub fn commit_tree(
     Ok(git.run(repo, &args)?.stdout.trim().to_owned())
 }
 
+/// What the merge train has learnt of its integration branch's history: every commit
+/// reachable from the tips it has seen that is not reachable from the job's base (each of them
+/// descends from the base). Kept between merges for [`CommitWriter::merge_base_above`]; a set
+/// larger than the tip's history (a tip moved back) only sends more merges to git's walk.
+#[derive(Debug, Default)]
+pub struct Ancestry {
+    base: Option<gix::ObjectId>,
+    above: std::collections::HashSet<gix::ObjectId>,
+    /// The tip's history does not all end at the base (an unrelated history merged in): every
+    /// merge base is git's walk's from then on.
+    broken: bool,
+}
+
+impl Ancestry {
+    /// Commits read in one walk before giving it to git's (a task branch of thousands of
+    /// commits is not what the shortcut is for).
+    const WALK_LIMIT: usize = 100_000;
+}
+
 /// Writes commit objects in-process with gix: no subprocess per merge. For the merge train,
 /// which makes one commit per task; `commit_tree` makes the same commit with the git CLI.
 pub struct CommitWriter {
@@ -141,6 +160,100 @@ impl CommitWriter {
         let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
         let bases = self.repo.merge_bases_many(id(a)?, &[id(b)?]).map_err(|e| read(&e))?;
         Ok(bases.into_iter().map(|b| b.to_hex().to_string()).collect())
+    }
+
+    /// The merge base of the train's `tip` and a task's `head` when it is provably `base`, the
+    /// commit the task's branch was made from, found by walking only what `ancestry` does not
+    /// know yet: the tip's new commits (once) and the task's own. `None` when that walk cannot
+    /// prove it (the task's branch has commits the tip has, another base, or a history that
+    /// does not end at `base`): then [`CommitWriter::merge_bases`] decides, as git would.
+    ///
+    /// `merge_bases` walks the tip's history down to the base every time, so a train of n
+    /// merges read n²/2 commits; with `ancestry` kept between merges it reads each once.
+    pub fn merge_base_above(
+        &self,
+        ancestry: &mut Ancestry,
+        base: &str,
+        tip: &str,
+        head: &str,
+    ) -> Result<Option<String>, GitError> {
+        let what = || format!("finding the merge base of {tip} and {head}");
+        let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+        let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));
+        let (base, tip, head) = (id(base)?, id(tip)?, id(head)?);
+        if ancestry.base != Some(base) {
+            *ancestry = Ancestry { base: Some(base), ..Ancestry::default() };
+        }
+        if ancestry.broken {
+            return Ok(None);
+        }
+        // The commits between `from` and the base that `known` does not hold, or `None` when a
+        // line of their history ends elsewhere (a root) or the walk is longer than `limit`.
+        let walk = |from: gix::ObjectId,
+                    known: &std::collections::HashSet<gix::ObjectId>,
+                    stop_at_known: bool,
+                    limit: usize|
+         -> Result<Option<Vec<gix::ObjectId>>, GitError> {
+            let mut seen = std::collections::HashSet::new();
+            let mut todo = vec![from];
+            while let Some(c) = todo.pop() {
+                if c == base || !seen.insert(c) {
+                    continue;
+                }
+                if known.contains(&c) {
+                    if stop_at_known {
+                        continue;
+                    }
+                    return Ok(None);
+                }
+                if seen.len() > limit {
+                    return Ok(None);
+                }
+                let commit = self.repo.find_commit(c).map_err(|e| read(&e))?;
+                let before = todo.len();
+                todo.extend(commit.parent_ids().map(|p| p.detach()));
+                if todo.len() == before {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(seen.into_iter().collect()))
+        };
+        // The tip's side: everything the train merged since the base, learnt once.
+        match walk(tip, &ancestry.above, true, Ancestry::WALK_LIMIT)? {
+            Some(new) => ancestry.above.extend(new),
+            None => {
+                ancestry.broken = true;
+                return Ok(None);
+            }
+        }
+        // The task's side: its own commits, none of them in the tip's history.
+        Ok(walk(head, &ancestry.above, false, Ancestry::WALK_LIMIT)?.map(|_| base.to_hex().to_string()))
+    }
+
+    /// See [`crate::refs::target`].
+    pub fn ref_target(&self, full_ref: &str) -> Result<Option<String>, GitError> {
+        crate::refs::target_in(&self.repo, full_ref)
+    }
+
+    /// Move `full_ref` from `old` to `new` by compare-and-swap, as `git update-ref -m grove`
+    /// (see [`crate::refs::set`]).
+    pub fn update_ref(
+        &self,
+        full_ref: &str,
+        new: &str,
+        old: &str,
+        who: &crate::worktree::Identity,
+    ) -> Result<(), GitError> {
+        crate::refs::set_in(&self.repo, full_ref, new, crate::refs::Expect::At(old), true, "grove", who)
+    }
+
+    /// The tree of `commit`.
+    pub fn tree_of(&self, commit: &str) -> Result<String, GitError> {
+        let what = || format!("reading the tree of {commit}");
+        let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+        let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| read(&e))?;
+        let tree = self.repo.find_commit(id).map_err(|e| read(&e))?.tree_id().map_err(|e| read(&e))?;
+        Ok(tree.detach().to_hex().to_string())
     }
 
     /// Write a commit of `tree` with `parents` and `message`, by `who` now; returns its id.
@@ -372,6 +485,73 @@ mod tests {
             assert_eq!(ours, by_git, "{a} {b}");
         }
         assert_eq!(w.merge_bases(&o, &t).expect("bases").len(), 2);
+    }
+
+    /// The train's shortcut answers only what git's walk answers: the base for a task branch
+    /// made from it, and nothing (so git's walk decides) for a branch holding merged commits,
+    /// made from a later tip, or after an unrelated history came into the tip.
+    #[test]
+    fn merge_base_above_is_gits_or_nothing() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("a.txt", "a\n")]);
+        let base = git.resolve_commit(&src, "HEAD").expect("head");
+        let commit = |parents: &[&str], msg: &str| {
+            let mut args = vec!["commit-tree".to_owned()];
+            for p in parents {
+                args.extend(["-p".to_owned(), (*p).to_owned()]);
+            }
+            args.extend(["-m".to_owned(), msg.to_owned(), format!("{base}^{{tree}}")]);
+            git.run(&src, &args).expect("commit-tree").stdout.trim().to_owned()
+        };
+        let w = CommitWriter::open(&src).expect("open");
+        let mut ancestry = Ancestry::default();
+        let gits = |a: &str, b: &str| git.merge_bases(&src, a, b).expect("git");
+        // A train of merges, each of a two-commit task branch made from the base.
+        let mut tip = base.clone();
+        let mut merged = Vec::new();
+        for n in 0..6 {
+            let one = commit(&[&base], &format!("t{n} 1"));
+            let task = commit(&[&one], &format!("t{n} 2"));
+            let found = w.merge_base_above(&mut ancestry, &base, &tip, &task).expect("walk");
+            assert_eq!(found.as_deref(), Some(base.as_str()), "task {n}");
+            assert_eq!(gits(&tip, &task), vec![base.clone()]);
+            tip = commit(&[&tip, &task], &format!("merge t{n}"));
+            merged.push(one);
+        }
+        // A branch with a commit the train merged: git's walk decides (it finds that commit).
+        let greedy = commit(&[&merged[2]], "on top of t2");
+        assert_eq!(w.merge_base_above(&mut ancestry, &base, &tip, &greedy).expect("walk"), None);
+        assert_eq!(gits(&tip, &greedy), vec![merged[2].clone()]);
+        // A redo made from a later tip, asked with the job's base: nothing.
+        let redo = commit(&[&tip], "redo");
+        let later = commit(&[&tip], "later");
+        assert_eq!(w.merge_base_above(&mut ancestry, &base, &later, &redo).expect("walk"), None);
+        // Asked with its own base, the redo's base is found (a new base starts afresh).
+        let found = w.merge_base_above(&mut ancestry, &tip, &later, &redo).expect("walk");
+        assert_eq!(found.as_deref(), Some(tip.as_str()));
+        assert_eq!(gits(&later, &redo), vec![tip.clone()]);
+        // The tip moved back (a reset head): what was learnt is more than its history, and a
+        // task made from the base still gets the base, as git says.
+        let mut back = Ancestry::default();
+        let far = commit(&[&base], "far");
+        let far_tip = commit(&[&tip, &far], "merge far");
+        let task = commit(&[&base], "task");
+        assert!(w.merge_base_above(&mut back, &base, &far_tip, &task).expect("walk").is_some());
+        let found = w.merge_base_above(&mut back, &base, &merged[0], &task).expect("walk");
+        assert_eq!(found.as_deref(), Some(base.as_str()));
+        assert_eq!(gits(&merged[0], &task), vec![base.clone()]);
+        // A task holding `far`, which only the forgotten tip had: nothing, git's walk decides.
+        let holds_far = commit(&[&far], "after far");
+        assert_eq!(w.merge_base_above(&mut back, &base, &merged[0], &holds_far).expect("walk"), None);
+        // An unrelated history merged into the tip: its lines end at another root.
+        let lonely = commit(&[], "unrelated");
+        let mixed = commit(&[&tip, &lonely], "merge unrelated");
+        let task = commit(&[&base], "task");
+        assert_eq!(w.merge_base_above(&mut ancestry, &base, &mixed, &task).expect("walk"), None);
+        assert_eq!(gits(&mixed, &task), vec![base.clone()]);
+        // A task branch of an unrelated history: nothing.
+        let mut fresh = Ancestry::default();
+        assert_eq!(w.merge_base_above(&mut fresh, &base, &tip, &lonely).expect("walk"), None);
     }
 
     #[test]

@@ -416,7 +416,9 @@ impl Mirror {
         // The mirror's end finds exactly the mirror (`--strict`: not a `.git` planted in it) and
         // runs with grove's settings (git clears them for the other end of a local transport).
         let upload = format!("--upload-pack=git {} upload-pack --strict", crate::cli::hardening_args());
-        for chunk in branches.chunks(200) {
+        // A thousand refspecs are some 150 KB of arguments, far below the kernel's limit: one
+        // fetch for most jobs (each fetch negotiates and packs anew).
+        for chunk in branches.chunks(1000) {
             let mut args = vec![
                 "fetch".to_owned(),
                 "--quiet".into(),

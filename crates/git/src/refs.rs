@@ -25,6 +25,13 @@ pub fn target(git_dir: &Path, full_ref: &str) -> Result<Option<String>, GitError
     let what = || format!("reading {full_ref} in {}", git_dir.display());
     let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
     let r = crate::open_gix(git_dir).map(gix::Repository::from).map_err(|e| read(&e))?;
+    target_in(&r, full_ref)
+}
+
+/// [`target`] in a repository already open.
+pub fn target_in(r: &gix::Repository, full_ref: &str) -> Result<Option<String>, GitError> {
+    let what = || format!("reading {full_ref} in {}", r.git_dir().display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
     let Some(mut reference) = r.try_find_reference(full_ref).map_err(|e| read(&e))? else {
         return Ok(None);
     };
@@ -59,6 +66,21 @@ pub fn set(
     let what = || format!("moving {full_ref} to {new} in {}", git_dir.display());
     let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
     let r = crate::open_gix(git_dir).map(gix::Repository::from).map_err(|e| read(&e))?;
+    set_in(&r, full_ref, new, expect, deref, message, who)
+}
+
+/// [`set`] in a repository already open.
+pub fn set_in(
+    r: &gix::Repository,
+    full_ref: &str,
+    new: &str,
+    expect: Expect<'_>,
+    deref: bool,
+    message: &str,
+    who: &Identity,
+) -> Result<(), GitError> {
+    let what = || format!("moving {full_ref} to {new} in {}", r.git_dir().display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
     // Isolated, gix knows no identity; the reflog needs one.
     let by = crate::rewrite::signature(who, "COMMITTER");
     let id = |hex: &str| gix::ObjectId::from_hex(hex.as_bytes()).map_err(|e| read(&e));

@@ -39,52 +39,131 @@ pub fn rewrite_files(
     message: &str,
     who: &Identity,
 ) -> Result<Rewritten, GitError> {
-    let what = || format!("rewriting files of {start} in {}", repo.display());
-    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
-    let mut r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
-    // The folders along the task's paths are looked up once per file.
-    r.object_cache_size_if_unset(4 << 20);
-    let start_id = gix::ObjectId::from_hex(start.as_bytes()).map_err(|e| read(&e))?;
-    let tree = r.find_commit(start_id).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))?;
-    let mut done = Rewritten::default();
-    let mut editor = None;
-    for f in files {
-        let Some(entry) = tree.lookup_entry(f.split('/')).map_err(|e| read(&e))? else { continue };
-        let kind = entry.mode().kind();
-        if !matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable) {
-            continue;
-        }
-        let blob = r.find_blob(entry.object_id()).map_err(|e| read(&e))?;
-        let Some(out) = rewrite(f, &blob.data) else { continue };
-        if out == blob.data {
-            continue;
-        }
-        let id = r.write_blob(&out).map_err(|e| read(&e))?.detach();
-        let ed = match editor.as_mut() {
-            Some(ed) => ed,
-            None => editor.insert(r.edit_tree(tree.id).map_err(|e| read(&e))?),
-        };
-        ed.upsert(f.as_str(), kind, id).map_err(|e| read(&e))?;
-        done.changed.push(f.clone());
-    }
-    let Some(mut editor) = editor else { return Ok(done) };
-    let new_tree = editor.write().map_err(|e| read(&e))?.detach();
-    if new_tree == tree.id {
-        return Ok(done);
-    }
-    let message = commit_message(message);
-    let commit = gix::objs::Commit {
-        tree: new_tree,
-        parents: vec![start_id].into(),
-        author: signature(who, "AUTHOR"),
-        committer: signature(who, "COMMITTER"),
-        encoding: None,
-        message: message.into(),
-        extra_headers: Vec::new(),
-    };
-    let id = r.write_object(&commit).map_err(|e| read(&e))?;
-    done.commit = Some(id.detach().to_hex().to_string());
+    let mut session = Session::open(repo)?;
+    let done = session.rewrite_files(start, files, rewrite, message, who)?;
+    session.persist()?;
     Ok(done)
+}
+
+/// A repository opened once for a whole turn without a checkout: the attributes check, the
+/// branch's tip, the rewrite, the branch's move and the diff stat, where each of those opened
+/// it again before (an open reads the config, the refs' layout and the pack indexes). The
+/// objects a rewrite writes stay in memory, so the diff stat reads them from there, until
+/// [`Session::persist`] writes them to the object database; persist before the branch moves.
+pub struct Session {
+    repo: gix::Repository,
+}
+
+impl Session {
+    pub fn open(repo: &Path) -> Result<Session, GitError> {
+        let what = || format!("opening {}", repo.display());
+        let mut r = crate::open_gix(repo)
+            .map(gix::Repository::from)
+            .map_err(|e| GitError::read(what(), e))?
+            .with_object_memory();
+        // The folders along the task's paths are looked up once per file.
+        r.object_cache_size_if_unset(4 << 20);
+        Ok(Session { repo: r })
+    }
+
+    /// See [`transformed`].
+    pub fn transformed(&self, start: &str, files: &[String]) -> Result<Option<String>, GitError> {
+        transformed_in(&self.repo, start, files)
+    }
+
+    /// See [`branch_tip`].
+    pub fn branch_tip(&self, branch: &str) -> Result<Option<String>, GitError> {
+        crate::refs::target_in(&self.repo, &format!("refs/heads/{branch}"))
+    }
+
+    /// See [`move_branch`]. The objects it names must be persisted first.
+    pub fn move_branch(
+        &self,
+        branch: &str,
+        new: &str,
+        old: Option<&str>,
+        who: &Identity,
+    ) -> Result<(), GitError> {
+        let expect = old.map_or(crate::refs::Expect::Absent, crate::refs::Expect::At);
+        crate::refs::set_in(&self.repo, &format!("refs/heads/{branch}"), new, expect, false, "grove", who)
+    }
+
+    /// See [`crate::stats::diff_stat`]; objects not persisted yet count.
+    pub fn diff_stat(&self, from: &str, to: &str) -> Result<grove_core::DiffStat, GitError> {
+        crate::stats::diff_stat_in(&self.repo, from, to)
+    }
+
+    /// Write the objects kept in memory to the object database; returns how many.
+    pub fn persist(&mut self) -> Result<usize, GitError> {
+        use gix::objs::Write as _;
+        let dir = self.repo.git_dir().to_owned();
+        let what = || format!("writing objects to {}", dir.display());
+        let Some(objects) = self.repo.objects.take_object_memory() else { return Ok(0) };
+        let n = objects.len();
+        let written = objects.iter().try_for_each(|(id, (kind, data))| {
+            let got = self.repo.objects.write_buf(*kind, data).map_err(|e| GitError::read(what(), e))?;
+            debug_assert_eq!(&got, id);
+            Ok(())
+        });
+        self.repo.objects.enable_object_memory();
+        written?;
+        Ok(n)
+    }
+
+    /// See [`rewrite_files`]; the objects stay in memory until [`Session::persist`].
+    pub fn rewrite_files(
+        &mut self,
+        start: &str,
+        files: &[String],
+        rewrite: &mut Rewrite<'_>,
+        message: &str,
+        who: &Identity,
+    ) -> Result<Rewritten, GitError> {
+        let what = || format!("rewriting files of {start} in {}", self.repo.git_dir().display());
+        let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+        let r = &self.repo;
+        let start_id = gix::ObjectId::from_hex(start.as_bytes()).map_err(|e| read(&e))?;
+        let tree = r.find_commit(start_id).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))?;
+        let mut done = Rewritten::default();
+        let mut editor = None;
+        for f in files {
+            let Some(entry) = tree.lookup_entry(f.split('/')).map_err(|e| read(&e))? else { continue };
+            let kind = entry.mode().kind();
+            if !matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable) {
+                continue;
+            }
+            let blob = r.find_blob(entry.object_id()).map_err(|e| read(&e))?;
+            let Some(out) = rewrite(f, &blob.data) else { continue };
+            if out == blob.data {
+                continue;
+            }
+            let id = r.write_blob(&out).map_err(|e| read(&e))?.detach();
+            let ed = match editor.as_mut() {
+                Some(ed) => ed,
+                None => editor.insert(r.edit_tree(tree.id).map_err(|e| read(&e))?),
+            };
+            ed.upsert(f.as_str(), kind, id).map_err(|e| read(&e))?;
+            done.changed.push(f.clone());
+        }
+        let Some(mut editor) = editor else { return Ok(done) };
+        let new_tree = editor.write().map_err(|e| read(&e))?.detach();
+        if new_tree == tree.id {
+            return Ok(done);
+        }
+        let message = commit_message(message);
+        let commit = gix::objs::Commit {
+            tree: new_tree,
+            parents: vec![start_id].into(),
+            author: signature(who, "AUTHOR"),
+            committer: signature(who, "COMMITTER"),
+            encoding: None,
+            message: message.into(),
+            extra_headers: Vec::new(),
+        };
+        let id = r.write_object(&commit).map_err(|e| read(&e))?;
+        done.commit = Some(id.detach().to_hex().to_string());
+        Ok(done)
+    }
 }
 
 /// Words of a gitattributes line under which git changes a file's bytes between the object
@@ -100,22 +179,30 @@ const TRANSFORMING: [&str; 7] =
 /// pattern.
 pub fn transformed(repo: &Path, start: &str, files: &[String]) -> Result<Option<String>, GitError> {
     let what = || format!("reading the attributes of {start} in {}", repo.display());
-    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
-    let says = |text: &[u8]| {
-        text.lines().map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with(b"#")).any(|l| {
-            l.split(|b| b.is_ascii_whitespace()).skip(1).any(|attr| {
-                let attr = attr.trim_start_with(|c| c == '-' || c == '!');
-                let name = attr.split(|b| *b == b'=').next().unwrap_or(attr);
-                TRANSFORMING.iter().any(|w| name == w.as_bytes())
-            })
+    let r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| GitError::read(what(), e))?;
+    transformed_in(&r, start, files)
+}
+
+/// Whether a gitattributes text names a conversion (see [`TRANSFORMING`]) for any pattern.
+fn says(text: &[u8]) -> bool {
+    text.lines().map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with(b"#")).any(|l| {
+        l.split(|b| b.is_ascii_whitespace()).skip(1).any(|attr| {
+            let attr = attr.trim_start_with(|c| c == '-' || c == '!');
+            let name = attr.split(|b| *b == b'=').next().unwrap_or(attr);
+            TRANSFORMING.iter().any(|w| name == w.as_bytes())
         })
-    };
-    if let Ok(text) = std::fs::read(repo.join("info").join("attributes"))
+    })
+}
+
+/// [`transformed`] in a repository already open.
+fn transformed_in(r: &gix::Repository, start: &str, files: &[String]) -> Result<Option<String>, GitError> {
+    let what = || format!("reading the attributes of {start} in {}", r.git_dir().display());
+    let read = |e: &dyn std::fmt::Display| GitError::read(what(), e);
+    if let Ok(text) = std::fs::read(r.git_dir().join("info").join("attributes"))
         && says(&text)
     {
         return Ok(Some("info/attributes".into()));
     }
-    let r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| read(&e))?;
     let start_id = gix::ObjectId::from_hex(start.as_bytes()).map_err(|e| read(&e))?;
     let tree = r.find_commit(start_id).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))?;
     let mut dirs: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
@@ -240,7 +327,9 @@ mod tests {
         assert_eq!(of("d/z.rs").as_deref(), Some("d/.gitattributes"), "eol");
         std::fs::create_dir_all(src.join(".git/info")).expect("info");
         std::fs::write(src.join(".git/info/attributes"), "* text=auto\n").expect("write");
-        assert_eq!(of("c/y.rs"), None, "info/attributes of a bare repository is its own folder's");
+        // git reads the git dir's info/attributes: `.git/info` here, the folder itself for a
+        // bare repository.
+        assert_eq!(of("c/y.rs").as_deref(), Some("info/attributes"), "the git dir's info/attributes");
         let bare = src.join(".git");
         assert_eq!(
             transformed(&bare, &start, &["c/y.rs".to_owned()]).expect("attributes").as_deref(),

@@ -11,6 +11,12 @@ use crate::cli::GitError;
 pub fn diff_stat(repo: &Path, from: &str, to: &str) -> Result<DiffStat, GitError> {
     let what = || format!("diff {from}..{to} in {}", repo.display());
     let repo = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| GitError::read(what(), e))?;
+    diff_stat_in(&repo, from, to)
+}
+
+/// [`diff_stat`] in a repository already open (its objects written to memory count too).
+pub fn diff_stat_in(repo: &gix::Repository, from: &str, to: &str) -> Result<DiffStat, GitError> {
+    let what = || format!("diff {from}..{to} in {}", repo.git_dir().display());
     let tree_of = |id: &str| -> Result<gix::Tree<'_>, GitError> {
         let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| GitError::read(what(), e))?;
         repo.find_commit(oid).and_then(|c| c.tree()).map_err(|e| GitError::read(what(), e))

@@ -21,6 +21,8 @@ use crate::workspace::Mode;
 pub struct Direct {
     re: regex::bytes::Regex,
     with: Vec<u8>,
+    /// The mirror, opened once for the whole turn.
+    session: grove_git::rewrite::Session,
 }
 
 impl Direct {
@@ -40,8 +42,16 @@ impl Direct {
         if !(here && plain) {
             return None;
         }
+        let (re, with) = agent::replacer(&a.agent)?;
+        let session = match grove_git::rewrite::Session::open(&a.mirror) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(task = %a.task, "opening the mirror: {e}; rewriting in a checkout");
+                return None;
+            }
+        };
         // Files git converts on checkout (line endings, LFS, encodings) are rewritten in one.
-        match grove_git::rewrite::transformed(&a.mirror, &a.base, &a.files) {
+        match session.transformed(&a.base, &a.files) {
             Ok(None) => {}
             Ok(Some(why)) => {
                 tracing::debug!(task = %a.task, "{why} converts files on checkout: rewriting in a checkout");
@@ -52,7 +62,7 @@ impl Direct {
                 return None;
             }
         }
-        agent::replacer(&a.agent).map(|(re, with)| Direct { re, with })
+        Some(Direct { re, with, session })
     }
 
     /// Run the attempt's one turn: the same states, log lines and checkpoint event as
@@ -65,10 +75,8 @@ impl Direct {
         fence: &CancellationToken,
         resuming: Option<u32>,
     ) -> grove_core::task::TaskOutcome {
-        let tip = {
-            let (mirror, branch) = (a.mirror.clone(), a.branch.clone());
-            blocking(move || grove_git::rewrite::branch_tip(&mirror, &branch)).await
-        };
+        let Direct { re, with, mut session } = self;
+        let tip = session.branch_tip(&a.branch).map_err(|e| e.to_string());
         let tip = match tip {
             Ok(tip) => tip,
             Err(e) => return transient(format!("preparing the workspace: {e}"), log.tail(), 0),
@@ -107,8 +115,10 @@ impl Direct {
         let files: Vec<String> =
             a.files.iter().filter(|f| in_checkout(f, a.sparse.as_deref())).cloned().collect();
         let message = crate::attempt::checkpoint_message(a, turn_no);
+        // The rewrite and the diff stat in memory; the objects are written and the branch moved
+        // after the lease is checked.
         let rewritten = {
-            let (mirror, start, Direct { re, with }) = (a.mirror.clone(), start.clone(), self);
+            let (start, base, tip) = (start.clone(), a.base.clone(), tip.clone());
             let span = tracing::info_span!(parent: &turn_span, "checkpoint");
             blocking(move || {
                 let _in = span.enter();
@@ -118,19 +128,21 @@ impl Direct {
                     hits.push((f.to_owned(), n));
                     Some(out)
                 };
-                let done = grove_git::rewrite::rewrite_files(
-                    &mirror,
-                    &start,
-                    &files,
-                    &mut rewrite,
-                    &message,
-                    &Identity::default(),
-                )?;
-                Ok::<_, grove_git::GitError>((done, hits))
+                let done =
+                    session.rewrite_files(&start, &files, &mut rewrite, &message, &Identity::default())?;
+                // The branch: to the new commit, or made at the base as a workspace would have
+                // made it.
+                let (new, head) = match (&done.commit, &tip) {
+                    (Some(c), _) => (Some(c.clone()), c.clone()),
+                    (None, Some(t)) => (None, t.clone()),
+                    (None, None) => (Some(base.clone()), base.clone()),
+                };
+                let stat = session.diff_stat(&base, &head);
+                Ok::<_, grove_git::GitError>((session, done, hits, new, head, stat))
             })
             .await
         };
-        let (done, hits) = match rewritten {
+        let (mut session, done, hits, new, head, stat) = match rewritten {
             Ok(r) => r,
             Err(e) => return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no),
         };
@@ -143,26 +155,17 @@ impl Direct {
         if fence.is_cancelled() {
             return failed(format!("turn {turn_no}: the lease was lost"), log.tail(), turn_no);
         }
-        // The branch: to the new commit, or made at the base as a workspace would have made it.
-        let (new, head) = match (&done.commit, &tip) {
-            (Some(c), _) => (Some(c.clone()), c.clone()),
-            (None, Some(t)) => (None, t.clone()),
-            (None, None) => (Some(a.base.clone()), a.base.clone()),
-        };
         if let Some(new) = new {
-            let (mirror, branch, old) = (a.mirror.clone(), a.branch.clone(), tip.clone());
+            let (branch, old) = (a.branch.clone(), tip.clone());
             let moved = blocking(move || {
-                grove_git::rewrite::move_branch(&mirror, &branch, &new, old.as_deref(), &Identity::default())
+                session.persist()?;
+                session.move_branch(&branch, &new, old.as_deref(), &Identity::default())
             })
             .await;
             if let Err(e) = moved {
                 return transient(format!("checkpointing turn {turn_no}: {e}"), log.tail(), turn_no);
             }
         }
-        let stat = {
-            let (mirror, base, head) = (a.mirror.clone(), a.base.clone(), head.clone());
-            blocking(move || grove_git::stats::diff_stat(&mirror, &base, &head)).await
-        };
         let stat = stat.unwrap_or_else(|e| {
             tracing::warn!(task = %a.task, "diff stat: {e}");
             DiffStat::default()
