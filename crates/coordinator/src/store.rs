@@ -830,21 +830,27 @@ impl Store {
                    session, session_agent, question, reply, held,
                    u.n, u.i, u.o, u.cr, u.cw, u.cost, u.priced, u.known,
                    s.n, s.i, s.o, s.cr, s.cw, s.cost, s.priced, s.known
-                 FROM tasks
-                 LEFT JOIN (SELECT slug AS us, COUNT(*) AS n, SUM(input_tokens) AS i, SUM(output_tokens) AS o,
-                     SUM(cache_read_tokens) AS cr, SUM(cache_write_tokens) AS cw, SUM(cost_usd) AS cost,
-                     COUNT(cost_usd) AS priced, SUM(known_cost_usd) AS known
-                   FROM turns WHERE job = ?1 AND (?2 IS NULL OR slug = ?2) GROUP BY slug) u ON u.us = tasks.slug
-                 LEFT JOIN (SELECT slug AS ss, session AS sid, COUNT(*) AS n, SUM(input_tokens) AS i,
-                     SUM(output_tokens) AS o, SUM(cache_read_tokens) AS cr, SUM(cache_write_tokens) AS cw,
-                     SUM(cost_usd) AS cost, COUNT(cost_usd) AS priced, SUM(known_cost_usd) AS known
-                   FROM turns WHERE job = ?1 AND (?2 IS NULL OR slug = ?2) AND session IS NOT NULL
-                   GROUP BY slug, session) s
+                 FROM tasks";
+            const SUMS: &str = "COUNT(*) AS n, SUM(input_tokens) AS i, SUM(output_tokens) AS o,
+                   SUM(cache_read_tokens) AS cr, SUM(cache_write_tokens) AS cw, SUM(cost_usd) AS cost,
+                   COUNT(cost_usd) AS priced, SUM(known_cost_usd) AS known";
+            // The turns' sums per task (all of a job's, grouped), or one task's (no grouping, nor
+            // the temporary tables grouping makes: a primary-key range).
+            let all_sums = format!(
+                "LEFT JOIN (SELECT slug AS us, {SUMS} FROM turns WHERE job = ?1 AND ?2 IS NULL GROUP BY slug) u
+                   ON u.us = tasks.slug
+                 LEFT JOIN (SELECT slug AS ss, session AS sid, {SUMS} FROM turns
+                   WHERE job = ?1 AND ?2 IS NULL AND session IS NOT NULL GROUP BY slug, session) s
                    ON s.ss = tasks.slug AND s.sid = tasks.session
-                 WHERE job = ?1";
-            // Two statements, so the one-task lookup is a primary-key lookup.
-            // The turns' sums of one task read its rows only (an `OR` in their filter would
-            // make SQLite read the whole job's).
+                 WHERE job = ?1"
+            );
+            let one_sums = format!(
+                "LEFT JOIN (SELECT {SUMS} FROM turns WHERE job = ?1 AND slug = ?2) u ON 1
+                 LEFT JOIN (SELECT session AS sid, {SUMS} FROM turns
+                   WHERE job = ?1 AND slug = ?2 AND session IS NOT NULL GROUP BY session) s
+                   ON s.sid = tasks.session
+                 WHERE job = ?1 AND tasks.slug = ?2"
+            );
             let (slug, after_ord, after_slug, limit) = match which {
                 Which::All => (None, None, None, None),
                 Which::One(slug) => (Some(slug), None, None, None),
@@ -854,14 +860,13 @@ impl Store {
             };
             let mut st = match which {
                 Which::One(_) => c.prepare_cached(&format!(
-                    "{} AND tasks.slug = ?2 AND ?3 IS NULL AND ?4 IS NULL AND ?5 IS NULL",
-                    COLUMNS.replace("(?2 IS NULL OR slug = ?2)", "slug = ?2")
+                    "{COLUMNS} {one_sums} AND ?3 IS NULL AND ?4 IS NULL AND ?5 IS NULL"
                 ))?,
                 Which::All => c.prepare_cached(&format!(
-                    "{COLUMNS} AND ?2 IS NULL AND ?3 IS NULL AND ?4 IS NULL AND ?5 IS NULL ORDER BY ord, tasks.slug"
+                    "{COLUMNS} {all_sums} AND ?3 IS NULL AND ?4 IS NULL AND ?5 IS NULL ORDER BY ord, tasks.slug"
                 ))?,
                 Which::Pending { .. } => c.prepare_cached(&format!(
-                    "{COLUMNS} AND ?2 IS NULL AND merge_state = '{}'
+                    "{COLUMNS} {all_sums} AND merge_state = '{}'
                        AND (?3 IS NULL OR (ord, tasks.slug) > (?3, ?4))
                      ORDER BY ord, tasks.slug LIMIT ?5",
                     MergeState::Pending.as_str()
@@ -1934,7 +1939,19 @@ mod tests {
         assert_eq!(job.cost_usd, None);
         assert_eq!(job.known_cost(), 0.75);
         assert_eq!(store.turns(&id, "a").expect("turns").len(), 2);
+        // The one-task read, the whole list and the train's pages agree.
+        let all = store.tasks(&id).expect("all");
+        for t in &all {
+            let one = store.task(&id, &t.slug).expect("read").expect("one");
+            assert_eq!(format!("{:?}", one.agent), format!("{:?}", t.agent), "{}", t.slug);
+        }
+        let first = store.pending_merges(&id, None, 1).expect("page");
+        let rest = store.pending_merges(&id, Some((first[0].ord, &first[0].slug)), 10).expect("page");
+        let paged: Vec<&str> = first.iter().chain(&rest).map(|t| t.slug.as_str()).collect();
+        assert_eq!(paged, all.iter().map(|t| t.slug.as_str()).collect::<Vec<_>>());
+        assert_eq!(store.in_flight(&id).expect("in flight").len(), 2);
         store.set_held(&id, "b", Some("job budget")).expect("hold");
+        assert_eq!(store.in_flight(&id).expect("in flight").into_iter().collect::<Vec<_>>(), ["a"]);
         assert!(!store.nothing_in_flight(&id).expect("in flight"), "a is still running");
     }
 

@@ -47,29 +47,40 @@ pub(crate) struct TrainMemo {
 }
 
 /// The tasks the train goes through in order: a job's every row (given), or its rows not
-/// settled yet, read [`Queue::PAGE`] at a time as the train gets to them.
+/// settled yet, read a page at a time as the train gets to them: a few first (the train most
+/// often stops at the next task, still running), then twice as many each time.
 struct Queue<'a> {
     job: &'a JobId,
     rows: std::collections::VecDeque<TaskRow>,
     paged: bool,
     last: Option<(u32, String)>,
+    page: u32,
     exhausted: bool,
 }
 
 impl<'a> Queue<'a> {
-    const PAGE: u32 = 32;
+    const FIRST_PAGE: u32 = 4;
+    const MAX_PAGE: u32 = 256;
 
     fn new(job: &'a JobId, all: Option<Vec<TaskRow>>) -> Queue<'a> {
         let paged = all.is_none();
-        Queue { job, rows: all.unwrap_or_default().into(), paged, last: None, exhausted: !paged }
+        Queue {
+            job,
+            rows: all.unwrap_or_default().into(),
+            paged,
+            last: None,
+            page: Self::FIRST_PAGE,
+            exhausted: !paged,
+        }
     }
 
     fn next(&mut self, store: &crate::store::Store) -> Result<Option<TaskRow>, CoordError> {
         if self.rows.is_empty() && !self.exhausted {
             let after = self.last.as_ref().map(|(ord, slug)| (*ord, slug.as_str()));
-            let page = store.pending_merges(self.job, after, Self::PAGE)?;
-            self.exhausted = page.len() < Self::PAGE as usize;
-            self.rows.extend(page);
+            let rows = store.pending_merges(self.job, after, self.page)?;
+            self.exhausted = rows.len() < self.page as usize;
+            self.page = (self.page * 2).min(Self::MAX_PAGE);
+            self.rows.extend(rows);
         }
         let t = self.rows.pop_front();
         if self.paged
