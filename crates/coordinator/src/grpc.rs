@@ -649,11 +649,18 @@ impl CoordinatorApi for Api {
                 } else {
                     Vec::new()
                 };
-                let notes: Vec<pb::JobNote> = if r.snapshot {
+                let mut notes: Vec<pb::JobNote> = if r.snapshot {
                     tasks.iter().map(|t| snapshot_note(&job, t, watcher.cursor)).collect()
                 } else {
                     Vec::new()
                 };
+                // A job whose merging stopped says so to a watcher that comes after the note.
+                if r.snapshot
+                    && let Some(reason) = &job.train.stopped
+                {
+                    let stopped = Note::Stopped { job: job.id.clone(), reason: reason.clone() };
+                    notes.push(pb::JobNote { seq: watcher.cursor, ..note_pb(&stopped) });
+                }
                 if done {
                     // Over already: the snapshot (if asked) is all there is.
                     let tx = watcher.tx.clone();
