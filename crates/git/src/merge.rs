@@ -456,21 +456,24 @@ mod tests {
     use super::*;
     use crate::testutil::{commit_files, repo_with};
 
-    /// The merge bases found in process are git's: one, none (unrelated histories), and the
+    /// A commit of `base`'s tree with `parents` (none: a root) and `msg`.
+    fn commit_of_base(git: &Git, src: &Path, base: &str, parents: &[&str], msg: &str) -> String {
+        let mut args = vec!["commit-tree".to_owned()];
+        for p in parents {
+            args.extend(["-p".to_owned(), (*p).to_owned()]);
+        }
+        args.extend(["-m".to_owned(), msg.to_owned(), format!("{base}^{{tree}}")]);
+        git.run(src, &args).expect("commit-tree").stdout.trim().to_owned()
+    }
+
+    /// The merge bases found in process are git's: one (unrelated histories), and the
     /// two of a criss-cross merge.
     #[test]
     fn merge_bases_are_gits() {
         let git = Git::detect().expect("git");
         let (_d, src) = repo_with(&[("a.txt", "a\n")]);
         let base = git.resolve_commit(&src, "HEAD").expect("head");
-        let commit = |parents: &[&str], msg: &str| {
-            let mut args = vec!["commit-tree".to_owned()];
-            for p in parents {
-                args.extend(["-p".to_owned(), (*p).to_owned()]);
-            }
-            args.extend(["-m".to_owned(), msg.to_owned(), format!("{base}^{{tree}}")]);
-            git.run(&src, &args).expect("commit-tree").stdout.trim().to_owned()
-        };
+        let commit = |parents: &[&str], msg: &str| commit_of_base(&git, &src, &base, parents, msg);
         let (x, y) = (commit(&[&base], "x"), commit(&[&base], "y"));
         // Criss-cross: each side merges the other's first commit.
         let (m1, m2) = (commit(&[&x, &y], "m1"), commit(&[&y, &x], "m2"));
@@ -495,14 +498,7 @@ mod tests {
         let git = Git::detect().expect("git");
         let (_d, src) = repo_with(&[("a.txt", "a\n")]);
         let base = git.resolve_commit(&src, "HEAD").expect("head");
-        let commit = |parents: &[&str], msg: &str| {
-            let mut args = vec!["commit-tree".to_owned()];
-            for p in parents {
-                args.extend(["-p".to_owned(), (*p).to_owned()]);
-            }
-            args.extend(["-m".to_owned(), msg.to_owned(), format!("{base}^{{tree}}")]);
-            git.run(&src, &args).expect("commit-tree").stdout.trim().to_owned()
-        };
+        let commit = |parents: &[&str], msg: &str| commit_of_base(&git, &src, &base, parents, msg);
         let w = CommitWriter::open(&src).expect("open");
         let mut ancestry = Ancestry::default();
         let gits = |a: &str, b: &str| git.merge_bases(&src, a, b).expect("git");

@@ -30,7 +30,7 @@ pub struct Rewritten {
 /// agent skips them in a checkout. When something changed, the tree is edited and a commit
 /// of it with `start` as its parent is written, by `who` (the author and committer git's
 /// environment names win, as they do for `git commit`): the commit a checkpoint of the same
-/// change would make. No ref moves: see [`move_branch`].
+/// change would make. No ref moves: see [`Session::move_branch`].
 pub fn rewrite_files(
     repo: &Path,
     start: &str,
@@ -71,12 +71,15 @@ impl Session {
         transformed_in(&self.repo, start, files)
     }
 
-    /// See [`branch_tip`].
+    /// The tip of `refs/heads/<branch>`, or `None` when there is no such branch.
     pub fn branch_tip(&self, branch: &str) -> Result<Option<String>, GitError> {
         crate::refs::target_in(&self.repo, &format!("refs/heads/{branch}"))
     }
 
-    /// See [`move_branch`]. The objects it names must be persisted first.
+    /// Move `refs/heads/<branch>` to `new` by compare-and-swap: only if it points at `old`, or,
+    /// with `old` = `None`, only if it does not exist yet. Any other state is an error (someone
+    /// else moved the branch): nothing is overwritten. A reflog entry, where the repository
+    /// keeps them, is by `who`. The objects it names must be persisted first.
     pub fn move_branch(
         &self,
         branch: &str,
@@ -225,26 +228,6 @@ fn transformed_in(r: &gix::Repository, start: &str, files: &[String]) -> Result<
         }
     }
     Ok(None)
-}
-
-/// Move `refs/heads/<branch>` in `repo` to `new` by compare-and-swap: only if it points at
-/// `old`, or, with `old` = `None`, only if it does not exist yet. Any other state is an error
-/// (someone else moved the branch): nothing is overwritten. A reflog entry, where the
-/// repository keeps them, is by `who`.
-pub fn move_branch(
-    repo: &Path,
-    branch: &str,
-    new: &str,
-    old: Option<&str>,
-    who: &Identity,
-) -> Result<(), GitError> {
-    let expect = old.map_or(crate::refs::Expect::Absent, crate::refs::Expect::At);
-    crate::refs::set(repo, &format!("refs/heads/{branch}"), new, expect, false, "grove", who)
-}
-
-/// The tip of `refs/heads/<branch>` in `repo`, or `None` when there is no such branch.
-pub fn branch_tip(repo: &Path, branch: &str) -> Result<Option<String>, GitError> {
-    crate::refs::target(repo, &format!("refs/heads/{branch}"))
 }
 
 /// The signature `git commit -c user.name=… -c user.email=…` would use for `role` (`AUTHOR`
@@ -436,13 +419,18 @@ mod tests {
         let files = vec!["a.rs".to_owned()];
         let done = rewrite_files(&src, &base, &files, &mut upper_x, "m", &Identity::default()).expect("rw");
         let c = done.commit.expect("commit");
-        assert_eq!(branch_tip(&src, "grove/j/t").expect("tip"), None);
+        let session = Session::open(&src).expect("open");
+        let (branch_tip, move_branch) = (
+            |b: &str| session.branch_tip(b),
+            |b: &str, new: &str, old: Option<&str>, who: &Identity| session.move_branch(b, new, old, who),
+        );
+        assert_eq!(branch_tip("grove/j/t").expect("tip"), None);
         let who = Identity::default();
-        move_branch(&src, "grove/j/t", &base, None, &who).expect("create");
-        assert!(move_branch(&src, "grove/j/t", &c, None, &who).is_err(), "it exists already");
-        assert!(move_branch(&src, "grove/j/t", &c, Some(&c), &who).is_err(), "not where it is");
-        move_branch(&src, "grove/j/t", &c, Some(&base), &who).expect("move");
-        assert_eq!(branch_tip(&src, "grove/j/t").expect("tip"), Some(c.clone()));
+        move_branch("grove/j/t", &base, None, &who).expect("create");
+        assert!(move_branch("grove/j/t", &c, None, &who).is_err(), "it exists already");
+        assert!(move_branch("grove/j/t", &c, Some(&c), &who).is_err(), "not where it is");
+        move_branch("grove/j/t", &c, Some(&base), &who).expect("move");
+        assert_eq!(branch_tip("grove/j/t").expect("tip"), Some(c.clone()));
         assert_eq!(git.ref_target(&src, "refs/heads/grove/j/t").expect("git"), Some(c));
     }
 }
