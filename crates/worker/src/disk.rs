@@ -94,6 +94,9 @@ pub fn make_room(git: &Git, layout: &Layout, budget: Budget) -> Option<String> {
     let used =
         if budget.max_disk.is_some() { du(&home.join("worktrees")) + du(&home.join("runs")) } else { 0 };
     let free = free_bytes(home).unwrap_or(u64::MAX);
+    // Within the budget (the usual case), the kept workspaces are not even listed: listing
+    // reads every run dir of every job, once per task taken.
+    plan(budget, used, free, &[]).refuse.as_ref()?;
     let kept = kept(home);
     let p = plan(budget, used, free, &kept);
     for i in &p.remove {
