@@ -128,6 +128,8 @@ impl Embedded {
     /// Start `n` workers on the `local` pool; they stop when `stop` fires.
     pub fn start_workers(&self, n: usize, stop: &CancellationToken) -> JoinSet<()> {
         let mut set = JoinSet::new();
+        // One process, one set of open mirrors for all its workers.
+        let repos = Arc::new(grove_git::OpenRepos::default());
         for i in 1..=n {
             let ctx = Arc::new(grove_worker::WorkerContext {
                 id: format!("embedded-{i}"),
@@ -145,6 +147,7 @@ impl Embedded {
                 secrets: self.secrets.clone(),
                 idle_exit: None,
                 agent_home: grove_worker::agent_home_vars(|k| std::env::var(k).ok()),
+                repos: repos.clone(),
             });
             set.spawn(grove_worker::run(ctx, stop.clone(), stop.clone()));
         }

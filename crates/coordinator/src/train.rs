@@ -138,9 +138,8 @@ impl Coordinator {
         }
         let (_, w) = match &mut *writer {
             Some(open) => open,
-            None => writer.insert((row.mirror.clone(), CommitWriter::open(mirror)?)),
+            None => writer.insert((row.mirror.clone(), CommitWriter::buffered(mirror)?)),
         };
-        let w = &*w;
         let mut head = self.reconcile(&row, w, &mut notes)?;
         let copied: std::collections::HashSet<&str> = row.ignored_files.iter().map(String::as_str).collect();
         loop {
@@ -249,7 +248,11 @@ impl Coordinator {
                 };
                 let outcome = match fast {
                     Some(tree) => MergeOutcome::Clean { tree },
-                    None => merge_trees(&self.git, mirror, &tip, &task_head)?,
+                    None => {
+                        // git reads the tip, which may be a merge still in memory.
+                        w.persist()?;
+                        merge_trees(&self.git, mirror, &tip, &task_head)?
+                    }
                 };
                 span.record(
                     "grove.outcome",
@@ -295,6 +298,8 @@ impl Coordinator {
 
             if !cands.is_empty() {
                 let full_batch = cands.len() >= batch;
+                // The integration check runs git on the candidates.
+                w.persist()?;
                 let (good, culprit) = match self.verify(&row, &head, &cands) {
                     Err(CoordError::HeadFailsCheck { output }) => {
                         let check = row.spec.checks.integration.as_deref().unwrap_or_default();

@@ -20,8 +20,10 @@
 //! API boundary: nothing here prints or reads `$HOME`; paths come from the caller.
 
 pub mod cli;
+pub mod edit;
 pub mod merge;
 pub mod mirror;
+pub mod open;
 pub mod refs;
 pub mod rewrite;
 pub mod sideref;
@@ -33,6 +35,7 @@ pub mod worktree;
 pub use cli::{Git, GitError};
 pub use merge::MergeOutcome;
 pub use mirror::{Mirror, Source};
+pub use open::OpenRepos;
 pub use tree::CommitTree;
 
 /// Open a repository with gix, reading only its own config: not the system's, the user's or

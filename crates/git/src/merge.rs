@@ -140,16 +140,76 @@ impl Ancestry {
 /// which makes one commit per task; `commit_tree` makes the same commit with the git CLI.
 pub struct CommitWriter {
     repo: gix::Repository,
+    /// Of the objects held in memory ([`CommitWriter::buffered`]), those on disk already.
+    persisted: std::collections::HashSet<gix::ObjectId>,
+    /// Since when memory holds persisted objects.
+    kept_since: std::time::Instant,
 }
 
 impl CommitWriter {
+    /// Objects a buffered writer keeps in memory after they are persisted, at most; past
+    /// that it lets them all go (they are on disk).
+    const KEEP_OBJECTS: usize = 4096;
+    const KEEP_BYTES: usize = 32 << 20;
+    /// Nor for longer than this: an object persisted once and never referenced (a batch the
+    /// integration check turned down) may be pruned by `git gc` after a while, and would then
+    /// be in memory but not on disk.
+    const KEEP_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
     pub fn open(repo: &Path) -> Result<CommitWriter, GitError> {
         let mut r = crate::open_gix(repo)
             .map(gix::Repository::from)
             .map_err(|e| GitError::read(format!("opening {}", repo.display()), e))?;
         // Trees along the merged paths are read again and again within a train.
         r.object_cache_size_if_unset(8 << 20);
-        Ok(CommitWriter { repo: r })
+        Ok(CommitWriter { repo: r, persisted: Default::default(), kept_since: std::time::Instant::now() })
+    }
+
+    /// A writer whose trees and commits go to memory first, for the merge train: the next
+    /// merge edits the trees the last one wrote, which are then read from memory rather
+    /// than from loose files. They reach the object database with [`CommitWriter::persist`],
+    /// which [`CommitWriter::update_ref`] calls first; call it before git reads any of them.
+    pub fn buffered(repo: &Path) -> Result<CommitWriter, GitError> {
+        let mut w = CommitWriter::open(repo)?;
+        w.repo.objects.enable_object_memory();
+        Ok(w)
+    }
+
+    /// Write what is held in memory and not on disk yet to the object database; returns how
+    /// many objects were written. What was written stays in memory for reading (up to
+    /// [`CommitWriter::KEEP_OBJECTS`]). Nothing to do for a writer that is not buffered.
+    pub fn persist(&mut self) -> Result<usize, GitError> {
+        use gix::objs::Write as _;
+        let Some(mut memory) = self.repo.objects.take_object_memory() else { return Ok(0) };
+        let what = || format!("writing objects to {}", self.repo.git_dir().display());
+        let mut n = 0;
+        let written = memory.iter().try_for_each(|(id, (kind, data))| {
+            if self.persisted.contains(id) {
+                return Ok(());
+            }
+            // Memory is off here: this asks, and writes to, the object database itself.
+            if !self.repo.objects.exists_without_refresh(id) {
+                let got = self.repo.objects.write_buf(*kind, data).map_err(|e| GitError::read(what(), e))?;
+                debug_assert_eq!(&got, id);
+                n += 1;
+            }
+            self.persisted.insert(*id);
+            Ok(())
+        });
+        let bytes: usize = memory.values().map(|(_, d)| d.len()).sum();
+        if written.is_err()
+            || memory.len() > Self::KEEP_OBJECTS
+            || bytes > Self::KEEP_BYTES
+            || self.kept_since.elapsed() > Self::KEEP_FOR
+        {
+            // What failed to be written is written again by the next merge: it sees it missing.
+            memory.clear();
+            self.persisted.clear();
+            self.kept_since = std::time::Instant::now();
+        }
+        self.repo.objects.set_object_memory(memory);
+        written?;
+        Ok(n)
     }
 
     /// All merge bases of commits `a` and `b`, as `git merge-base --all` finds them (gix's
@@ -238,12 +298,14 @@ impl CommitWriter {
     /// Move `full_ref` from `old` to `new` by compare-and-swap, as `git update-ref -m grove`
     /// (see [`crate::refs::set`]).
     pub fn update_ref(
-        &self,
+        &mut self,
         full_ref: &str,
         new: &str,
         old: &str,
         who: &crate::worktree::Identity,
     ) -> Result<(), GitError> {
+        // Never a ref to an object only in memory.
+        self.persist()?;
         crate::refs::set_in(&self.repo, full_ref, new, crate::refs::Expect::At(old), true, "grove", who)
     }
 
@@ -364,10 +426,7 @@ impl CommitWriter {
         fn parent(path: &BStr) -> Option<&BStr> {
             path.rfind_byte(b'/').map(|i| path[..i].as_bstr())
         }
-        enum Edit {
-            Put(gix::bstr::BString, gix::objs::tree::EntryKind, gix::ObjectId),
-            Remove(gix::bstr::BString),
-        }
+        use crate::edit::TreeEdit as Edit;
         let mut edits = Vec::new();
         for change in changes {
             match change {
@@ -436,18 +495,11 @@ impl CommitWriter {
                 Change::Rewrite { .. } => return Ok(None),
             }
         }
-        let mut editor = self.repo.edit_tree(ours_tree.id).map_err(|e| read(&e))?;
         // Removals first: a file that became a folder (or the other way) goes before its
         // replacement comes.
         edits.sort_by_key(|e| matches!(e, Edit::Put(..)));
-        for edit in edits {
-            match edit {
-                Edit::Put(path, kind, id) => editor.upsert(path, kind, id).map_err(|e| read(&e))?,
-                Edit::Remove(path) => editor.remove(path).map_err(|e| read(&e))?,
-            };
-        }
-        let merged = editor.write().map_err(|e| read(&e))?;
-        Ok(Some(merged.detach().to_hex().to_string()))
+        let merged = crate::edit::write(&self.repo, ours_tree.id, &edits).map_err(|e| read(&e))?;
+        Ok(Some(merged.to_hex().to_string()))
     }
 }
 

@@ -57,13 +57,21 @@ pub struct Session {
 impl Session {
     pub fn open(repo: &Path) -> Result<Session, GitError> {
         let what = || format!("opening {}", repo.display());
-        let mut r = crate::open_gix(repo)
-            .map(gix::Repository::from)
-            .map_err(|e| GitError::read(what(), e))?
-            .with_object_memory();
+        let r = crate::open_gix(repo).map(gix::Repository::from).map_err(|e| GitError::read(what(), e))?;
+        Ok(Session::with(r))
+    }
+
+    /// [`Session::open`] through `repos`: the repository kept open there when it is.
+    pub fn open_in(repos: &crate::OpenRepos, repo: &Path) -> Result<Session, GitError> {
+        let r = repos.open(repo).map_err(|e| GitError::read(format!("opening {}", repo.display()), e))?;
+        Ok(Session::with(r))
+    }
+
+    fn with(r: gix::Repository) -> Session {
+        let mut r = r.with_object_memory();
         // The folders along the task's paths are looked up once per file.
         r.object_cache_size_if_unset(4 << 20);
-        Ok(Session { repo: r })
+        Session { repo: r }
     }
 
     /// See [`transformed`].
@@ -96,16 +104,22 @@ impl Session {
         crate::stats::diff_stat_in(&self.repo, from, to)
     }
 
-    /// Write the objects kept in memory to the object database; returns how many.
+    /// Write the objects kept in memory that the object database lacks; returns how many.
     pub fn persist(&mut self) -> Result<usize, GitError> {
         use gix::objs::Write as _;
         let dir = self.repo.git_dir().to_owned();
         let what = || format!("writing objects to {}", dir.display());
         let Some(objects) = self.repo.objects.take_object_memory() else { return Ok(0) };
-        let n = objects.len();
+        let mut n = 0;
         let written = objects.iter().try_for_each(|(id, (kind, data))| {
+            // One that another turn wrote (the same file content in another module, say) is
+            // not written again.
+            if self.repo.objects.exists_without_refresh(id) {
+                return Ok(());
+            }
             let got = self.repo.objects.write_buf(*kind, data).map_err(|e| GitError::read(what(), e))?;
             debug_assert_eq!(&got, id);
+            n += 1;
             Ok(())
         });
         self.repo.objects.enable_object_memory();
@@ -128,7 +142,7 @@ impl Session {
         let start_id = gix::ObjectId::from_hex(start.as_bytes()).map_err(|e| read(&e))?;
         let tree = r.find_commit(start_id).map_err(|e| read(&e))?.tree().map_err(|e| read(&e))?;
         let mut done = Rewritten::default();
-        let mut editor = None;
+        let mut edits = Vec::new();
         for f in files {
             let Some(entry) = tree.lookup_entry(f.split('/')).map_err(|e| read(&e))? else { continue };
             let kind = entry.mode().kind();
@@ -140,16 +154,18 @@ impl Session {
             if out == blob.data {
                 continue;
             }
-            let id = r.write_blob(&out).map_err(|e| read(&e))?.detach();
-            let ed = match editor.as_mut() {
-                Some(ed) => ed,
-                None => editor.insert(r.edit_tree(tree.id).map_err(|e| read(&e))?),
-            };
-            ed.upsert(f.as_str(), kind, id).map_err(|e| read(&e))?;
+            // Into memory even when the object database has it (`write_blob` would skip it
+            // then): the diff stat reads it from there instead of mapping a loose file, and
+            // `persist` writes only what is missing.
+            let id =
+                gix::objs::Write::write_buf(&r.objects, gix::objs::Kind::Blob, &out).map_err(|e| read(&e))?;
+            edits.push(crate::edit::TreeEdit::Put(f.as_str().into(), kind, id));
             done.changed.push(f.clone());
         }
-        let Some(mut editor) = editor else { return Ok(done) };
-        let new_tree = editor.write().map_err(|e| read(&e))?.detach();
+        if edits.is_empty() {
+            return Ok(done);
+        }
+        let new_tree = crate::edit::write(r, tree.id, &edits).map_err(|e| read(&e))?;
         if new_tree == tree.id {
             return Ok(done);
         }

@@ -43,7 +43,7 @@ impl Direct {
             return None;
         }
         let (re, with) = agent::replacer(&a.agent)?;
-        let session = match grove_git::rewrite::Session::open(&a.mirror) {
+        let session = match grove_git::rewrite::Session::open_in(&ctx.repos, &a.mirror) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(task = %a.task, "opening the mirror: {e}; rewriting in a checkout");

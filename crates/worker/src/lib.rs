@@ -58,6 +58,10 @@ pub struct WorkerContext {
     /// `CLAUDE_CONFIG_DIR`, `CODEX_HOME`, `COPILOT_HOME`), so a session's transcript can be
     /// saved with the task and put back where the CLI looks. See [`agent_home_vars`].
     pub agent_home: std::collections::BTreeMap<String, String>,
+    /// Mirrors kept open between turns (opening one maps its pack indexes; a turn without a
+    /// checkout is short enough for that to be a good part of it).
+    /// Shared by the workers of one process.
+    pub repos: Arc<grove_git::OpenRepos>,
 }
 
 /// The variables that say where agent CLIs keep their sessions; [`agent_home_vars`] also reads
@@ -129,6 +133,8 @@ async fn announce(ctx: Arc<WorkerContext>, attempts: Running, refusing: Refusing
             .map(|(j, t, _)| format!("{j}/{t}"))
             .collect();
         info.seen_at = unix_now();
+        // A worker with nothing to do keeps no mirror open for long.
+        ctx.repos.close_stale();
         info.refusing = refusing.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Err(e) = ctx.bus.announce(&info).await {
             tracing::warn!(worker = %ctx.id, "announcing: {e}");
@@ -393,6 +399,7 @@ mod tests {
             secrets: secrets::Secrets::default(),
             idle_exit: None,
             agent_home: Default::default(),
+            repos: Default::default(),
         });
         let job = JobId::new("j", 1);
         for (task, branch) in [

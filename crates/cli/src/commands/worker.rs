@@ -234,6 +234,7 @@ pub async fn cmd_worker(home: PathBuf, args: WorkerArgs) -> anyhow::Result<ExitC
         secrets,
         idle_exit: args.exit_when_idle,
         agent_home: grove_worker::agent_home_vars(|k| std::env::var(k).ok()),
+        repos: Default::default(),
     });
     eprintln!("worker {id}: pools {}, capacity {}, NATS {}", args.pools.join(","), ctx.capacity, args.nats);
     let names = ctx.secrets.credentials().names();
