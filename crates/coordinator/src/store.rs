@@ -447,7 +447,7 @@ pub struct Store {
 
 /// One new task row; `base` is its own start (`task_base`), else the job's base.
 fn insert_task(tx: &rusqlite::Transaction<'_>, t: &TaskRow, base: Option<&str>) -> rusqlite::Result<usize> {
-    tx.execute(
+    tx.exec_cached(
         "INSERT INTO tasks (job, slug, ord, level, title, sparse, files, lines, depends_on, branch, pool,
            state, merge_state, updated_at, variant, variant_of, task_base)
          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
@@ -477,6 +477,34 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// `execute` and `query_row` through the connection's statement cache: the coordinator runs
+/// the same few statements for every event, and preparing one (parsing, planning) costs more
+/// than running it.
+trait Cached {
+    fn exec_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row_cached<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row_cached<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 impl Store {
     /// Open (creating) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -495,6 +523,8 @@ impl Store {
         // STAT4) prepares a cached statement again each time a parameter it compares with an
         // indexed column changes, and the coordinator reads one task by slug per event.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(err)?;
+        // Every statement the store runs stays prepared (see `Cached`).
+        conn.set_prepared_statement_cache_capacity(128);
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
         let has_jobs: bool = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'", [], |r| r.get::<_, i64>(0))
@@ -542,7 +572,7 @@ impl Store {
         let spec = serde_json::to_string(&job.spec).map_err(|e| self.corrupt("spec", e))?;
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
+            tx.exec_cached(
                 "INSERT INTO jobs (id, created_at, spec, source, source_dir, mirror, base, integration_branch,
                    integration_head, state, warnings, ignored_files) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
                 params![
@@ -561,7 +591,7 @@ impl Store {
                 ],
             )?;
             if let Some(r) = &job.repo {
-                tx.execute(
+                tx.exec_cached(
                     "INSERT INTO job_repos (job, grp, name, ord, level, upstream, edges, pr)
                      VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
                     params![
@@ -591,7 +621,9 @@ impl Store {
 
     /// Record the pull request of a repository's job (`grove pr`).
     pub fn set_pr(&self, job: &JobId, pr: Option<&str>) -> Result<(), StoreError> {
-        self.with(|c| c.execute("UPDATE job_repos SET pr = ?2 WHERE job = ?1", params![job.as_str(), pr]))?;
+        self.with(|c| {
+            c.exec_cached("UPDATE job_repos SET pr = ?2 WHERE job = ?1", params![job.as_str(), pr])
+        })?;
         Ok(())
     }
 
@@ -601,7 +633,7 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             insert_task(&tx, t, Some(base))?;
-            tx.execute("UPDATE jobs SET state = 'running' WHERE id = ?1", params![t.job.as_str()])?;
+            tx.exec_cached("UPDATE jobs SET state = 'running' WHERE id = ?1", params![t.job.as_str()])?;
             tx.commit()
         })
     }
@@ -739,7 +771,7 @@ impl Store {
     /// Record who submitted a job (the name of an API token).
     pub fn set_owner(&self, job: &JobId, owner: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "INSERT INTO job_owners (job, owner) VALUES (?1, ?2)
                  ON CONFLICT(job) DO UPDATE SET owner = excluded.owner",
                 params![job.as_str(), owner],
@@ -751,7 +783,7 @@ impl Store {
     /// Who submitted a job over the API with a token; `None` for the others.
     pub fn owner(&self, job: &JobId) -> Result<Option<String>, StoreError> {
         self.with(|c| {
-            c.query_row("SELECT owner FROM job_owners WHERE job = ?1", params![job.as_str()], |r| r.get(0))
+            c.row_cached("SELECT owner FROM job_owners WHERE job = ?1", params![job.as_str()], |r| r.get(0))
                 .optional()
         })
     }
@@ -795,7 +827,7 @@ impl Store {
         let id = job.as_str();
         let any: i64 = self.with(|c| {
             let params = std::iter::once(&id).chain(&going);
-            c.query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))
+            c.row_cached(&sql, rusqlite::params_from_iter(params), |r| r.get(0))
         })?;
         Ok(any == 0)
     }
@@ -957,7 +989,7 @@ impl Store {
         turns: Option<u32>,
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET state = ?3, turns = COALESCE(?4, turns), updated_at = ?5,
                    started_at = COALESCE(started_at, ?5)
                  WHERE job = ?1 AND slug = ?2 AND attempt = ?6",
@@ -970,7 +1002,7 @@ impl Store {
     /// Make a task new again for a re-run (its attempt count goes on).
     pub fn reset_task(&self, job: &JobId, slug: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = NULL, log_tail = NULL, merge_commit = NULL,
                    conflict_paths = NULL, turns = 0, task_base = NULL, redos = 0, redo = NULL, merge_seq = NULL,
@@ -993,7 +1025,7 @@ impl Store {
         why: &str,
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET state = 'queued', attempt = ?3, reason = NULL, updated_at = ?4, started_at = NULL,
                    finished_at = NULL, finished_seq = NULL, placed = ?5, placed_why = ?6, on_bus = 0,
                    retry_at = NULL, first_dispatched_at = COALESCE(first_dispatched_at, ?4), held = NULL
@@ -1013,7 +1045,7 @@ impl Store {
         stat: DiffStat,
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET head = COALESCE(?3, head), files_changed = ?4, insertions = ?5, deletions = ?6,
                    updated_at = ?7 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, head, stat.files as i64, stat.insertions as i64, stat.deletions as i64, now()],
@@ -1025,7 +1057,7 @@ impl Store {
     /// Record the end of an attempt.
     pub fn set_finished(&self, job: &JobId, slug: &str, o: &TaskOutcome) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET state = ?3, head = COALESCE(?4, head), files_changed = ?5, insertions = ?6,
                    deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11, finished_at = ?11,
                    finished_seq = (SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM tasks WHERE job = ?1)
@@ -1064,7 +1096,7 @@ impl Store {
             Wait::Park { secs } => (TaskState::Parked, 0, Some(secs)),
         };
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET state = ?3, head = COALESCE(?4, head), files_changed = ?5, insertions = ?6,
                    deletions = ?7, turns = ?8, reason = ?9, log_tail = ?10, updated_at = ?11, finished_at = ?11,
                    retry_at = ?12, failures = failures + ?13, parks = parks + (?14 IS NOT NULL),
@@ -1104,7 +1136,7 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             let seq: Option<i64> = if merge == MergeState::Merged {
-                Some(tx.query_row(
+                Some(tx.row_cached(
                     "SELECT COALESCE(MAX(merge_seq), 0) + 1 FROM tasks WHERE job = ?1",
                     [job.as_str()],
                     |r| r.get(0),
@@ -1112,7 +1144,7 @@ impl Store {
             } else {
                 None
             };
-            tx.execute(
+            tx.exec_cached(
                 "UPDATE tasks SET merge_state = ?3, merge_commit = ?4, conflict_paths = ?5, updated_at = ?6,
                    state = CASE WHEN ?7 IS NULL THEN state ELSE 'needs-attention' END,
                    reason = COALESCE(?7, reason), log_tail = COALESCE(?8, log_tail), merge_seq = ?9
@@ -1129,7 +1161,7 @@ impl Store {
                     seq
                 ],
             )?;
-            tx.execute(
+            tx.exec_cached(
                 "UPDATE jobs SET integration_head = ?2 WHERE id = ?1",
                 params![job.as_str(), integration_head],
             )?;
@@ -1150,7 +1182,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let text = redo_to_json(redo);
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', head = NULL, files_changed = 0,
                    insertions = 0, deletions = 0, reason = ?5, log_tail = NULL, merge_commit = NULL,
                    conflict_paths = ?6, turns = 0, task_base = ?3, redos = redos + 1, redo = ?4,
@@ -1175,7 +1207,7 @@ impl Store {
         let message = r.outcome.message().map(str::to_owned);
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
+            tx.exec_cached(
                 "INSERT OR REPLACE INTO turns (job, slug, attempt, turn, agent, model, outcome, message,
                    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, known_cost_usd,
                    session, summary, question, at)
@@ -1201,7 +1233,7 @@ impl Store {
                     now(),
                 ],
             )?;
-            tx.execute(
+            tx.exec_cached(
                 "UPDATE tasks SET session = COALESCE(?3, session), session_agent = CASE WHEN ?3 IS NULL
                    THEN session_agent ELSE ?4 END, question = ?5, reply = NULL, updated_at = ?6
                  WHERE job = ?1 AND slug = ?2",
@@ -1269,7 +1301,7 @@ impl Store {
     /// What a job's agents spent: the sum of its tasks' turns; `None` when no agent reported.
     pub fn job_usage(&self, job: &JobId) -> Result<Option<Usage>, StoreError> {
         let usage = self.with(|c| {
-            c.query_row(
+            c.row_cached(
                 "SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
                    SUM(cache_write_tokens), SUM(cost_usd), COUNT(cost_usd), SUM(known_cost_usd)
                  FROM turns WHERE job = ?1",
@@ -1284,7 +1316,7 @@ impl Store {
     /// attempt that resumes its agent's session with `answer`; its branch is kept.
     pub fn set_reply(&self, job: &JobId, slug: &str, answer: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', reason = NULL, merge_commit = NULL,
                    merge_seq = NULL, question = NULL, reply = ?3, retry_at = NULL, held = NULL, on_bus = 0,
                    updated_at = ?4 WHERE job = ?1 AND slug = ?2",
@@ -1304,7 +1336,7 @@ impl Store {
         prompt: Option<&str>,
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET session = COALESCE(?3, session), session_agent = COALESCE(?4, session_agent),
                    reply = CASE WHEN ?3 IS NULL THEN reply ELSE ?5 END, updated_at = ?6
                    WHERE job = ?1 AND slug = ?2",
@@ -1319,13 +1351,13 @@ impl Store {
     pub fn requeue(&self, job: &JobId, slug: &str) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
+            tx.exec_cached(
                 "UPDATE tasks SET state = 'queued', merge_state = 'pending', reason = NULL, merge_commit = NULL,
                    merge_seq = NULL, question = NULL, retry_at = NULL, held = NULL, on_bus = 0,
                    updated_at = ?3 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, now()],
             )?;
-            tx.execute("UPDATE jobs SET state = 'running' WHERE id = ?1", params![job.as_str()])?;
+            tx.exec_cached("UPDATE jobs SET state = 'running' WHERE id = ?1", params![job.as_str()])?;
             tx.commit()
         })?;
         Ok(())
@@ -1341,7 +1373,7 @@ impl Store {
         attempt: u32,
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "INSERT INTO handoffs (job, slug, at, way, place, attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![job.as_str(), slug, now(), way, place, attempt],
             )
@@ -1371,7 +1403,7 @@ impl Store {
     /// A task is not dispatched because the job is over its budget (`None`: it may go again).
     pub fn set_held(&self, job: &JobId, slug: &str, why: Option<&str>) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET held = ?3, updated_at = ?4 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, why, now()],
             )
@@ -1382,14 +1414,17 @@ impl Store {
     /// The job's spec changed (its budget was raised by `grove run --job JOB --max-job-cost`).
     pub fn set_spec(&self, job: &JobId, spec: &JobSpec) -> Result<(), StoreError> {
         let text = serde_json::to_string(spec).map_err(|e| self.corrupt("spec", e))?;
-        self.with(|c| c.execute("UPDATE jobs SET spec = ?2 WHERE id = ?1", params![job.as_str(), text]))?;
+        self.with(|c| c.exec_cached("UPDATE jobs SET spec = ?2 WHERE id = ?1", params![job.as_str(), text]))?;
         Ok(())
     }
 
     /// A person picked this variant of its task (`grove pick`).
     pub fn set_picked(&self, job: &JobId, slug: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute("UPDATE tasks SET picked = 1 WHERE job = ?1 AND slug = ?2", params![job.as_str(), slug])
+            c.exec_cached(
+                "UPDATE tasks SET picked = 1 WHERE job = ?1 AND slug = ?2",
+                params![job.as_str(), slug],
+            )
         })?;
         Ok(())
     }
@@ -1397,7 +1432,7 @@ impl Store {
     /// A person discarded a task's branch.
     pub fn set_discarded(&self, job: &JobId, slug: &str, why: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET merge_state = 'discarded', reason = ?3, updated_at = ?4 WHERE job = ?1 AND slug = ?2",
                 params![job.as_str(), slug, why, now()],
             )
@@ -1407,14 +1442,14 @@ impl Store {
 
     /// `grove merge`: a manual job may merge now.
     pub fn set_merge_approved(&self, job: &JobId) -> Result<(), StoreError> {
-        self.with(|c| c.execute("UPDATE jobs SET merge_approved = 1 WHERE id = ?1", [job.as_str()]))?;
+        self.with(|c| c.exec_cached("UPDATE jobs SET merge_approved = 1 WHERE id = ?1", [job.as_str()]))?;
         Ok(())
     }
 
     /// The job's merging stopped (`on_conflict = "abort"`), or goes on again (`None`).
     pub fn set_merge_stopped(&self, job: &JobId, why: Option<&str>) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute("UPDATE jobs SET merge_stopped = ?2 WHERE id = ?1", params![job.as_str(), why])
+            c.exec_cached("UPDATE jobs SET merge_stopped = ?2 WHERE id = ?1", params![job.as_str(), why])
         })?;
         Ok(())
     }
@@ -1422,7 +1457,7 @@ impl Store {
     /// Attempt `attempt` of a task is on the bus (the bus confirmed the dispatch).
     pub fn set_on_bus(&self, job: &JobId, slug: &str, attempt: u32) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE tasks SET on_bus = 1 WHERE job = ?1 AND slug = ?2 AND attempt = ?3",
                 params![job.as_str(), slug, attempt],
             )
@@ -1484,7 +1519,7 @@ impl Store {
     /// The integration branch is at `head` (found in the mirror after a restart).
     pub fn set_integration_head(&self, job: &JobId, head: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute("UPDATE jobs SET integration_head = ?2 WHERE id = ?1", params![job.as_str(), head])
+            c.exec_cached("UPDATE jobs SET integration_head = ?2 WHERE id = ?1", params![job.as_str(), head])
         })?;
         Ok(())
     }
@@ -1492,7 +1527,7 @@ impl Store {
     pub fn set_job_state(&self, job: &JobId, state: &str) -> Result<(), StoreError> {
         // A job that runs again (a retry) makes new files: it is no longer collected.
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE jobs SET state = ?2, collected_at = CASE WHEN ?2 = 'running' THEN NULL ELSE collected_at END
                  WHERE id = ?1",
                 params![job.as_str(), state],
@@ -1504,7 +1539,7 @@ impl Store {
     /// `grove gc` removed the job's worktrees and run dirs (the first time it did).
     pub fn set_collected(&self, job: &JobId, at: i64) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE jobs SET collected_at = COALESCE(collected_at, ?2) WHERE id = ?1",
                 params![job.as_str(), at],
             )
@@ -1516,7 +1551,7 @@ impl Store {
     /// update, or its creation.
     pub fn last_activity(&self, job: &JobId) -> Result<i64, StoreError> {
         self.with(|c| {
-            c.query_row(
+            c.row_cached(
                 "SELECT MAX(j.created_at, COALESCE(MAX(t.updated_at), 0), COALESCE(MAX(t.finished_at), 0))
                  FROM jobs j LEFT JOIN tasks t ON t.job = j.id WHERE j.id = ?1 GROUP BY j.id",
                 [job.as_str()],
@@ -1531,7 +1566,7 @@ impl Store {
     /// in the job's journal (1, 2, ...).
     pub fn append_note(&self, job: &JobId, note: &str) -> Result<u64, StoreError> {
         self.with(|c| {
-            c.query_row(
+            c.row_cached(
                 "INSERT INTO notes (job, seq, note, at)
                  VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notes WHERE job = ?1), ?2, ?3)
                  RETURNING seq",
@@ -1563,7 +1598,7 @@ impl Store {
     /// The sequence number of `job`'s newest journaled note (0: none yet).
     pub fn last_note(&self, job: &JobId) -> Result<u64, StoreError> {
         self.with(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM notes WHERE job = ?1", [job.as_str()], |r| {
+            c.row_cached("SELECT COALESCE(MAX(seq), 0) FROM notes WHERE job = ?1", [job.as_str()], |r| {
                 r.get::<_, i64>(0)
             })
         })
@@ -1581,7 +1616,7 @@ impl Store {
         event: &str,
     ) -> Result<bool, StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "INSERT OR IGNORE INTO notifications (job, key, sink, event, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![job.as_str(), key, sink, event, now()],
             )
@@ -1599,7 +1634,7 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "UPDATE notifications SET tries = ?4, error = ?5,
                    sent_at = CASE WHEN ?5 IS NULL THEN ?6 ELSE NULL END
                  WHERE job = ?1 AND key = ?2 AND sink = ?3",
@@ -1666,7 +1701,7 @@ impl Store {
 
     /// The job id `id` is free.
     pub fn job_exists(&self, id: &str) -> Result<bool, StoreError> {
-        self.with(|c| c.query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(())).optional())
+        self.with(|c| c.row_cached("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(())).optional())
             .map(|r| r.is_some())
     }
 }
@@ -1971,7 +2006,7 @@ mod tests {
                 for (id, state, spec) in
                     [("j-0001", "running", r#"{"run":{"deadline":"2h"}}"#), ("j-0002", "done", "{}"), ("j-0003", "running", "{}")]
                 {
-                    c.execute(
+                    c.exec_cached(
                         "INSERT INTO jobs (id, created_at, spec, source, mirror, base, integration_branch, integration_head,
                            state, warnings, ignored_files) VALUES (?1, 1, ?3, 's', 'm', 'b', 'i', 'b', ?2, '[]', '[]')",
                         params![id, state, spec],
@@ -1989,7 +2024,7 @@ mod tests {
                     ("j-0003", "a", "cloud", "checking", 1, None, Some(1000)),
                 ];
                 for (job, slug, pool, state, on_bus, retry_at, first) in tasks {
-                    c.execute(
+                    c.exec_cached(
                         "INSERT INTO tasks (job, slug, ord, level, title, files, lines, depends_on, branch, pool,
                            state, merge_state, updated_at, placed, on_bus, retry_at, first_dispatched_at)
                          VALUES (?1, ?2, 0, 0, 't', '[]', 0, '[]', 'b', ?3, ?4, 'pending', 0, ?3, ?5, ?6, ?7)",
