@@ -149,8 +149,8 @@ pub struct CommitWriter {
 impl CommitWriter {
     /// Objects a buffered writer keeps in memory after they are persisted, at most; past
     /// that it lets them all go (they are on disk).
-    const KEEP_OBJECTS: usize = 4096;
-    const KEEP_BYTES: usize = 32 << 20;
+    const KEEP_OBJECTS: usize = 1024;
+    const KEEP_BYTES: usize = 8 << 20;
     /// Nor for longer than this: an object persisted once and never referenced (a batch the
     /// integration check turned down) may be pruned by `git gc` after a while, and would then
     /// be in memory but not on disk.
