@@ -176,13 +176,15 @@ impl CommitWriter {
     }
 
     /// Write what is held in memory and not on disk yet to the object database; returns how
-    /// many objects were written. What was written stays in memory for reading (up to
-    /// [`CommitWriter::KEEP_OBJECTS`]). Nothing to do for a writer that is not buffered.
+    /// many objects were written. What this call wrote stays in memory for reading, until the
+    /// next call (up to [`CommitWriter::KEEP_OBJECTS`]); what an earlier one wrote goes.
+    /// Nothing to do for a writer that is not buffered.
     pub fn persist(&mut self) -> Result<usize, GitError> {
         use gix::objs::Write as _;
         let Some(mut memory) = self.repo.objects.take_object_memory() else { return Ok(0) };
         let what = || format!("writing objects to {}", self.repo.git_dir().display());
         let mut n = 0;
+        let mut newest = std::collections::HashSet::new();
         let written = memory.iter().try_for_each(|(id, (kind, data))| {
             if self.persisted.contains(id) {
                 return Ok(());
@@ -193,9 +195,13 @@ impl CommitWriter {
                 debug_assert_eq!(&got, id);
                 n += 1;
             }
-            self.persisted.insert(*id);
+            newest.insert(*id);
             Ok(())
         });
+        // Only what this call wrote stays: the trees of the last merges, which the next one
+        // edits; older ones are not read again.
+        memory.retain(|id, _| newest.contains(id));
+        self.persisted = newest;
         let bytes: usize = memory.values().map(|(_, d)| d.len()).sum();
         if written.is_err()
             || memory.len() > Self::KEEP_OBJECTS
