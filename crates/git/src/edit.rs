@@ -41,10 +41,7 @@ pub fn write(
     let tree: gix::objs::Tree = repo.find_tree(root)?.decode()?.into();
     let mut editor = gix::objs::tree::Editor::new(tree, &repo.objects, repo.object_hash());
     for edit in edits {
-        let path = match edit {
-            TreeEdit::Put(path, ..) | TreeEdit::Remove(path) => path.as_bstr(),
-        };
-        check_names(path, edit, options)?;
+        check_names(edit, options)?;
         match edit {
             TreeEdit::Put(path, kind, id) => {
                 if *kind != EntryKind::Commit && !repo.has_object(id) {
@@ -64,11 +61,10 @@ fn components(path: &BStr) -> impl Iterator<Item = &BStr> {
     path.split_str("/").map(ByteSlice::as_bstr)
 }
 
-fn check_names(
-    path: &BStr,
-    edit: &TreeEdit,
-    options: gix::validate::path::component::Options,
-) -> Result<(), EditError> {
+fn check_names(edit: &TreeEdit, options: gix::validate::path::component::Options) -> Result<(), EditError> {
+    let path = match edit {
+        TreeEdit::Put(path, ..) | TreeEdit::Remove(path) => path.as_bstr(),
+    };
     let mut names = components(path).peekable();
     while let Some(name) = names.next() {
         // The last name of a symlink is checked as git checks a link's name.

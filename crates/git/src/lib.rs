@@ -46,6 +46,27 @@ pub fn open_gix(path: &std::path::Path) -> Result<gix::ThreadSafeRepository, gix
     gix::ThreadSafeRepository::open_opts(path, options)
 }
 
+/// Write `objects` (taken from a repository's object memory, so `repo` writes through to its
+/// object database) that the database lacks: one another turn or merge wrote is not written
+/// again. Returns how many were written.
+pub(crate) fn write_missing<'a>(
+    repo: &gix::Repository,
+    objects: impl IntoIterator<Item = (&'a gix::ObjectId, &'a (gix::objs::Kind, Vec<u8>))>,
+) -> Result<usize, GitError> {
+    use gix::objs::Write as _;
+    let what = || format!("writing objects to {}", repo.git_dir().display());
+    let mut n = 0;
+    for (id, (kind, data)) in objects {
+        if repo.objects.exists_without_refresh(id) {
+            continue;
+        }
+        let got = repo.objects.write_buf(*kind, data).map_err(|e| GitError::read(what(), e))?;
+        debug_assert_eq!(&got, id);
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A full object id in hex.
 pub type Oid = String;
 

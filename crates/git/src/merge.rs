@@ -140,10 +140,9 @@ impl Ancestry {
 /// which makes one commit per task; `commit_tree` makes the same commit with the git CLI.
 pub struct CommitWriter {
     repo: gix::Repository,
-    /// Of the objects held in memory ([`CommitWriter::buffered`]), those on disk already.
+    /// Of the objects held in memory ([`CommitWriter::buffered`]), those on disk already:
+    /// what the last persist wrote.
     persisted: std::collections::HashSet<gix::ObjectId>,
-    /// Since when memory holds persisted objects.
-    kept_since: std::time::Instant,
 }
 
 impl CommitWriter {
@@ -151,10 +150,6 @@ impl CommitWriter {
     /// that it lets them all go (they are on disk).
     const KEEP_OBJECTS: usize = 1024;
     const KEEP_BYTES: usize = 8 << 20;
-    /// Nor for longer than this: an object persisted once and never referenced (a batch the
-    /// integration check turned down) may be pruned by `git gc` after a while, and would then
-    /// be in memory but not on disk.
-    const KEEP_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
     pub fn open(repo: &Path) -> Result<CommitWriter, GitError> {
         let mut r = crate::open_gix(repo)
@@ -162,7 +157,7 @@ impl CommitWriter {
             .map_err(|e| GitError::read(format!("opening {}", repo.display()), e))?;
         // Trees along the merged paths are read again and again within a train.
         r.object_cache_size_if_unset(8 << 20);
-        Ok(CommitWriter { repo: r, persisted: Default::default(), kept_since: std::time::Instant::now() })
+        Ok(CommitWriter { repo: r, persisted: Default::default() })
     }
 
     /// A writer whose trees and commits go to memory first, for the merge train: the next
@@ -180,42 +175,23 @@ impl CommitWriter {
     /// next call (up to [`CommitWriter::KEEP_OBJECTS`]); what an earlier one wrote goes.
     /// Nothing to do for a writer that is not buffered.
     pub fn persist(&mut self) -> Result<usize, GitError> {
-        use gix::objs::Write as _;
         let Some(mut memory) = self.repo.objects.take_object_memory() else { return Ok(0) };
-        let what = || format!("writing objects to {}", self.repo.git_dir().display());
-        let mut n = 0;
-        let mut newest = std::collections::HashSet::new();
-        let written = memory.iter().try_for_each(|(id, (kind, data))| {
-            if self.persisted.contains(id) {
-                return Ok(());
-            }
-            // Memory is off here: this asks, and writes to, the object database itself.
-            if !self.repo.objects.exists_without_refresh(id) {
-                let got = self.repo.objects.write_buf(*kind, data).map_err(|e| GitError::read(what(), e))?;
-                debug_assert_eq!(&got, id);
-                n += 1;
-            }
-            newest.insert(*id);
-            Ok(())
-        });
+        let newest: std::collections::HashSet<gix::ObjectId> =
+            memory.keys().filter(|id| !self.persisted.contains(*id)).copied().collect();
+        let written = crate::write_missing(&self.repo, memory.iter().filter(|(id, _)| newest.contains(*id)));
         // Only what this call wrote stays: the trees of the last merges, which the next one
-        // edits; older ones are not read again.
+        // edits; older ones are not read again. (They are on disk for the moments until then:
+        // git prunes only unreferenced objects weeks old.)
         memory.retain(|id, _| newest.contains(id));
         self.persisted = newest;
         let bytes: usize = memory.values().map(|(_, d)| d.len()).sum();
-        if written.is_err()
-            || memory.len() > Self::KEEP_OBJECTS
-            || bytes > Self::KEEP_BYTES
-            || self.kept_since.elapsed() > Self::KEEP_FOR
-        {
+        if written.is_err() || memory.len() > Self::KEEP_OBJECTS || bytes > Self::KEEP_BYTES {
             // What failed to be written is written again by the next merge: it sees it missing.
             memory.clear();
             self.persisted.clear();
-            self.kept_since = std::time::Instant::now();
         }
         self.repo.objects.set_object_memory(memory);
-        written?;
-        Ok(n)
+        written
     }
 
     /// All merge bases of commits `a` and `b`, as `git merge-base --all` finds them (gix's
@@ -640,6 +616,32 @@ mod tests {
                 hunks.contains("<<<<<<<") && hunks.contains("other") && hunks.contains("=== a.txt")
             }
         ));
+    }
+
+    /// A buffered writer's commit is git's to read only once persisted, which moving a ref
+    /// does first; what the persist wrote is still read from memory, what an earlier one
+    /// wrote is let go.
+    #[test]
+    fn a_buffered_commit_reaches_disk_before_its_ref_moves() {
+        let git = Git::detect().expect("git");
+        let (_d, src) = repo_with(&[("a.txt", "a\n")]);
+        let base = git.resolve_commit(&src, "HEAD").expect("head");
+        let tree = git.run(&src, ["rev-parse", "HEAD^{tree}"]).expect("tree").stdout.trim().to_owned();
+        let on_disk = |id: &str| git.run(&src, ["cat-file", "-e", id]).is_ok();
+        let mut w = CommitWriter::buffered(&src).expect("open");
+        let who = crate::worktree::Identity::default();
+        let first = w.commit(&tree, &[&base], "first", &who).expect("commit");
+        assert!(!on_disk(&first), "in memory only");
+        assert_eq!(w.tree_of(&first).expect("readable in process"), tree);
+        w.update_ref("refs/heads/main", &first, &base, &who).expect("moved");
+        assert!(on_disk(&first), "persisted before the ref moved");
+        assert_eq!(git.resolve_commit(&src, "main").expect("main"), first);
+        assert_eq!(w.repo.objects.num_objects_in_memory(), 1, "what the persist wrote stays for reading");
+        let second = w.commit(&tree, &[&first], "second", &who).expect("commit");
+        assert_eq!(w.persist().expect("persist"), 1);
+        assert!(on_disk(&second));
+        assert_eq!(w.repo.objects.num_objects_in_memory(), 1, "only the newest persist's objects stay");
+        assert_eq!(w.persist().expect("again"), 0, "nothing new: nothing written");
     }
 
     #[test]

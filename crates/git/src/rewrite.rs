@@ -106,25 +106,10 @@ impl Session {
 
     /// Write the objects kept in memory that the object database lacks; returns how many.
     pub fn persist(&mut self) -> Result<usize, GitError> {
-        use gix::objs::Write as _;
-        let dir = self.repo.git_dir().to_owned();
-        let what = || format!("writing objects to {}", dir.display());
         let Some(objects) = self.repo.objects.take_object_memory() else { return Ok(0) };
-        let mut n = 0;
-        let written = objects.iter().try_for_each(|(id, (kind, data))| {
-            // One that another turn wrote (the same file content in another module, say) is
-            // not written again.
-            if self.repo.objects.exists_without_refresh(id) {
-                return Ok(());
-            }
-            let got = self.repo.objects.write_buf(*kind, data).map_err(|e| GitError::read(what(), e))?;
-            debug_assert_eq!(&got, id);
-            n += 1;
-            Ok(())
-        });
+        let written = crate::write_missing(&self.repo, objects.iter());
         self.repo.objects.enable_object_memory();
-        written?;
-        Ok(n)
+        written
     }
 
     /// See [`rewrite_files`]; the objects stay in memory until [`Session::persist`].
